@@ -1,0 +1,26 @@
+//! The smallest complete server and client: one service, one method, over TCP.
+
+use rpc_core::service;
+
+#[service]
+pub trait Hello {
+    /// Greets `name`.
+    async fn hello(&self, name: String) -> String;
+}
+
+struct HelloImpl;
+
+impl Hello for HelloImpl {
+    async fn hello(&self, name: String) -> String {
+        format!("Hello, {name}!")
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", HelloServer::new(HelloImpl)).await?;
+    let client = HelloClient::new(rpc_transport_tcp::connect(server.local_addr()).await?);
+    println!("{}", client.hello("world".to_string()).await?);
+    server.shutdown().await;
+    Ok(())
+}

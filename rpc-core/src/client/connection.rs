@@ -1,0 +1,354 @@
+//! One multiplexed client connection.
+//!
+//! A call encodes its request straight into the connection's [`Outbox`], registers a
+//! one-shot slot under its call id, and waits on it with its deadline. One reader task per
+//! connection decodes responses and completes the matching slots, in whatever order they
+//! arrive. There is no task per call. Dropping a call future before it completes removes
+//! its slot and queues a `CANCEL` frame so the server drops the handler too.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::{BufMut, BytesMut};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use super::ClientConfig;
+use crate::error::RpcError;
+use crate::outbox::{self, Outbox};
+use crate::protocol::{
+    self, go_away, handshake_status, kind, ClientHello, Frame, ResponseFrame, ServerHello,
+    HANDSHAKE_LEN, VERSION,
+};
+use crate::util::IdHasher;
+use crate::Metadata;
+
+type Reply = Result<ResponseFrame, RpcError>;
+
+/// Whether new calls may start.
+enum State {
+    Open,
+    /// The server sent a graceful go-away: calls in flight finish, new ones are refused.
+    Draining,
+    Closed(RpcError),
+}
+
+struct Calls {
+    pending: HashMap<u64, oneshot::Sender<Reply>, BuildHasherDefault<IdHasher>>,
+    state: State,
+}
+
+/// State shared by the handles and the connection's two tasks.
+struct Shared {
+    outbox: Outbox,
+    calls: Mutex<Calls>,
+    next_id: AtomicU64,
+    in_flight: Semaphore,
+    config: ClientConfig,
+    remote: String,
+}
+
+impl Shared {
+    fn calls(&self) -> MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the connection: every call in flight and every later call gets `error`.
+    fn fail_all(&self, error: RpcError) {
+        let pending = {
+            let mut calls = self.calls();
+            if !matches!(calls.state, State::Closed(_)) {
+                calls.state = State::Closed(error.clone());
+            }
+            std::mem::take(&mut calls.pending)
+        };
+        for (_, slot) in pending {
+            let _ = slot.send(Err(error.clone()));
+        }
+        self.outbox.close();
+    }
+}
+
+/// Closes the connection when the last [`Connection`] handle is dropped.
+struct Owner {
+    shared: Arc<Shared>,
+    reader: AbortHandle,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.shared
+            .fail_all(RpcError::closed("the connection handle was dropped"));
+    }
+}
+
+/// A client connection to a server: cheap to clone, usable from many tasks at once, and
+/// shared by the clients of every service on that server.
+///
+/// The connection closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    _owner: Arc<Owner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("remote", &self.shared.remote)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Runs the protocol handshake over an established stream and starts the connection's
+    /// reader and writer tasks. `remote` names the peer in errors. Transports call this;
+    /// users call `rpc_transport_tcp::connect`.
+    pub async fn handshake<T: crate::Transport>(
+        io: T,
+        remote: &str,
+        config: ClientConfig,
+    ) -> Result<Connection, RpcError> {
+        let (mut reader, mut writer) = io.split();
+        let io_error = |source: std::io::Error| RpcError::Connect {
+            addr: remote.to_string(),
+            source: Arc::new(source),
+        };
+        let exchange = async {
+            let hello = ClientHello {
+                version: VERSION,
+                max_frame_size: config.max_frame_size as u32,
+            };
+            writer.write_all(&hello.encode()).await.map_err(io_error)?;
+            let mut reply = [0u8; HANDSHAKE_LEN];
+            reader.read_exact(&mut reply).await.map_err(io_error)?;
+            ServerHello::decode(&reply)
+        };
+        let reply = tokio::time::timeout(config.connect_timeout, exchange)
+            .await
+            .map_err(|_| {
+                io_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "handshake timed out",
+                ))
+            })??;
+        if reply.status == handshake_status::UNSUPPORTED_VERSION || reply.version != VERSION {
+            return Err(RpcError::VersionMismatch {
+                ours: VERSION,
+                theirs: reply.version,
+            });
+        }
+        if reply.status != handshake_status::ACCEPTED {
+            return Err(RpcError::Protocol(format!(
+                "the server refused the handshake with status {}",
+                reply.status
+            )));
+        }
+
+        let shared = Arc::new(Shared {
+            outbox: Outbox::new(reply.max_frame_size as usize),
+            calls: Mutex::new(Calls {
+                pending: HashMap::default(),
+                state: State::Open,
+            }),
+            next_id: AtomicU64::new(1),
+            in_flight: Semaphore::new(config.max_in_flight),
+            remote: remote.to_string(),
+            config,
+        });
+        let frames = FramedRead::new(
+            reader,
+            LengthDelimitedCodec::builder()
+                .max_frame_length(shared.config.max_frame_size)
+                .new_codec(),
+        );
+        let reader = tokio::spawn(run_reader(frames, Arc::clone(&shared)));
+        let writer_shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(e) = outbox::run_writer(writer, &writer_shared.outbox).await {
+                writer_shared.fail_all(RpcError::closed(format!("write failed: {e}")));
+            }
+        });
+        Ok(Connection {
+            _owner: Arc::new(Owner {
+                shared: Arc::clone(&shared),
+                reader: reader.abort_handle(),
+            }),
+            shared,
+        })
+    }
+
+    /// Whether the connection has ended; calls on it fail at once.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.shared.calls().state, State::Closed(_))
+    }
+
+    /// The peer this connection was opened to.
+    pub fn remote(&self) -> &str {
+        &self.shared.remote
+    }
+
+    /// The settings the connection was opened with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.shared.config
+    }
+
+    /// Sends one request and waits for its response until `deadline`.
+    ///
+    /// `encode` appends the bincode-encoded arguments to the frame being built.
+    pub(crate) async fn call<E>(
+        &self,
+        service: &str,
+        method: &str,
+        flags: u8,
+        metadata: &Metadata,
+        deadline: Instant,
+        encode: E,
+    ) -> Result<ResponseFrame, RpcError>
+    where
+        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+    {
+        if service.len() > u8::MAX as usize || method.len() > u8::MAX as usize {
+            return Err(RpcError::Encode(
+                "service and method names are limited to 255 bytes".into(),
+            ));
+        }
+        let shared = &*self.shared;
+        let _permit = tokio::time::timeout_at(deadline, shared.in_flight.acquire())
+            .await
+            .map_err(|_| RpcError::DeadlineExceeded)?
+            .map_err(|_| RpcError::closed("the connection is closed"))?;
+
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (slot, response) = oneshot::channel();
+        {
+            let mut calls = shared.calls();
+            match &calls.state {
+                State::Open => {}
+                State::Draining => return Err(RpcError::ShuttingDown),
+                State::Closed(error) => return Err(error.clone()),
+            }
+            calls.pending.insert(id, slot);
+        }
+        let mut guard = PendingCall {
+            shared,
+            id,
+            sent: false,
+            finished: false,
+        };
+
+        // A budget of 0 means "no deadline" on the wire, so round up to 1 µs.
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .as_micros()
+            .clamp(1, u64::MAX as u128) as u64;
+        shared.outbox.push(
+            kind::REQUEST,
+            flags,
+            id,
+            |buf| {
+                buf.put_u64(budget);
+                protocol::put_short_str(buf, service);
+                protocol::put_short_str(buf, method);
+                metadata.write_to(buf);
+            },
+            encode,
+        )?;
+        guard.sent = true;
+
+        let outcome = tokio::time::timeout_at(deadline, response).await;
+        match outcome {
+            Ok(reply) => {
+                guard.finished = true;
+                reply.unwrap_or_else(|_| Err(RpcError::closed("the connection is closed")))
+            }
+            // The guard cancels the call on the server.
+            Err(_) => Err(RpcError::DeadlineExceeded),
+        }
+    }
+}
+
+/// A call's registration in the pending map. Dropped before the response arrived (the
+/// caller dropped the future or the deadline passed), it removes the slot and tells the
+/// server to drop the handler.
+struct PendingCall<'a> {
+    shared: &'a Shared,
+    id: u64,
+    sent: bool,
+    finished: bool,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let was_pending = self.shared.calls().pending.remove(&self.id).is_some();
+        if self.sent && was_pending {
+            // Best effort: if the connection is closing there is nothing to cancel.
+            let _ = self
+                .shared
+                .outbox
+                .push(kind::CANCEL, 0, self.id, |_| {}, |_| Ok(()));
+        }
+    }
+}
+
+/// Reads frames until the connection ends, completing calls as responses arrive.
+async fn run_reader<R>(mut frames: FramedRead<R, LengthDelimitedCodec>, shared: Arc<Shared>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let error = loop {
+        let frame = match frames.next().await {
+            Some(Ok(bytes)) => bytes.freeze(),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                break RpcError::FrameTooLarge {
+                    size: 0,
+                    limit: shared.config.max_frame_size,
+                }
+            }
+            Some(Err(e)) => break RpcError::closed(format!("read failed: {e}")),
+            None => break RpcError::closed("the server closed the connection"),
+        };
+        match Frame::decode(frame) {
+            Ok(Frame::Response(response)) => {
+                // A response to a call that is no longer waiting (cancelled, timed out)
+                // or that was never made is dropped.
+                let slot = shared.calls().pending.remove(&response.id);
+                if let Some(slot) = slot {
+                    let _ = slot.send(Ok(response));
+                }
+            }
+            Ok(Frame::GoAway { code, message }) => match code {
+                go_away::SHUTTING_DOWN => {
+                    let mut calls = shared.calls();
+                    if matches!(calls.state, State::Open) {
+                        calls.state = State::Draining;
+                    }
+                }
+                go_away::FRAME_TOO_LARGE => {
+                    break RpcError::FrameTooLarge {
+                        size: 0,
+                        limit: shared.outbox.max_frame_size(),
+                    }
+                }
+                _ => break RpcError::Protocol(format!("the server closed: {message}")),
+            },
+            Ok(other) => {
+                break RpcError::Protocol(format!("unexpected frame from the server: {other:?}"))
+            }
+            Err(e) => break e,
+        }
+    };
+    tracing::debug!(remote = %shared.remote, %error, "client connection ended");
+    shared.fail_all(error);
+}

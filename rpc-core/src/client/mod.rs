@@ -1,0 +1,194 @@
+//! The client side: a multiplexed [`Connection`] and the [`Client`] that generated
+//! `{Trait}Client` types wrap.
+
+mod config;
+mod connection;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use config::ClientConfig;
+pub use connection::Connection;
+
+use crate::codec;
+use crate::context::{self, Metadata};
+use crate::error::{CallError, RpcError};
+use crate::protocol::{flags, status, ResponseFrame};
+
+/// A method as the client addresses it on the wire. The `#[service]` macro generates one
+/// per trait method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method {
+    /// The service name (the trait's name unless renamed).
+    pub service: &'static str,
+    /// The method name.
+    pub name: &'static str,
+    /// Whether a retry of this method is safe.
+    pub idempotent: bool,
+}
+
+/// Per-call settings carried by a [`Client`]: a timeout and metadata.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+    metadata: Metadata,
+}
+
+impl CallOptions {
+    /// The timeout of calls made with these options, if set.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The metadata attached to calls made with these options.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+/// A connection plus per-call options: what every generated `{Trait}Client` holds.
+///
+/// Cloning is cheap (two reference counts). The `with_*` methods return a copy with
+/// changed options, so a single call can be given its own timeout or metadata:
+/// `calc.with_timeout(Duration::from_millis(50)).add(1, 2).await`.
+#[derive(Debug, Clone)]
+pub struct Client {
+    connection: Connection,
+    options: CallOptions,
+}
+
+impl Client {
+    /// A client over `connection` with default options.
+    pub fn new(connection: Connection) -> Self {
+        Client {
+            connection,
+            options: CallOptions::default(),
+        }
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The options applied to each call.
+    pub fn options(&self) -> &CallOptions {
+        &self.options
+    }
+
+    /// A copy whose calls time out after `timeout` (overrides the connection's default).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// A copy whose calls carry `metadata` (replacing metadata set before).
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.options.metadata = metadata;
+        self
+    }
+
+    /// The deadline of a call starting now: the timeout (or the connection's default),
+    /// shortened to the deadline of the handler this call is made from, if any.
+    fn deadline(&self) -> Instant {
+        let timeout = self
+            .options
+            .timeout
+            .unwrap_or(self.connection.config().default_timeout);
+        let own = Instant::now() + timeout;
+        match context::inherited_deadline() {
+            Some(inherited) => own.min(inherited),
+            None => own,
+        }
+    }
+
+    async fn send<A: Serialize + ?Sized>(
+        &self,
+        method: &Method,
+        args: &A,
+    ) -> Result<ResponseFrame, RpcError> {
+        let flags = if method.idempotent {
+            flags::IDEMPOTENT
+        } else {
+            0
+        };
+        self.connection
+            .call(
+                method.service,
+                method.name,
+                flags,
+                &self.options.metadata,
+                self.deadline(),
+                |buf| codec::encode_into(args, buf),
+            )
+            .await
+    }
+
+    /// Calls `method` with `args` (a tuple of the arguments) and decodes its return value.
+    pub async fn call<A, R>(&self, method: &Method, args: &A) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let response = self.send(method, args).await?;
+        match response.status {
+            status::OK => codec::decode(&response.payload),
+            other => Err(status_error(method, other, &response.payload)),
+        }
+    }
+
+    /// Calls a method declared `-> Result<T, E>`: the handler's `Err(e)` comes back as
+    /// [`CallError::Application`], framework failures as [`CallError::Rpc`].
+    pub async fn call_fallible<A, T, E>(&self, method: &Method, args: &A) -> Result<T, CallError<E>>
+    where
+        A: Serialize + ?Sized,
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        let response = self.send(method, args).await?;
+        match response.status {
+            status::OK => Ok(codec::decode(&response.payload)?),
+            status::APPLICATION_ERROR => {
+                Err(CallError::Application(codec::decode(&response.payload)?))
+            }
+            other => Err(status_error(method, other, &response.payload).into()),
+        }
+    }
+}
+
+/// The [`RpcError`] for a non-success response status.
+fn status_error(method: &Method, code: u8, payload: &Bytes) -> RpcError {
+    let message = || String::from_utf8_lossy(payload).into_owned();
+    match code {
+        status::UNKNOWN_SERVICE => RpcError::UnknownService {
+            service: method.service.to_string(),
+        },
+        status::UNKNOWN_METHOD => RpcError::UnknownMethod {
+            service: method.service.to_string(),
+            method: method.name.to_string(),
+        },
+        status::INVALID_ARGUMENTS => RpcError::Decode(format!(
+            "the server could not decode the arguments of `{}.{}`: {}",
+            method.service,
+            method.name,
+            message()
+        )),
+        status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
+        status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
+        status::SHUTTING_DOWN => RpcError::ShuttingDown,
+        status::FRAME_TOO_LARGE => RpcError::FrameTooLarge { size: 0, limit: 0 },
+        status::ENCODE_FAILED => RpcError::Encode(format!("on the server: {}", message())),
+        status::APPLICATION_ERROR => RpcError::Protocol(format!(
+            "`{}.{}` is not declared fallible but the server sent an application error",
+            method.service, method.name
+        )),
+        other => RpcError::Remote {
+            status: other,
+            message: message(),
+        },
+    }
+}

@@ -1,0 +1,90 @@
+//! The core of the RPC framework: annotate a trait of `async fn`s with [`service`], serve
+//! an implementation, and call it through the generated client over one multiplexed
+//! connection.
+//!
+//! ```
+//! use rpc_core::service;
+//!
+//! #[service]
+//! pub trait Greeter {
+//!     /// Says hello.
+//!     async fn hello(&self, name: String) -> String;
+//! }
+//!
+//! struct English;
+//! impl Greeter for English {
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("Hello, {name}!")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! // The in-memory transport; `rpc_transport_tcp::serve`/`connect` are the same over TCP.
+//! let (listener, connector) = rpc_core::memory::listener();
+//! let server = rpc_core::Server::new(GreeterServer::new(English)).serve(listener, ());
+//! let greeter = GreeterClient::new(connector.connect().await?);
+//! assert_eq!(greeter.hello("Ada".into()).await?, "Hello, Ada!");
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What the macro generates for a trait `Foo`, and where a call goes, is described in the
+//! [`service`] documentation and in `docs/ARCHITECTURE.md`; the bytes on the wire in
+//! `docs/PROTOCOL.md`.
+//!
+//! Modules, one concept each: [`protocol`] (handshake and frames), [`codec`] (bincode
+//! payloads), [`context`] (deadline, metadata, peer), [`client`] (multiplexed connection
+//! and calls), [`server`] (services, router, accept loop, shutdown), [`transport`]
+//! (stream and listener traits, in-memory transport), [`error`].
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod codec;
+pub mod context;
+pub mod error;
+mod outbox;
+pub mod protocol;
+pub mod server;
+pub mod transport;
+mod util;
+
+pub use client::{CallOptions, Client, ClientConfig, Connection, Method};
+pub use context::{Context, Metadata, PeerAddr};
+pub use error::{CallError, RpcError};
+pub use server::{
+    DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router, Server, ServerConfig,
+    ServerHandle, Service,
+};
+pub use transport::{memory, Listener, SplitIo, Transport};
+
+/// Turns a trait of `async fn`s into an RPC service.
+///
+/// For a trait `Foo` it generates, next to the (rewritten) trait:
+///
+/// - `FooClient`: a cheap, cloneable client with one `async fn` per method, returning
+///   `Result<T, RpcError>`, or `Result<T, CallError<E>>` for a method declared
+///   `-> Result<T, E>`. `FooClient::new(connection)` builds it; `with_timeout` and
+///   `with_metadata` return a copy with per-call options.
+/// - `FooServer<I>`: wraps an implementation `I: Foo` as a [`Service`] to pass to a
+///   server. `FooServer::handle` dispatches a `FooRequest` in-process.
+/// - `FooRequest` / `FooResponse`: one variant per method (the method name in
+///   UpperCamelCase) holding its arguments / its return value.
+/// - `FooClient::METHODS`-style constants are not generated; each method's wire identity is
+///   its service name and method name (see `docs/PROTOCOL.md`).
+///
+/// Each method becomes `fn m(&self, ..) -> impl Future<Output = T> + Send` in the trait,
+/// so implementations write plain `async fn` and their futures must be `Send`.
+///
+/// `#[service(name = "pkg.Foo")]` sets the service's wire name (default: the trait name).
+pub use rpc_macros::service;
+
+/// Items the generated code refers to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use std::boxed::Box;
+    pub use std::sync::Arc;
+}

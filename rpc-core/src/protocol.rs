@@ -1,0 +1,527 @@
+//! The wire protocol: handshake, frame layout and message kinds (specified in
+//! `docs/PROTOCOL.md`).
+//!
+//! Every frame is a 4-byte big-endian length followed by that many bytes of body, exactly
+//! what tokio-util's `LengthDelimitedCodec` reads with its defaults. A body starts with a
+//! fixed 10-byte header (kind, flags, call id); the rest depends on the kind. Arguments,
+//! return values and application errors are bincode-encoded payloads at the end of a frame,
+//! so they are never copied to be wrapped in an envelope.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::context::Metadata;
+use crate::error::RpcError;
+
+/// The four bytes that open both handshake messages.
+pub const MAGIC: [u8; 4] = *b"RRPC";
+/// The protocol version this implementation speaks.
+pub const VERSION: u16 = 1;
+/// Length in bytes of each handshake message (client hello and server reply).
+pub const HANDSHAKE_LEN: usize = 12;
+/// Length in bytes of the length prefix in front of every frame.
+pub const LENGTH_PREFIX_LEN: usize = 4;
+/// Length in bytes of the header every frame body starts with (kind, flags, id).
+pub const HEADER_LEN: usize = 10;
+/// The default maximum frame size (length prefix excluded): 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// Message kinds: the first byte of every frame body.
+pub mod kind {
+    /// A call, client to server.
+    pub const REQUEST: u8 = 0x01;
+    /// The outcome of a call, server to client.
+    pub const RESPONSE: u8 = 0x02;
+    /// The caller gave up on a call (dropped or timed out), client to server.
+    pub const CANCEL: u8 = 0x03;
+    /// The sender will accept no new calls (graceful shutdown) or is closing on an error.
+    pub const GO_AWAY: u8 = 0x04;
+}
+
+/// Frame flags: the second byte of every frame body. Unknown bits are ignored.
+pub mod flags {
+    /// On a request: the method is declared idempotent, so a retry is safe.
+    pub const IDEMPOTENT: u8 = 0x01;
+}
+
+/// Response status codes. `OK` and `APPLICATION_ERROR` carry a bincode payload; every other
+/// status carries a UTF-8 message.
+pub mod status {
+    /// The call succeeded; the payload is the bincode-encoded return value.
+    pub const OK: u8 = 0;
+    /// The handler returned `Err(e)`; the payload is the bincode-encoded `e`.
+    pub const APPLICATION_ERROR: u8 = 1;
+    /// The server hosts no such service.
+    pub const UNKNOWN_SERVICE: u8 = 2;
+    /// The service has no such method.
+    pub const UNKNOWN_METHOD: u8 = 3;
+    /// The arguments did not decode as the method's parameter types.
+    pub const INVALID_ARGUMENTS: u8 = 4;
+    /// The call's deadline passed on the server; the handler was dropped.
+    pub const DEADLINE_EXCEEDED: u8 = 5;
+    /// The handler panicked.
+    pub const HANDLER_PANICKED: u8 = 6;
+    /// The server is shutting down and did not finish the call.
+    pub const SHUTTING_DOWN: u8 = 7;
+    /// The encoded return value exceeded the client's maximum frame size.
+    pub const FRAME_TOO_LARGE: u8 = 8;
+    /// The return value failed to encode.
+    pub const ENCODE_FAILED: u8 = 9;
+}
+
+/// Go-away codes: why the sender of a `GO_AWAY` frame stops.
+pub mod go_away {
+    /// Graceful shutdown: calls already received are answered, new ones are refused.
+    pub const SHUTTING_DOWN: u8 = 0;
+    /// The peer broke the protocol; the connection closes.
+    pub const PROTOCOL_ERROR: u8 = 1;
+    /// The peer sent a frame over the maximum size; the connection closes.
+    pub const FRAME_TOO_LARGE: u8 = 2;
+}
+
+/// Status of the server's handshake reply.
+pub mod handshake_status {
+    /// The connection is accepted.
+    pub const ACCEPTED: u8 = 0;
+    /// The server does not speak the client's protocol version.
+    pub const UNSUPPORTED_VERSION: u8 = 1;
+}
+
+/// The client's opening message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientHello {
+    /// Protocol version the client speaks.
+    pub version: u16,
+    /// The largest frame the client accepts.
+    pub max_frame_size: u32,
+}
+
+/// The server's answer to a [`ClientHello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerHello {
+    /// Protocol version the server speaks.
+    pub version: u16,
+    /// One of [`handshake_status`].
+    pub status: u8,
+    /// The largest frame the server accepts.
+    pub max_frame_size: u32,
+}
+
+impl ClientHello {
+    /// The 12 bytes on the wire: magic, version, reserved `u16`, max frame size.
+    pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
+        let mut out = [0u8; HANDSHAKE_LEN];
+        out[..4].copy_from_slice(&MAGIC);
+        out[4..6].copy_from_slice(&self.version.to_be_bytes());
+        out[8..12].copy_from_slice(&self.max_frame_size.to_be_bytes());
+        out
+    }
+
+    /// Parses the 12 bytes a client sent; fails if the magic is wrong.
+    pub fn decode(bytes: &[u8; HANDSHAKE_LEN]) -> Result<Self, RpcError> {
+        check_magic(bytes, "client")?;
+        Ok(ClientHello {
+            version: u16::from_be_bytes([bytes[4], bytes[5]]),
+            max_frame_size: u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+        })
+    }
+}
+
+impl ServerHello {
+    /// The 12 bytes on the wire: magic, version, status, reserved byte, max frame size.
+    pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
+        let mut out = [0u8; HANDSHAKE_LEN];
+        out[..4].copy_from_slice(&MAGIC);
+        out[4..6].copy_from_slice(&self.version.to_be_bytes());
+        out[6] = self.status;
+        out[8..12].copy_from_slice(&self.max_frame_size.to_be_bytes());
+        out
+    }
+
+    /// Parses the 12 bytes a server sent; fails if the magic is wrong.
+    pub fn decode(bytes: &[u8; HANDSHAKE_LEN]) -> Result<Self, RpcError> {
+        check_magic(bytes, "server")?;
+        Ok(ServerHello {
+            version: u16::from_be_bytes([bytes[4], bytes[5]]),
+            status: bytes[6],
+            max_frame_size: u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+        })
+    }
+}
+
+fn check_magic(bytes: &[u8], peer: &str) -> Result<(), RpcError> {
+    if bytes[..4] == MAGIC {
+        Ok(())
+    } else {
+        Err(RpcError::Protocol(format!(
+            "the {peer} does not speak this protocol (handshake magic {:02x?}, expected {:02x?})",
+            &bytes[..4],
+            MAGIC
+        )))
+    }
+}
+
+/// A decoded frame body.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A call.
+    Request(RequestFrame),
+    /// The outcome of a call.
+    Response(ResponseFrame),
+    /// The client gave up on call `id`.
+    Cancel {
+        /// The id of the cancelled call.
+        id: u64,
+    },
+    /// The sender stops: see [`go_away`].
+    GoAway {
+        /// One of [`go_away`].
+        code: u8,
+        /// A human-readable reason.
+        message: String,
+    },
+}
+
+/// A call as it arrives at the server. Strings and payload are zero-copy views of the frame.
+#[derive(Debug, Clone)]
+pub struct RequestFrame {
+    /// The call id, unique among the calls in flight on the connection.
+    pub id: u64,
+    /// See [`flags`].
+    pub flags: u8,
+    /// The remaining time budget in microseconds; 0 means no deadline.
+    pub budget_micros: u64,
+    /// The service name (UTF-8, checked).
+    pub service: WireStr,
+    /// The method name (UTF-8, checked).
+    pub method: WireStr,
+    /// Key/value metadata set by the caller.
+    pub metadata: Metadata,
+    /// The bincode-encoded arguments.
+    pub payload: Bytes,
+}
+
+/// A response as it arrives at the client.
+#[derive(Debug, Clone)]
+pub struct ResponseFrame {
+    /// The id of the call this answers.
+    pub id: u64,
+    /// One of [`status`].
+    pub status: u8,
+    /// A bincode payload for `OK`/`APPLICATION_ERROR`, a UTF-8 message otherwise.
+    pub payload: Bytes,
+}
+
+/// A UTF-8 string that is a zero-copy slice of a received frame.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WireStr(Bytes);
+
+impl WireStr {
+    fn new(bytes: Bytes) -> Result<Self, RpcError> {
+        std::str::from_utf8(&bytes)
+            .map_err(|_| RpcError::Protocol("name is not valid UTF-8".into()))?;
+        Ok(WireStr(bytes))
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        // Checked in `new`; the bytes are immutable.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for WireStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for WireStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn truncated(what: &str) -> RpcError {
+    RpcError::Protocol(format!("truncated {what} frame"))
+}
+
+impl Frame {
+    /// Decodes one frame body (length prefix already removed). Never panics; never
+    /// allocates more than the body's own size.
+    pub fn decode(mut body: Bytes) -> Result<Frame, RpcError> {
+        if body.len() < HEADER_LEN {
+            return Err(RpcError::Protocol(format!(
+                "frame of {} bytes is shorter than the {HEADER_LEN}-byte header",
+                body.len()
+            )));
+        }
+        let kind = body.get_u8();
+        let flags = body.get_u8();
+        let id = body.get_u64();
+        match kind {
+            kind::REQUEST => {
+                if body.len() < 8 + 1 {
+                    return Err(truncated("request"));
+                }
+                let budget_micros = body.get_u64();
+                let service = WireStr::new(take_short(&mut body, "request")?)?;
+                let method = WireStr::new(take_short(&mut body, "request")?)?;
+                let metadata = Metadata::split_from_wire(&mut body)?;
+                Ok(Frame::Request(RequestFrame {
+                    id,
+                    flags,
+                    budget_micros,
+                    service,
+                    method,
+                    metadata,
+                    payload: body,
+                }))
+            }
+            kind::RESPONSE => {
+                if body.is_empty() {
+                    return Err(truncated("response"));
+                }
+                let status = body.get_u8();
+                Ok(Frame::Response(ResponseFrame {
+                    id,
+                    status,
+                    payload: body,
+                }))
+            }
+            kind::CANCEL => Ok(Frame::Cancel { id }),
+            kind::GO_AWAY => {
+                if body.is_empty() {
+                    return Err(truncated("go-away"));
+                }
+                let code = body.get_u8();
+                Ok(Frame::GoAway {
+                    code,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                })
+            }
+            other => Err(RpcError::Protocol(format!(
+                "unknown message kind 0x{other:02x}"
+            ))),
+        }
+    }
+}
+
+/// Takes a `u8`-length-prefixed byte string off the front of `body`.
+fn take_short(body: &mut Bytes, what: &str) -> Result<Bytes, RpcError> {
+    if body.is_empty() {
+        return Err(truncated(what));
+    }
+    let len = body.get_u8() as usize;
+    if body.len() < len {
+        return Err(truncated(what));
+    }
+    Ok(body.split_to(len))
+}
+
+/// Appends one frame to `buf`: length prefix, header, the kind-specific fields written by
+/// `fields`, and the payload written by `payload`. If `payload` fails, panics, or the
+/// frame exceeds `max_frame_size`, `buf` is left exactly as it was.
+pub(crate) fn write_frame<F, P>(
+    buf: &mut BytesMut,
+    max_frame_size: usize,
+    kind: u8,
+    flags: u8,
+    id: u64,
+    fields: F,
+    payload: P,
+) -> Result<(), RpcError>
+where
+    F: FnOnce(&mut BytesMut),
+    P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+{
+    let guard = Rollback::new(buf);
+    let start = guard.start;
+    let buf = &mut *guard.buf;
+    buf.put_u32(0);
+    buf.put_u8(kind);
+    buf.put_u8(flags);
+    buf.put_u64(id);
+    fields(buf);
+    payload(buf)?;
+    let size = buf.len() - start - LENGTH_PREFIX_LEN;
+    if size > max_frame_size {
+        return Err(RpcError::FrameTooLarge {
+            size,
+            limit: max_frame_size,
+        });
+    }
+    buf[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&(size as u32).to_be_bytes());
+    guard.commit();
+    Ok(())
+}
+
+/// Truncates a buffer back to where a frame began unless the frame is committed, so an
+/// error or a panic half-way through encoding never leaves a partial frame behind.
+struct Rollback<'a> {
+    buf: &'a mut BytesMut,
+    start: usize,
+    committed: bool,
+}
+
+impl<'a> Rollback<'a> {
+    fn new(buf: &'a mut BytesMut) -> Self {
+        let start = buf.len();
+        Rollback {
+            buf,
+            start,
+            committed: false,
+        }
+    }
+
+    fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.buf.truncate(self.start);
+        }
+    }
+}
+
+/// Writes a `u8`-length-prefixed string. Callers guarantee `s.len() <= 255`.
+pub(crate) fn put_short_str(buf: &mut BytesMut, s: &str) {
+    debug_assert!(s.len() <= u8::MAX as usize);
+    buf.put_u8(s.len() as u8);
+    buf.put_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_round_trips() {
+        let hello = ClientHello {
+            version: VERSION,
+            max_frame_size: 1234,
+        };
+        assert_eq!(ClientHello::decode(&hello.encode()).unwrap(), hello);
+        let reply = ServerHello {
+            version: VERSION,
+            status: handshake_status::UNSUPPORTED_VERSION,
+            max_frame_size: 99,
+        };
+        assert_eq!(ServerHello::decode(&reply.encode()).unwrap(), reply);
+        assert!(matches!(
+            ClientHello::decode(b"GET / HTTP/1"),
+            Err(RpcError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn request_frame_round_trips() {
+        let mut buf = BytesMut::new();
+        let mut md = Metadata::new();
+        md.insert("token", b"abc".to_vec()).unwrap();
+        write_frame(
+            &mut buf,
+            1024,
+            kind::REQUEST,
+            flags::IDEMPOTENT,
+            7,
+            |b| {
+                b.put_u64(1500);
+                put_short_str(b, "Calc");
+                put_short_str(b, "add");
+                md.write_to(b);
+            },
+            |b| {
+                b.put_slice(b"args");
+                Ok(())
+            },
+        )
+        .unwrap();
+        let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 4);
+        let Frame::Request(req) = Frame::decode(buf.freeze().slice(4..)).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!(req.id, 7);
+        assert_eq!(req.flags, flags::IDEMPOTENT);
+        assert_eq!(req.budget_micros, 1500);
+        assert_eq!(req.service.as_str(), "Calc");
+        assert_eq!(req.method.as_str(), "add");
+        assert_eq!(req.metadata.get("token"), Some(&b"abc"[..]));
+        assert_eq!(&req.payload[..], b"args");
+    }
+
+    #[test]
+    fn oversized_or_failed_frames_leave_the_buffer_untouched() {
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let err = write_frame(
+            &mut buf,
+            16,
+            kind::RESPONSE,
+            0,
+            1,
+            |b| b.put_u8(status::OK),
+            |b| {
+                b.put_slice(&[0u8; 64]);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, RpcError::FrameTooLarge { limit: 16, .. }));
+        assert_eq!(&buf[..], b"keep");
+        let err = write_frame(
+            &mut buf,
+            1024,
+            kind::RESPONSE,
+            0,
+            1,
+            |b| b.put_u8(status::OK),
+            |_| Err(RpcError::Encode("nope".into())),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RpcError::Encode(_)));
+        assert_eq!(&buf[..], b"keep");
+    }
+
+    #[test]
+    fn malformed_frames_are_protocol_errors() {
+        for body in [
+            &b""[..],
+            &[kind::REQUEST, 0, 0, 0, 0, 0, 0, 0, 0, 1][..],
+            &[
+                kind::REQUEST,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                9,
+                b'x',
+            ][..],
+            &[kind::RESPONSE, 0, 0, 0, 0, 0, 0, 0, 0, 1][..],
+            &[0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 1][..],
+        ] {
+            assert!(
+                matches!(
+                    Frame::decode(Bytes::copy_from_slice(body)),
+                    Err(RpcError::Protocol(_))
+                ),
+                "{body:?}"
+            );
+        }
+    }
+}

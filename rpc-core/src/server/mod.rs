@@ -1,0 +1,152 @@
+//! The server side: a [`Server`] accepts connections from a [`Listener`] and serves the
+//! [`Service`]s of its [`Router`]; the [`ServerHandle`] it returns shuts it down.
+
+mod config;
+mod connection;
+mod service;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ServerConfig;
+pub use service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router, Service};
+
+use crate::transport::Listener;
+use connection::Signals;
+
+/// A server: services plus settings, ready to serve a listener.
+#[derive(Debug, Clone)]
+pub struct Server {
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+}
+
+impl Server {
+    /// A server for `services` (one service, or a [`Router`] of several) with default
+    /// settings.
+    pub fn new(services: impl Into<Router>) -> Self {
+        Self::with_config(services, ServerConfig::default())
+    }
+
+    /// A server for `services` with `config`.
+    pub fn with_config(services: impl Into<Router>, config: ServerConfig) -> Self {
+        Server {
+            router: Arc::new(services.into()),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Spawns the accept loop on the current tokio runtime and returns at once.
+    /// `local_addr` is what [`ServerHandle::local_addr`] reports.
+    pub fn serve<L: Listener, A>(self, mut listener: L, local_addr: A) -> ServerHandle<A> {
+        let signals = Signals {
+            graceful: CancellationToken::new(),
+            hard: CancellationToken::new(),
+            kill: CancellationToken::new(),
+        };
+        let tracker = TaskTracker::new();
+        let accept_signals = signals.clone();
+        let connections = tracker.clone();
+        let grace = self.config.shutdown_grace;
+        tracker.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = accept_signals.graceful.cancelled() => break,
+                    _ = accept_signals.kill.cancelled() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((io, peer)) => {
+                        connections.spawn(connection::serve_connection(
+                            io,
+                            peer,
+                            Arc::clone(&self.router),
+                            Arc::clone(&self.config),
+                            accept_signals.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        // Usually transient (a reset before accept, out of descriptors):
+                        // back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+        ServerHandle {
+            local_addr,
+            signals,
+            tracker,
+            grace,
+        }
+    }
+}
+
+/// A running server. Dropping the handle leaves the server running; call
+/// [`shutdown`](ServerHandle::shutdown) or [`abort`](ServerHandle::abort) to stop it.
+pub struct ServerHandle<A> {
+    local_addr: A,
+    signals: Signals,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl<A: fmt::Debug> fmt::Debug for ServerHandle<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("tasks", &self.tracker.len())
+            .finish()
+    }
+}
+
+impl<A> ServerHandle<A> {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> A
+    where
+        A: Clone,
+    {
+        self.local_addr.clone()
+    }
+
+    /// Graceful shutdown with the configured grace period (default 30 s): stops
+    /// accepting, tells clients to send no new calls, lets calls in flight finish, then
+    /// closes. Calls still running when the grace period ends are answered
+    /// `ShuttingDown` and dropped.
+    pub async fn shutdown(self) {
+        let grace = self.grace;
+        self.shutdown_with_grace(grace).await
+    }
+
+    /// [`shutdown`](ServerHandle::shutdown) with an explicit grace period.
+    pub async fn shutdown_with_grace(self, grace: Duration) {
+        self.signals.graceful.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.signals.hard.cancel();
+            if tokio::time::timeout(Duration::from_secs(1), self.tracker.wait())
+                .await
+                .is_err()
+            {
+                self.signals.kill.cancel();
+                self.tracker.wait().await;
+            }
+        }
+    }
+
+    /// Stops at once, as if the process died: connections are dropped without an answer
+    /// to the calls in flight.
+    pub async fn abort(self) {
+        self.signals.kill.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

@@ -1,0 +1,184 @@
+//! What a server hosts: [`Service`]s (one per `#[service]` trait, generated as
+//! `{Trait}Server`), gathered in a [`Router`] by name, and the [`IncomingCall`] /
+//! [`ReplyTo`] pair through which a service reads arguments and answers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::connection::ConnectionState;
+use crate::codec;
+use crate::error::RpcError;
+use crate::protocol::{kind, status};
+
+/// The future of one running handler. It answers through its [`ReplyTo`] before it ends.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Why a service could not start a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchError {
+    /// The service has no method of that name.
+    UnknownMethod,
+    /// The arguments did not decode as the method's parameters.
+    InvalidArguments(String),
+}
+
+/// A service a server can host: the `#[service]` macro implements it for each generated
+/// `{Trait}Server`. Hand-written implementations are possible (proxies, gateways).
+pub trait Service: Send + Sync + 'static {
+    /// The name clients address the service by.
+    fn name(&self) -> &'static str;
+
+    /// The names of its methods.
+    fn methods(&self) -> &'static [&'static str];
+
+    /// Starts `method` for `call`: decodes the arguments and returns the handler future,
+    /// which must answer through [`IncomingCall::into_reply`].
+    fn call(&self, method: &str, call: IncomingCall) -> Result<HandlerFuture, DispatchError>;
+}
+
+/// A call that arrived for a service: its encoded arguments and where to send the answer.
+pub struct IncomingCall {
+    payload: Bytes,
+    reply: ReplyTo,
+}
+
+impl IncomingCall {
+    pub(crate) fn new(payload: Bytes, reply: ReplyTo) -> Self {
+        IncomingCall { payload, reply }
+    }
+
+    /// Decodes the arguments as `A` (the tuple of the method's parameter types).
+    pub fn decode_args<A: DeserializeOwned>(&self) -> Result<A, DispatchError> {
+        codec::decode(&self.payload).map_err(|e| DispatchError::InvalidArguments(e.to_string()))
+    }
+
+    /// The raw encoded arguments.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The handle through which the handler answers.
+    pub fn into_reply(self) -> ReplyTo {
+        self.reply
+    }
+}
+
+/// Where a handler sends its answer: encodes it straight into the connection's write
+/// buffer. Consumed by the answer, so a call is answered at most once.
+pub struct ReplyTo {
+    connection: Arc<ConnectionState>,
+    id: u64,
+}
+
+impl fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyTo").field("id", &self.id).finish()
+    }
+}
+
+impl ReplyTo {
+    pub(crate) fn new(connection: Arc<ConnectionState>, id: u64) -> Self {
+        ReplyTo { connection, id }
+    }
+
+    /// Answers with the handler's return value.
+    pub fn ok<T: Serialize + ?Sized>(self, value: &T) {
+        self.payload(status::OK, value)
+    }
+
+    /// Answers with the application error `Err(error)` of a method declared
+    /// `-> Result<T, E>`.
+    pub fn application_error<E: Serialize + ?Sized>(self, error: &E) {
+        self.payload(status::APPLICATION_ERROR, error)
+    }
+
+    fn payload<T: Serialize + ?Sized>(self, code: u8, value: &T) {
+        let outcome = self.connection.outbox.push(
+            kind::RESPONSE,
+            0,
+            self.id,
+            |buf| buf.put_u8(code),
+            |buf| codec::encode_into(value, buf),
+        );
+        match outcome {
+            Ok(()) => {}
+            Err(RpcError::FrameTooLarge { size, limit }) => self.error(
+                status::FRAME_TOO_LARGE,
+                &format!(
+                    "the response of {size} bytes exceeds the client's limit of {limit} bytes"
+                ),
+            ),
+            Err(RpcError::Encode(message)) => self.error(status::ENCODE_FAILED, &message),
+            // The connection is closing: nobody is left to answer.
+            Err(_) => {}
+        }
+    }
+
+    /// Answers with a framework error status and a message.
+    pub(crate) fn error(&self, code: u8, message: &str) {
+        let _ = self.connection.outbox.push(
+            kind::RESPONSE,
+            0,
+            self.id,
+            |buf| {
+                buf.put_u8(code);
+                buf.put_slice(message.as_bytes());
+            },
+            |_| Ok(()),
+        );
+    }
+}
+
+/// The services of one server, by name. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Router {
+    services: HashMap<&'static str, Arc<dyn Service>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.services.keys()).finish()
+    }
+}
+
+impl Router {
+    /// A router with no services.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a service.
+    ///
+    /// # Panics
+    /// If a service of the same name was already added: two services cannot share a name.
+    pub fn add<S: Service>(mut self, service: S) -> Self {
+        let name = service.name();
+        if self.services.insert(name, Arc::new(service)).is_some() {
+            panic!("a service named `{name}` is already added to this router");
+        }
+        self
+    }
+
+    /// The service named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Service>> {
+        self.services.get(name)
+    }
+
+    /// The names of the hosted services.
+    pub fn service_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.services.keys().copied()
+    }
+}
+
+impl<S: Service> From<S> for Router {
+    fn from(service: S) -> Self {
+        Router::new().add(service)
+    }
+}

@@ -1,0 +1,343 @@
+//! Generates the rewritten trait, `{Trait}Request`, `{Trait}Response`, `{Trait}Client` and
+//! `{Trait}Server` from a [`ServiceDef`]. Every path is fully qualified so the output
+//! compiles under `#![no_implicit_prelude]`; internal bindings are prefixed `__rpc_` so
+//! they cannot collide with argument names.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{Ident, TraitItem};
+
+use crate::model::{MethodDef, Output, ServiceDef};
+
+pub fn expand(def: ServiceDef) -> TokenStream {
+    let trait_def = rewrite_trait(&def);
+    let request = request_enum(&def);
+    let response = response_enum(&def);
+    let client = client(&def);
+    let server = server(&def);
+    quote! {
+        #trait_def
+        #request
+        #response
+        #client
+        #server
+    }
+}
+
+fn generated_name(def: &ServiceDef, suffix: &str) -> Ident {
+    format_ident!("{}{}", def.item.ident.unraw_string(), suffix)
+}
+
+trait UnrawString {
+    fn unraw_string(&self) -> String;
+}
+
+impl UnrawString for Ident {
+    fn unraw_string(&self) -> String {
+        syn::ext::IdentExt::unraw(self).to_string()
+    }
+}
+
+/// Rewrites each `async fn m(&self, ..) -> T` into
+/// `fn m(&self, ..) -> impl Future<Output = T> + Send`, so implementations can still write
+/// `async fn` while the server can spawn their futures.
+fn rewrite_trait(def: &ServiceDef) -> TokenStream {
+    let mut item = def.item.clone();
+    for method in &def.methods {
+        let TraitItem::Fn(f) = &mut item.items[method.item_index] else {
+            continue;
+        };
+        f.sig.asyncness = None;
+        let output = method.output.declared();
+        f.sig.output = syn::parse_quote! {
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+        };
+        if let Some(body) = &mut f.default {
+            let stmts = &body.stmts;
+            *body = syn::parse_quote!({ async move { #(#stmts)* } });
+        }
+    }
+    quote!(#item)
+}
+
+fn arg_types(method: &MethodDef) -> Vec<&syn::Type> {
+    method.args.iter().map(|(_, ty)| ty).collect()
+}
+
+fn arg_names(method: &MethodDef) -> Vec<&Ident> {
+    method.args.iter().map(|(name, _)| name).collect()
+}
+
+fn request_enum(def: &ServiceDef) -> TokenStream {
+    let vis = &def.item.vis;
+    let name = generated_name(def, "Request");
+    let trait_name = &def.item.ident;
+    let doc = format!(
+        "A call to one method of [`{}`]: one variant per method, holding its arguments.",
+        trait_name.unraw_string()
+    );
+    let variants = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let variant = &m.variant;
+        let names = arg_names(m);
+        let types = arg_types(m);
+        quote! { #(#cfgs)* #variant { #( #names: #types ),* } }
+    });
+    let arms = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let variant = &m.variant;
+        let wire = &m.wire_name;
+        quote! { #(#cfgs)* #name::#variant { .. } => #wire }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::rpc_core::__private::serde::Serialize, ::rpc_core::__private::serde::Deserialize)]
+        #[serde(crate = "::rpc_core::__private::serde")]
+        #[allow(clippy::large_enum_variant)]
+        #vis enum #name {
+            #(#variants,)*
+        }
+
+        impl #name {
+            /// The name of the called method, as on the wire.
+            pub fn method_name(&self) -> &'static str {
+                match *self {
+                    #(#arms,)*
+                }
+            }
+        }
+    }
+}
+
+fn response_enum(def: &ServiceDef) -> TokenStream {
+    let vis = &def.item.vis;
+    let name = generated_name(def, "Response");
+    let doc = format!(
+        "The outcome of one method of [`{}`]: one variant per method, holding its return value.",
+        def.item.ident.unraw_string()
+    );
+    let variants = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let variant = &m.variant;
+        let ty = m.output.declared();
+        quote! { #(#cfgs)* #variant(#ty) }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::rpc_core::__private::serde::Serialize, ::rpc_core::__private::serde::Deserialize)]
+        #[serde(crate = "::rpc_core::__private::serde")]
+        #[allow(clippy::large_enum_variant)]
+        #vis enum #name {
+            #(#variants,)*
+        }
+    }
+}
+
+fn client(def: &ServiceDef) -> TokenStream {
+    let vis = &def.item.vis;
+    let name = generated_name(def, "Client");
+    let service = &def.wire_name;
+    let doc = format!(
+        "Client of the [`{}`] service: one `async fn` per method. Cheap to clone; usable \
+         from many tasks at once over one connection.",
+        def.item.ident.unraw_string()
+    );
+    let methods = def.methods.iter().map(|m| {
+        let docs = &m.docs;
+        let cfgs = &m.cfgs;
+        let ident = &m.ident;
+        let wire = &m.wire_name;
+        let names = arg_names(m);
+        let types = arg_types(m);
+        let method = quote! {
+            &::rpc_core::Method { service: #service, name: #wire, idempotent: false }
+        };
+        let (ret, body) = match &m.output {
+            Output::Value(ty) => (
+                quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+                quote!(self.client.call(#method, &( #(#names,)* )).await),
+            ),
+            Output::Fallible { ok, err, .. } => (
+                quote!(::core::result::Result<#ok, ::rpc_core::CallError<#err>>),
+                quote!(self.client.call_fallible(#method, &( #(#names,)* )).await),
+            ),
+        };
+        quote! {
+            #(#docs)*
+            #(#cfgs)*
+            pub async fn #ident(&self, #( #names: #types ),*) -> #ret {
+                #body
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #name {
+            client: ::rpc_core::Client,
+        }
+
+        impl #name {
+            /// The service name on the wire.
+            pub const SERVICE_NAME: &'static str = #service;
+
+            /// A client calling over `connection`.
+            pub fn new(connection: ::rpc_core::Connection) -> Self {
+                Self { client: ::rpc_core::Client::new(connection) }
+            }
+
+            /// A client calling through `client`, keeping its options.
+            pub fn from_client(client: ::rpc_core::Client) -> Self {
+                Self { client }
+            }
+
+            /// The untyped client underneath.
+            pub fn client(&self) -> &::rpc_core::Client {
+                &self.client
+            }
+
+            /// A copy whose calls time out after `timeout` (overriding the connection's
+            /// default): `client.with_timeout(d).method(..)` sets it for one call.
+            pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
+                Self { client: ::core::clone::Clone::clone(&self.client).with_timeout(timeout) }
+            }
+
+            /// A copy whose calls carry `metadata`, readable by the handler through its
+            /// context.
+            pub fn with_metadata(&self, metadata: ::rpc_core::Metadata) -> Self {
+                Self { client: ::core::clone::Clone::clone(&self.client).with_metadata(metadata) }
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+fn server(def: &ServiceDef) -> TokenStream {
+    let vis = &def.item.vis;
+    let name = generated_name(def, "Server");
+    let request = generated_name(def, "Request");
+    let response = generated_name(def, "Response");
+    let trait_name = &def.item.ident;
+    let service = &def.wire_name;
+    let doc = format!(
+        "Serves an implementation of [`{}`]: pass it to a server (it implements \
+         `rpc_core::Service`).",
+        trait_name.unraw_string()
+    );
+
+    let dispatch_arms = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let ident = &m.ident;
+        let wire = &m.wire_name;
+        let types = arg_types(m);
+        let fields = (0..m.args.len()).map(syn::Index::from);
+        let answer = match &m.output {
+            Output::Value(_) => quote!(__rpc_reply.ok(&__rpc_out)),
+            Output::Fallible { .. } => quote! {
+                match __rpc_out {
+                    ::core::result::Result::Ok(__rpc_value) => __rpc_reply.ok(&__rpc_value),
+                    ::core::result::Result::Err(__rpc_error) => __rpc_reply.application_error(&__rpc_error),
+                }
+            },
+        };
+        quote! {
+            #(#cfgs)*
+            #wire => {
+                let __rpc_args: ( #(#types,)* ) = __rpc_call.decode_args()?;
+                let __rpc_inner = ::rpc_core::__private::Arc::clone(&self.inner);
+                let __rpc_reply = __rpc_call.into_reply();
+                ::core::result::Result::Ok(::rpc_core::__private::Box::pin(async move {
+                    let __rpc_out = #trait_name::#ident(&*__rpc_inner, #( __rpc_args.#fields ),*).await;
+                    #answer
+                }))
+            }
+        }
+    });
+    let method_names = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let wire = &m.wire_name;
+        quote! { #(#cfgs)* __rpc_names.push(#wire); }
+    });
+    let handle_arms = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let ident = &m.ident;
+        let variant = &m.variant;
+        let names = arg_names(m);
+        quote! {
+            #(#cfgs)*
+            #request::#variant { #(#names),* } => {
+                #response::#variant(#trait_name::#ident(&*self.inner, #(#names),*).await)
+            }
+        }
+    });
+
+    quote! {
+        #[doc = #doc]
+        #vis struct #name<I> {
+            inner: ::rpc_core::__private::Arc<I>,
+        }
+
+        impl<I> #name<I> {
+            /// Serves `implementation`.
+            pub fn new(implementation: I) -> Self {
+                Self { inner: ::rpc_core::__private::Arc::new(implementation) }
+            }
+
+            /// Serves an implementation that is shared with other code.
+            pub fn from_arc(implementation: ::rpc_core::__private::Arc<I>) -> Self {
+                Self { inner: implementation }
+            }
+
+            /// The implementation.
+            pub fn get_ref(&self) -> &I {
+                &self.inner
+            }
+        }
+
+        impl<I> ::core::clone::Clone for #name<I> {
+            fn clone(&self) -> Self {
+                Self { inner: ::rpc_core::__private::Arc::clone(&self.inner) }
+            }
+        }
+
+        impl<I: #trait_name + ::core::marker::Send + ::core::marker::Sync + 'static> #name<I> {
+            /// Calls the implementation in-process, without the network.
+            #[allow(unused_variables, clippy::unused_async)]
+            pub async fn handle(&self, request: #request) -> #response {
+                match request {
+                    #(#handle_arms,)*
+                }
+            }
+        }
+
+        impl<I: #trait_name + ::core::marker::Send + ::core::marker::Sync + 'static> ::rpc_core::Service for #name<I> {
+            fn name(&self) -> &'static str {
+                #service
+            }
+
+            fn methods(&self) -> &'static [&'static str] {
+                static __RPC_NAMES: ::std::sync::OnceLock<::std::vec::Vec<&'static str>> =
+                    ::std::sync::OnceLock::new();
+                __RPC_NAMES.get_or_init(|| {
+                    #[allow(unused_mut)]
+                    let mut __rpc_names = ::std::vec::Vec::new();
+                    #(#method_names)*
+                    __rpc_names
+                })
+            }
+
+            #[allow(unused_variables, unreachable_code)]
+            fn call(
+                &self,
+                __rpc_method: &str,
+                __rpc_call: ::rpc_core::IncomingCall,
+            ) -> ::core::result::Result<::rpc_core::HandlerFuture, ::rpc_core::DispatchError> {
+                match __rpc_method {
+                    #(#dispatch_arms)*
+                    _ => ::core::result::Result::Err(::rpc_core::DispatchError::UnknownMethod),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Reads a `#[service]` trait into a [`ServiceDef`], rejecting every unsupported shape with
+//! an error that points at the offending tokens.
+
+use std::collections::HashMap;
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Error, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Pat, PathArguments,
+    ReturnType, TraitItem, TraitItemFn, Type,
+};
+
+/// Names the generated `{Trait}Client` defines itself; a method may not take them.
+const RESERVED_CLIENT_NAMES: &[&str] = &[
+    "new",
+    "from_client",
+    "client",
+    "with_timeout",
+    "with_metadata",
+];
+
+/// The macro's own arguments: `#[service]` or `#[service(name = "pkg.Svc")]`.
+pub struct ServiceArgs {
+    pub name: Option<LitStr>,
+}
+
+impl syn::parse::Parse for ServiceArgs {
+    fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
+        let mut name = None;
+        while !input.is_empty() {
+            let key: Ident = input.parse()?;
+            if key != "name" {
+                return Err(Error::new(
+                    key.span(),
+                    "unknown #[service] argument; expected `name = \"...\"`",
+                ));
+            }
+            input.parse::<syn::Token![=]>()?;
+            let value: LitStr = input.parse()?;
+            if value.value().is_empty() || value.value().len() > 255 {
+                return Err(Error::new(
+                    value.span(),
+                    "the service name must be 1 to 255 bytes long",
+                ));
+            }
+            name = Some(value);
+            if !input.is_empty() {
+                input.parse::<syn::Token![,]>()?;
+            }
+        }
+        Ok(ServiceArgs { name })
+    }
+}
+
+/// A validated service trait.
+pub struct ServiceDef {
+    /// The trait as written; its methods are rewritten during expansion.
+    pub item: ItemTrait,
+    /// The name on the wire.
+    pub wire_name: String,
+    pub methods: Vec<MethodDef>,
+}
+
+/// One validated method.
+pub struct MethodDef {
+    /// Index of the method among the trait's items.
+    pub item_index: usize,
+    pub ident: Ident,
+    /// The method name on the wire (the identifier without `r#`).
+    pub wire_name: String,
+    /// The `{Trait}Request`/`{Trait}Response` variant.
+    pub variant: Ident,
+    pub args: Vec<(Ident, Type)>,
+    pub output: Output,
+    /// `#[doc]` attributes, carried to the client method.
+    pub docs: Vec<Attribute>,
+    /// `#[cfg]` attributes, carried to every generated item of the method.
+    pub cfgs: Vec<Attribute>,
+}
+
+/// What a method returns.
+pub enum Output {
+    /// A plain value (`()` when none is declared).
+    Value(Type),
+    /// `Result<T, E>`: the client flattens `E` into `CallError::Application`.
+    Fallible { ok: Type, err: Type, whole: Type },
+}
+
+impl Output {
+    /// The declared return type.
+    pub fn declared(&self) -> &Type {
+        match self {
+            Output::Value(ty) => ty,
+            Output::Fallible { whole, .. } => whole,
+        }
+    }
+}
+
+pub fn parse(args: ServiceArgs, item: ItemTrait) -> syn::Result<ServiceDef> {
+    let mut errors = Errors::default();
+    check_trait_shape(&item, &mut errors);
+
+    let mut methods = Vec::new();
+    for (index, trait_item) in item.items.iter().enumerate() {
+        match trait_item {
+            TraitItem::Fn(method) => {
+                if let Some(def) = parse_method(index, method, &mut errors) {
+                    methods.push(def);
+                }
+            }
+            TraitItem::Type(ty) => errors.push(
+                ty.span(),
+                "associated types are not supported in a #[service] trait",
+            ),
+            TraitItem::Const(c) => errors.push(
+                c.span(),
+                "associated constants are not supported in a #[service] trait",
+            ),
+            other => errors.push(
+                other.span(),
+                "only `async fn` methods are supported in a #[service] trait",
+            ),
+        }
+    }
+    check_collisions(&methods, &mut errors);
+    errors.finish()?;
+
+    let wire_name = match args.name {
+        Some(name) => name.value(),
+        None => item.ident.unraw().to_string(),
+    };
+    Ok(ServiceDef {
+        item,
+        wire_name,
+        methods,
+    })
+}
+
+fn check_trait_shape(item: &ItemTrait, errors: &mut Errors) {
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errors.push(item.generics.span(), "a #[service] trait cannot be generic");
+    }
+    if let Some(unsafety) = &item.unsafety {
+        errors.push(unsafety.span(), "a #[service] trait cannot be `unsafe`");
+    }
+    if let Some(auto) = &item.auto_token {
+        errors.push(auto.span(), "a #[service] trait cannot be an auto trait");
+    }
+}
+
+fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Option<MethodDef> {
+    let sig = &method.sig;
+    let before = errors.len();
+    if sig.asyncness.is_none() {
+        errors.push(
+            sig.fn_token.span(),
+            "RPC methods must be `async fn`: write `async fn` here",
+        );
+    }
+    if let Some(c) = &sig.constness {
+        errors.push(c.span(), "RPC methods cannot be `const`");
+    }
+    if let Some(u) = &sig.unsafety {
+        errors.push(u.span(), "RPC methods cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(abi.span(), "RPC methods cannot declare an ABI");
+    }
+    if let Some(v) = &sig.variadic {
+        errors.push(v.span(), "RPC methods cannot be variadic");
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(
+            sig.generics.params.span(),
+            "RPC methods cannot be generic: arguments and return types must be concrete",
+        );
+    } else if let Some(where_clause) = &sig.generics.where_clause {
+        errors.push(
+            where_clause.span(),
+            "RPC methods cannot have a `where` clause",
+        );
+    }
+
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(FnArg::Receiver(receiver)) => {
+            if receiver.colon_token.is_some() {
+                errors.push(
+                    receiver.span(),
+                    "RPC methods take `&self`; typed receivers like `self: Arc<Self>` are not supported",
+                );
+            } else if receiver.reference.is_none() {
+                errors.push(
+                    receiver.span(),
+                    "RPC methods take `&self`, not `self` by value: the server shares one implementation across calls",
+                );
+            } else if let Some(m) = &receiver.mutability {
+                errors.push(
+                    m.span(),
+                    "RPC methods take `&self`, not `&mut self`: the server runs calls concurrently (use interior mutability)",
+                );
+            }
+        }
+        Some(other) => errors.push(
+            other.span(),
+            "RPC methods must take `&self` as their first argument",
+        ),
+        None => errors.push(
+            sig.paren_token.span.join(),
+            "RPC methods must take `&self` as their first argument",
+        ),
+    }
+
+    let mut args = Vec::new();
+    for input in sig.inputs.iter().skip(1) {
+        let FnArg::Typed(pat_type) = input else {
+            errors.push(input.span(), "`self` may only be the first argument");
+            continue;
+        };
+        let ident = match &*pat_type.pat {
+            Pat::Ident(pat)
+                if pat.by_ref.is_none() && pat.mutability.is_none() && pat.subpat.is_none() =>
+            {
+                Some(pat.ident.clone())
+            }
+            other => {
+                errors.push(
+                    other.span(),
+                    "argument patterns are not supported in RPC methods: use a plain name like `arg: T`",
+                );
+                None
+            }
+        };
+        if check_argument_type(&pat_type.ty, errors) {
+            if let Some(ident) = ident {
+                args.push((ident, (*pat_type.ty).clone()));
+            }
+        }
+    }
+
+    let output = match &sig.output {
+        ReturnType::Default => Output::Value(syn::parse_quote!(())),
+        ReturnType::Type(_, ty) => {
+            check_return_type(ty, errors);
+            classify_output(ty)
+        }
+    };
+
+    let wire_name = sig.ident.unraw().to_string();
+    if RESERVED_CLIENT_NAMES.contains(&wire_name.as_str()) {
+        errors.push(
+            sig.ident.span(),
+            format!(
+                "the method name `{wire_name}` is reserved by the generated client; rename the method"
+            ),
+        );
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let (docs, cfgs) =
+        method
+            .attrs
+            .iter()
+            .fold((Vec::new(), Vec::new()), |(mut docs, mut cfgs), attr| {
+                if attr.path().is_ident("doc") {
+                    docs.push(attr.clone());
+                } else if attr.path().is_ident("cfg") {
+                    cfgs.push(attr.clone());
+                }
+                (docs, cfgs)
+            });
+    Some(MethodDef {
+        item_index: index,
+        ident: sig.ident.clone(),
+        variant: Ident::new(&upper_camel_case(&wire_name), sig.ident.span()),
+        wire_name,
+        args,
+        output,
+        docs,
+        cfgs,
+    })
+}
+
+/// Checks one argument type; returns whether it is usable.
+fn check_argument_type(ty: &Type, errors: &mut Errors) -> bool {
+    match ty {
+        Type::Reference(reference) => {
+            let suggestion = match &*reference.elem {
+                Type::Path(p) if p.path.is_ident("str") => "use `String` instead of `&str`".into(),
+                Type::Slice(slice) => format!(
+                    "use `Vec<{}>` instead of `&[{}]`",
+                    slice.elem.to_token_stream(),
+                    slice.elem.to_token_stream()
+                ),
+                elem => format!("take `{}` by value", elem.to_token_stream()),
+            };
+            errors.push(
+                ty.span(),
+                format!("borrowed arguments are not supported in RPC methods: {suggestion}"),
+            );
+            false
+        }
+        Type::ImplTrait(_) => {
+            errors.push(
+                ty.span(),
+                "`impl Trait` arguments are not supported in RPC methods: use a concrete type",
+            );
+            false
+        }
+        _ if has_non_static_lifetime(ty.to_token_stream()) => {
+            errors.push(
+                ty.span(),
+                "RPC arguments must be owned types: borrowed lifetimes are not supported",
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
+fn check_return_type(ty: &Type, errors: &mut Errors) {
+    match ty {
+        Type::Reference(_) => errors.push(
+            ty.span(),
+            "RPC methods must return an owned type, not a reference",
+        ),
+        Type::ImplTrait(_) => errors.push(
+            ty.span(),
+            "RPC methods cannot return `impl Trait`: use a concrete type",
+        ),
+        _ if has_non_static_lifetime(ty.to_token_stream()) => errors.push(
+            ty.span(),
+            "RPC methods must return an owned type: borrowed lifetimes are not supported",
+        ),
+        _ => {}
+    }
+}
+
+/// Whether the tokens mention a lifetime other than `'static`.
+fn has_non_static_lifetime(tokens: TokenStream) -> bool {
+    let mut iter = tokens.into_iter().peekable();
+    while let Some(token) = iter.next() {
+        match token {
+            TokenTree::Punct(p) if p.as_char() == '\'' => {
+                if let Some(TokenTree::Ident(name)) = iter.peek() {
+                    if name != "static" {
+                        return true;
+                    }
+                }
+            }
+            TokenTree::Group(group) => {
+                if has_non_static_lifetime(group.stream()) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `Result<T, E>` (any path ending in `Result` with two type arguments) is fallible.
+fn classify_output(ty: &Type) -> Output {
+    if let Type::Path(path) = ty {
+        if path.qself.is_none() {
+            if let Some(last) = path.path.segments.last() {
+                if last.ident == "Result" {
+                    if let PathArguments::AngleBracketed(generics) = &last.arguments {
+                        let types: Vec<&Type> = generics
+                            .args
+                            .iter()
+                            .filter_map(|arg| match arg {
+                                GenericArgument::Type(t) => Some(t),
+                                _ => None,
+                            })
+                            .collect();
+                        if types.len() == 2 && generics.args.len() == 2 {
+                            return Output::Fallible {
+                                ok: types[0].clone(),
+                                err: types[1].clone(),
+                                whole: ty.clone(),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Output::Value(ty.clone())
+}
+
+fn check_collisions(methods: &[MethodDef], errors: &mut Errors) {
+    let mut seen: HashMap<String, &MethodDef> = HashMap::new();
+    for method in methods {
+        let variant = method.variant.to_string();
+        if let Some(first) = seen.get(&variant) {
+            errors.push(
+                method.ident.span(),
+                format!(
+                    "methods `{}` and `{}` both generate the variant `{variant}` of the request and response enums; rename one",
+                    first.wire_name, method.wire_name
+                ),
+            );
+        } else {
+            seen.insert(variant, method);
+        }
+        if method.wire_name.len() > 255 {
+            errors.push(method.ident.span(), "method names are limited to 255 bytes");
+        }
+    }
+}
+
+/// `snake_case` (or anything else) to `UpperCamelCase`: `get_user` → `GetUser`.
+fn upper_camel_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        out.push_str("Method");
+    }
+    out
+}
+
+/// Collects every error so that one compile shows all of them.
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, span: Span, message: impl std::fmt::Display) {
+        let error = Error::new(span, message);
+        match &mut self.0 {
+            Some(first) => first.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |e| e.clone().into_iter().count())
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        match self.0 {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camel_case() {
+        assert_eq!(upper_camel_case("add"), "Add");
+        assert_eq!(upper_camel_case("get_user_by_id"), "GetUserById");
+        assert_eq!(upper_camel_case("_private"), "Private");
+        assert_eq!(upper_camel_case("fooBar"), "FooBar");
+    }
+
+    #[test]
+    fn lifetimes() {
+        assert!(has_non_static_lifetime(quote::quote!(Vec<&'a str>)));
+        assert!(!has_non_static_lifetime(quote::quote!(Vec<&'static str>)));
+        assert!(!has_non_static_lifetime(quote::quote!(Vec<String>)));
+    }
+}

@@ -1,0 +1,139 @@
+//! TCP and Unix domain socket transport: [`serve`] binds and starts a server in one call,
+//! [`connect`] opens a multiplexed client connection. `TCP_NODELAY` is set on both ends.
+//!
+//! ```no_run
+//! # use rpc_core::service;
+//! # #[service] pub trait Ping { async fn ping(&self) -> u8; }
+//! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
+//! # #[tokio::main] async fn main() -> anyhow::Result<()> {
+//! let server = rpc_transport_tcp::serve("127.0.0.1:0", PingServer::new(P)).await?;
+//! let client = PingClient::new(rpc_transport_tcp::connect(server.local_addr()).await?);
+//! assert_eq!(client.ping().await?, 1);
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rpc_core::{
+    ClientConfig, Connection, Listener, PeerAddr, Router, RpcError, Server, ServerConfig,
+    ServerHandle,
+};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+#[cfg(unix)]
+pub mod unix;
+
+/// Binds `addr` and serves `services` (one generated `{Trait}Server`, or a
+/// [`Router`](rpc_core::Router) of several) with default settings. Returns once the
+/// socket is bound; the server runs on the current tokio runtime.
+pub async fn serve(
+    addr: impl ToSocketAddrs,
+    services: impl Into<Router>,
+) -> io::Result<ServerHandle<SocketAddr>> {
+    serve_with_config(addr, services, ServerConfig::default()).await
+}
+
+/// [`serve`] with explicit settings.
+pub async fn serve_with_config(
+    addr: impl ToSocketAddrs,
+    services: impl Into<Router>,
+    config: ServerConfig,
+) -> io::Result<ServerHandle<SocketAddr>> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    Ok(Server::with_config(services, config).serve(listener, local_addr))
+}
+
+/// Connects to a server at `addr` with default settings.
+pub async fn connect(addr: impl ToSocketAddrs) -> Result<Connection, RpcError> {
+    connect_with_config(addr, ClientConfig::default()).await
+}
+
+/// Connects to a server at `addr`: resolves it, tries each address in turn, and runs the
+/// handshake, all within the configured connect timeout.
+pub async fn connect_with_config(
+    addr: impl ToSocketAddrs,
+    config: ClientConfig,
+) -> Result<Connection, RpcError> {
+    let timeout = config.connect_timeout_value();
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| connect_error("(unresolved)", e))?
+            .collect();
+        let mut last_error = None;
+        for candidate in &addrs {
+            match TcpStream::connect(candidate).await {
+                Ok(stream) => {
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|e| connect_error(candidate, e))?;
+                    return Connection::handshake(stream, &candidate.to_string(), config).await;
+                }
+                Err(e) => last_error = Some(connect_error(candidate, e)),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            connect_error(
+                "(unresolved)",
+                io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing"),
+            )
+        }))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(connect_error(
+                "(timed out)",
+                io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            ))
+        })
+}
+
+fn connect_error(addr: impl ToString, source: io::Error) -> RpcError {
+    RpcError::Connect {
+        addr: addr.to_string(),
+        source: Arc::new(source),
+    }
+}
+
+/// A TCP listener for [`Server::serve`](rpc_core::Server::serve) that sets `TCP_NODELAY`
+/// on every accepted connection.
+#[derive(Debug)]
+pub struct TcpListener {
+    inner: tokio::net::TcpListener,
+}
+
+impl TcpListener {
+    /// Binds `addr`.
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Ok(TcpListener {
+            inner: tokio::net::TcpListener::bind(addr).await?,
+        })
+    }
+
+    /// Wraps a bound tokio listener.
+    pub fn from_tokio(inner: tokio::net::TcpListener) -> Self {
+        TcpListener { inner }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl Listener for TcpListener {
+    type Io = TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(TcpStream, PeerAddr)> {
+        let (stream, peer) = self.inner.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((stream, PeerAddr::Tcp(peer)))
+    }
+}
