@@ -85,7 +85,11 @@ pub enum Output {
     /// A plain value (`()` when none is declared).
     Value(Type),
     /// `Result<T, E>`: the client flattens `E` into `CallError::Application`.
-    Fallible { ok: Type, err: Type, whole: Type },
+    Fallible {
+        ok: Box<Type>,
+        err: Box<Type>,
+        whole: Box<Type>,
+    },
 }
 
 impl Output {
@@ -351,11 +355,7 @@ fn has_non_static_lifetime(tokens: TokenStream) -> bool {
                     }
                 }
             }
-            TokenTree::Group(group) => {
-                if has_non_static_lifetime(group.stream()) {
-                    return true;
-                }
-            }
+            TokenTree::Group(group) if has_non_static_lifetime(group.stream()) => return true,
             _ => {}
         }
     }
@@ -379,9 +379,9 @@ fn classify_output(ty: &Type) -> Output {
                             .collect();
                         if types.len() == 2 && generics.args.len() == 2 {
                             return Output::Fallible {
-                                ok: types[0].clone(),
-                                err: types[1].clone(),
-                                whole: ty.clone(),
+                                ok: Box::new(types[0].clone()),
+                                err: Box::new(types[1].clone()),
+                                whole: Box::new(ty.clone()),
                             };
                         }
                     }

@@ -158,7 +158,7 @@ impl Router {
     ///
     /// # Panics
     /// If a service of the same name was already added: two services cannot share a name.
-    pub fn add<S: Service>(mut self, service: S) -> Self {
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
         let name = service.name();
         if self.services.insert(name, Arc::new(service)).is_some() {
             panic!("a service named `{name}` is already added to this router");
@@ -179,6 +179,6 @@ impl Router {
 
 impl<S: Service> From<S> for Router {
     fn from(service: S) -> Self {
-        Router::new().add(service)
+        Router::new().add_service(service)
     }
 }
