@@ -420,7 +420,7 @@ mod tests {
     fn request_frame_round_trips() {
         let mut buf = BytesMut::new();
         let mut md = Metadata::new();
-        md.insert("token", b"abc".to_vec()).unwrap();
+        md.insert("token", b"abc").unwrap();
         write_frame(
             &mut buf,
             1024,
