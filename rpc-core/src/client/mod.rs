@@ -137,7 +137,7 @@ impl Client {
         let response = self.send(method, args).await?;
         match response.status {
             status::OK => codec::decode(&response.payload),
-            other => Err(status_error(method, other, &response.payload)),
+            other => Err(self.status_error(method, other, &response.payload)),
         }
     }
 
@@ -155,40 +155,44 @@ impl Client {
             status::APPLICATION_ERROR => {
                 Err(CallError::Application(codec::decode(&response.payload)?))
             }
-            other => Err(status_error(method, other, &response.payload).into()),
+            other => Err(self.status_error(method, other, &response.payload).into()),
         }
     }
-}
 
-/// The [`RpcError`] for a non-success response status.
-fn status_error(method: &Method, code: u8, payload: &Bytes) -> RpcError {
-    let message = || String::from_utf8_lossy(payload).into_owned();
-    match code {
-        status::UNKNOWN_SERVICE => RpcError::UnknownService {
-            service: method.service.to_string(),
-        },
-        status::UNKNOWN_METHOD => RpcError::UnknownMethod {
-            service: method.service.to_string(),
-            method: method.name.to_string(),
-        },
-        status::INVALID_ARGUMENTS => RpcError::Decode(format!(
-            "the server could not decode the arguments of `{}.{}`: {}",
-            method.service,
-            method.name,
-            message()
-        )),
-        status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
-        status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
-        status::SHUTTING_DOWN => RpcError::ShuttingDown,
-        status::FRAME_TOO_LARGE => RpcError::FrameTooLarge { size: 0, limit: 0 },
-        status::ENCODE_FAILED => RpcError::Encode(format!("on the server: {}", message())),
-        status::APPLICATION_ERROR => RpcError::Protocol(format!(
-            "`{}.{}` is not declared fallible but the server sent an application error",
-            method.service, method.name
-        )),
-        other => RpcError::Remote {
-            status: other,
-            message: message(),
-        },
+    /// The [`RpcError`] for a non-success response status.
+    fn status_error(&self, method: &Method, code: u8, payload: &Bytes) -> RpcError {
+        let message = || String::from_utf8_lossy(payload).into_owned();
+        match code {
+            status::UNKNOWN_SERVICE => RpcError::UnknownService {
+                service: method.service.to_string(),
+            },
+            status::UNKNOWN_METHOD => RpcError::UnknownMethod {
+                service: method.service.to_string(),
+                method: method.name.to_string(),
+            },
+            status::INVALID_ARGUMENTS => RpcError::Decode(format!(
+                "the server could not decode the arguments of `{}.{}`: {}",
+                method.service,
+                method.name,
+                message()
+            )),
+            status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
+            status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
+            status::SHUTTING_DOWN => RpcError::ShuttingDown,
+            // The server could not fit the response within this client's frame limit.
+            status::FRAME_TOO_LARGE => RpcError::FrameTooLarge {
+                size: 0,
+                limit: self.connection.config().max_frame_size,
+            },
+            status::ENCODE_FAILED => RpcError::Encode(format!("on the server: {}", message())),
+            status::APPLICATION_ERROR => RpcError::Protocol(format!(
+                "`{}.{}` is not declared fallible but the server sent an application error",
+                method.service, method.name
+            )),
+            other => RpcError::Remote {
+                status: other,
+                message: message(),
+            },
+        }
     }
 }

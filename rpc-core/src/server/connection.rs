@@ -300,19 +300,29 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
             request.metadata,
             Arc::clone(&self.connection),
         );
-        let handler = match service.call(
-            request.method.as_str(),
-            IncomingCall::new(request.payload, reply),
-        ) {
-            Ok(handler) => handler,
-            Err(DispatchError::UnknownMethod) => {
+        // Decoding arguments runs user `Deserialize` code on the read loop: a panic there
+        // must fail the call, not the connection.
+        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            service.call(
+                request.method.as_str(),
+                IncomingCall::new(request.payload, reply),
+            )
+        }));
+        let handler = match dispatched {
+            Ok(Ok(handler)) => handler,
+            Err(panic) => {
+                ReplyTo::new(Arc::clone(&self.state), id)
+                    .error(status::HANDLER_PANICKED, &panic_message(&*panic));
+                return Ok(());
+            }
+            Ok(Err(DispatchError::UnknownMethod)) => {
                 ReplyTo::new(Arc::clone(&self.state), id).error(
                     status::UNKNOWN_METHOD,
                     &format!("`{}` has no method `{}`", service.name(), request.method),
                 );
                 return Ok(());
             }
-            Err(DispatchError::InvalidArguments(message)) => {
+            Ok(Err(DispatchError::InvalidArguments(message))) => {
                 ReplyTo::new(Arc::clone(&self.state), id)
                     .error(status::INVALID_ARGUMENTS, &message);
                 return Ok(());
@@ -349,11 +359,7 @@ async fn run_handler(
     match outcome {
         Some(Ok(())) => {}
         Some(Err(panic)) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string panic payload".into());
+            let message = panic_message(&*panic);
             tracing::warn!(id, %message, "handler panicked");
             ReplyTo::new(state, id).error(status::HANDLER_PANICKED, &message);
         }
@@ -365,4 +371,13 @@ async fn run_handler(
         }
     }
     drop(permit);
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format string).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".into())
 }

@@ -1,0 +1,329 @@
+//! Failures: panics, a server process killed mid-call, frame limits, handshake refusals,
+//! unknown services. In every case the error is typed and everything else keeps working.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, start, start_with, ProbeClient, ProbeImpl};
+use rpc_core::protocol::{self, ClientHello, ServerHello, HANDSHAKE_LEN, VERSION};
+use rpc_core::{ClientConfig, RpcError, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn a_panicking_handler_fails_only_its_own_call() {
+    let server = start(ProbeImpl::default()).await;
+    let probe = client(server.local_addr()).await;
+    let other = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.sleep_echo(300, 7).await }
+    });
+    match probe.panic("boom".into()).await {
+        Err(RpcError::HandlerPanicked { message }) => assert_eq!(message, "boom"),
+        other => panic!("expected HandlerPanicked, got {other:?}"),
+    }
+    assert_eq!(other.await.unwrap().unwrap(), 7);
+    assert_eq!(probe.echo(1).await.unwrap(), 1);
+    let second = client(server.local_addr()).await;
+    assert_eq!(second.echo(2).await.unwrap(), 2);
+    server.shutdown().await;
+}
+
+/// Not a test by itself: the server process that
+/// `a_server_killed_mid_call_fails_in_flight_calls_promptly` starts and kills.
+#[test]
+#[ignore = "helper process, started by a_server_killed_mid_call_fails_in_flight_calls_promptly"]
+fn helper_server_process() {
+    if std::env::var_os("RPC_TEST_HELPER_SERVER").is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = start(ProbeImpl::default()).await;
+        println!("LISTENING {}", server.local_addr());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_call_fails_in_flight_calls_promptly() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_server_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("RPC_TEST_HELPER_SERVER", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("LISTENING ").map(str::to_string))
+        .expect("the helper server reports its address");
+    let probe = ProbeClient::new(rpc_transport_tcp::connect(addr.as_str()).await.unwrap());
+    assert_eq!(probe.echo(1).await.unwrap(), 1);
+
+    let in_flight: Vec<_> = (0..10)
+        .map(|i| {
+            let probe = probe.clone();
+            tokio::spawn(async move { probe.sleep_echo(30_000, i).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    child.kill().unwrap();
+    let killed_at = Instant::now();
+    for call in in_flight {
+        let error = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(error, RpcError::ConnectionClosed { .. }),
+            "{error:?}"
+        );
+    }
+    let waited = killed_at.elapsed();
+    assert!(waited < Duration::from_secs(1), "failed after {waited:?}");
+    let _ = child.wait();
+    // Later calls fail fast too.
+    assert!(matches!(
+        probe.echo(2).await,
+        Err(RpcError::ConnectionClosed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_argument_over_the_servers_frame_limit_fails_locally_and_typed() {
+    let server = start_with(
+        ProbeImpl::default(),
+        ServerConfig::default().max_frame_size(1024 * 1024),
+    )
+    .await;
+    let probe = client(server.local_addr()).await;
+    let error = probe.blob_len(vec![1; 2 * 1024 * 1024]).await.unwrap_err();
+    assert!(
+        matches!(error, RpcError::FrameTooLarge { limit: 1048576, .. }),
+        "{error:?}"
+    );
+    // The same connection keeps working.
+    assert_eq!(probe.blob_len(vec![1; 1000]).await.unwrap(), 1000);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_over_the_clients_frame_limit_is_a_typed_error() {
+    let server = start(ProbeImpl::default()).await;
+    let conn = rpc_transport_tcp::connect_with_config(
+        server.local_addr(),
+        ClientConfig::default().max_frame_size(64 * 1024),
+    )
+    .await
+    .unwrap();
+    let probe = ProbeClient::new(conn);
+    let error = probe.make_blob(1024 * 1024).await.unwrap_err();
+    assert!(
+        matches!(error, RpcError::FrameTooLarge { limit: 65536, .. }),
+        "{error:?}"
+    );
+    assert_eq!(probe.make_blob(10).await.unwrap(), vec![7; 10]);
+    server.shutdown().await;
+}
+
+/// Opens a raw TCP connection and completes the handshake.
+async fn raw_connection(addr: std::net::SocketAddr) -> (TcpStream, ServerHello) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let hello = ClientHello {
+        version: VERSION,
+        max_frame_size: 1 << 20,
+    };
+    stream.write_all(&hello.encode()).await.unwrap();
+    let mut reply = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut reply).await.unwrap();
+    (stream, ServerHello::decode(&reply).unwrap())
+}
+
+/// Reads frames until a GO_AWAY arrives; returns its code.
+async fn read_go_away(stream: &mut TcpStream) -> u8 {
+    loop {
+        let len = stream.read_u32().await.unwrap() as usize;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.unwrap();
+        if let protocol::Frame::GoAway { code, .. } = protocol::Frame::decode(body.into()).unwrap()
+        {
+            return code;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_sending_an_over_limit_frame_is_disconnected_and_others_keep_working() {
+    let server = start_with(
+        ProbeImpl::default(),
+        ServerConfig::default().max_frame_size(1024 * 1024),
+    )
+    .await;
+    let probe = client(server.local_addr()).await;
+    let (mut raw, reply) = raw_connection(server.local_addr()).await;
+    assert_eq!(reply.max_frame_size, 1024 * 1024);
+    // A length prefix claiming 4 GiB - 1: refused before any body is read or allocated.
+    raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert_eq!(
+        read_go_away(&mut raw).await,
+        protocol::go_away::FRAME_TOO_LARGE
+    );
+    let mut rest = Vec::new();
+    raw.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "the server closed the connection");
+    assert_eq!(probe.echo(3).await.unwrap(), 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_is_not_this_protocol_is_refused() {
+    let server = start(ProbeImpl::default()).await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf))
+        .await
+        .expect("the server closes the connection");
+    assert!(read.is_ok_and(|n| n == 0) || buf.is_empty());
+    let probe = client(server.local_addr()).await;
+    assert_eq!(probe.echo(1).await.unwrap(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_this_protocol_is_a_typed_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let error = rpc_transport_tcp::connect(addr).await.unwrap_err();
+    assert!(matches!(error, RpcError::Protocol(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_different_protocol_version_is_refused_with_a_typed_error() {
+    // A client from the future talking to this server.
+    let server = start(ProbeImpl::default()).await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let hello = ClientHello {
+        version: VERSION + 1,
+        max_frame_size: 1 << 20,
+    };
+    stream.write_all(&hello.encode()).await.unwrap();
+    let mut reply = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut reply).await.unwrap();
+    let reply = ServerHello::decode(&reply).unwrap();
+    assert_eq!(
+        reply.status,
+        protocol::handshake_status::UNSUPPORTED_VERSION
+    );
+    assert_eq!(reply.version, VERSION);
+
+    // This client talking to a server from the future.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; HANDSHAKE_LEN];
+        stream.read_exact(&mut hello).await.unwrap();
+        let reply = ServerHello {
+            version: VERSION + 1,
+            status: protocol::handshake_status::UNSUPPORTED_VERSION,
+            max_frame_size: 1 << 20,
+        };
+        stream.write_all(&reply.encode()).await.unwrap();
+    });
+    let error = rpc_transport_tcp::connect(addr).await.unwrap_err();
+    assert_eq!(
+        error,
+        RpcError::VersionMismatch {
+            ours: VERSION,
+            theirs: VERSION + 1
+        }
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
+    let server = start_with(
+        ProbeImpl::default(),
+        ServerConfig::default().handshake_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("closed by the server");
+    assert!(matches!(read, Ok(0) | Err(_)));
+    server.shutdown().await;
+}
+
+/// A type whose decoding panics on the server (a buggy `Deserialize` impl).
+#[derive(Debug)]
+pub struct Exploding;
+
+impl serde::Serialize for Exploding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Exploding {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("Deserialize exploded")
+    }
+}
+
+#[rpc_core::service]
+pub trait Fragile {
+    async fn take(&self, value: Exploding) -> u8;
+    async fn ok(&self) -> u8;
+}
+
+struct FragileImpl;
+impl Fragile for FragileImpl {
+    async fn take(&self, _value: Exploding) -> u8 {
+        0
+    }
+    async fn ok(&self) -> u8 {
+        1
+    }
+}
+
+#[tokio::test]
+async fn a_panic_while_decoding_arguments_fails_only_that_call() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", FragileServer::new(FragileImpl))
+        .await
+        .unwrap();
+    let fragile = FragileClient::new(
+        rpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    match fragile.take(Exploding).await {
+        Err(RpcError::HandlerPanicked { message }) => {
+            assert!(message.contains("exploded"), "{message}")
+        }
+        other => panic!("expected HandlerPanicked, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(fragile.ok().await.unwrap(), 1);
+    server.shutdown().await;
+}

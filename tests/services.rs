@@ -1,0 +1,169 @@
+//! Several services on one port, and how method identity survives a server upgrade.
+
+mod common;
+
+use common::{ProbeClient, ProbeImpl, ProbeServer};
+use rpc_core::{service, Router, RpcError};
+
+#[service]
+pub trait Counter {
+    async fn double(&self, x: u32) -> u32;
+}
+
+struct CounterImpl;
+impl Counter for CounterImpl {
+    async fn double(&self, x: u32) -> u32 {
+        x * 2
+    }
+}
+
+#[tokio::test]
+async fn two_services_share_one_port_and_one_connection() {
+    let router = Router::new()
+        .add_service(ProbeServer::new(ProbeImpl::default()))
+        .add_service(CounterServer::new(CounterImpl));
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+        .await
+        .unwrap();
+    let conn = rpc_transport_tcp::connect(server.local_addr())
+        .await
+        .unwrap();
+    let probe = ProbeClient::new(conn.clone());
+    let counter = CounterClient::new(conn);
+    let (a, b) = tokio::join!(probe.echo(5), counter.double(21));
+    assert_eq!((a.unwrap(), b.unwrap()), (5, 42));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn calling_a_service_the_server_lacks_is_a_typed_error() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", CounterServer::new(CounterImpl))
+        .await
+        .unwrap();
+    let conn = rpc_transport_tcp::connect(server.local_addr())
+        .await
+        .unwrap();
+    let probe = ProbeClient::new(conn.clone());
+    assert_eq!(
+        probe.echo(1).await.unwrap_err(),
+        RpcError::UnknownService {
+            service: "Probe".into()
+        }
+    );
+    assert_eq!(CounterClient::new(conn).double(2).await.unwrap(), 4);
+    server.shutdown().await;
+}
+
+/// Version 1 of a service, as an old client was built.
+mod v1 {
+    #[rpc_core::service(name = "Inventory")]
+    pub trait Inventory {
+        async fn count(&self, item: String) -> u32;
+        async fn remove(&self, item: String) -> bool;
+    }
+}
+
+/// Version 2: a method added at the front, the old ones reordered.
+mod v2 {
+    #[rpc_core::service(name = "Inventory")]
+    pub trait Inventory {
+        async fn add(&self, item: String, count: u32) -> u32;
+        async fn remove(&self, item: String) -> bool;
+        async fn count(&self, item: String) -> u32;
+    }
+
+    pub struct Store;
+    impl Inventory for Store {
+        async fn add(&self, _item: String, count: u32) -> u32 {
+            count
+        }
+        async fn remove(&self, item: String) -> bool {
+            item == "apple"
+        }
+        async fn count(&self, item: String) -> u32 {
+            item.len() as u32
+        }
+    }
+}
+
+#[tokio::test]
+async fn adding_and_reordering_methods_keeps_old_clients_working() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
+        .await
+        .unwrap();
+    let conn = rpc_transport_tcp::connect(server.local_addr())
+        .await
+        .unwrap();
+    let old = v1::InventoryClient::new(conn.clone());
+    assert_eq!(old.count("pear".into()).await.unwrap(), 4);
+    assert!(old.remove("apple".into()).await.unwrap());
+    let new = v2::InventoryClient::new(conn);
+    assert_eq!(new.add("fig".into(), 3).await.unwrap(), 3);
+    server.shutdown().await;
+}
+
+/// A v1 server.
+struct OldStore;
+impl v1::Inventory for OldStore {
+    async fn count(&self, _item: String) -> u32 {
+        1
+    }
+    async fn remove(&self, _item: String) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_new_method_on_an_old_server_is_a_typed_unknown_method_error() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", v1::InventoryServer::new(OldStore))
+        .await
+        .unwrap();
+    let new = v2::InventoryClient::new(
+        rpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        new.add("fig".into(), 1).await.unwrap_err(),
+        RpcError::UnknownMethod {
+            service: "Inventory".into(),
+            method: "add".into()
+        }
+    );
+    assert_eq!(new.count("x".into()).await.unwrap(), 1);
+    server.shutdown().await;
+}
+
+#[service(name = "Inventory")]
+pub trait WrongTypes {
+    async fn count(&self, item: u64, extra: u64) -> u32;
+}
+
+#[tokio::test]
+async fn arguments_of_the_wrong_types_are_a_typed_decode_error() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
+        .await
+        .unwrap();
+    let conn = rpc_transport_tcp::connect(server.local_addr())
+        .await
+        .unwrap();
+    let wrong = WrongTypesClient::new(conn.clone());
+    let error = wrong.count(u64::MAX, 1).await.unwrap_err();
+    assert!(matches!(error, RpcError::Decode(_)), "{error:?}");
+    assert_eq!(
+        v2::InventoryClient::new(conn)
+            .count("ab".into())
+            .await
+            .unwrap(),
+        2
+    );
+    server.shutdown().await;
+}
+
+#[test]
+#[should_panic(expected = "already added")]
+fn two_services_with_one_name_are_refused() {
+    let _ = Router::new()
+        .add_service(v2::InventoryServer::new(v2::Store))
+        .add_service(v1::InventoryServer::new(OldStore));
+}
