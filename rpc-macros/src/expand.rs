@@ -4,7 +4,7 @@
 //! they cannot collide with argument names.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::{Ident, TraitItem};
 
 use crate::model::{MethodDef, Output, ServiceDef};
@@ -49,12 +49,22 @@ fn rewrite_trait(def: &ServiceDef) -> TokenStream {
         };
         f.sig.asyncness = None;
         let output = method.output.declared();
+        // Spanned at the method, so that a non-`Send` implementation is reported against
+        // the method's declaration rather than the attribute.
+        let bound = quote_spanned!(method.ident.span()=> ::core::marker::Send);
         f.sig.output = syn::parse_quote! {
-            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+            -> impl ::core::future::Future<Output = #output> + #bound
         };
         if let Some(body) = &mut f.default {
             let stmts = &body.stmts;
             *body = syn::parse_quote!({ async move { #(#stmts)* } });
+            // The default body's future holds `&Self`, which is only `Send` if `Self: Sync`
+            // (which the server requires of an implementation anyway).
+            f.sig
+                .generics
+                .make_where_clause()
+                .predicates
+                .push(syn::parse_quote!(Self: ::core::marker::Sync));
         }
     }
     quote!(#item)
@@ -165,6 +175,9 @@ fn client(def: &ServiceDef) -> TokenStream {
         quote! {
             #(#docs)*
             #(#cfgs)*
+            // The argument list is the trait method's: lint that one, where the user can
+            // allow it, rather than this copy, where they cannot.
+            #[allow(clippy::too_many_arguments)]
             pub async fn #ident(&self, #( #names: #types ),*) -> #ret {
                 #body
             }
@@ -245,7 +258,7 @@ fn server(def: &ServiceDef) -> TokenStream {
             #(#cfgs)*
             #wire => {
                 let __rpc_args: ( #(#types,)* ) = __rpc_call.decode_args()?;
-                let __rpc_inner = ::rpc_core::__private::Arc::clone(&self.inner);
+                let __rpc_inner = ::core::clone::Clone::clone(&self.inner);
                 let __rpc_reply = __rpc_call.into_reply();
                 ::core::result::Result::Ok(::rpc_core::__private::Box::pin(async move {
                     let __rpc_out = #trait_name::#ident(&*__rpc_inner, #( __rpc_args.#fields ),*).await;
@@ -297,13 +310,13 @@ fn server(def: &ServiceDef) -> TokenStream {
 
         impl<I> ::core::clone::Clone for #name<I> {
             fn clone(&self) -> Self {
-                Self { inner: ::rpc_core::__private::Arc::clone(&self.inner) }
+                Self { inner: ::core::clone::Clone::clone(&self.inner) }
             }
         }
 
         impl<I: #trait_name + ::core::marker::Send + ::core::marker::Sync + 'static> #name<I> {
             /// Calls the implementation in-process, without the network.
-            #[allow(unused_variables, clippy::unused_async)]
+            #[allow(unused_variables, clippy::unused_async, deprecated)]
             pub async fn handle(&self, request: #request) -> #response {
                 match request {
                     #(#handle_arms,)*
@@ -327,7 +340,7 @@ fn server(def: &ServiceDef) -> TokenStream {
                 })
             }
 
-            #[allow(unused_variables, unreachable_code)]
+            #[allow(unused_variables, unreachable_code, deprecated)]
             fn call(
                 &self,
                 __rpc_method: &str,

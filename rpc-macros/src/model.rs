@@ -19,6 +19,7 @@ const RESERVED_CLIENT_NAMES: &[&str] = &[
     "client",
     "with_timeout",
     "with_metadata",
+    "SERVICE_NAME",
 ];
 
 /// The macro's own arguments: `#[service]` or `#[service(name = "pkg.Svc")]`.
@@ -31,6 +32,12 @@ impl syn::parse::Parse for ServiceArgs {
         let mut name = None;
         while !input.is_empty() {
             let key: Ident = input.parse()?;
+            if key == "name" && name.is_some() {
+                return Err(Error::new(
+                    key.span(),
+                    "duplicate #[service] argument `name`",
+                ));
+            }
             if key != "name" {
                 return Err(Error::new(
                     key.span(),
@@ -74,7 +81,7 @@ pub struct MethodDef {
     pub variant: Ident,
     pub args: Vec<(Ident, Type)>,
     pub output: Output,
-    /// `#[doc]` attributes, carried to the client method.
+    /// `#[doc]` and `#[deprecated]` attributes, carried to the client method.
     pub docs: Vec<Attribute>,
     /// `#[cfg]` attributes, carried to every generated item of the method.
     pub cfgs: Vec<Attribute>,
@@ -114,16 +121,16 @@ pub fn parse(args: ServiceArgs, item: ItemTrait) -> syn::Result<ServiceDef> {
                     methods.push(def);
                 }
             }
-            TraitItem::Type(ty) => errors.push(
-                ty.span(),
+            TraitItem::Type(ty) => errors.push_spanned(
+                join(&ty.type_token, &ty.ident),
                 "associated types are not supported in a #[service] trait",
             ),
-            TraitItem::Const(c) => errors.push(
-                c.span(),
+            TraitItem::Const(c) => errors.push_spanned(
+                join(&c.const_token, &c.ident),
                 "associated constants are not supported in a #[service] trait",
             ),
-            other => errors.push(
-                other.span(),
+            other => errors.push_spanned(
+                other,
                 "only `async fn` methods are supported in a #[service] trait",
             ),
         }
@@ -143,8 +150,13 @@ pub fn parse(args: ServiceArgs, item: ItemTrait) -> syn::Result<ServiceDef> {
 }
 
 fn check_trait_shape(item: &ItemTrait, errors: &mut Errors) {
-    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-        errors.push(item.generics.span(), "a #[service] trait cannot be generic");
+    if !item.generics.params.is_empty() {
+        errors.push_spanned(&item.generics, "a #[service] trait cannot be generic");
+    } else if let Some(where_clause) = &item.generics.where_clause {
+        errors.push_spanned(
+            where_clause,
+            "a #[service] trait cannot have a `where` clause",
+        );
     }
     if let Some(unsafety) = &item.unsafety {
         errors.push(unsafety.span(), "a #[service] trait cannot be `unsafe`");
@@ -176,28 +188,25 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
         errors.push(v.span(), "RPC methods cannot be variadic");
     }
     if !sig.generics.params.is_empty() {
-        errors.push(
-            sig.generics.params.span(),
+        errors.push_spanned(
+            &sig.generics,
             "RPC methods cannot be generic: arguments and return types must be concrete",
         );
     } else if let Some(where_clause) = &sig.generics.where_clause {
-        errors.push(
-            where_clause.span(),
-            "RPC methods cannot have a `where` clause",
-        );
+        errors.push_spanned(where_clause, "RPC methods cannot have a `where` clause");
     }
 
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
         Some(FnArg::Receiver(receiver)) => {
             if receiver.colon_token.is_some() {
-                errors.push(
-                    receiver.span(),
+                errors.push_spanned(
+                    receiver,
                     "RPC methods take `&self`; typed receivers like `self: Arc<Self>` are not supported",
                 );
             } else if receiver.reference.is_none() {
-                errors.push(
-                    receiver.span(),
+                errors.push_spanned(
+                    receiver,
                     "RPC methods take `&self`, not `self` by value: the server shares one implementation across calls",
                 );
             } else if let Some(m) = &receiver.mutability {
@@ -207,8 +216,8 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
                 );
             }
         }
-        Some(other) => errors.push(
-            other.span(),
+        Some(other) => errors.push_spanned(
+            other,
             "RPC methods must take `&self` as their first argument",
         ),
         None => errors.push(
@@ -220,7 +229,7 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
     let mut args = Vec::new();
     for input in sig.inputs.iter().skip(1) {
         let FnArg::Typed(pat_type) = input else {
-            errors.push(input.span(), "`self` may only be the first argument");
+            errors.push_spanned(input, "`self` may only be the first argument");
             continue;
         };
         let ident = match &*pat_type.pat {
@@ -229,9 +238,19 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
             {
                 Some(pat.ident.clone())
             }
+            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                errors.push_spanned(
+                    pat,
+                    format!(
+                        "`mut` is not allowed on arguments of a #[service] trait: write `{}` (an implementation may still take `mut {}`)",
+                        pat.ident, pat.ident
+                    ),
+                );
+                None
+            }
             other => {
-                errors.push(
-                    other.span(),
+                errors.push_spanned(
+                    other,
                     "argument patterns are not supported in RPC methods: use a plain name like `arg: T`",
                 );
                 None
@@ -261,6 +280,15 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
             ),
         );
     }
+    let variant = upper_camel_case(&wire_name);
+    if variant == "Self" || variant.starts_with(|c: char| c.is_ascii_digit()) {
+        errors.push(
+            sig.ident.span(),
+            format!(
+                "the method name `{wire_name}` would generate the invalid variant name `{variant}` for the request and response enums; rename the method"
+            ),
+        );
+    }
     if errors.len() > before {
         return None;
     }
@@ -269,7 +297,7 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
             .attrs
             .iter()
             .fold((Vec::new(), Vec::new()), |(mut docs, mut cfgs), attr| {
-                if attr.path().is_ident("doc") {
+                if attr.path().is_ident("doc") || attr.path().is_ident("deprecated") {
                     docs.push(attr.clone());
                 } else if attr.path().is_ident("cfg") {
                     cfgs.push(attr.clone());
@@ -279,7 +307,7 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
     Some(MethodDef {
         item_index: index,
         ident: sig.ident.clone(),
-        variant: Ident::new(&upper_camel_case(&wire_name), sig.ident.span()),
+        variant: Ident::new(&variant, sig.ident.span()),
         wire_name,
         args,
         output,
@@ -294,72 +322,135 @@ fn check_argument_type(ty: &Type, errors: &mut Errors) -> bool {
         Type::Reference(reference) => {
             let suggestion = match &*reference.elem {
                 Type::Path(p) if p.path.is_ident("str") => "use `String` instead of `&str`".into(),
-                Type::Slice(slice) => format!(
-                    "use `Vec<{}>` instead of `&[{}]`",
-                    slice.elem.to_token_stream(),
-                    slice.elem.to_token_stream()
-                ),
-                elem => format!("take `{}` by value", elem.to_token_stream()),
+                Type::Slice(slice) => {
+                    let elem = display(&slice.elem);
+                    format!("use `Vec<{elem}>` instead of `&[{elem}]`")
+                }
+                elem => format!("take `{}` by value", display(elem)),
             };
-            errors.push(
-                ty.span(),
+            errors.push_spanned(
+                ty,
                 format!("borrowed arguments are not supported in RPC methods: {suggestion}"),
             );
             false
         }
         Type::ImplTrait(_) => {
-            errors.push(
-                ty.span(),
+            errors.push_spanned(
+                ty,
                 "`impl Trait` arguments are not supported in RPC methods: use a concrete type",
             );
             false
         }
-        _ if has_non_static_lifetime(ty.to_token_stream()) => {
-            errors.push(
-                ty.span(),
-                "RPC arguments must be owned types: borrowed lifetimes are not supported",
-            );
-            false
-        }
-        _ => true,
+        _ => match find_borrow(ty.to_token_stream()) {
+            Some(borrow) => {
+                errors.push_spanned(
+                    borrow,
+                    format!(
+                        "RPC arguments must be owned types: `{}` borrows; use owned types such as `String` and `Vec<T>`",
+                        display(ty)
+                    ),
+                );
+                false
+            }
+            None => true,
+        },
     }
 }
 
 fn check_return_type(ty: &Type, errors: &mut Errors) {
     match ty {
-        Type::Reference(_) => errors.push(
-            ty.span(),
-            "RPC methods must return an owned type, not a reference",
-        ),
-        Type::ImplTrait(_) => errors.push(
-            ty.span(),
+        Type::Reference(reference) => {
+            let suggestion = match &*reference.elem {
+                Type::Path(p) if p.path.is_ident("str") => "return `String`".into(),
+                Type::Slice(slice) => format!("return `Vec<{}>`", display(&slice.elem)),
+                elem => format!("return `{}` by value", display(elem)),
+            };
+            errors.push_spanned(
+                ty,
+                format!("RPC methods must return an owned type, not a reference: {suggestion}"),
+            )
+        }
+        Type::ImplTrait(_) => errors.push_spanned(
+            ty,
             "RPC methods cannot return `impl Trait`: use a concrete type",
         ),
-        _ if has_non_static_lifetime(ty.to_token_stream()) => errors.push(
-            ty.span(),
-            "RPC methods must return an owned type: borrowed lifetimes are not supported",
-        ),
-        _ => {}
+        _ => {
+            if let Some(borrow) = find_borrow(ty.to_token_stream()) {
+                errors.push_spanned(
+                    borrow,
+                    format!(
+                        "RPC methods must return an owned type: `{}` borrows; use owned types such as `String` and `Vec<T>`",
+                        display(ty)
+                    ),
+                );
+            }
+        }
     }
 }
 
-/// Whether the tokens mention a lifetime other than `'static`.
-fn has_non_static_lifetime(tokens: TokenStream) -> bool {
-    let mut iter = tokens.into_iter().peekable();
-    while let Some(token) = iter.next() {
+/// The first reference (`&`, whatever its lifetime: a response or argument is decoded into
+/// an owned value) or lifetime other than `'static` in the tokens of a type.
+fn find_borrow(tokens: TokenStream) -> Option<TokenStream> {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let lifetime_at = |i: usize| match (tokens.get(i), tokens.get(i + 1)) {
+        (Some(TokenTree::Punct(p)), Some(TokenTree::Ident(name))) if p.as_char() == '\'' => {
+            Some((p, name))
+        }
+        _ => None,
+    };
+    for (i, token) in tokens.iter().enumerate() {
         match token {
-            TokenTree::Punct(p) if p.as_char() == '\'' => {
-                if let Some(TokenTree::Ident(name)) = iter.peek() {
+            TokenTree::Punct(p) if p.as_char() == '&' => {
+                let end = if lifetime_at(i + 1).is_some() {
+                    i + 3
+                } else {
+                    i + 1
+                };
+                return Some(tokens[i..end].iter().cloned().collect());
+            }
+            TokenTree::Group(group) => {
+                if let Some(found) = find_borrow(group.stream()) {
+                    return Some(found);
+                }
+            }
+            _ => {
+                if let Some((p, name)) = lifetime_at(i) {
                     if name != "static" {
-                        return true;
+                        return Some(join(p, name));
                     }
                 }
             }
-            TokenTree::Group(group) if has_non_static_lifetime(group.stream()) => return true,
-            _ => {}
         }
     }
-    false
+    None
+}
+
+/// Two tokens as one stream, so that an error spans both.
+fn join(first: &impl ToTokens, second: &impl ToTokens) -> TokenStream {
+    let mut tokens = first.to_token_stream();
+    second.to_tokens(&mut tokens);
+    tokens
+}
+
+/// A type as written, without the spaces `TokenStream`'s `Display` puts between tokens.
+fn display(ty: &Type) -> String {
+    let text = ty.to_token_stream().to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut previous = ' ';
+    while let Some(c) = chars.next() {
+        if c == ' ' {
+            let next = chars.peek().copied().unwrap_or(' ');
+            let glued_after = matches!(previous, '<' | '&' | '(' | '[' | ':' | '\'');
+            let glued_before = matches!(next, '<' | '>' | ',' | ')' | ']' | ':' | ';');
+            if glued_after || glued_before {
+                continue;
+            }
+        }
+        out.push(c);
+        previous = c;
+    }
+    out
 }
 
 /// `Result<T, E>` (any path ending in `Result` with two type arguments) is fallible.
@@ -439,7 +530,16 @@ struct Errors(Option<Error>);
 
 impl Errors {
     fn push(&mut self, span: Span, message: impl std::fmt::Display) {
-        let error = Error::new(span, message);
+        self.add(Error::new(span, message));
+    }
+
+    /// An error spanning all of `tokens` (on stable, `Span::join` is unavailable, so
+    /// `push(tokens.span(), ..)` would underline only their first token).
+    fn push_spanned(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
+        self.add(Error::new_spanned(tokens, message));
+    }
+
+    fn add(&mut self, error: Error) {
         match &mut self.0 {
             Some(first) => first.combine(error),
             None => self.0 = Some(error),
@@ -471,9 +571,28 @@ mod tests {
     }
 
     #[test]
-    fn lifetimes() {
-        assert!(has_non_static_lifetime(quote::quote!(Vec<&'a str>)));
-        assert!(!has_non_static_lifetime(quote::quote!(Vec<&'static str>)));
-        assert!(!has_non_static_lifetime(quote::quote!(Vec<String>)));
+    fn borrows() {
+        let found = |tokens: TokenStream| find_borrow(tokens).map(|t| t.to_string());
+        assert_eq!(found(quote::quote!(Vec<&'a str>)).as_deref(), Some("& 'a"));
+        assert_eq!(
+            found(quote::quote!(Vec<&'static str>)).as_deref(),
+            Some("& 'static")
+        );
+        assert_eq!(found(quote::quote!(Vec<&str>)).as_deref(), Some("&"));
+        assert_eq!(found(quote::quote!(Cow<'a, str>)).as_deref(), Some("'a"));
+        assert_eq!(found(quote::quote!(Cow<'static, str>)), None);
+        assert_eq!(found(quote::quote!(Vec<String>)), None);
+    }
+
+    #[test]
+    fn displayed_types() {
+        let ty = |tokens: TokenStream| display(&syn::parse2(tokens).unwrap());
+        assert_eq!(ty(quote::quote!(Vec<u64>)), "Vec<u64>");
+        assert_eq!(ty(quote::quote!(&'a [u8])), "&'a [u8]");
+        assert_eq!(
+            ty(quote::quote!(std::collections::HashMap<String, (u8, Vec<u8>)>)),
+            "std::collections::HashMap<String, (u8, Vec<u8>)>"
+        );
+        assert_eq!(ty(quote::quote!(&mut [u8; 4])), "&mut [u8; 4]");
     }
 }

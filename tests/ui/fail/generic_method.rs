@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn echo<T>(&self, value: T) -> T;
+}
+
+fn main() {}

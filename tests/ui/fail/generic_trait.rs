@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc<T> {
+    async fn echo(&self, value: T) -> T;
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn show(&self, value: impl std::fmt::Display) -> String;
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn join(&self, parts: Vec<&'a str>) -> String;
+}
+
+fn main() {}

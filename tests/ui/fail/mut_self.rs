@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn bump(&mut self) -> u64;
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn join(&self, parts: Vec<&str>) -> String;
+}
+
+fn main() {}

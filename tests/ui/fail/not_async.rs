@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    fn ping(&self) -> u8;
+}
+
+fn main() {}

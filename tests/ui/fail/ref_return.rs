@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn name(&self) -> &str;
+}
+
+fn main() {}

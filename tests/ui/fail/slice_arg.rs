@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn checksum(&self, data: &[u8]) -> u32;
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service(bogus = 1)]
+trait Svc {
+    async fn ping(&self) -> u8;
+}
+
+fn main() {}

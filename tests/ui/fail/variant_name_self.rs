@@ -1,0 +1,8 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn self_(&self) -> u8;
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use rpc_core::service;
+
+#[service]
+trait Svc {
+    async fn ping(&self) -> u8
+    where
+        Self: Sized;
+}
+
+fn main() {}

@@ -1,0 +1,23 @@
+#![deny(warnings)]
+
+use rpc_core::service;
+
+#[service]
+pub trait Empty {}
+
+struct Impl;
+
+impl Empty for Impl {}
+
+fn assert_service<S: rpc_core::Service>(_: &S) {}
+
+fn main() {
+    let server = EmptyServer::new(Impl);
+    assert_service(&server);
+    assert_eq!(rpc_core::Service::name(&server), "Empty");
+    assert!(rpc_core::Service::methods(&server).is_empty());
+    assert_eq!(EmptyClient::SERVICE_NAME, "Empty");
+    // The request and response enums have no variants.
+    let _: Option<EmptyRequest> = None;
+    let _: Option<EmptyResponse> = None;
+}
