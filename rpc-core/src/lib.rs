@@ -41,6 +41,7 @@
 
 #![warn(missing_docs)]
 
+mod byte_buf;
 pub mod client;
 pub mod codec;
 pub mod context;
@@ -51,6 +52,7 @@ pub mod server;
 pub mod transport;
 mod util;
 
+pub use byte_buf::ByteBuf;
 pub use client::{CallOptions, Client, ClientConfig, Connection, Method};
 pub use context::{Context, Metadata, PeerAddr};
 pub use error::{CallError, RpcError};
@@ -84,6 +86,7 @@ pub use rpc_macros::service;
 /// Items the generated code refers to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::byte_buf::BytesRef;
     pub use serde;
     pub use std::boxed::Box;
     pub use std::sync::Arc;

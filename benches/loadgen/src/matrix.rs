@@ -1,0 +1,248 @@
+//! Runs every point of the performance matrix as separate `loadgen` processes and writes a
+//! Markdown table of the framework's ratios to the raw framed echo from the same run.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::Flags;
+
+/// Which way a ratio must go to meet its target.
+#[derive(Clone, Copy)]
+enum Goal {
+    AtLeast,
+    AtMost,
+}
+
+/// One row of the table.
+struct Row {
+    point: &'static str,
+    metric: &'static str,
+    unit: &'static str,
+    goal: Goal,
+    target: f64,
+}
+
+const ROWS: &[(&str, Row)] = &[
+    (
+        "c64",
+        Row {
+            point: "echo u64, 64 in flight, 1 connection",
+            metric: "calls_per_s",
+            unit: "calls/s",
+            goal: Goal::AtLeast,
+            target: 0.80,
+        },
+    ),
+    (
+        "c256",
+        Row {
+            point: "echo u64, 256 in flight, 1 connection",
+            metric: "calls_per_s",
+            unit: "calls/s",
+            goal: Goal::AtLeast,
+            target: 0.75,
+        },
+    ),
+    (
+        "pinned",
+        Row {
+            point: "echo u64, 1 in flight, both pinned to one core",
+            metric: "p50_us",
+            unit: "p50 µs",
+            goal: Goal::AtMost,
+            target: 1.2,
+        },
+    ),
+    (
+        "mib",
+        Row {
+            point: "1 MiB payload, 4 in flight",
+            metric: "mib_per_s",
+            unit: "MiB/s",
+            goal: Goal::AtLeast,
+            target: 0.80,
+        },
+    ),
+    (
+        "c256",
+        Row {
+            point: "echo u64, 256 in flight",
+            metric: "cpu_us_per_call",
+            unit: "CPU µs/call",
+            goal: Goal::AtMost,
+            target: 1.5,
+        },
+    ),
+];
+
+fn bench_args(point: &str) -> (Vec<&'static str>, bool) {
+    match point {
+        "c64" => (vec!["--concurrency", "64"], false),
+        "c256" => (vec!["--concurrency", "256"], false),
+        "pinned" => (vec!["--concurrency", "1"], true),
+        "mib" => (vec!["--concurrency", "4", "--payload", "1048576"], false),
+        _ => unreachable!(),
+    }
+}
+
+/// Runs `loadgen ARGS` (pinned to CPU 0 with taskset if asked) and parses its RESULT line.
+fn run_loadgen(args: &[&str], pinned: bool) -> Result<HashMap<String, f64>> {
+    let exe = std::env::current_exe()?;
+    let mut command = if pinned {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg("0").arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let output = command
+        .args(args)
+        .output()
+        .with_context(|| format!("running loadgen {args:?}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprint!("{stdout}");
+    if !output.status.success() {
+        bail!(
+            "loadgen {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("no RESULT line")?;
+    Ok(line
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+pub fn run(flags: &Flags) -> Result<()> {
+    let duration = flags.str("duration", "3");
+    let warmup = flags.str("warmup", "1");
+    let with_tarpc = cfg!(feature = "tarpc") && flags.0.contains_key("tarpc");
+    let mut modes = vec!["raw", "rpc"];
+    if with_tarpc {
+        modes.push("tarpc");
+    }
+
+    let mut results: HashMap<(&str, &str), HashMap<String, f64>> = HashMap::new();
+    for point in ["c64", "c256", "pinned", "mib"] {
+        let (args, pinned) = bench_args(point);
+        for mode in &modes {
+            let mut full = vec![
+                "bench",
+                "--mode",
+                mode,
+                "--duration",
+                &duration,
+                "--warmup",
+                &warmup,
+            ];
+            full.extend(args.iter().copied());
+            results.insert((point, mode), run_loadgen(&full, pinned)?);
+        }
+    }
+    let allocs = run_loadgen(&["allocs"], false)?;
+    let idle = run_loadgen(
+        &[
+            "idle",
+            "--connections",
+            &flags.str("idle-connections", "10000"),
+        ],
+        false,
+    )?;
+
+    let mut out = String::new();
+    writeln!(out, "Machine: {}. Loopback TCP; client and server are separate processes with multi-threaded tokio runtimes; {duration} s measured after {warmup} s warm-up per run.\n", machine())?;
+    let tarpc_header = if with_tarpc {
+        " tarpc | tarpc/raw |"
+    } else {
+        ""
+    };
+    let tarpc_rule = if with_tarpc { "---|---|" } else { "" };
+    writeln!(
+        out,
+        "| point | metric | raw | rpc | rpc/raw | target | met |{tarpc_header}"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|{tarpc_rule}")?;
+    for (point, row) in ROWS {
+        let raw = results[&(*point, "raw")][row.metric];
+        let rpc = results[&(*point, "rpc")][row.metric];
+        let ratio = rpc / raw;
+        let met = match row.goal {
+            Goal::AtLeast => ratio >= row.target,
+            Goal::AtMost => ratio <= row.target,
+        };
+        let target = match row.goal {
+            Goal::AtLeast => format!(">= {:.2}x", row.target),
+            Goal::AtMost => format!("<= {:.2}x", row.target),
+        };
+        let mut line = format!(
+            "| {} | {} | {} | {} | {ratio:.2}x | {target} | {} |",
+            row.point,
+            row.unit,
+            fmt(raw),
+            fmt(rpc),
+            if met { "yes" } else { "**no**" }
+        );
+        if with_tarpc {
+            let tarpc = results[&(*point, "tarpc")][row.metric];
+            write!(line, " {} | {:.2}x |", fmt(tarpc), tarpc / raw)?;
+        }
+        writeln!(out, "{line}")?;
+    }
+    let per_call = allocs["allocations_per_call"];
+    writeln!(out, "| sequential echo u64 | allocations per round trip (client + server) | - | {per_call:.2} | - | <= 4 | {} |{}", if per_call <= 4.0 { "yes" } else { "**no**" }, if with_tarpc { " | |" } else { "" })?;
+    let per_conn = idle["bytes_per_connection"] / 1024.0;
+    writeln!(out, "| {} idle connections | server RSS per connection | - | {per_conn:.2} KiB | - | <= 10 KiB | {} |{}", idle["connections"], if per_conn <= 10.0 { "yes" } else { "**no**" }, if with_tarpc { " | |" } else { "" })?;
+
+    writeln!(out, "\nLatency detail (µs, p50 / p99 / p99.9):\n")?;
+    writeln!(out, "| point | {} |", modes.join(" | "))?;
+    writeln!(out, "|---|{}", "---|".repeat(modes.len()))?;
+    for point in ["c64", "c256", "pinned", "mib"] {
+        let cells: Vec<String> = modes
+            .iter()
+            .map(|m| {
+                let r = &results[&(point, *m)];
+                format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    r["p50_us"], r["p99_us"], r["p999_us"]
+                )
+            })
+            .collect();
+        writeln!(out, "| {point} | {} |", cells.join(" | "))?;
+    }
+    println!("{out}");
+    if let Some(path) = flags.0.get("out") {
+        std::fs::write(path, &out)?;
+    }
+    Ok(())
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
