@@ -1,9 +1,9 @@
 //! Load generator for the RPC framework.
 //!
 //! ```text
-//! loadgen bench  --mode rpc|raw|tarpc [--concurrency 64] [--connections 1]
+//! loadgen bench  --mode rpc|raw|raw-batched|tarpc [--concurrency 64] [--connections 1]
 //!                [--duration 3] [--warmup 1] [--payload 8]
-//! loadgen serve  --mode rpc|raw|tarpc [--addr 127.0.0.1:0]
+//! loadgen serve  --mode rpc|raw|raw-batched|tarpc [--addr 127.0.0.1:0]
 //! loadgen allocs [--calls 20000]
 //! loadgen idle   [--connections 10000]
 //! loadgen matrix [--duration 3] [--warmup 1] [--out FILE]
@@ -50,6 +50,12 @@ pub struct WorkerResult {
     pub latency_ns: Histogram<u64>,
     pub calls: u64,
     pub bytes: u64,
+}
+
+impl Default for WorkerResult {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl WorkerResult {
@@ -146,10 +152,10 @@ async fn serve(mode: &str, addr: &str) -> Result<()> {
     procstat::raise_fd_limit();
     let local = match mode {
         "rpc" => rpc::serve(addr).await?,
-        "raw" => {
+        "raw" | "raw-batched" => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
-            tokio::spawn(raw::serve(listener));
+            tokio::spawn(raw::serve(listener, mode == "raw-batched"));
             local
         }
         #[cfg(feature = "tarpc")]
@@ -220,7 +226,7 @@ async fn bench(flags: &Flags) -> Result<()> {
             )
             .await?
         }
-        "raw" => {
+        "raw" | "raw-batched" => {
             let mut workers = Vec::new();
             for c in 0..connections {
                 let stream = tokio::net::TcpStream::connect(server.addr).await?;
@@ -229,6 +235,7 @@ async fn bench(flags: &Flags) -> Result<()> {
                     stream,
                     share,
                     payload.max(8) - 8,
+                    mode == "raw-batched",
                     Arc::clone(&phase),
                 )));
             }

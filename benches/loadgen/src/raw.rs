@@ -1,6 +1,9 @@
 //! The ceiling: a pipelined echo over `LengthDelimitedCodec` with no RPC framework. Each
-//! frame is an 8-byte id plus the payload; no serde, no task per call. Both sides batch
-//! writes: they flush only when no further frame is ready to read.
+//! frame is an 8-byte id plus the payload; no serde, no task per call.
+//!
+//! Two variants: `raw` writes each frame with `SinkExt::send` (a write and a flush per
+//! frame: the straightforward echo), `raw-batched` flushes only when no further frame is
+//! ready to read (hand-tuned write coalescing: the lowest cost any framework could reach).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -21,7 +24,7 @@ fn codec() -> LengthDelimitedCodec {
 }
 
 /// Serves the raw echo on `listener` until the process is killed.
-pub async fn serve(listener: TcpListener) -> Result<()> {
+pub async fn serve(listener: TcpListener, batched: bool) -> Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
@@ -34,8 +37,8 @@ pub async fn serve(listener: TcpListener) -> Result<()> {
                 if writer.feed(frame.freeze()).await.is_err() {
                     return;
                 }
-                // Flush once no further frame is already waiting.
-                next = match reader.next().now_or_never() {
+                // Flush once no further frame is already waiting (batched), or every time.
+                next = match ready_now(&mut reader, batched) {
                     Some(frame) => frame,
                     None => {
                         if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
@@ -54,6 +57,7 @@ pub async fn client(
     stream: TcpStream,
     in_flight: usize,
     payload: usize,
+    batched: bool,
     phase: Arc<AtomicU8>,
 ) -> Result<WorkerResult> {
     stream.set_nodelay(true)?;
@@ -67,9 +71,9 @@ pub async fn client(
         f.put_slice(&body);
         f.freeze()
     };
-    let mut sent_at = vec![Instant::now(); in_flight];
+    let mut sent_at = Vec::with_capacity(in_flight);
     for slot in 0..in_flight {
-        sent_at[slot] = Instant::now();
+        sent_at.push(Instant::now());
         writer.feed(frame(slot as u64)).await?;
     }
     SinkExt::<Bytes>::flush(&mut writer).await?;
@@ -87,8 +91,8 @@ pub async fn client(
         }
         sent_at[slot] = now;
         writer.feed(frame(slot as u64)).await?;
-        // Batch: flush only when no further response is already waiting.
-        next = match reader.next().now_or_never() {
+        // Batched: flush only when no further response is already waiting.
+        next = match ready_now(&mut reader, batched) {
             Some(frame) => frame,
             None => {
                 SinkExt::<Bytes>::flush(&mut writer).await?;
@@ -97,4 +101,17 @@ pub async fn client(
         };
     }
     Ok(result)
+}
+
+/// The next frame if it is already buffered, when batching; `None` means "flush first".
+/// Never polls when not batching, so no frame is taken and dropped.
+fn ready_now<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FramedRead<R, LengthDelimitedCodec>,
+    batched: bool,
+) -> Option<Option<std::io::Result<BytesMut>>> {
+    if batched {
+        reader.next().now_or_never()
+    } else {
+        None
+    }
 }
