@@ -150,3 +150,73 @@ async fn a_call_waiting_for_a_slot_still_honours_its_deadline() {
     assert_eq!(blocker.await.unwrap().unwrap(), 0);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_huge_timeout_means_no_practical_limit() {
+    let server = start(ProbeImpl::default()).await;
+    let probe = client(server.local_addr()).await;
+    let v = probe.with_timeout(Duration::MAX).echo(4).await.unwrap();
+    assert_eq!(v, 4);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_already_expired_deadline_fails_without_reaching_the_server() {
+    let probe_impl = ProbeImpl::default();
+    let observed = probe_impl.observed.clone();
+    let server = start(probe_impl).await;
+    let probe = client(server.local_addr()).await;
+    let error = probe
+        .with_timeout(Duration::ZERO)
+        .sleep_echo(10, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(error, RpcError::DeadlineExceeded);
+    assert_eq!(probe.echo(1).await.unwrap(), 1);
+    assert_eq!(observed.started.load(Ordering::SeqCst), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_servers_max_call_duration_caps_the_callers_deadline() {
+    let probe_impl = ProbeImpl::default();
+    let observed = probe_impl.observed.clone();
+    let server = start_with(
+        probe_impl,
+        ServerConfig::default().max_call_duration(Some(Duration::from_millis(100))),
+    )
+    .await;
+    let probe = client(server.local_addr()).await;
+    let started = Instant::now();
+    let error = probe
+        .with_timeout(Duration::from_secs(20))
+        .hang()
+        .await
+        .unwrap_err();
+    assert_eq!(error, RpcError::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(eventually(|| observed.dropped.load(Ordering::SeqCst) == 1).await);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn closing_a_connection_cancels_its_calls_in_flight() {
+    let probe_impl = ProbeImpl::default();
+    let observed = probe_impl.observed.clone();
+    let server = start(probe_impl).await;
+    let probe = client(server.local_addr()).await;
+    let call = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.hang().await }
+    });
+    assert!(eventually(|| observed.started.load(Ordering::SeqCst) == 1).await);
+    probe.client().connection().close();
+    assert_eq!(call.await.unwrap().unwrap_err(), RpcError::Cancelled);
+    assert!(matches!(
+        probe.echo(1).await.unwrap_err(),
+        RpcError::ConnectionClosed { .. }
+    ));
+    // The server noticed the connection close and dropped the handler.
+    assert!(eventually(|| observed.dropped.load(Ordering::SeqCst) == 1).await);
+    server.shutdown().await;
+}

@@ -327,3 +327,122 @@ async fn a_panic_while_decoding_arguments_fails_only_that_call() {
     assert_eq!(fragile.ok().await.unwrap(), 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_error_answer_too_large_for_the_client_is_cut_to_fit() {
+    let server = start(ProbeImpl::default()).await;
+    let conn = rpc_transport_tcp::connect_with_config(
+        server.local_addr(),
+        ClientConfig::default().max_frame_size(64),
+    )
+    .await
+    .unwrap();
+    let long_name: &'static str = Box::leak("S".repeat(200).into_boxed_str());
+    let method = rpc_core::Method {
+        service: long_name,
+        name: "m",
+        idempotent: false,
+    };
+    let started = Instant::now();
+    let error = rpc_core::Client::new(conn)
+        .call::<_, u8>(&method, &())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, RpcError::UnknownService { .. }),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.shutdown().await;
+}
+
+/// A hand-written service that ends a call without answering it.
+struct Forgetful;
+
+impl rpc_core::Service for Forgetful {
+    fn name(&self) -> &'static str {
+        "Forgetful"
+    }
+    fn methods(&self) -> &'static [&'static str] {
+        &["forget"]
+    }
+    fn call(
+        &self,
+        method: &str,
+        call: rpc_core::IncomingCall,
+    ) -> Result<rpc_core::HandlerFuture, rpc_core::DispatchError> {
+        if method != "forget" {
+            return Err(rpc_core::DispatchError::UnknownMethod);
+        }
+        let reply = call.into_reply();
+        Ok(Box::pin(async move { drop(reply) }))
+    }
+}
+
+#[tokio::test]
+async fn a_service_that_never_answers_gives_a_typed_error_not_a_hang() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", Forgetful)
+        .await
+        .unwrap();
+    let client = rpc_core::Client::new(
+        rpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let method = rpc_core::Method {
+        service: "Forgetful",
+        name: "forget",
+        idempotent: false,
+    };
+    let started = Instant::now();
+    let error = client.call::<_, ()>(&method, &()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RpcError::Remote {
+                status: protocol::status::INTERNAL,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.shutdown().await;
+}
+
+/// Writes one REQUEST frame for `Probe.<method>` with no arguments.
+async fn write_request(stream: &mut TcpStream, id: u64, method: &str) {
+    let mut body = vec![protocol::kind::REQUEST, 0];
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(&10_000_000u64.to_be_bytes());
+    body.push(5);
+    body.extend_from_slice(b"Probe");
+    body.push(method.len() as u8);
+    body.extend_from_slice(method.as_bytes());
+    body.extend_from_slice(&[0, 0]);
+    stream.write_u32(body.len() as u32).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_duplicate_call_id_is_a_protocol_error_naming_the_last_id_seen() {
+    let server = start(ProbeImpl::default()).await;
+    let (mut raw, _) = raw_connection(server.local_addr()).await;
+    write_request(&mut raw, 41, "hang").await;
+    write_request(&mut raw, 42, "hang").await;
+    write_request(&mut raw, 42, "hang").await;
+    let (code, last_id) = loop {
+        let len = raw.read_u32().await.unwrap() as usize;
+        let mut body = vec![0u8; len];
+        raw.read_exact(&mut body).await.unwrap();
+        if body[0] == protocol::kind::GO_AWAY {
+            let id = u64::from_be_bytes(body[2..10].try_into().unwrap());
+            break (body[10], id);
+        }
+    };
+    assert_eq!(code, protocol::go_away::PROTOCOL_ERROR);
+    assert_eq!(last_id, 42);
+    let probe = client(server.local_addr()).await;
+    assert_eq!(probe.echo(1).await.unwrap(), 1);
+    server.shutdown().await;
+}

@@ -73,3 +73,45 @@ async fn an_idle_server_shuts_down_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(probe.echo(2).await.is_err());
 }
+
+#[tokio::test]
+async fn abort_does_not_wait_for_connections_stuck_in_the_handshake() {
+    let server = start(ProbeImpl::default()).await;
+    let _silent = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.abort().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_hard_stop_answers_calls_waiting_for_an_in_flight_slot() {
+    let probe_impl = ProbeImpl::default();
+    let observed = probe_impl.observed.clone();
+    let server = start_with(
+        probe_impl,
+        ServerConfig::default()
+            .max_in_flight_per_connection(1)
+            .shutdown_grace(Duration::from_millis(200)),
+    )
+    .await;
+    let probe = client(server.local_addr()).await;
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let probe = probe.clone();
+            tokio::spawn(async move { probe.hang().await })
+        })
+        .collect();
+    assert!(common::eventually(|| observed.started.load(Ordering::SeqCst) == 1).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.shutdown().await;
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap_err(), RpcError::ShuttingDown);
+    }
+}

@@ -33,7 +33,8 @@ pub enum RpcError {
     /// The call's deadline passed before a response arrived.
     #[error("deadline exceeded")]
     DeadlineExceeded,
-    /// The call was cancelled before it completed.
+    /// The call was cancelled before it completed: its connection was closed by this side
+    /// ([`Connection::close`](crate::Connection::close)) while it was in flight.
     #[error("call cancelled")]
     Cancelled,
     /// The handler panicked; the connection and the server keep serving.

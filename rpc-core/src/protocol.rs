@@ -66,6 +66,8 @@ pub mod status {
     pub const FRAME_TOO_LARGE: u8 = 8;
     /// The return value failed to encode.
     pub const ENCODE_FAILED: u8 = 9;
+    /// The service ended the call without answering it (a hand-written service's bug).
+    pub const INTERNAL: u8 = 10;
 }
 
 /// Go-away codes: why the sender of a `GO_AWAY` frame stops.

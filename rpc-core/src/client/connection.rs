@@ -59,12 +59,12 @@ impl Shared {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Ends the connection: every call in flight and every later call gets `error`.
-    fn fail_all(&self, error: RpcError) {
+    /// Ends the connection: every call in flight gets `error`, every later call `later`.
+    fn fail_all(&self, error: RpcError, later: RpcError) {
         let pending = {
             let mut calls = self.calls();
             if !matches!(calls.state, State::Closed(_)) {
-                calls.state = State::Closed(error.clone());
+                calls.state = State::Closed(later);
             }
             std::mem::take(&mut calls.pending)
         };
@@ -73,19 +73,28 @@ impl Shared {
         }
         self.outbox.close();
     }
+
+    /// Ends the connection with the same error for calls in flight and later calls.
+    fn fail(&self, error: RpcError) {
+        self.fail_all(error.clone(), error);
+    }
 }
 
 /// Closes the connection when the last [`Connection`] handle is dropped.
 struct Owner {
     shared: Arc<Shared>,
     reader: AbortHandle,
+    writer: AbortHandle,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.reader.abort();
+        // No call can be waiting: every call holds a handle. Dropping the socket halves
+        // closes the connection; a server that stopped reading cannot keep a task alive.
         self.shared
-            .fail_all(RpcError::closed("the connection handle was dropped"));
+            .fail(RpcError::closed("the connection handle was dropped"));
+        self.reader.abort();
+        self.writer.abort();
     }
 }
 
@@ -154,7 +163,8 @@ impl Connection {
         }
 
         let shared = Arc::new(Shared {
-            outbox: Outbox::new(reply.max_frame_size as usize),
+            // A server announcing less than a header's worth is treated as announcing 64.
+            outbox: Outbox::new((reply.max_frame_size as usize).max(64)),
             calls: Mutex::new(Calls {
                 pending: HashMap::default(),
                 state: State::Open,
@@ -172,18 +182,29 @@ impl Connection {
         );
         let reader = tokio::spawn(run_reader(frames, Arc::clone(&shared)));
         let writer_shared = Arc::clone(&shared);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             if let Err(e) = outbox::run_writer(writer, &writer_shared.outbox).await {
-                writer_shared.fail_all(RpcError::closed(format!("write failed: {e}")));
+                writer_shared.fail(RpcError::closed(format!("write failed: {e}")));
             }
         });
         Ok(Connection {
             _owner: Arc::new(Owner {
                 shared: Arc::clone(&shared),
                 reader: reader.abort_handle(),
+                writer: writer.abort_handle(),
             }),
             shared,
         })
+    }
+
+    /// Closes the connection now: calls in flight fail with [`RpcError::Cancelled`] (the
+    /// server drops their handlers when it sees the connection close) and later calls
+    /// with [`RpcError::ConnectionClosed`].
+    pub fn close(&self) {
+        self.shared.fail_all(
+            RpcError::Cancelled,
+            RpcError::closed("the connection was closed by this side"),
+        );
     }
 
     /// Whether the connection has ended; calls on it fail at once.
@@ -226,6 +247,9 @@ impl Connection {
             .await
             .map_err(|_| RpcError::DeadlineExceeded)?
             .map_err(|_| RpcError::closed("the connection is closed"))?;
+        if deadline <= Instant::now() {
+            return Err(RpcError::DeadlineExceeded);
+        }
 
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot, response) = oneshot::channel();
@@ -350,5 +374,5 @@ where
         }
     };
     tracing::debug!(remote = %shared.remote, %error, "client connection ended");
-    shared.fail_all(error);
+    shared.fail(error);
 }

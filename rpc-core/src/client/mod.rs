@@ -99,7 +99,11 @@ impl Client {
             .options
             .timeout
             .unwrap_or(self.connection.config().default_timeout);
-        let own = Instant::now() + timeout;
+        let now = Instant::now();
+        // A timeout too large to represent means "no practical limit".
+        let own = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365));
         match context::inherited_deadline() {
             Some(inherited) => own.min(inherited),
             None => own,

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 
+/// The largest in-flight limit accepted (larger values are clamped).
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
 /// Settings of a server. Build with [`ServerConfig::default`] and the setters.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -38,7 +41,7 @@ impl ServerConfig {
     /// Calls one connection may have running at once (default 1024). When reached, the
     /// server stops reading that connection until a call finishes.
     pub fn max_in_flight_per_connection(mut self, max: usize) -> Self {
-        self.max_in_flight_per_connection = max.max(1);
+        self.max_in_flight_per_connection = max.clamp(1, MAX_IN_FLIGHT);
         self
     }
 
@@ -55,8 +58,8 @@ impl ServerConfig {
         self
     }
 
-    /// Deadline applied to calls whose caller sent none (default: none). Clients of this
-    /// crate always send one.
+    /// Longest a call may run on this server (default: no limit beyond the caller's own
+    /// deadline). Applies to calls whose caller sent no deadline, and caps those that did.
     pub fn max_call_duration(mut self, limit: Option<Duration>) -> Self {
         self.max_call_duration = limit;
         self

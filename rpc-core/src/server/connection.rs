@@ -50,13 +50,19 @@ impl ConnectionState {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes the right to answer call `id`. Whoever removes a running call from the map
+    /// answers it, so a call is never answered twice (handler vs. shutdown vs. cancel).
+    pub(crate) fn claim(&self, id: u64) -> bool {
+        self.running().remove(&id).is_some()
+    }
+
     /// Aborts every running handler; with `answer`, tells each caller `status`.
     fn abort_all(self: &Arc<Self>, answer: Option<(u8, &str)>) {
         let running = std::mem::take(&mut *self.running());
         for (id, handler) in running {
             handler.abort();
             if let Some((code, message)) = answer {
-                ReplyTo::new(Arc::clone(self), id).error(code, message);
+                ReplyTo::unregistered(Arc::clone(self), id).error(code, message);
             }
         }
     }
@@ -89,6 +95,7 @@ pub(crate) async fn serve_connection<T: Transport>(
     let read = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, reader.read_exact(&mut hello)) => r,
         _ = signals.graceful.cancelled() => return,
+        _ = signals.kill.cancelled() => return,
     };
     let hello = match read {
         Ok(Ok(_)) => match ClientHello::decode(&hello) {
@@ -150,6 +157,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         config,
         connection,
         draining: false,
+        last_id: 0,
     };
     let end = reader.run(&signals).await;
 
@@ -167,13 +175,18 @@ pub(crate) async fn serve_connection<T: Transport>(
         }
     }
     state.outbox.close();
-    // Let the writer flush what is queued, but never wait on a peer that stopped reading
-    // past the server's own hard stop.
+    // Let the writer flush what is queued, but never wait long on a peer that stopped
+    // reading, nor past the server's own kill.
+    let abort_writer = writer_task.abort_handle();
     tokio::select! {
-        _ = writer_task => {}
+        _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task) => {}
         _ = signals.kill.cancelled() => {}
     }
+    abort_writer.abort();
 }
+
+/// How long a closing connection may take to flush its last frames.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct ReadLoop<R> {
     frames: FramedRead<R, LengthDelimitedCodec>,
@@ -183,11 +196,13 @@ struct ReadLoop<R> {
     config: Arc<ServerConfig>,
     connection: Arc<ConnectionInfo>,
     draining: bool,
+    /// The highest call id received, announced in `GO_AWAY`.
+    last_id: u64,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
     async fn run(&mut self, signals: &Signals) -> End {
-        let all_permits = self.config.max_in_flight_per_connection as u32;
+        let all_permits = self.config.max_in_flight_per_connection as u32; // clamped in config
         loop {
             let frame = tokio::select! {
                 biased;
@@ -218,14 +233,8 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
             };
             match Frame::decode(frame) {
                 Ok(Frame::Request(request)) => {
-                    if let Err(message) = self.start(request, signals).await {
-                        match message {
-                            Some(message) => {
-                                self.go_away(go_away::PROTOCOL_ERROR, &message);
-                                return End::Gone;
-                            }
-                            None => return End::Killed,
-                        }
+                    if let Err(end) = self.start(request, signals).await {
+                        return end;
                     }
                 }
                 Ok(Frame::Cancel { id }) => {
@@ -248,11 +257,14 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
         }
     }
 
+    /// Queues a `GO_AWAY` naming the highest call id received so far: calls above it were
+    /// never seen by this server.
     fn go_away(&self, code: u8, message: &str) {
+        let message = fit_message(message, self.state.outbox.max_frame_size());
         let _ = self.state.outbox.push(
             kind::GO_AWAY,
             0,
-            0,
+            self.last_id,
             |buf| {
                 buf.put_u8(code);
                 buf.put_slice(message.as_bytes());
@@ -261,36 +273,50 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
         );
     }
 
-    /// Starts one request. `Err(Some(message))` is a protocol violation that ends the
-    /// connection; `Err(None)` means the server was killed while waiting for a slot.
-    async fn start(
-        &mut self,
-        request: RequestFrame,
-        signals: &Signals,
-    ) -> Result<(), Option<String>> {
+    /// Starts one request. `Err` ends the connection the way it says.
+    async fn start(&mut self, request: RequestFrame, signals: &Signals) -> Result<(), End> {
         let id = request.id;
-        let reply = ReplyTo::new(Arc::clone(&self.state), id);
+        self.last_id = self.last_id.max(id);
         if self.draining {
-            reply.error(status::SHUTTING_DOWN, "the server is shutting down");
+            ReplyTo::unregistered(Arc::clone(&self.state), id)
+                .error(status::SHUTTING_DOWN, "the server is shutting down");
             return Ok(());
+        }
+        if self.state.running().contains_key(&id) {
+            self.go_away(
+                go_away::PROTOCOL_ERROR,
+                &format!("call id {id} is already in flight"),
+            );
+            return Err(End::Gone);
         }
         // Backpressure: at the limit, stop reading this connection until a call ends.
         let permit: OwnedSemaphorePermit = tokio::select! {
-            permit = Arc::clone(&self.in_flight).acquire_owned() => permit.map_err(|_| None)?,
-            _ = signals.kill.cancelled() => return Err(None),
+            permit = Arc::clone(&self.in_flight).acquire_owned() => permit.map_err(|_| End::Gone)?,
+            _ = signals.hard.cancelled() => {
+                ReplyTo::unregistered(Arc::clone(&self.state), id)
+                    .error(status::SHUTTING_DOWN, "the server is shutting down");
+                return Err(End::Hard);
+            }
+            _ = signals.kill.cancelled() => return Err(End::Killed),
         };
+        let unregistered = || ReplyTo::unregistered(Arc::clone(&self.state), id);
         let Some(service) = self.router.get(request.service.as_str()) else {
-            reply.error(
+            unregistered().error(
                 status::UNKNOWN_SERVICE,
                 &format!("no service named `{}`", request.service),
             );
             return Ok(());
         };
-        let deadline = match request.budget_micros {
-            0 => self.config.max_call_duration,
+        // The caller's budget, capped by the server's own limit (0 = the caller set none).
+        let budget = match request.budget_micros {
+            0 => None,
             micros => Some(Duration::from_micros(micros)),
-        }
-        .and_then(|budget| Instant::now().checked_add(budget));
+        };
+        let budget = match (budget, self.config.max_call_duration) {
+            (Some(b), Some(max)) => Some(b.min(max)),
+            (b, max) => b.or(max),
+        };
+        let deadline = budget.and_then(|b| Instant::now().checked_add(b));
         let context = Context::new(
             id,
             deadline,
@@ -305,33 +331,32 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
         let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
             service.call(
                 request.method.as_str(),
-                IncomingCall::new(request.payload, reply),
+                IncomingCall::new(
+                    request.payload,
+                    ReplyTo::registered(Arc::clone(&self.state), id),
+                ),
             )
         }));
         let handler = match dispatched {
             Ok(Ok(handler)) => handler,
             Err(panic) => {
-                ReplyTo::new(Arc::clone(&self.state), id)
-                    .error(status::HANDLER_PANICKED, &panic_message(&*panic));
+                unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
                 return Ok(());
             }
             Ok(Err(DispatchError::UnknownMethod)) => {
-                ReplyTo::new(Arc::clone(&self.state), id).error(
+                unregistered().error(
                     status::UNKNOWN_METHOD,
                     &format!("`{}` has no method `{}`", service.name(), request.method),
                 );
                 return Ok(());
             }
             Ok(Err(DispatchError::InvalidArguments(message))) => {
-                ReplyTo::new(Arc::clone(&self.state), id)
-                    .error(status::INVALID_ARGUMENTS, &message);
+                unregistered().error(status::INVALID_ARGUMENTS, &message);
                 return Ok(());
             }
         };
+        // Register under the lock so the handler cannot answer (and unregister) first.
         let mut running = self.state.running();
-        if running.contains_key(&id) {
-            return Err(Some(format!("call id {id} is already in flight")));
-        }
         let task = tokio::spawn(context::scope(
             context,
             run_handler(handler, deadline, Arc::clone(&self.state), id, permit),
@@ -354,21 +379,23 @@ async fn run_handler(
         Some(deadline) => tokio::time::timeout_at(deadline, guarded).await.ok(),
         None => Some(guarded.await),
     };
-    // Unregister first: once answered, a late CANCEL has nothing to abort.
-    state.running().remove(&id);
+    let reply = ReplyTo::registered(state, id);
     match outcome {
-        Some(Ok(())) => {}
+        // Answered by the handler, unless it ended without answering (a hand-written
+        // service can): then the call is still registered and gets an error.
+        Some(Ok(())) => reply.error(
+            status::INTERNAL,
+            "the service finished the call without answering",
+        ),
         Some(Err(panic)) => {
             let message = panic_message(&*panic);
             tracing::warn!(id, %message, "handler panicked");
-            ReplyTo::new(state, id).error(status::HANDLER_PANICKED, &message);
+            reply.error(status::HANDLER_PANICKED, &message);
         }
-        None => {
-            ReplyTo::new(state, id).error(
-                status::DEADLINE_EXCEEDED,
-                "the call's deadline passed before the handler finished",
-            );
-        }
+        None => reply.error(
+            status::DEADLINE_EXCEEDED,
+            "the call's deadline passed before the handler finished",
+        ),
     }
     drop(permit);
 }
@@ -380,4 +407,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string panic payload".into())
+}
+
+/// `message`, cut at a character boundary so that an error frame carrying it fits in
+/// `max_frame_size` (the header, a status byte, then the message).
+pub(crate) fn fit_message(message: &str, max_frame_size: usize) -> &str {
+    let room = max_frame_size.saturating_sub(crate::protocol::HEADER_LEN + 1);
+    if message.len() <= room {
+        return message;
+    }
+    let mut end = room;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }

@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::connection::ConnectionState;
+use super::connection::{fit_message, ConnectionState};
 use crate::codec;
 use crate::error::RpcError;
 use crate::protocol::{kind, status};
@@ -71,10 +71,13 @@ impl IncomingCall {
 }
 
 /// Where a handler sends its answer: encodes it straight into the connection's write
-/// buffer. Consumed by the answer, so a call is answered at most once.
+/// buffer. Consumed by the answer, so a handler answers at most once; a call that was
+/// cancelled or shut down meanwhile is not answered again.
 pub struct ReplyTo {
     connection: Arc<ConnectionState>,
     id: u64,
+    /// Whether the call is registered as running: then answering first claims it.
+    registered: bool,
 }
 
 impl fmt::Debug for ReplyTo {
@@ -84,8 +87,27 @@ impl fmt::Debug for ReplyTo {
 }
 
 impl ReplyTo {
-    pub(crate) fn new(connection: Arc<ConnectionState>, id: u64) -> Self {
-        ReplyTo { connection, id }
+    /// For a call whose handler is (about to be) registered as running.
+    pub(crate) fn registered(connection: Arc<ConnectionState>, id: u64) -> Self {
+        ReplyTo {
+            connection,
+            id,
+            registered: true,
+        }
+    }
+
+    /// For a call that never ran (refused before dispatch) or was already claimed.
+    pub(crate) fn unregistered(connection: Arc<ConnectionState>, id: u64) -> Self {
+        ReplyTo {
+            connection,
+            id,
+            registered: false,
+        }
+    }
+
+    /// Whether this reply may still answer: claims a registered call.
+    fn claim(&self) -> bool {
+        !self.registered || self.connection.claim(self.id)
     }
 
     /// Answers with the handler's return value.
@@ -100,6 +122,9 @@ impl ReplyTo {
     }
 
     fn payload<T: Serialize + ?Sized>(self, code: u8, value: &T) {
+        if !self.claim() {
+            return;
+        }
         let outcome = self.connection.outbox.push(
             kind::RESPONSE,
             0,
@@ -109,20 +134,28 @@ impl ReplyTo {
         );
         match outcome {
             Ok(()) => {}
-            Err(RpcError::FrameTooLarge { size, limit }) => self.error(
+            Err(RpcError::FrameTooLarge { size, limit }) => self.push_error(
                 status::FRAME_TOO_LARGE,
                 &format!(
                     "the response of {size} bytes exceeds the client's limit of {limit} bytes"
                 ),
             ),
-            Err(RpcError::Encode(message)) => self.error(status::ENCODE_FAILED, &message),
+            Err(RpcError::Encode(message)) => self.push_error(status::ENCODE_FAILED, &message),
             // The connection is closing: nobody is left to answer.
             Err(_) => {}
         }
     }
 
     /// Answers with a framework error status and a message.
-    pub(crate) fn error(&self, code: u8, message: &str) {
+    pub(crate) fn error(self, code: u8, message: &str) {
+        if self.claim() {
+            self.push_error(code, message);
+        }
+    }
+
+    /// Queues an error response, its message cut to fit the client's frame limit.
+    fn push_error(&self, code: u8, message: &str) {
+        let message = fit_message(message, self.connection.outbox.max_frame_size());
         let _ = self.connection.outbox.push(
             kind::RESPONSE,
             0,
