@@ -167,3 +167,69 @@ fn two_services_with_one_name_are_refused() {
         .add_service(v2::InventoryServer::new(v2::Store))
         .add_service(v1::InventoryServer::new(OldStore));
 }
+
+/// The same service declared with `Vec<u8>` (fast path chosen by the macro) and with
+/// `ByteBuf`: the bytes on the wire are identical, so either side can use either.
+mod bytes_as_vec {
+    #[rpc_core::service(name = "Blobs")]
+    pub trait Blobs {
+        async fn reverse(&self, data: Vec<u8>, tag: u8) -> Vec<u8>;
+        async fn checked(&self, data: Vec<u8>) -> Result<Vec<u8>, String>;
+    }
+
+    pub struct Impl;
+    impl Blobs for Impl {
+        async fn reverse(&self, mut data: Vec<u8>, tag: u8) -> Vec<u8> {
+            data.reverse();
+            data.push(tag);
+            data
+        }
+        async fn checked(&self, data: Vec<u8>) -> Result<Vec<u8>, String> {
+            if data.is_empty() {
+                Err("empty".into())
+            } else {
+                Ok(data)
+            }
+        }
+    }
+}
+
+mod bytes_as_bytebuf {
+    use rpc_core::ByteBuf;
+
+    #[rpc_core::service(name = "Blobs")]
+    pub trait Blobs {
+        async fn reverse(&self, data: ByteBuf, tag: u8) -> ByteBuf;
+        async fn checked(&self, data: ByteBuf) -> Result<ByteBuf, String>;
+    }
+}
+
+#[tokio::test]
+async fn vec_u8_and_bytebuf_are_the_same_on_the_wire() {
+    let server = rpc_transport_tcp::serve(
+        "127.0.0.1:0",
+        bytes_as_vec::BlobsServer::new(bytes_as_vec::Impl),
+    )
+    .await
+    .unwrap();
+    let conn = rpc_transport_tcp::connect(server.local_addr())
+        .await
+        .unwrap();
+    let as_vec = bytes_as_vec::BlobsClient::new(conn.clone());
+    assert_eq!(
+        as_vec.reverse(vec![1, 2, 3], 9).await.unwrap(),
+        vec![3, 2, 1, 9]
+    );
+    assert_eq!(as_vec.checked(vec![5]).await.unwrap(), vec![5]);
+    assert!(matches!(
+        as_vec.checked(vec![]).await,
+        Err(rpc_core::CallError::Application(e)) if e == "empty"
+    ));
+    let as_buf = bytes_as_bytebuf::BlobsClient::new(conn);
+    let back = as_buf
+        .reverse(rpc_core::ByteBuf::from(vec![1, 2]), 7)
+        .await
+        .unwrap();
+    assert_eq!(back.into_vec(), vec![2, 1, 7]);
+    server.shutdown().await;
+}

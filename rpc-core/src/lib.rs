@@ -74,8 +74,12 @@ pub use transport::{memory, Listener, SplitIo, Transport};
 ///   server. `FooServer::handle` dispatches a `FooRequest` in-process.
 /// - `FooRequest` / `FooResponse`: one variant per method (the method name in
 ///   UpperCamelCase) holding its arguments / its return value.
-/// - `FooClient::METHODS`-style constants are not generated; each method's wire identity is
-///   its service name and method name (see `docs/PROTOCOL.md`).
+/// - `FooClient::SERVICE_NAME`: the service's name on the wire. A method's wire identity
+///   is its service name plus its method name (see `docs/PROTOCOL.md`), so adding or
+///   reordering methods never breaks older clients.
+///
+/// Arguments and return values declared `Vec<u8>` take the [`ByteBuf`] fast path (one
+/// byte string instead of a sequence of `u8`s; same bytes on the wire).
 ///
 /// Each method becomes `fn m(&self, ..) -> impl Future<Output = T> + Send` in the trait,
 /// so implementations write plain `async fn` and their futures must be `Send`.

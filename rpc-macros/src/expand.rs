@@ -74,6 +74,50 @@ fn arg_types(method: &MethodDef) -> Vec<&syn::Type> {
     method.args.iter().map(|(_, ty)| ty).collect()
 }
 
+/// Whether `ty` is written `Vec<u8>` (optionally `std::vec::Vec<u8>` or
+/// `alloc::vec::Vec<u8>`): such values take the byte-string fast path, which bincode
+/// encodes to the same bytes as a sequence of `u8`s.
+fn is_byte_vec(ty: &syn::Type) -> bool {
+    let syn::Type::Path(path) = ty else {
+        return false;
+    };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<_> = path.path.segments.iter().collect();
+    let Some((last, prefix)) = segments.split_last() else {
+        return false;
+    };
+    let prefix_ok = prefix.iter().all(|s| {
+        s.arguments.is_none() && ["std", "alloc", "vec"].contains(&s.ident.to_string().as_str())
+    });
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    prefix_ok
+        && last.ident == "Vec"
+        && args.args.len() == 1
+        && matches!(args.args.first(), Some(syn::GenericArgument::Type(syn::Type::Path(p))) if p.qself.is_none() && p.path.is_ident("u8"))
+}
+
+/// The type an argument or return value is decoded as: `ByteBuf` for `Vec<u8>`.
+fn wire_type(ty: &syn::Type) -> TokenStream {
+    if is_byte_vec(ty) {
+        quote!(::rpc_core::ByteBuf)
+    } else {
+        quote!(#ty)
+    }
+}
+
+/// An expression that serializes `value` (of type `ty`) the way it goes on the wire.
+fn wire_value(ty: &syn::Type, value: TokenStream) -> TokenStream {
+    if is_byte_vec(ty) {
+        quote!(::rpc_core::__private::BytesRef(&#value))
+    } else {
+        value
+    }
+}
+
 fn arg_names(method: &MethodDef) -> Vec<&Ident> {
     method.args.iter().map(|(name, _)| name).collect()
 }
@@ -162,15 +206,37 @@ fn client(def: &ServiceDef) -> TokenStream {
         let method = quote! {
             &::rpc_core::Method { service: #service, name: #wire, idempotent: false }
         };
+        let args = m
+            .args
+            .iter()
+            .map(|(name, ty)| wire_value(ty, quote!(#name)));
+        let args = quote!(&( #(#args,)* ));
         let (ret, body) = match &m.output {
-            Output::Value(ty) => (
-                quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
-                quote!(self.client.call(#method, &( #(#names,)* )).await),
-            ),
-            Output::Fallible { ok, err, .. } => (
-                quote!(::core::result::Result<#ok, ::rpc_core::CallError<#err>>),
-                quote!(self.client.call_fallible(#method, &( #(#names,)* )).await),
-            ),
+            Output::Value(ty) => {
+                let wire = wire_type(ty);
+                let call = quote!(self.client.call::<_, #wire>(#method, #args).await);
+                (
+                    quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+                    if is_byte_vec(ty) {
+                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                    } else {
+                        call
+                    },
+                )
+            }
+            Output::Fallible { ok, err, .. } => {
+                let wire = wire_type(ok);
+                let call =
+                    quote!(self.client.call_fallible::<_, #wire, #err>(#method, #args).await);
+                (
+                    quote!(::core::result::Result<#ok, ::rpc_core::CallError<#err>>),
+                    if is_byte_vec(ok) {
+                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                    } else {
+                        call
+                    },
+                )
+            }
         };
         quote! {
             #(#docs)*
@@ -243,16 +309,29 @@ fn server(def: &ServiceDef) -> TokenStream {
         let cfgs = &m.cfgs;
         let ident = &m.ident;
         let wire = &m.wire_name;
-        let types = arg_types(m);
-        let fields = (0..m.args.len()).map(syn::Index::from);
+        let types = m.args.iter().map(|(_, ty)| wire_type(ty));
+        let fields = m.args.iter().enumerate().map(|(i, (_, ty))| {
+            let index = syn::Index::from(i);
+            if is_byte_vec(ty) {
+                quote!(::rpc_core::ByteBuf::into_vec(__rpc_args.#index))
+            } else {
+                quote!(__rpc_args.#index)
+            }
+        });
         let answer = match &m.output {
-            Output::Value(_) => quote!(__rpc_reply.ok(&__rpc_out)),
-            Output::Fallible { .. } => quote! {
-                match __rpc_out {
-                    ::core::result::Result::Ok(__rpc_value) => __rpc_reply.ok(&__rpc_value),
-                    ::core::result::Result::Err(__rpc_error) => __rpc_reply.application_error(&__rpc_error),
+            Output::Value(ty) => {
+                let out = wire_value(ty, quote!(__rpc_out));
+                quote!(__rpc_reply.ok(&#out))
+            }
+            Output::Fallible { ok, .. } => {
+                let value = wire_value(ok, quote!(__rpc_value));
+                quote! {
+                    match __rpc_out {
+                        ::core::result::Result::Ok(__rpc_value) => __rpc_reply.ok(&#value),
+                        ::core::result::Result::Err(__rpc_error) => __rpc_reply.application_error(&__rpc_error),
+                    }
                 }
-            },
+            }
         };
         quote! {
             #(#cfgs)*
@@ -261,7 +340,7 @@ fn server(def: &ServiceDef) -> TokenStream {
                 let __rpc_inner = ::core::clone::Clone::clone(&self.inner);
                 let __rpc_reply = __rpc_call.into_reply();
                 ::core::result::Result::Ok(::rpc_core::__private::Box::pin(async move {
-                    let __rpc_out = #trait_name::#ident(&*__rpc_inner, #( __rpc_args.#fields ),*).await;
+                    let __rpc_out = #trait_name::#ident(&*__rpc_inner, #( #fields ),*).await;
                     #answer
                 }))
             }
@@ -351,6 +430,33 @@ fn server(def: &ServiceDef) -> TokenStream {
                     _ => ::core::result::Result::Err(::rpc_core::DispatchError::UnknownMethod),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_byte_vec;
+
+    #[test]
+    fn byte_vectors_are_recognised_only_when_written_as_vec_u8() {
+        for yes in [
+            "Vec<u8>",
+            "std::vec::Vec<u8>",
+            "alloc::vec::Vec<u8>",
+            "::std::vec::Vec<u8>",
+        ] {
+            assert!(is_byte_vec(&syn::parse_str(yes).unwrap()), "{yes}");
+        }
+        for no in [
+            "Vec<u16>",
+            "Vec<i8>",
+            "Vec<Vec<u8>>",
+            "Option<Vec<u8>>",
+            "my::Vec<u8>",
+            "u8",
+        ] {
+            assert!(!is_byte_vec(&syn::parse_str(no).unwrap()), "{no}");
         }
     }
 }

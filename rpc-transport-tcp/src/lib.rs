@@ -29,7 +29,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 pub mod unix;
 
 /// Binds `addr` and serves `services` (one generated `{Trait}Server`, or a
-/// [`Router`](rpc_core::Router) of several) with default settings. Returns once the
+/// [`Router`] of several) with default settings. Returns once the
 /// socket is bound; the server runs on the current tokio runtime.
 pub async fn serve(
     addr: impl ToSocketAddrs,
