@@ -197,6 +197,8 @@ mod bytes_as_vec {
 mod bytes_as_bytebuf {
     use rpc_core::ByteBuf;
 
+    // Only its client is used here.
+    #[allow(dead_code)]
     #[rpc_core::service(name = "Blobs")]
     pub trait Blobs {
         async fn reverse(&self, data: ByteBuf, tag: u8) -> ByteBuf;
