@@ -296,6 +296,11 @@ pub async fn scope<F: Future>(ctx: Context, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await
 }
 
+/// Runs `f` with `ctx` as the current context (for polling a handler in place).
+pub(crate) fn sync_scope<R>(ctx: Context, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ctx, f)
+}
+
 /// The deadline of the call whose handler is running on this task, if any.
 pub(crate) fn inherited_deadline() -> Option<Instant> {
     CURRENT.try_with(|c| c.deadline).ok().flatten()

@@ -46,6 +46,7 @@ pub mod client;
 pub mod codec;
 pub mod context;
 pub mod error;
+mod frame_io;
 mod outbox;
 pub mod protocol;
 pub mod server;

@@ -1,30 +1,27 @@
 //! The write side of a connection, shared by client and server.
 //!
 //! Callers encode each frame directly into one shared buffer (no per-call allocation, no
-//! second copy of the payload) and a single writer task per connection swaps the buffer
-//! out and writes everything queued with one `write_all`: while a write is in progress,
-//! new frames accumulate and go out together, so writes coalesce under load by
-//! construction.
+//! second copy of the payload). The connection's task swaps the buffer out and writes
+//! everything queued at once ([`crate::frame_io::FrameIo`]): frames queued while a write
+//! is in progress, or while the task handles the frames it just read, go out together,
+//! so writes coalesce under load by construction.
 
-use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 use crate::error::RpcError;
 use crate::protocol;
 
-/// A buffer larger than this is not kept for reuse after a write.
-const KEEP_CAPACITY: usize = 1024 * 1024;
-/// Initial capacity of each of the two buffers.
+/// Initial capacity of the buffer once a first frame is queued.
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
 /// Frames waiting to be written on one connection.
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    wake_writer: Notify,
+    /// The connection task, woken when frames are queued into an empty outbox.
+    writer: AtomicWaker,
     /// The largest frame the peer accepts.
     max_frame_size: usize,
 }
@@ -40,10 +37,11 @@ impl Outbox {
     pub(crate) fn new(max_frame_size: usize) -> Self {
         Outbox {
             state: Mutex::new(State {
-                buf: BytesMut::with_capacity(INITIAL_CAPACITY),
+                // Allocated on first use, so idle connections hold no write buffer.
+                buf: BytesMut::new(),
                 closed: false,
             }),
-            wake_writer: Notify::new(),
+            writer: AtomicWaker::new(),
             max_frame_size,
         }
     }
@@ -78,6 +76,9 @@ impl Outbox {
             return Err(RpcError::closed("the connection is closing"));
         }
         let was_empty = state.buf.is_empty();
+        if state.buf.capacity() == 0 {
+            state.buf.reserve(INITIAL_CAPACITY);
+        }
         protocol::write_frame(
             &mut state.buf,
             self.max_frame_size,
@@ -89,52 +90,32 @@ impl Outbox {
         )?;
         drop(state);
         if was_empty {
-            // A non-empty buffer already has a wake-up pending.
-            self.wake_writer.notify_one();
+            // A non-empty outbox already has a wake-up pending.
+            self.writer.wake();
         }
         Ok(())
     }
 
-    /// Stops accepting frames; the writer writes what is queued, then shuts the stream.
+    /// Stops accepting frames; what is queued is still written.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
-        self.wake_writer.notify_one();
+        self.writer.wake();
     }
 
-    /// Waits until frames are queued and swaps them into `spare` (which must be empty).
-    /// Returns `false` once the outbox is closed and drained.
-    async fn next_batch(&self, spare: &mut BytesMut) -> bool {
-        loop {
-            {
-                let mut state = self.lock();
-                if !state.buf.is_empty() {
-                    std::mem::swap(&mut state.buf, spare);
-                    return true;
-                }
-                if state.closed {
-                    return false;
-                }
-            }
-            self.wake_writer.notified().await;
-        }
+    /// Registers the task to wake when frames are queued. Call before [`Outbox::take`]
+    /// so that no frame queued in between goes unnoticed.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.writer.register(waker);
     }
-}
 
-/// Writes the outbox's frames to `io` until the outbox is closed and drained, then shuts
-/// the write half down. Returns the first I/O error.
-pub(crate) async fn run_writer<W>(mut io: W, outbox: &Outbox) -> io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut batch = BytesMut::with_capacity(INITIAL_CAPACITY);
-    while outbox.next_batch(&mut batch).await {
-        io.write_all(&batch).await?;
-        io.flush().await?;
-        if batch.capacity() > KEEP_CAPACITY {
-            batch = BytesMut::with_capacity(INITIAL_CAPACITY);
-        } else {
-            batch.clear();
+    /// Swaps the queued frames into `spare` (which must be empty). Returns whether there
+    /// were any, and whether the outbox is closed.
+    pub(crate) fn take(&self, spare: &mut BytesMut) -> (bool, bool) {
+        let mut state = self.lock();
+        let any = !state.buf.is_empty();
+        if any {
+            std::mem::swap(&mut state.buf, spare);
         }
+        (any, state.closed)
     }
-    io.shutdown().await
 }

@@ -178,6 +178,8 @@ pub enum Frame {
     GoAway {
         /// One of [`go_away`].
         code: u8,
+        /// The highest call id the server had received: calls above it never reached it.
+        last_id: u64,
         /// A human-readable reason.
         message: String,
     },
@@ -298,6 +300,7 @@ impl Frame {
                 let code = body.get_u8();
                 Ok(Frame::GoAway {
                     code,
+                    last_id: id,
                     message: String::from_utf8_lossy(&body).into_owned(),
                 })
             }

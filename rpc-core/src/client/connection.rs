@@ -1,9 +1,9 @@
 //! One multiplexed client connection.
 //!
 //! A call encodes its request straight into the connection's [`Outbox`], registers a
-//! one-shot slot under its call id, and waits on it with its deadline. One reader task per
-//! connection decodes responses and completes the matching slots, in whatever order they
-//! arrive. There is no task per call. Dropping a call future before it completes removes
+//! one-shot slot under its call id, and waits on it with its deadline. One task per
+//! connection writes the queued requests in batches, decodes responses and completes the
+//! matching slots, in whatever order they arrive. There is no task per call. Dropping a call future before it completes removes
 //! its slot and queues a `CANCEL` frame so the server drops the handler too.
 
 use std::collections::HashMap;
@@ -12,16 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{BufMut, BytesMut};
-use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::ClientConfig;
 use crate::error::RpcError;
-use crate::outbox::{self, Outbox};
+use crate::frame_io::FrameIo;
+use crate::outbox::Outbox;
 use crate::protocol::{
     self, go_away, handshake_status, kind, ClientHello, Frame, ResponseFrame, ServerHello,
     HANDSHAKE_LEN, VERSION,
@@ -35,7 +36,10 @@ type Reply = Result<ResponseFrame, RpcError>;
 enum State {
     Open,
     /// The server sent a graceful go-away: calls in flight finish, new ones are refused.
-    Draining,
+    /// Calls above `last_id` never reached the server.
+    Draining {
+        last_id: u64,
+    },
     Closed(RpcError),
 }
 
@@ -60,16 +64,26 @@ impl Shared {
     }
 
     /// Ends the connection: every call in flight gets `error`, every later call `later`.
+    /// After a graceful go-away, calls the server never saw get `ShuttingDown` instead:
+    /// they did not run, so they are safe to send elsewhere.
     fn fail_all(&self, error: RpcError, later: RpcError) {
-        let pending = {
+        let (pending, unseen_above) = {
             let mut calls = self.calls();
+            let unseen_above = match calls.state {
+                State::Draining { last_id } => Some(last_id),
+                _ => None,
+            };
             if !matches!(calls.state, State::Closed(_)) {
                 calls.state = State::Closed(later);
             }
-            std::mem::take(&mut calls.pending)
+            (std::mem::take(&mut calls.pending), unseen_above)
         };
-        for (_, slot) in pending {
-            let _ = slot.send(Err(error.clone()));
+        for (id, slot) in pending {
+            let error = match unseen_above {
+                Some(last_id) if id > last_id => RpcError::ShuttingDown,
+                _ => error.clone(),
+            };
+            let _ = slot.send(Err(error));
         }
         self.outbox.close();
     }
@@ -83,8 +97,7 @@ impl Shared {
 /// Closes the connection when the last [`Connection`] handle is dropped.
 struct Owner {
     shared: Arc<Shared>,
-    reader: AbortHandle,
-    writer: AbortHandle,
+    task: AbortHandle,
 }
 
 impl Drop for Owner {
@@ -93,8 +106,7 @@ impl Drop for Owner {
         // closes the connection; a server that stopped reading cannot keep a task alive.
         self.shared
             .fail(RpcError::closed("the connection handle was dropped"));
-        self.reader.abort();
-        self.writer.abort();
+        self.task.abort();
     }
 }
 
@@ -174,24 +186,12 @@ impl Connection {
             remote: remote.to_string(),
             config,
         });
-        let frames = FramedRead::new(
-            reader,
-            LengthDelimitedCodec::builder()
-                .max_frame_length(shared.config.max_frame_size)
-                .new_codec(),
-        );
-        let reader = tokio::spawn(run_reader(frames, Arc::clone(&shared)));
-        let writer_shared = Arc::clone(&shared);
-        let writer = tokio::spawn(async move {
-            if let Err(e) = outbox::run_writer(writer, &writer_shared.outbox).await {
-                writer_shared.fail(RpcError::closed(format!("write failed: {e}")));
-            }
-        });
+        let io = FrameIo::new(reader, writer, shared.config.max_frame_size);
+        let task = tokio::spawn(run_connection(io, Arc::clone(&shared)));
         Ok(Connection {
             _owner: Arc::new(Owner {
                 shared: Arc::clone(&shared),
-                reader: reader.abort_handle(),
-                writer: writer.abort_handle(),
+                task: task.abort_handle(),
             }),
             shared,
         })
@@ -257,7 +257,7 @@ impl Connection {
             let mut calls = shared.calls();
             match &calls.state {
                 State::Open => {}
-                State::Draining => return Err(RpcError::ShuttingDown),
+                State::Draining { .. } => return Err(RpcError::ShuttingDown),
                 State::Closed(error) => return Err(error.clone()),
             }
             calls.pending.insert(id, slot);
@@ -326,53 +326,108 @@ impl Drop for PendingCall<'_> {
     }
 }
 
-/// Reads frames until the connection ends, completing calls as responses arrive.
-async fn run_reader<R>(mut frames: FramedRead<R, LengthDelimitedCodec>, shared: Arc<Shared>)
+/// Frames handled per poll before the task yields to others.
+const FRAMES_PER_POLL: usize = 128;
+
+/// The connection's task: writes queued requests and completes calls as responses
+/// arrive, until the connection ends.
+async fn run_connection<R, W>(mut io: FrameIo<R, W>, shared: Arc<Shared>)
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
-    let error = loop {
-        let frame = match frames.next().await {
-            Some(Ok(bytes)) => bytes.freeze(),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                break RpcError::FrameTooLarge {
-                    size: 0,
-                    limit: shared.config.max_frame_size,
-                }
-            }
-            Some(Err(e)) => break RpcError::closed(format!("read failed: {e}")),
-            None => break RpcError::closed("the server closed the connection"),
-        };
-        match Frame::decode(frame) {
-            Ok(Frame::Response(response)) => {
-                // A response to a call that is no longer waiting (cancelled, timed out)
-                // or that was never made is dropped.
-                let slot = shared.calls().pending.remove(&response.id);
-                if let Some(slot) = slot {
-                    let _ = slot.send(Ok(response));
-                }
-            }
-            Ok(Frame::GoAway { code, message }) => match code {
-                go_away::SHUTTING_DOWN => {
-                    let mut calls = shared.calls();
-                    if matches!(calls.state, State::Open) {
-                        calls.state = State::Draining;
-                    }
-                }
-                go_away::FRAME_TOO_LARGE => {
-                    break RpcError::FrameTooLarge {
-                        size: 0,
-                        limit: shared.outbox.max_frame_size(),
-                    }
-                }
-                _ => break RpcError::Protocol(format!("the server closed: {message}")),
-            },
-            Ok(other) => {
-                break RpcError::Protocol(format!("unexpected frame from the server: {other:?}"))
-            }
-            Err(e) => break e,
-        }
-    };
+    let error = std::future::poll_fn(|cx| poll_connection(&mut io, &shared, cx)).await;
     tracing::debug!(remote = %shared.remote, %error, "client connection ended");
     shared.fail(error);
+}
+
+fn poll_connection<R, W>(
+    io: &mut FrameIo<R, W>,
+    shared: &Shared,
+    cx: &mut Context<'_>,
+) -> Poll<RpcError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut budget = FRAMES_PER_POLL;
+    loop {
+        match io.poll_write(cx, &shared.outbox) {
+            Poll::Ready(Err(e)) => {
+                return Poll::Ready(RpcError::closed(format!("write failed: {e}")))
+            }
+            // Closed by this side and everything written.
+            Poll::Ready(Ok(true)) => {
+                return Poll::Ready(RpcError::closed("the connection was closed"))
+            }
+            Poll::Ready(Ok(false)) | Poll::Pending => {}
+        }
+        let mut read_any = false;
+        while budget > 0 {
+            let frame = match io.poll_frame(cx) {
+                Poll::Ready(Some(Ok(bytes))) => bytes.freeze(),
+                Poll::Ready(Some(Err(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Poll::Ready(RpcError::FrameTooLarge {
+                        size: 0,
+                        limit: shared.config.max_frame_size,
+                    })
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(RpcError::closed(format!("read failed: {e}")))
+                }
+                Poll::Ready(None) => {
+                    return Poll::Ready(RpcError::closed("the server closed the connection"))
+                }
+                Poll::Pending => break,
+            };
+            budget -= 1;
+            read_any = true;
+            if let Err(error) = handle_frame(shared, frame) {
+                return Poll::Ready(error);
+            }
+        }
+        if budget == 0 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if !read_any {
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Applies one frame from the server; `Err` ends the connection.
+fn handle_frame(shared: &Shared, frame: bytes::Bytes) -> Result<(), RpcError> {
+    match Frame::decode(frame)? {
+        Frame::Response(response) => {
+            // A response to a call that is no longer waiting (cancelled, timed out) or
+            // that was never made is dropped.
+            let slot = shared.calls().pending.remove(&response.id);
+            if let Some(slot) = slot {
+                let _ = slot.send(Ok(response));
+            }
+            Ok(())
+        }
+        Frame::GoAway {
+            code,
+            message,
+            last_id,
+        } => match code {
+            go_away::SHUTTING_DOWN => {
+                let mut calls = shared.calls();
+                if matches!(calls.state, State::Open) {
+                    calls.state = State::Draining { last_id };
+                }
+                Ok(())
+            }
+            go_away::FRAME_TOO_LARGE => Err(RpcError::FrameTooLarge {
+                size: 0,
+                limit: shared.outbox.max_frame_size(),
+            }),
+            _ => Err(RpcError::Protocol(format!("the server closed: {message}"))),
+        },
+        other => Err(RpcError::Protocol(format!(
+            "unexpected frame from the server: {other:?}"
+        ))),
+    }
 }

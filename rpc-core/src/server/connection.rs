@@ -1,25 +1,34 @@
-//! One server-side connection: handshake, then a loop that reads frames, starts a task per
-//! request, and cancels handlers on request; answers go out through the shared outbox.
+//! One server-side connection: the handshake, then one task that reads frames, starts
+//! calls, and writes answers in batches.
+//!
+//! A call's handler future is polled once right where its request is read: a handler that
+//! completes at once (most do) answers without a task, a timer or a wake-up. Only a
+//! handler still pending after that first poll is spawned onto its own task, with its
+//! deadline. Either way the answer goes through the connection's outbox, which this task
+//! writes once it has handled every frame that was ready.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use bytes::BufMut;
-use futures::{FutureExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{BufMut, Bytes};
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, PollSemaphore, WaitForCancellationFutureOwned};
 
 use super::service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router};
 use super::ServerConfig;
 use crate::context::{self, ConnectionInfo, Context, PeerAddr};
-use crate::outbox::{self, Outbox};
+use crate::frame_io::FrameIo;
+use crate::outbox::Outbox;
 use crate::protocol::{
     go_away, handshake_status, kind, status, ClientHello, Frame, RequestFrame, ServerHello,
     HANDSHAKE_LEN, VERSION,
@@ -41,12 +50,15 @@ pub(crate) struct Signals {
 /// State of a connection shared with its handler tasks.
 pub(crate) struct ConnectionState {
     pub(crate) outbox: Outbox,
-    /// Handlers running, by call id.
-    running: Mutex<HashMap<u64, AbortHandle, BuildHasherDefault<IdHasher>>>,
+    /// Calls started and not yet answered, by call id, with the task of those whose
+    /// handler did not complete on its first poll.
+    running: Mutex<RunningCalls>,
 }
 
+type RunningCalls = HashMap<u64, Option<AbortHandle>, BuildHasherDefault<IdHasher>>;
+
 impl ConnectionState {
-    fn running(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle, BuildHasherDefault<IdHasher>>> {
+    fn running(&self) -> MutexGuard<'_, RunningCalls> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -60,7 +72,9 @@ impl ConnectionState {
     fn abort_all(self: &Arc<Self>, answer: Option<(u8, &str)>) {
         let running = std::mem::take(&mut *self.running());
         for (id, handler) in running {
-            handler.abort();
+            if let Some(handler) = handler {
+                handler.abort();
+            }
             if let Some((code, message)) = answer {
                 ReplyTo::unregistered(Arc::clone(self), id).error(code, message);
             }
@@ -134,32 +148,23 @@ pub(crate) async fn serve_connection<T: Transport>(
         outbox: Outbox::new((hello.max_frame_size as usize).max(64)),
         running: Mutex::new(HashMap::default()),
     });
-    let writer_state = Arc::clone(&state);
-    let writer_task = tokio::spawn(async move {
-        if let Err(e) = outbox::run_writer(writer, &writer_state.outbox).await {
-            tracing::debug!(error = %e, "server write failed");
-            writer_state.outbox.close();
-        }
-    });
-
-    let frames = FramedRead::new(
-        reader,
-        LengthDelimitedCodec::builder()
-            .max_frame_length(config.max_frame_size)
-            .new_codec(),
-    );
-    let connection = Arc::new(ConnectionInfo::new(peer));
-    let mut reader = ReadLoop {
-        frames,
+    let mut connection = ServerConnection {
+        io: FrameIo::new(reader, writer, config.max_frame_size),
         state: Arc::clone(&state),
         router,
-        in_flight: Arc::new(Semaphore::new(config.max_in_flight_per_connection)),
+        in_flight: PollSemaphore::new(Arc::new(Semaphore::new(
+            config.max_in_flight_per_connection,
+        ))),
+        permit: None,
         config,
-        connection,
+        info: Arc::new(ConnectionInfo::new(peer)),
         draining: false,
         last_id: 0,
+        graceful: Box::pin(signals.graceful.clone().cancelled_owned()),
+        hard: Box::pin(signals.hard.clone().cancelled_owned()),
+        kill: Box::pin(signals.kill.clone().cancelled_owned()),
     };
-    let end = reader.run(&signals).await;
+    let end = std::future::poll_fn(|cx| connection.poll(cx)).await;
 
     match end {
         End::Gone => state.abort_all(None),
@@ -170,89 +175,131 @@ pub(crate) async fn serve_connection<T: Transport>(
         ))),
         End::Killed => {
             state.abort_all(None);
-            writer_task.abort();
             return;
         }
     }
     state.outbox.close();
-    // Let the writer flush what is queued, but never wait long on a peer that stopped
-    // reading, nor past the server's own kill.
-    let abort_writer = writer_task.abort_handle();
+    // Write what is queued, but never wait long on a peer that stopped reading, nor past
+    // the server's own kill.
     tokio::select! {
-        _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task) => {}
+        _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, connection.io.finish(&state.outbox)) => {}
         _ = signals.kill.cancelled() => {}
     }
-    abort_writer.abort();
 }
 
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-struct ReadLoop<R> {
-    frames: FramedRead<R, LengthDelimitedCodec>,
+/// Frames handled per poll before the task yields to others.
+const FRAMES_PER_POLL: usize = 128;
+
+type Cancelled = Pin<Box<WaitForCancellationFutureOwned>>;
+
+/// The state of the connection's task after the handshake.
+struct ServerConnection<R, W> {
+    io: FrameIo<R, W>,
     state: Arc<ConnectionState>,
     router: Arc<Router>,
-    in_flight: Arc<Semaphore>,
+    in_flight: PollSemaphore,
+    /// The in-flight slot taken before reading the next frame: at the limit, the task
+    /// stops reading until a call ends (backpressure).
+    permit: Option<OwnedSemaphorePermit>,
     config: Arc<ServerConfig>,
-    connection: Arc<ConnectionInfo>,
+    info: Arc<ConnectionInfo>,
     draining: bool,
     /// The highest call id received, announced in `GO_AWAY`.
     last_id: u64,
+    graceful: Cancelled,
+    hard: Cancelled,
+    kill: Cancelled,
 }
 
-impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
-    async fn run(&mut self, signals: &Signals) -> End {
-        let all_permits = self.config.max_in_flight_per_connection as u32; // clamped in config
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
+    /// Reads and handles every frame that is ready, writes every answer that is queued,
+    /// and returns `Pending` until the connection ends.
+    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<End> {
+        if self.kill.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(End::Killed);
+        }
+        if self.hard.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(End::Hard);
+        }
+        if !self.draining && self.graceful.as_mut().poll(cx).is_ready() {
+            self.draining = true;
+            self.go_away(go_away::SHUTTING_DOWN, "the server is shutting down");
+        }
+        let mut budget = FRAMES_PER_POLL;
         loop {
-            let frame = tokio::select! {
-                biased;
-                _ = signals.kill.cancelled() => return End::Killed,
-                _ = signals.hard.cancelled() => return End::Hard,
-                _ = signals.graceful.cancelled(), if !self.draining => {
-                    self.draining = true;
-                    self.go_away(go_away::SHUTTING_DOWN, "the server is shutting down");
-                    continue;
-                }
-                // Draining and nothing running any more.
-                _ = self.in_flight.acquire_many(all_permits), if self.draining => return End::Drained,
-                frame = self.frames.next() => frame,
-            };
-            let frame = match frame {
-                Some(Ok(bytes)) => bytes.freeze(),
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    self.go_away(
-                        go_away::FRAME_TOO_LARGE,
-                        &format!(
-                            "frame exceeds the server's limit of {} bytes",
-                            self.config.max_frame_size
-                        ),
-                    );
-                    return End::Gone;
-                }
-                Some(Err(_)) | None => return End::Gone,
-            };
-            match Frame::decode(frame) {
-                Ok(Frame::Request(request)) => {
-                    if let Err(end) = self.start(request, signals).await {
-                        return end;
+            let mut read_any = false;
+            while budget > 0 {
+                if self.permit.is_none() {
+                    match self.in_flight.poll_acquire(cx) {
+                        Poll::Ready(Some(permit)) => self.permit = Some(permit),
+                        Poll::Ready(None) => return Poll::Ready(End::Gone),
+                        Poll::Pending => break,
                     }
                 }
-                Ok(Frame::Cancel { id }) => {
-                    let handler = self.state.running().remove(&id);
-                    if let Some(handler) = handler {
-                        handler.abort();
+                match self.io.poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        budget -= 1;
+                        read_any = true;
+                        if let Err(end) = self.handle(frame.freeze(), cx) {
+                            return Poll::Ready(end);
+                        }
                     }
+                    Poll::Ready(Some(Err(e))) => {
+                        if e.kind() == std::io::ErrorKind::InvalidData {
+                            self.go_away(
+                                go_away::FRAME_TOO_LARGE,
+                                &format!(
+                                    "frame exceeds the server's limit of {} bytes",
+                                    self.config.max_frame_size
+                                ),
+                            );
+                        }
+                        return Poll::Ready(End::Gone);
+                    }
+                    Poll::Ready(None) => return Poll::Ready(End::Gone),
+                    Poll::Pending => break,
                 }
-                Ok(Frame::GoAway { .. }) => return End::Gone,
-                Ok(Frame::Response(_)) => {
-                    self.go_away(go_away::PROTOCOL_ERROR, "a client may not send responses");
-                    return End::Gone;
+            }
+            if let Poll::Ready(Err(e)) = self.io.poll_write(cx, &self.state.outbox) {
+                tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
+                return Poll::Ready(End::Gone);
+            }
+            if self.draining && self.state.running().is_empty() {
+                return Poll::Ready(End::Drained);
+            }
+            if budget == 0 {
+                // Let other tasks run; come back at once.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !read_any {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn handle(&mut self, frame: Bytes, cx: &mut TaskContext<'_>) -> Result<(), End> {
+        match Frame::decode(frame) {
+            Ok(Frame::Request(request)) => self.start(request, cx),
+            Ok(Frame::Cancel { id }) => {
+                let handler = self.state.running().remove(&id);
+                if let Some(Some(handler)) = handler {
+                    handler.abort();
                 }
-                Err(e) => {
-                    tracing::debug!(peer = %self.connection.peer(), error = %e, "protocol error");
-                    self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
-                    return End::Gone;
-                }
+                Ok(())
+            }
+            Ok(Frame::GoAway { .. }) => Err(End::Gone),
+            Ok(Frame::Response(_)) => {
+                self.go_away(go_away::PROTOCOL_ERROR, "a client may not send responses");
+                Err(End::Gone)
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.info.peer(), error = %e, "protocol error");
+                self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
+                Err(End::Gone)
             }
         }
     }
@@ -273,13 +320,16 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
         );
     }
 
-    /// Starts one request. `Err` ends the connection the way it says.
-    async fn start(&mut self, request: RequestFrame, signals: &Signals) -> Result<(), End> {
+    /// Starts one request: dispatches it, polls its handler once, and spawns the handler
+    /// if it is not done yet. `Err` ends the connection the way it says.
+    fn start(&mut self, request: RequestFrame, cx: &mut TaskContext<'_>) -> Result<(), End> {
         let id = request.id;
         self.last_id = self.last_id.max(id);
+        // Taken before the frame was read; released when the call ends.
+        let permit = self.permit.take();
+        let unregistered = || ReplyTo::unregistered(Arc::clone(&self.state), id);
         if self.draining {
-            ReplyTo::unregistered(Arc::clone(&self.state), id)
-                .error(status::SHUTTING_DOWN, "the server is shutting down");
+            unregistered().error(status::SHUTTING_DOWN, "the server is shutting down");
             return Ok(());
         }
         if self.state.running().contains_key(&id) {
@@ -289,17 +339,6 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
             );
             return Err(End::Gone);
         }
-        // Backpressure: at the limit, stop reading this connection until a call ends.
-        let permit: OwnedSemaphorePermit = tokio::select! {
-            permit = Arc::clone(&self.in_flight).acquire_owned() => permit.map_err(|_| End::Gone)?,
-            _ = signals.hard.cancelled() => {
-                ReplyTo::unregistered(Arc::clone(&self.state), id)
-                    .error(status::SHUTTING_DOWN, "the server is shutting down");
-                return Err(End::Hard);
-            }
-            _ = signals.kill.cancelled() => return Err(End::Killed),
-        };
-        let unregistered = || ReplyTo::unregistered(Arc::clone(&self.state), id);
         let Some(service) = self.router.get(request.service.as_str()) else {
             unregistered().error(
                 status::UNKNOWN_SERVICE,
@@ -324,10 +363,10 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
             request.method.clone(),
             request.flags,
             request.metadata,
-            Arc::clone(&self.connection),
+            Arc::clone(&self.info),
         );
-        // Decoding arguments runs user `Deserialize` code on the read loop: a panic there
-        // must fail the call, not the connection.
+        // Decoding arguments runs user `Deserialize` code: a panic there must fail the
+        // call, not the connection.
         let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
             service.call(
                 request.method.as_str(),
@@ -337,7 +376,7 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
                 ),
             )
         }));
-        let handler = match dispatched {
+        let mut handler = match dispatched {
             Ok(Ok(handler)) => handler,
             Err(panic) => {
                 unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
@@ -355,15 +394,45 @@ impl<R: tokio::io::AsyncRead + Unpin> ReadLoop<R> {
                 return Ok(());
             }
         };
-        // Register under the lock so the handler cannot answer (and unregister) first.
-        let mut running = self.state.running();
-        let task = tokio::spawn(context::scope(
-            context,
-            run_handler(handler, deadline, Arc::clone(&self.state), id, permit),
-        ));
-        running.insert(id, task.abort_handle());
+
+        // Register, then poll once here: a handler that is ready at once needs no task.
+        self.state.running().insert(id, None);
+        let first_poll = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            context::sync_scope(context.clone(), || handler.as_mut().poll(cx))
+        }));
+        match first_poll {
+            Ok(Poll::Ready(())) => finished(&self.state, id),
+            Err(panic) => panicked(&self.state, id, &*panic),
+            Ok(Poll::Pending) => {
+                // Registered under the lock: the handler cannot claim its call before its
+                // task is recorded.
+                let mut running = self.state.running();
+                let task = tokio::spawn(context::scope(
+                    context,
+                    run_handler(handler, deadline, Arc::clone(&self.state), id, permit),
+                ));
+                if let Some(slot) = running.get_mut(&id) {
+                    *slot = Some(task.abort_handle());
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// After a handler completed: it answered, unless a hand-written service forgot to.
+fn finished(state: &Arc<ConnectionState>, id: u64) {
+    ReplyTo::registered(Arc::clone(state), id).error(
+        status::INTERNAL,
+        "the service finished the call without answering",
+    );
+}
+
+/// After a handler panicked: answers its call, if it is still unanswered.
+fn panicked(state: &Arc<ConnectionState>, id: u64, panic: &(dyn std::any::Any + Send)) {
+    let message = panic_message(panic);
+    tracing::warn!(id, %message, "handler panicked");
+    ReplyTo::registered(Arc::clone(state), id).error(status::HANDLER_PANICKED, &message);
 }
 
 /// Runs one handler to completion, its deadline, or a panic, and answers the latter two.
@@ -372,27 +441,17 @@ async fn run_handler(
     deadline: Option<Instant>,
     state: Arc<ConnectionState>,
     id: u64,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 ) {
     let guarded = AssertUnwindSafe(handler).catch_unwind();
     let outcome = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, guarded).await.ok(),
         None => Some(guarded.await),
     };
-    let reply = ReplyTo::registered(state, id);
     match outcome {
-        // Answered by the handler, unless it ended without answering (a hand-written
-        // service can): then the call is still registered and gets an error.
-        Some(Ok(())) => reply.error(
-            status::INTERNAL,
-            "the service finished the call without answering",
-        ),
-        Some(Err(panic)) => {
-            let message = panic_message(&*panic);
-            tracing::warn!(id, %message, "handler panicked");
-            reply.error(status::HANDLER_PANICKED, &message);
-        }
-        None => reply.error(
+        Some(Ok(())) => finished(&state, id),
+        Some(Err(panic)) => panicked(&state, id, &*panic),
+        None => ReplyTo::registered(state, id).error(
             status::DEADLINE_EXCEEDED,
             "the call's deadline passed before the handler finished",
         ),
