@@ -210,11 +210,11 @@ async fn closing_a_connection_cancels_its_calls_in_flight() {
         async move { probe.hang().await }
     });
     assert!(eventually(|| observed.started.load(Ordering::SeqCst) == 1).await);
-    probe.client().connection().close();
+    probe.client().connection().unwrap().close();
     assert_eq!(call.await.unwrap().unwrap_err(), RpcError::Cancelled);
     assert!(matches!(
         probe.echo(1).await.unwrap_err(),
-        RpcError::ConnectionClosed { .. }
+        RpcError::Unavailable { .. }
     ));
     // The server noticed the connection close and dropped the handler.
     assert!(eventually(|| observed.dropped.load(Ordering::SeqCst) == 1).await);

@@ -86,14 +86,16 @@ async fn a_server_killed_mid_call_fails_in_flight_calls_promptly() {
             matches!(error, RpcError::ConnectionClosed { .. }),
             "{error:?}"
         );
+        // It may have run: not safe to retry blindly.
+        assert!(!error.is_safe_to_retry());
     }
     let waited = killed_at.elapsed();
     assert!(waited < Duration::from_secs(1), "failed after {waited:?}");
     let _ = child.wait();
-    // Later calls fail fast too.
+    // Later calls fail fast too, without being sent.
     assert!(matches!(
         probe.echo(2).await,
-        Err(RpcError::ConnectionClosed { .. })
+        Err(RpcError::Unavailable { .. })
     ));
 }
 

@@ -40,21 +40,52 @@ impl fmt::Display for PeerAddr {
     }
 }
 
+/// A peer's verified identity: its TLS client certificate and the names in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    certificate: Vec<u8>,
+    names: Vec<String>,
+}
+
+impl PeerIdentity {
+    /// An identity from a verified certificate (DER) and the names it certifies (subject
+    /// alternative names and common name, as the transport extracted them).
+    pub fn new(certificate: Vec<u8>, names: Vec<String>) -> Self {
+        PeerIdentity { certificate, names }
+    }
+
+    /// The verified end-entity certificate, DER-encoded.
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// The names the certificate certifies.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
 /// Facts about a server-side connection shared by every call on it.
 #[derive(Debug)]
 pub struct ConnectionInfo {
     peer: PeerAddr,
+    identity: Option<PeerIdentity>,
 }
 
 impl ConnectionInfo {
-    /// Describes a connection from `peer`.
-    pub fn new(peer: PeerAddr) -> Self {
-        ConnectionInfo { peer }
+    /// Describes a connection from `peer`, with its verified identity if any.
+    pub fn new(peer: PeerAddr, identity: Option<PeerIdentity>) -> Self {
+        ConnectionInfo { peer, identity }
     }
 
     /// The peer's address.
     pub fn peer(&self) -> &PeerAddr {
         &self.peer
+    }
+
+    /// The peer's verified identity (mutual TLS), if any.
+    pub fn identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_ref()
     }
 }
 
@@ -266,6 +297,11 @@ impl Context {
     /// The address of the calling peer.
     pub fn peer(&self) -> &PeerAddr {
         self.connection.peer()
+    }
+
+    /// The calling peer's verified identity (mutual TLS), if any.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.connection.identity()
     }
 
     /// Facts about the connection the call came in on.

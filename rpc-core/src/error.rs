@@ -30,6 +30,13 @@ pub enum RpcError {
         /// Why the connection ended.
         reason: Arc<str>,
     },
+    /// The call was not sent: the connection had already ended (or, on a balanced
+    /// channel, no endpoint could take it). It did not run anywhere.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// Why no connection could take the call.
+        reason: Arc<str>,
+    },
     /// The call's deadline passed before a response arrived.
     #[error("deadline exceeded")]
     DeadlineExceeded,
@@ -82,6 +89,24 @@ pub enum RpcError {
     /// Deserializing arguments or a return value failed.
     #[error("decode failed: {0}")]
     Decode(String),
+    /// The server refused the call: the caller's credentials are missing or invalid.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// The server's reason.
+        message: String,
+    },
+    /// The server refused the call: the caller may not make it.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// The server's reason.
+        message: String,
+    },
+    /// The server is at its concurrency limit and shed the call without running it.
+    #[error("server overloaded: {message}")]
+    Overloaded {
+        /// The server's message.
+        message: String,
+    },
     /// The server is shutting down and accepts no new calls.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -101,6 +126,20 @@ impl RpcError {
         RpcError::ConnectionClosed {
             reason: reason.into(),
         }
+    }
+
+    /// Whether the call certainly did not reach a handler, so sending it again (to any
+    /// server) cannot run it twice: connect failures, calls refused before being sent, and
+    /// calls a server refused or never saw while shutting down, calls shed by an
+    /// overloaded server.
+    pub fn is_safe_to_retry(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Connect { .. }
+                | RpcError::Unavailable { .. }
+                | RpcError::ShuttingDown
+                | RpcError::Overloaded { .. }
+        )
     }
 }
 

@@ -54,14 +54,17 @@ pub mod transport;
 mod util;
 
 pub use byte_buf::ByteBuf;
-pub use client::{CallOptions, Client, ClientConfig, Connection, Method};
-pub use context::{Context, Metadata, PeerAddr};
+pub use client::{
+    CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, EncodeArgs, Method,
+    OutgoingCall,
+};
+pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
 pub use error::{CallError, RpcError};
 pub use server::{
-    DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router, Server, ServerConfig,
-    ServerHandle, Service,
+    DispatchError, HandlerFuture, IncomingCall, Interceptor, Rejection, ReplyTo, Router, Server,
+    ServerConfig, ServerHandle, Service,
 };
-pub use transport::{memory, Listener, SplitIo, Transport};
+pub use transport::{memory, Established, Listener, SplitIo, Transport};
 
 /// Turns a trait of `async fn`s into an RPC service.
 ///

@@ -68,6 +68,12 @@ pub mod status {
     pub const ENCODE_FAILED: u8 = 9;
     /// The service ended the call without answering it (a hand-written service's bug).
     pub const INTERNAL: u8 = 10;
+    /// An interceptor refused the call: the caller's credentials are missing or invalid.
+    pub const UNAUTHENTICATED: u8 = 11;
+    /// An interceptor refused the call: the caller may not make it.
+    pub const PERMISSION_DENIED: u8 = 12;
+    /// The server is at its concurrency limit and shed the call without running it.
+    pub const OVERLOADED: u8 = 13;
 }
 
 /// Go-away codes: why the sender of a `GO_AWAY` frame stops.

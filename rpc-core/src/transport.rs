@@ -8,7 +8,7 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 
-use crate::context::PeerAddr;
+use crate::context::{PeerAddr, PeerIdentity};
 
 /// A connected byte stream that splits into independently usable halves.
 pub trait Transport: Send + 'static {
@@ -53,11 +53,39 @@ where
 }
 
 /// A source of incoming connections for a server.
+///
+/// Accepting is split in two: [`accept`](Listener::accept) runs on the accept loop and
+/// must be quick; [`establish`](Listener::establish) runs on the new connection's own
+/// task, within the server's handshake timeout, and does the slow part (a TLS handshake),
+/// so one slow peer never holds up the others.
 pub trait Listener: Send + 'static {
-    /// The connections it yields.
+    /// A connection as accepted, before it is established.
+    type Accepted: Send + 'static;
+    /// The established byte stream.
     type Io: Transport;
     /// Accepts the next connection and names its peer.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, PeerAddr)>> + Send;
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Accepted, PeerAddr)>> + Send;
+    /// Completes an accepted connection (for example its TLS handshake), reporting the
+    /// peer's verified identity if the transport has one.
+    fn establish(
+        &self,
+        accepted: Self::Accepted,
+    ) -> impl Future<Output = io::Result<Established<Self::Io>>> + Send + 'static;
+}
+
+/// An established server-side connection.
+pub struct Established<Io> {
+    /// The byte stream.
+    pub io: Io,
+    /// The peer's verified identity (a TLS client certificate), if any.
+    pub identity: Option<PeerIdentity>,
+}
+
+impl<Io> Established<Io> {
+    /// A connection with no verified peer identity.
+    pub fn plain(io: Io) -> Self {
+        Established { io, identity: None }
+    }
 }
 
 /// An in-memory transport: a listener and a connector joined by `tokio::io::duplex`
@@ -119,12 +147,21 @@ pub mod memory {
     }
 
     impl Listener for MemoryListener {
+        type Accepted = DuplexStream;
         type Io = SplitIo<DuplexStream>;
-        async fn accept(&mut self) -> io::Result<(Self::Io, PeerAddr)> {
+
+        async fn accept(&mut self) -> io::Result<(DuplexStream, PeerAddr)> {
             match self.incoming.recv().await {
-                Some(stream) => Ok((SplitIo(stream), PeerAddr::Memory)),
+                Some(stream) => Ok((stream, PeerAddr::Memory)),
                 None => std::future::pending().await,
             }
+        }
+
+        fn establish(
+            &self,
+            stream: DuplexStream,
+        ) -> impl Future<Output = io::Result<Established<Self::Io>>> + Send + 'static {
+            std::future::ready(Ok(Established::plain(SplitIo(stream))))
         }
     }
 }

@@ -260,9 +260,10 @@ fn client(def: &ServiceDef) -> TokenStream {
             /// The service name on the wire.
             pub const SERVICE_NAME: &'static str = #service;
 
-            /// A client calling over `connection`.
-            pub fn new(connection: ::rpc_core::Connection) -> Self {
-                Self { client: ::rpc_core::Client::new(connection) }
+            /// A client calling over `target`: a `rpc_core::Connection`, or anything else
+            /// that converts into a `rpc_core::Client` (a balanced channel, for example).
+            pub fn new(target: impl ::core::convert::Into<::rpc_core::Client>) -> Self {
+                Self { client: ::core::convert::Into::into(target) }
             }
 
             /// A client calling through `client`, keeping its options.
@@ -285,6 +286,12 @@ fn client(def: &ServiceDef) -> TokenStream {
             /// context.
             pub fn with_metadata(&self, metadata: ::rpc_core::Metadata) -> Self {
                 Self { client: ::core::clone::Clone::clone(&self.client).with_metadata(metadata) }
+            }
+
+            /// A copy whose calls carry `key` for consistent-hash routing on a balanced
+            /// channel (same key, same endpoint while the set is stable).
+            pub fn with_routing_key(&self, key: impl ::core::hash::Hash) -> Self {
+                Self { client: ::core::clone::Clone::clone(&self.client).with_routing_key(key) }
             }
 
             #(#methods)*

@@ -19,6 +19,7 @@ const RESERVED_CLIENT_NAMES: &[&str] = &[
     "client",
     "with_timeout",
     "with_metadata",
+    "with_routing_key",
     "SERVICE_NAME",
 ];
 

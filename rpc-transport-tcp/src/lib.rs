@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rpc_core::{
-    ClientConfig, Connection, Listener, PeerAddr, Router, RpcError, Server, ServerConfig,
-    ServerHandle,
+    ClientConfig, Connection, Established, Listener, PeerAddr, Router, RpcError, Server,
+    ServerConfig, ServerHandle,
 };
 use tokio::net::{TcpStream, ToSocketAddrs};
 
@@ -129,11 +129,20 @@ impl TcpListener {
 }
 
 impl Listener for TcpListener {
+    type Accepted = TcpStream;
     type Io = TcpStream;
 
     async fn accept(&mut self) -> io::Result<(TcpStream, PeerAddr)> {
         let (stream, peer) = self.inner.accept().await?;
         stream.set_nodelay(true)?;
         Ok((stream, PeerAddr::Tcp(peer)))
+    }
+
+    fn establish(
+        &self,
+        stream: TcpStream,
+    ) -> impl std::future::Future<Output = io::Result<Established<TcpStream>>> + Send + 'static
+    {
+        std::future::ready(Ok(Established::plain(stream)))
     }
 }

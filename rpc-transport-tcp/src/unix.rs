@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rpc_core::{
-    ClientConfig, Connection, Listener, PeerAddr, Router, RpcError, Server, ServerConfig,
-    ServerHandle,
+    ClientConfig, Connection, Established, Listener, PeerAddr, Router, RpcError, Server,
+    ServerConfig, ServerHandle,
 };
 use tokio::net::UnixStream;
 
@@ -76,7 +76,16 @@ impl UnixListener {
 }
 
 impl Listener for UnixListener {
+    type Accepted = UnixStream;
     type Io = UnixStream;
+
+    fn establish(
+        &self,
+        stream: UnixStream,
+    ) -> impl std::future::Future<Output = io::Result<Established<UnixStream>>> + Send + 'static
+    {
+        std::future::ready(Ok(Established::plain(stream)))
+    }
 
     async fn accept(&mut self) -> io::Result<(UnixStream, PeerAddr)> {
         let (stream, peer) = self.inner.accept().await?;

@@ -88,9 +88,13 @@ impl Shared {
         self.outbox.close();
     }
 
-    /// Ends the connection with the same error for calls in flight and later calls.
+    /// Ends the connection: calls in flight get `error`; later calls are refused with
+    /// [`RpcError::Unavailable`] (they are never sent).
     fn fail(&self, error: RpcError) {
-        self.fail_all(error.clone(), error);
+        let later = RpcError::Unavailable {
+            reason: error.to_string().into(),
+        };
+        self.fail_all(error, later);
     }
 }
 
@@ -199,11 +203,13 @@ impl Connection {
 
     /// Closes the connection now: calls in flight fail with [`RpcError::Cancelled`] (the
     /// server drops their handlers when it sees the connection close) and later calls
-    /// with [`RpcError::ConnectionClosed`].
+    /// with [`RpcError::Unavailable`].
     pub fn close(&self) {
         self.shared.fail_all(
             RpcError::Cancelled,
-            RpcError::closed("the connection was closed by this side"),
+            RpcError::Unavailable {
+                reason: "the connection was closed by this side".into(),
+            },
         );
     }
 
@@ -222,14 +228,21 @@ impl Connection {
         &self.shared.config
     }
 
+    /// Sends `call` on this connection and waits for its response (for [`Channel`]
+    /// implementations; one attempt, no retry).
+    ///
+    /// [`Channel`]: super::Channel
+    pub async fn send(&self, call: &super::OutgoingCall<'_>) -> Result<ResponseFrame, RpcError> {
+        self.call(call.method, call.metadata, call.deadline, call.encode)
+            .await
+    }
+
     /// Sends one request and waits for its response until `deadline`.
     ///
     /// `encode` appends the bincode-encoded arguments to the frame being built.
     pub(crate) async fn call<E>(
         &self,
-        service: &str,
-        method: &str,
-        flags: u8,
+        method: &super::Method,
         metadata: &Metadata,
         deadline: Instant,
         encode: E,
@@ -237,7 +250,13 @@ impl Connection {
     where
         E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
-        if service.len() > u8::MAX as usize || method.len() > u8::MAX as usize {
+        let (service, method_name) = (method.service, method.name);
+        let flags = if method.idempotent {
+            crate::protocol::flags::IDEMPOTENT
+        } else {
+            0
+        };
+        if service.len() > u8::MAX as usize || method_name.len() > u8::MAX as usize {
             return Err(RpcError::Encode(
                 "service and method names are limited to 255 bytes".into(),
             ));
@@ -281,7 +300,7 @@ impl Connection {
             |buf| {
                 buf.put_u64(budget);
                 protocol::put_short_str(buf, service);
-                protocol::put_short_str(buf, method);
+                protocol::put_short_str(buf, method_name);
                 metadata.write_to(buf);
             },
             encode,

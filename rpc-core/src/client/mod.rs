@@ -1,23 +1,28 @@
 //! The client side: a multiplexed [`Connection`] and the [`Client`] that generated
-//! `{Trait}Client` types wrap.
+//! `{Trait}Client` types wrap. A client sends through one connection or through any
+//! [`Channel`] (a balanced set of endpoints, for example).
 
+mod channel;
 mod config;
 mod connection;
 
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
+pub use channel::{Channel, ChannelFuture, EncodeArgs, OutgoingCall};
 pub use config::ClientConfig;
 pub use connection::Connection;
 
 use crate::codec;
 use crate::context::{self, Metadata};
 use crate::error::{CallError, RpcError};
-use crate::protocol::{flags, status, ResponseFrame};
+use crate::protocol::{status, ResponseFrame};
 
 /// A method as the client addresses it on the wire. The `#[service]` macro generates one
 /// per trait method.
@@ -31,11 +36,12 @@ pub struct Method {
     pub idempotent: bool,
 }
 
-/// Per-call settings carried by a [`Client`]: a timeout and metadata.
+/// Per-call settings carried by a [`Client`]: a timeout, metadata, a routing key.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     timeout: Option<Duration>,
     metadata: Metadata,
+    routing_key: Option<u64>,
 }
 
 impl CallOptions {
@@ -48,31 +54,72 @@ impl CallOptions {
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
+
+    /// The key for consistent-hash routing, if set.
+    pub fn routing_key(&self) -> Option<u64> {
+        self.routing_key
+    }
 }
 
-/// A connection plus per-call options: what every generated `{Trait}Client` holds.
+/// Where a [`Client`] sends its calls.
+#[derive(Clone)]
+enum Target {
+    /// One connection: the direct, allocation-free path.
+    Connection(Connection),
+    /// Anything else.
+    Channel(Arc<dyn Channel>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Connection(c) => c.fmt(f),
+            Target::Channel(_) => f.write_str("Channel"),
+        }
+    }
+}
+
+/// A connection (or [`Channel`]) plus per-call options: what every generated
+/// `{Trait}Client` holds.
 ///
-/// Cloning is cheap (two reference counts). The `with_*` methods return a copy with
-/// changed options, so a single call can be given its own timeout or metadata:
+/// Cloning is cheap (reference counts). The `with_*` methods return a copy with changed
+/// options, so a single call can be given its own timeout or metadata:
 /// `calc.with_timeout(Duration::from_millis(50)).add(1, 2).await`.
 #[derive(Debug, Clone)]
 pub struct Client {
-    connection: Connection,
+    target: Target,
     options: CallOptions,
+}
+
+impl From<Connection> for Client {
+    fn from(connection: Connection) -> Self {
+        Client::new(connection)
+    }
 }
 
 impl Client {
     /// A client over `connection` with default options.
     pub fn new(connection: Connection) -> Self {
         Client {
-            connection,
+            target: Target::Connection(connection),
             options: CallOptions::default(),
         }
     }
 
-    /// The underlying connection.
-    pub fn connection(&self) -> &Connection {
-        &self.connection
+    /// A client sending through `channel` with default options.
+    pub fn from_channel(channel: Arc<dyn Channel>) -> Self {
+        Client {
+            target: Target::Channel(channel),
+            options: CallOptions::default(),
+        }
+    }
+
+    /// The connection, if this client sends through a single connection.
+    pub fn connection(&self) -> Option<&Connection> {
+        match &self.target {
+            Target::Connection(c) => Some(c),
+            Target::Channel(_) => None,
+        }
     }
 
     /// The options applied to each call.
@@ -92,13 +139,22 @@ impl Client {
         self
     }
 
+    /// A copy whose calls carry `key` for consistent-hash routing: on a balanced channel,
+    /// calls with the same key go to the same endpoint while the set is stable.
+    pub fn with_routing_key(mut self, key: impl Hash) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        self.options.routing_key = Some(hasher.finish());
+        self
+    }
+
     /// The deadline of a call starting now: the timeout (or the connection's default),
     /// shortened to the deadline of the handler this call is made from, if any.
     fn deadline(&self) -> Instant {
-        let timeout = self
-            .options
-            .timeout
-            .unwrap_or(self.connection.config().default_timeout);
+        let timeout = self.options.timeout.unwrap_or_else(|| match &self.target {
+            Target::Connection(c) => c.config().default_timeout,
+            Target::Channel(ch) => ch.default_timeout(),
+        });
         let now = Instant::now();
         // A timeout too large to represent means "no practical limit".
         let own = now
@@ -110,32 +166,39 @@ impl Client {
         }
     }
 
-    async fn send<A: Serialize + ?Sized>(
+    async fn send<A: Serialize + Sync + ?Sized>(
         &self,
         method: &Method,
         args: &A,
     ) -> Result<ResponseFrame, RpcError> {
-        let flags = if method.idempotent {
-            flags::IDEMPOTENT
-        } else {
-            0
-        };
-        self.connection
-            .call(
-                method.service,
-                method.name,
-                flags,
-                &self.options.metadata,
-                self.deadline(),
-                |buf| codec::encode_into(args, buf),
-            )
-            .await
+        let deadline = self.deadline();
+        match &self.target {
+            Target::Connection(connection) => {
+                connection
+                    .call(method, &self.options.metadata, deadline, |buf| {
+                        codec::encode_into(args, buf)
+                    })
+                    .await
+            }
+            Target::Channel(channel) => {
+                let encode = |buf: &mut BytesMut| codec::encode_into(args, buf);
+                channel
+                    .call(OutgoingCall {
+                        method,
+                        metadata: &self.options.metadata,
+                        deadline,
+                        routing_key: self.options.routing_key,
+                        encode: &encode,
+                    })
+                    .await
+            }
+        }
     }
 
     /// Calls `method` with `args` (a tuple of the arguments) and decodes its return value.
     pub async fn call<A, R>(&self, method: &Method, args: &A) -> Result<R, RpcError>
     where
-        A: Serialize + ?Sized,
+        A: Serialize + Sync + ?Sized,
         R: DeserializeOwned,
     {
         let response = self.send(method, args).await?;
@@ -149,7 +212,7 @@ impl Client {
     /// [`CallError::Application`], framework failures as [`CallError::Rpc`].
     pub async fn call_fallible<A, T, E>(&self, method: &Method, args: &A) -> Result<T, CallError<E>>
     where
-        A: Serialize + ?Sized,
+        A: Serialize + Sync + ?Sized,
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
@@ -183,10 +246,16 @@ impl Client {
             status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
             status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
             status::SHUTTING_DOWN => RpcError::ShuttingDown,
+            status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
+            status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
+            status::OVERLOADED => RpcError::Overloaded { message: message() },
             // The server could not fit the response within this client's frame limit.
             status::FRAME_TOO_LARGE => RpcError::FrameTooLarge {
                 size: 0,
-                limit: self.connection.config().max_frame_size,
+                limit: match &self.target {
+                    Target::Connection(c) => c.config().max_frame_size,
+                    Target::Channel(_) => 0,
+                },
             },
             status::ENCODE_FAILED => RpcError::Encode(format!("on the server: {}", message())),
             status::APPLICATION_ERROR => RpcError::Protocol(format!(

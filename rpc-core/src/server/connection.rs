@@ -24,6 +24,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, PollSemaphore, WaitForCancellationFutureOwned};
 
+use super::interceptor::Rejection;
 use super::service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router};
 use super::ServerConfig;
 use crate::context::{self, ConnectionInfo, Context, PeerAddr};
@@ -33,7 +34,7 @@ use crate::protocol::{
     go_away, handshake_status, kind, status, ClientHello, Frame, RequestFrame, ServerHello,
     HANDSHAKE_LEN, VERSION,
 };
-use crate::transport::Transport;
+use crate::transport::{Established, Transport};
 use crate::util::IdHasher;
 
 /// The signals a server sends its connections.
@@ -94,37 +95,43 @@ enum End {
     Killed,
 }
 
-/// Serves one accepted stream until it closes or the server stops.
+/// Establishes one accepted connection, then serves it until it closes or the server
+/// stops.
 pub(crate) async fn serve_connection<T: Transport>(
-    io: T,
+    establishing: impl Future<Output = std::io::Result<Established<T>>>,
     peer: PeerAddr,
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     signals: Signals,
 ) {
-    let (mut reader, mut writer) = io.split();
-
-    // Handshake.
-    let mut hello = [0u8; HANDSHAKE_LEN];
+    // The transport's own handshake (TLS) and ours share the handshake timeout.
+    let opening = async {
+        let established = establishing.await?;
+        let (mut reader, writer) = established.io.split();
+        let mut hello = [0u8; HANDSHAKE_LEN];
+        reader.read_exact(&mut hello).await?;
+        Ok::<_, std::io::Error>((reader, writer, established.identity, hello))
+    };
     let read = tokio::select! {
-        r = tokio::time::timeout(config.handshake_timeout, reader.read_exact(&mut hello)) => r,
+        r = tokio::time::timeout(config.handshake_timeout, opening) => r,
         _ = signals.graceful.cancelled() => return,
         _ = signals.kill.cancelled() => return,
     };
-    let hello = match read {
-        Ok(Ok(_)) => match ClientHello::decode(&hello) {
-            Ok(hello) => hello,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "refused connection");
-                return;
-            }
-        },
+    let (reader, mut writer, identity, hello) = match read {
+        Ok(Ok(opened)) => opened,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "connection failed during the handshake");
             return;
         }
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let hello = match ClientHello::decode(&hello) {
+        Ok(hello) => hello,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "refused connection");
             return;
         }
     };
@@ -157,7 +164,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         ))),
         permit: None,
         config,
-        info: Arc::new(ConnectionInfo::new(peer)),
+        info: Arc::new(ConnectionInfo::new(peer, identity)),
         draining: false,
         last_id: 0,
         graceful: Box::pin(signals.graceful.clone().cancelled_owned()),
@@ -365,31 +372,44 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             request.metadata,
             Arc::clone(&self.info),
         );
-        // Decoding arguments runs user `Deserialize` code: a panic there must fail the
-        // call, not the connection.
+        // The interceptor and argument decoding run user code: a panic there must fail
+        // the call, not the connection.
         let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            service.call(
-                request.method.as_str(),
-                IncomingCall::new(
-                    request.payload,
-                    ReplyTo::registered(Arc::clone(&self.state), id),
-                ),
-            )
+            if let Some(interceptor) = self.router.interceptor() {
+                interceptor.intercept(&context).map_err(Refused::Rejected)?;
+            }
+            service
+                .call(
+                    request.method.as_str(),
+                    IncomingCall::new(
+                        request.payload,
+                        ReplyTo::registered(Arc::clone(&self.state), id),
+                    ),
+                )
+                .map_err(Refused::Dispatch)
         }));
         let mut handler = match dispatched {
             Ok(Ok(handler)) => handler,
+            Ok(Err(Refused::Rejected(Rejection::Unauthenticated(message)))) => {
+                unregistered().error(status::UNAUTHENTICATED, &message);
+                return Ok(());
+            }
+            Ok(Err(Refused::Rejected(Rejection::PermissionDenied(message)))) => {
+                unregistered().error(status::PERMISSION_DENIED, &message);
+                return Ok(());
+            }
             Err(panic) => {
                 unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
                 return Ok(());
             }
-            Ok(Err(DispatchError::UnknownMethod)) => {
+            Ok(Err(Refused::Dispatch(DispatchError::UnknownMethod))) => {
                 unregistered().error(
                     status::UNKNOWN_METHOD,
                     &format!("`{}` has no method `{}`", service.name(), request.method),
                 );
                 return Ok(());
             }
-            Ok(Err(DispatchError::InvalidArguments(message))) => {
+            Ok(Err(Refused::Dispatch(DispatchError::InvalidArguments(message)))) => {
                 unregistered().error(status::INVALID_ARGUMENTS, &message);
                 return Ok(());
             }
@@ -418,6 +438,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         }
         Ok(())
     }
+}
+
+/// Why a call did not get as far as a handler.
+enum Refused {
+    Rejected(Rejection),
+    Dispatch(DispatchError),
 }
 
 /// After a handler completed: it answered, unless a hand-written service forgot to.

@@ -3,6 +3,7 @@
 
 mod config;
 mod connection;
+mod interceptor;
 mod service;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::ServerConfig;
+pub use interceptor::{Interceptor, Rejection};
 pub use service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router, Service};
 
 use crate::transport::Listener;
@@ -60,9 +62,9 @@ impl Server {
                     accepted = listener.accept() => accepted,
                 };
                 match accepted {
-                    Ok((io, peer)) => {
+                    Ok((accepted, peer)) => {
                         connections.spawn(connection::serve_connection(
-                            io,
+                            listener.establish(accepted),
                             peer,
                             Arc::clone(&self.router),
                             Arc::clone(&self.config),

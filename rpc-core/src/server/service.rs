@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::connection::{fit_message, ConnectionState};
+use super::interceptor::Interceptor;
 use crate::codec;
 use crate::error::RpcError;
 use crate::protocol::{kind, status};
@@ -169,10 +170,11 @@ impl ReplyTo {
     }
 }
 
-/// The services of one server, by name. Cheap to clone.
+/// The services of one server, by name, and the [`Interceptor`] every call passes first.
 #[derive(Clone, Default)]
 pub struct Router {
     services: HashMap<&'static str, Arc<dyn Service>>,
+    interceptor: Option<Arc<dyn Interceptor>>,
 }
 
 impl fmt::Debug for Router {
@@ -197,6 +199,17 @@ impl Router {
             panic!("a service named `{name}` is already added to this router");
         }
         self
+    }
+
+    /// Runs `interceptor` before every call of every service (replacing one set before).
+    pub fn with_interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptor = Some(Arc::new(interceptor));
+        self
+    }
+
+    /// The interceptor, if one is set.
+    pub fn interceptor(&self) -> Option<&Arc<dyn Interceptor>> {
+        self.interceptor.as_ref()
     }
 
     /// The service named `name`.

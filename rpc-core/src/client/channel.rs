@@ -1,0 +1,46 @@
+//! [`Channel`]: what a [`Client`](super::Client) sends its calls through when that is not
+//! a single [`Connection`](super::Connection): a load-balanced set of endpoints with
+//! reconnection and retries (the `rpc-discovery` crate), a test double, a proxy.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+
+use super::Method;
+use crate::context::Metadata;
+use crate::error::RpcError;
+use crate::protocol::ResponseFrame;
+
+/// Appends a call's encoded arguments to a frame; callable once per attempt.
+pub type EncodeArgs<'a> = &'a (dyn Fn(&mut BytesMut) -> Result<(), RpcError> + Send + Sync);
+
+/// One call as a [`Channel`] receives it.
+pub struct OutgoingCall<'a> {
+    /// The method called.
+    pub method: &'a Method,
+    /// Metadata to send with it.
+    pub metadata: &'a Metadata,
+    /// When the caller stops waiting (covers every attempt).
+    pub deadline: Instant,
+    /// A key for consistent-hash routing, if the caller set one.
+    pub routing_key: Option<u64>,
+    /// Encodes the arguments.
+    pub encode: EncodeArgs<'a>,
+}
+
+/// The future a [`Channel`] returns.
+pub type ChannelFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ResponseFrame, RpcError>> + Send + 'a>>;
+
+/// Carries calls to one or more servers.
+pub trait Channel: Send + Sync + 'static {
+    /// Sends `call` (possibly several times, to several servers, if that is safe) and
+    /// returns the response.
+    fn call<'a>(&'a self, call: OutgoingCall<'a>) -> ChannelFuture<'a>;
+
+    /// Timeout of calls that set none.
+    fn default_timeout(&self) -> Duration;
+}
