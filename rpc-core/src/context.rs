@@ -196,6 +196,11 @@ impl Metadata {
             return Err(bad("truncated entry count"));
         }
         let count = u16::from_be_bytes([body[0], body[1]]) as usize;
+        if count == 0 {
+            // The common case: no slice of the frame (no reference count) is kept.
+            bytes::Buf::advance(body, 2);
+            return Ok(Metadata::default());
+        }
         let mut at = 2;
         for _ in 0..count {
             let key_len = *body.get(at).ok_or_else(|| bad("truncated key"))? as usize;

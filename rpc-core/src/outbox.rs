@@ -96,6 +96,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// Wakes the connection's task (registered through [`Outbox::register`]).
+    pub(crate) fn wake_task(&self) {
+        self.writer.wake();
+    }
+
     /// Stops accepting frames; what is queued is still written.
     pub(crate) fn close(&self) {
         self.lock().closed = true;

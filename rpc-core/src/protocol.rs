@@ -234,8 +234,9 @@ impl WireStr {
 
     /// The string.
     pub fn as_str(&self) -> &str {
-        // Checked in `new`; the bytes are immutable.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // SAFETY: `WireStr::new` is the only constructor and checked that the bytes are
+        // UTF-8; `Bytes` is immutable, so they still are.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -19,10 +20,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, PollSemaphore, WaitForCancellationFutureOwned};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::interceptor::Rejection;
 use super::service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router};
@@ -51,9 +51,16 @@ pub(crate) struct Signals {
 /// State of a connection shared with its handler tasks.
 pub(crate) struct ConnectionState {
     pub(crate) outbox: Outbox,
-    /// Calls started and not yet answered, by call id, with the task of those whose
-    /// handler did not complete on its first poll.
+    /// Spawned calls not yet answered, by call id, with their task (or `None` while it is
+    /// being spawned).
     running: Mutex<RunningCalls>,
+    /// The id of the call whose handler is being polled in place on the connection task
+    /// (0 if none): it is "running" without an entry in `running`.
+    inline_call: AtomicU64,
+    /// Calls started and not finished (answered or dropped).
+    in_flight: AtomicUsize,
+    /// The most calls that may be in flight: at the limit the connection stops reading.
+    max_in_flight: usize,
 }
 
 type RunningCalls = HashMap<u64, Option<AbortHandle>, BuildHasherDefault<IdHasher>>;
@@ -63,10 +70,32 @@ impl ConnectionState {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the right to answer call `id`. Whoever removes a running call from the map
-    /// answers it, so a call is never answered twice (handler vs. shutdown vs. cancel).
+    /// Takes the right to answer call `id`. Whoever removes a running call (from the
+    /// inline slot or the map) answers it, so a call is never answered twice (handler vs.
+    /// shutdown vs. cancel).
     pub(crate) fn claim(&self, id: u64) -> bool {
+        if id != 0
+            && self
+                .inline_call
+                .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return true;
+        }
         self.running().remove(&id).is_some()
+    }
+
+    /// Whether another call may start (the in-flight limit is not reached).
+    fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) < self.max_in_flight
+    }
+
+    /// A call ended: frees its slot and, if the connection had stopped reading at the
+    /// limit, wakes its task.
+    fn release_slot(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == self.max_in_flight {
+            self.outbox.wake_task();
+        }
     }
 
     /// Aborts every running handler; with `answer`, tells each caller `status`.
@@ -154,15 +183,14 @@ pub(crate) async fn serve_connection<T: Transport>(
     let state = Arc::new(ConnectionState {
         outbox: Outbox::new((hello.max_frame_size as usize).max(64)),
         running: Mutex::new(HashMap::default()),
+        inline_call: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: config.max_in_flight_per_connection,
     });
     let mut connection = ServerConnection {
         io: FrameIo::new(reader, writer, config.max_frame_size),
         state: Arc::clone(&state),
         router,
-        in_flight: PollSemaphore::new(Arc::new(Semaphore::new(
-            config.max_in_flight_per_connection,
-        ))),
-        permit: None,
         config,
         info: Arc::new(ConnectionInfo::new(peer, identity)),
         draining: false,
@@ -207,10 +235,6 @@ struct ServerConnection<R, W> {
     io: FrameIo<R, W>,
     state: Arc<ConnectionState>,
     router: Arc<Router>,
-    in_flight: PollSemaphore,
-    /// The in-flight slot taken before reading the next frame: at the limit, the task
-    /// stops reading until a call ends (backpressure).
-    permit: Option<OwnedSemaphorePermit>,
     config: Arc<ServerConfig>,
     info: Arc<ConnectionInfo>,
     draining: bool,
@@ -236,21 +260,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             self.go_away(go_away::SHUTTING_DOWN, "the server is shutting down");
         }
         let mut budget = FRAMES_PER_POLL;
+        // One clock read per batch: deadlines of frames read together start together.
+        let now = Instant::now();
         loop {
             let mut read_any = false;
             while budget > 0 {
-                if self.permit.is_none() {
-                    match self.in_flight.poll_acquire(cx) {
-                        Poll::Ready(Some(permit)) => self.permit = Some(permit),
-                        Poll::Ready(None) => return Poll::Ready(End::Gone),
-                        Poll::Pending => break,
+                // Backpressure: at the in-flight limit, stop reading until a call ends
+                // (its release wakes this task through the outbox's waker).
+                if !self.state.has_room() {
+                    self.state.outbox.register(cx.waker());
+                    if !self.state.has_room() {
+                        break;
                     }
                 }
                 match self.io.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         budget -= 1;
                         read_any = true;
-                        if let Err(end) = self.handle(frame.freeze(), cx) {
+                        if let Err(end) = self.handle(frame.freeze(), now, cx) {
                             return Poll::Ready(end);
                         }
                     }
@@ -288,9 +315,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         }
     }
 
-    fn handle(&mut self, frame: Bytes, cx: &mut TaskContext<'_>) -> Result<(), End> {
+    fn handle(&mut self, frame: Bytes, now: Instant, cx: &mut TaskContext<'_>) -> Result<(), End> {
         match Frame::decode(frame) {
-            Ok(Frame::Request(request)) => self.start(request, cx),
+            Ok(Frame::Request(request)) => self.start(request, now, cx),
             Ok(Frame::Cancel { id }) => {
                 let handler = self.state.running().remove(&id);
                 if let Some(Some(handler)) = handler {
@@ -329,11 +356,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
 
     /// Starts one request: dispatches it, polls its handler once, and spawns the handler
     /// if it is not done yet. `Err` ends the connection the way it says.
-    fn start(&mut self, request: RequestFrame, cx: &mut TaskContext<'_>) -> Result<(), End> {
+    fn start(
+        &mut self,
+        request: RequestFrame,
+        now: Instant,
+        cx: &mut TaskContext<'_>,
+    ) -> Result<(), End> {
         let id = request.id;
         self.last_id = self.last_id.max(id);
-        // Taken before the frame was read; released when the call ends.
-        let permit = self.permit.take();
         let unregistered = || ReplyTo::unregistered(Arc::clone(&self.state), id);
         if self.draining {
             unregistered().error(status::SHUTTING_DOWN, "the server is shutting down");
@@ -362,7 +392,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             (Some(b), Some(max)) => Some(b.min(max)),
             (b, max) => b.or(max),
         };
-        let deadline = budget.and_then(|b| Instant::now().checked_add(b));
+        let deadline = budget.and_then(|b| now.checked_add(b));
         let context = Context::new(
             id,
             deadline,
@@ -415,28 +445,60 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             }
         };
 
-        // Register, then poll once here: a handler that is ready at once needs no task.
-        self.state.running().insert(id, None);
-        let first_poll = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            context::sync_scope(context.clone(), || handler.as_mut().poll(cx))
-        }));
-        match first_poll {
-            Ok(Poll::Ready(())) => finished(&self.state, id),
-            Err(panic) => panicked(&self.state, id, &*panic),
-            Ok(Poll::Pending) => {
-                // Registered under the lock: the handler cannot claim its call before its
-                // task is recorded.
+        // Poll once here: a handler that is ready at once needs no task, no map entry and
+        // no timer. While it is polled it is registered in the inline slot (id 0, which
+        // the slot cannot hold, goes to the map).
+        if id == 0 {
+            self.state.running().insert(id, None);
+        } else {
+            self.state.inline_call.store(id, Ordering::Release);
+        }
+        self.state.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlightSlot(Arc::clone(&self.state));
+        let (first_poll, pending_context) = context::sync_scope(context, || {
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx)));
+            // Only a handler that goes on needs its context again.
+            let context = matches!(polled, Ok(Poll::Pending))
+                .then(context::current)
+                .flatten();
+            (polled, context)
+        });
+        match (first_poll, pending_context) {
+            (Ok(Poll::Pending), Some(context)) => {
+                // Move the call from the inline slot to the map, under the map's lock so
+                // that nobody can claim it before its task is recorded. If the handler
+                // already answered, it runs on unregistered.
                 let mut running = self.state.running();
+                let unanswered = id == 0
+                    || self
+                        .state
+                        .inline_call
+                        .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
                 let task = tokio::spawn(context::scope(
                     context,
-                    run_handler(handler, deadline, Arc::clone(&self.state), id, permit),
+                    run_handler(handler, deadline, Arc::clone(&self.state), id, slot),
                 ));
-                if let Some(slot) = running.get_mut(&id) {
-                    *slot = Some(task.abort_handle());
+                if unanswered {
+                    running.insert(id, Some(task.abort_handle()));
                 }
             }
+            (Ok(Poll::Ready(())), _) => finished(&self.state, id),
+            // Unreachable: the context is current while the handler is polled.
+            (Ok(Poll::Pending), None) => finished(&self.state, id),
+            (Err(panic), _) => panicked(&self.state, id, &*panic),
         }
         Ok(())
+    }
+}
+
+/// A started call's place in the in-flight count, given back when it is dropped (the call
+/// finished, or its task was aborted).
+struct InFlightSlot(Arc<ConnectionState>);
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.release_slot();
     }
 }
 
@@ -467,7 +529,7 @@ async fn run_handler(
     deadline: Option<Instant>,
     state: Arc<ConnectionState>,
     id: u64,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: InFlightSlot,
 ) {
     let guarded = AssertUnwindSafe(handler).catch_unwind();
     let outcome = match deadline {
@@ -482,7 +544,7 @@ async fn run_handler(
             "the call's deadline passed before the handler finished",
         ),
     }
-    drop(permit);
+    drop(slot);
 }
 
 /// The text of a panic payload (`panic!` with a literal or a format string).
