@@ -89,6 +89,10 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 /// so implementations write plain `async fn` and their futures must be `Send`.
 ///
 /// `#[service(name = "pkg.Foo")]` sets the service's wire name (default: the trait name).
+///
+/// `#[idempotent]` on a trait method declares that running it twice is harmless: its
+/// requests carry the `IDEMPOTENT` flag, and a balanced client may retry it after a lost
+/// connection (see the `rpc-discovery` crate).
 pub use rpc_macros::service;
 
 /// Items the generated code refers to. Not a public API.

@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::{Ident, TraitItem};
 
-use crate::model::{MethodDef, Output, ServiceDef};
+use crate::model::{is_idempotent_attr, MethodDef, Output, ServiceDef};
 
 pub fn expand(def: ServiceDef) -> TokenStream {
     let trait_def = rewrite_trait(&def);
@@ -48,6 +48,8 @@ fn rewrite_trait(def: &ServiceDef) -> TokenStream {
             continue;
         };
         f.sig.asyncness = None;
+        // `#[idempotent]` is this macro's own attribute; the compiler would reject it.
+        f.attrs.retain(|attr| !is_idempotent_attr(attr));
         let output = method.output.declared();
         // Spanned at the method, so that a non-`Send` implementation is reported against
         // the method's declaration rather than the attribute.
@@ -203,8 +205,9 @@ fn client(def: &ServiceDef) -> TokenStream {
         let wire = &m.wire_name;
         let names = arg_names(m);
         let types = arg_types(m);
+        let idempotent = m.idempotent;
         let method = quote! {
-            &::rpc_core::Method { service: #service, name: #wire, idempotent: false }
+            &::rpc_core::Method { service: #service, name: #wire, idempotent: #idempotent }
         };
         let args = m
             .args

@@ -86,6 +86,9 @@ pub struct MethodDef {
     pub docs: Vec<Attribute>,
     /// `#[cfg]` attributes, carried to every generated item of the method.
     pub cfgs: Vec<Attribute>,
+    /// Declared `#[idempotent]`: safe to run more than once, so a balanced client may
+    /// retry it after a failure that leaves its outcome unknown.
+    pub idempotent: bool,
 }
 
 /// What a method returns.
@@ -272,6 +275,8 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
         }
     };
 
+    let idempotent = parse_idempotent(&method.attrs, errors);
+
     let wire_name = sig.ident.unraw().to_string();
     if RESERVED_CLIENT_NAMES.contains(&wire_name.as_str()) {
         errors.push(
@@ -314,7 +319,31 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
         output,
         docs,
         cfgs,
+        idempotent,
     })
+}
+
+/// Whether the method carries `#[idempotent]` (which takes no arguments and may appear
+/// once). The attribute is the macro's own: expansion strips it from the trait.
+fn parse_idempotent(attrs: &[Attribute], errors: &mut Errors) -> bool {
+    let mut found = false;
+    for attr in attrs.iter().filter(|a| is_idempotent_attr(a)) {
+        if !matches!(attr.meta, syn::Meta::Path(_)) {
+            errors.push_spanned(
+                &attr.meta,
+                "`#[idempotent]` takes no arguments: write `#[idempotent]`",
+            );
+        } else if found {
+            errors.push_spanned(attr, "duplicate `#[idempotent]` attribute");
+        }
+        found = true;
+    }
+    found
+}
+
+/// `#[idempotent]` (in any form) on a trait method.
+pub fn is_idempotent_attr(attr: &Attribute) -> bool {
+    attr.path().is_ident("idempotent")
 }
 
 /// Checks one argument type; returns whether it is usable.
