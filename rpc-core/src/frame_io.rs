@@ -27,6 +27,8 @@ pub(crate) struct FrameIo<R, W> {
     batch: BytesMut,
     /// Whether bytes were written since the last flush.
     unflushed: bool,
+    /// Whether bytes were written since [`FrameIo::take_progress`] last asked.
+    progressed: bool,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
@@ -40,6 +42,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
             writer,
             batch: BytesMut::new(),
             unflushed: false,
+            progressed: false,
         }
     }
 
@@ -80,10 +83,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
             }
             self.batch.advance(written);
             self.unflushed = true;
+            self.progressed = true;
             if self.batch.is_empty() {
                 self.batch.clear();
             }
         }
+    }
+
+    /// Bytes taken from the outbox and not yet written (non-zero: the peer is not
+    /// reading as fast as answers are produced).
+    pub(crate) fn pending_write(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Whether any bytes were written since the last call.
+    pub(crate) fn take_progress(&mut self) -> bool {
+        std::mem::take(&mut self.progressed)
     }
 
     /// Writes what is left in `outbox` (which the caller has closed), then shuts the

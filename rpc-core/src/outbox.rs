@@ -123,4 +123,9 @@ impl Outbox {
         }
         (any, state.closed)
     }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().buf.len()
+    }
 }

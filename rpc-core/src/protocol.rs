@@ -84,6 +84,9 @@ pub mod go_away {
     pub const PROTOCOL_ERROR: u8 = 1;
     /// The peer sent a frame over the maximum size; the connection closes.
     pub const FRAME_TOO_LARGE: u8 = 2;
+    /// The connection was idle past the server's idle timeout: nothing is running on it;
+    /// it closes, and a client opens a new one when it needs to.
+    pub const IDLE_TIMEOUT: u8 = 3;
 }
 
 /// Status of the server's handshake reply.
@@ -92,6 +95,8 @@ pub mod handshake_status {
     pub const ACCEPTED: u8 = 0;
     /// The server does not speak the client's protocol version.
     pub const UNSUPPORTED_VERSION: u8 = 1;
+    /// The server is at its connection limit; try again later or elsewhere.
+    pub const TOO_MANY_CONNECTIONS: u8 = 2;
 }
 
 /// The client's opening message.

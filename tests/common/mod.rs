@@ -52,6 +52,8 @@ pub struct Observed {
     pub dropped: AtomicUsize,
     pub running: AtomicUsize,
     pub max_running: AtomicUsize,
+    /// Blobs made by `make_blob`.
+    pub blobs_made: AtomicUsize,
     pub drop_signal: Notify,
 }
 
@@ -111,6 +113,7 @@ impl Probe for ProbeImpl {
     }
 
     async fn make_blob(&self, len: u64) -> Vec<u8> {
+        self.observed.blobs_made.fetch_add(1, Ordering::SeqCst);
         vec![7; len as usize]
     }
 

@@ -171,6 +171,11 @@ impl Connection {
                 theirs: reply.version,
             });
         }
+        if reply.status == handshake_status::TOO_MANY_CONNECTIONS {
+            return Err(RpcError::Overloaded {
+                message: format!("{remote} is at its connection limit"),
+            });
+        }
         if reply.status != handshake_status::ACCEPTED {
             return Err(RpcError::Protocol(format!(
                 "the server refused the handshake with status {}",
@@ -432,7 +437,7 @@ fn handle_frame(shared: &Shared, frame: bytes::Bytes) -> Result<(), RpcError> {
             message,
             last_id,
         } => match code {
-            go_away::SHUTTING_DOWN => {
+            go_away::SHUTTING_DOWN | go_away::IDLE_TIMEOUT => {
                 let mut calls = shared.calls();
                 if matches!(calls.state, State::Open) {
                     calls.state = State::Draining { last_id };

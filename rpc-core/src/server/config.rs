@@ -15,6 +15,11 @@ pub struct ServerConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_call_duration: Option<Duration>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_concurrent_calls: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_write_buffer: usize,
+    pub(crate) write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -25,6 +30,11 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             max_call_duration: None,
+            max_connections: 16 * 1024,
+            max_concurrent_calls: 64 * 1024,
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_write_buffer: 4 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -62,6 +72,44 @@ impl ServerConfig {
     /// deadline). Applies to calls whose caller sent no deadline, and caps those that did.
     pub fn max_call_duration(mut self, limit: Option<Duration>) -> Self {
         self.max_call_duration = limit;
+        self
+    }
+
+    /// Connections open at once (default 16,384). A connection beyond it is refused in the
+    /// handshake; the client sees `RpcError::Overloaded`.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Calls running at once across all connections (default 65,536). A call beyond it
+    /// is not run; the caller gets `RpcError::Overloaded` at once (safe to retry
+    /// elsewhere) instead of waiting in an unbounded queue.
+    pub fn max_concurrent_calls(mut self, max: usize) -> Self {
+        self.max_concurrent_calls = max.max(1);
+        self
+    }
+
+    /// How long a connection may go without a complete frame while no call is running
+    /// before the server closes it (default 5 minutes; `None`: never). This also ends
+    /// peers that trickle a frame byte by byte.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Bytes of answers queued for one connection above which the server stops reading
+    /// its requests until the peer reads (default 4 MiB). Answers of calls already
+    /// running are still queued, so the buffer is bounded by this plus those answers.
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.max_write_buffer = bytes.max(1);
+        self
+    }
+
+    /// How long queued answers may wait without the peer reading any of them before the
+    /// server drops the connection (default 30 s).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 }

@@ -48,6 +48,24 @@ pub(crate) struct Signals {
     pub(crate) kill: CancellationToken,
 }
 
+/// Server-wide counts, shared by every connection of a server.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// Connections being served (past accept, including those still in the handshake).
+    pub(crate) connections: AtomicUsize,
+    /// Calls running across all connections.
+    pub(crate) calls: AtomicUsize,
+}
+
+/// A connection's place in the server's connection count.
+struct ConnectionSlot(Arc<Load>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// State of a connection shared with its handler tasks.
 pub(crate) struct ConnectionState {
     pub(crate) outbox: Outbox,
@@ -61,6 +79,8 @@ pub(crate) struct ConnectionState {
     in_flight: AtomicUsize,
     /// The most calls that may be in flight: at the limit the connection stops reading.
     max_in_flight: usize,
+    /// The server's counts.
+    load: Arc<Load>,
 }
 
 type RunningCalls = HashMap<u64, Option<AbortHandle>, BuildHasherDefault<IdHasher>>;
@@ -90,9 +110,10 @@ impl ConnectionState {
         self.in_flight.load(Ordering::Acquire) < self.max_in_flight
     }
 
-    /// A call ended: frees its slot and, if the connection had stopped reading at the
+    /// A call ended: frees its slots and, if the connection had stopped reading at the
     /// limit, wakes its task.
     fn release_slot(&self) {
+        self.load.calls.fetch_sub(1, Ordering::AcqRel);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == self.max_in_flight {
             self.outbox.wake_task();
         }
@@ -131,8 +152,11 @@ pub(crate) async fn serve_connection<T: Transport>(
     peer: PeerAddr,
     router: Arc<Router>,
     config: Arc<ServerConfig>,
+    load: Arc<Load>,
     signals: Signals,
 ) {
+    let _slot = ConnectionSlot(Arc::clone(&load));
+    let over_limit = load.connections.fetch_add(1, Ordering::AcqRel) >= config.max_connections;
     // The transport's own handshake (TLS) and ours share the handshake timeout.
     let opening = async {
         let established = establishing.await?;
@@ -164,19 +188,23 @@ pub(crate) async fn serve_connection<T: Transport>(
             return;
         }
     };
-    let accepted = hello.version == VERSION;
+    let status = if hello.version != VERSION {
+        handshake_status::UNSUPPORTED_VERSION
+    } else if over_limit {
+        handshake_status::TOO_MANY_CONNECTIONS
+    } else {
+        handshake_status::ACCEPTED
+    };
     let reply = ServerHello {
         version: VERSION,
-        status: if accepted {
-            handshake_status::ACCEPTED
-        } else {
-            handshake_status::UNSUPPORTED_VERSION
-        },
+        status,
         max_frame_size: config.max_frame_size as u32,
     };
-    if writer.write_all(&reply.encode()).await.is_err() || !accepted {
-        tracing::debug!(%peer, version = hello.version, "refused connection");
-        let _ = writer.shutdown().await;
+    let written =
+        tokio::time::timeout(config.handshake_timeout, writer.write_all(&reply.encode())).await;
+    if !matches!(written, Ok(Ok(()))) || status != handshake_status::ACCEPTED {
+        tracing::debug!(%peer, version = hello.version, status, "refused connection");
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
         return;
     }
 
@@ -186,7 +214,14 @@ pub(crate) async fn serve_connection<T: Transport>(
         inline_call: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
         max_in_flight: config.max_in_flight_per_connection,
+        load,
     });
+    let now = Instant::now();
+    let first_check = now
+        + config
+            .idle_timeout
+            .unwrap_or(HOUSEKEEPING_FALLBACK)
+            .min(HOUSEKEEPING_FALLBACK);
     let mut connection = ServerConnection {
         io: FrameIo::new(reader, writer, config.max_frame_size),
         state: Arc::clone(&state),
@@ -195,6 +230,9 @@ pub(crate) async fn serve_connection<T: Transport>(
         info: Arc::new(ConnectionInfo::new(peer, identity)),
         draining: false,
         last_id: 0,
+        last_frame_at: now,
+        last_write_at: now,
+        housekeeping: Box::pin(tokio::time::sleep_until(first_check)),
         graceful: Box::pin(signals.graceful.clone().cancelled_owned()),
         hard: Box::pin(signals.hard.clone().cancelled_owned()),
         kill: Box::pin(signals.kill.clone().cancelled_owned()),
@@ -225,6 +263,9 @@ pub(crate) async fn serve_connection<T: Transport>(
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest the housekeeping timer sleeps when no timeout could expire sooner.
+const HOUSEKEEPING_FALLBACK: Duration = Duration::from_secs(60);
+
 /// Frames handled per poll before the task yields to others.
 const FRAMES_PER_POLL: usize = 128;
 
@@ -240,6 +281,13 @@ struct ServerConnection<R, W> {
     draining: bool,
     /// The highest call id received, announced in `GO_AWAY`.
     last_id: u64,
+    /// When the last complete frame arrived (for the idle timeout).
+    last_frame_at: Instant,
+    /// When queued answers last made progress or none were queued (for the write timeout).
+    last_write_at: Instant,
+    /// Fires at the earliest time the idle or write timeout could expire; re-armed lazily,
+    /// so activity costs a timestamp, not a timer update.
+    housekeeping: Pin<Box<tokio::time::Sleep>>,
     graceful: Cancelled,
     hard: Cancelled,
     kill: Cancelled,
@@ -259,12 +307,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             self.draining = true;
             self.go_away(go_away::SHUTTING_DOWN, "the server is shutting down");
         }
+        if self.housekeeping.as_mut().poll(cx).is_ready() {
+            if let Some(end) = self.housekeeping(cx) {
+                return Poll::Ready(end);
+            }
+        }
         let mut budget = FRAMES_PER_POLL;
         // One clock read per batch: deadlines of frames read together start together.
         let now = Instant::now();
         loop {
             let mut read_any = false;
-            while budget > 0 {
+            // Backpressure on a peer that does not read its answers: above the write
+            // buffer bound, stop reading its requests.
+            let over_write_buffer = self.io.pending_write() > 0
+                && self.io.pending_write() + self.state.outbox.queued()
+                    > self.config.max_write_buffer;
+            while budget > 0 && !over_write_buffer {
                 // Backpressure: at the in-flight limit, stop reading until a call ends
                 // (its release wakes this task through the outbox's waker).
                 if !self.state.has_room() {
@@ -277,6 +335,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     Poll::Ready(Some(Ok(frame))) => {
                         budget -= 1;
                         read_any = true;
+                        self.last_frame_at = now;
                         if let Err(end) = self.handle(frame.freeze(), now, cx) {
                             return Poll::Ready(end);
                         }
@@ -301,6 +360,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
                 return Poll::Ready(End::Gone);
             }
+            if self.io.take_progress() || self.io.pending_write() == 0 {
+                self.last_write_at = now;
+            } else {
+                // Answers are stuck: make sure the timer looks again by the write timeout.
+                let stall_deadline = self.last_write_at + self.config.write_timeout;
+                if self.housekeeping.deadline() > stall_deadline {
+                    self.housekeeping.as_mut().reset(stall_deadline);
+                    let _ = self.housekeeping.as_mut().poll(cx);
+                }
+            }
             if self.draining && self.state.running().is_empty() {
                 return Poll::Ready(End::Drained);
             }
@@ -313,6 +382,40 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// The idle and write timeouts: ends the connection if one expired, else re-arms the
+    /// timer for the earliest time one could.
+    fn housekeeping(&mut self, cx: &mut TaskContext<'_>) -> Option<End> {
+        let now = Instant::now();
+        let writing = self.io.pending_write() > 0;
+        if writing && now.duration_since(self.last_write_at) >= self.config.write_timeout {
+            tracing::debug!(peer = %self.info.peer(), "peer stopped reading: dropping the connection");
+            return Some(End::Gone);
+        }
+        let idle = self.state.in_flight.load(Ordering::Acquire) == 0 && !writing;
+        if let Some(idle_timeout) = self.config.idle_timeout {
+            if idle && now.duration_since(self.last_frame_at) >= idle_timeout {
+                tracing::debug!(peer = %self.info.peer(), "idle timeout: closing the connection");
+                self.go_away(go_away::IDLE_TIMEOUT, "the connection was idle too long");
+                return Some(End::Drained);
+            }
+        }
+        // Idle: when the idle period would end; busy: look again one period from now.
+        let mut next = now + HOUSEKEEPING_FALLBACK;
+        if let Some(idle_timeout) = self.config.idle_timeout {
+            let base = if idle { self.last_frame_at } else { now };
+            next = next.min(base + idle_timeout);
+        }
+        if writing {
+            next = next.min(self.last_write_at + self.config.write_timeout);
+        }
+        self.housekeeping
+            .as_mut()
+            .reset(next.max(now + Duration::from_millis(1)));
+        // Register the re-armed timer with this task.
+        let _ = self.housekeeping.as_mut().poll(cx);
+        None
     }
 
     fn handle(&mut self, frame: Bytes, now: Instant, cx: &mut TaskContext<'_>) -> Result<(), End> {
@@ -448,6 +551,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         // Poll once here: a handler that is ready at once needs no task, no map entry and
         // no timer. While it is polled it is registered in the inline slot (id 0, which
         // the slot cannot hold, goes to the map).
+        // Load shedding: beyond the server-wide limit the call is refused, not queued.
+        if self.state.load.calls.fetch_add(1, Ordering::AcqRel) >= self.config.max_concurrent_calls
+        {
+            self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
+            unregistered().error(
+                status::OVERLOADED,
+                "the server is at its concurrency limit; the call did not run",
+            );
+            return Ok(());
+        }
         if id == 0 {
             self.state.running().insert(id, None);
         } else {

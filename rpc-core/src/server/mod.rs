@@ -18,7 +18,7 @@ pub use interceptor::{Interceptor, Rejection};
 pub use service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router, Service};
 
 use crate::transport::Listener;
-use connection::Signals;
+use connection::{Load, Signals};
 
 /// A server: services plus settings, ready to serve a listener.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ impl Server {
             kill: CancellationToken::new(),
         };
         let tracker = TaskTracker::new();
+        let load = Arc::new(Load::default());
+        let accept_load = Arc::clone(&load);
         let accept_signals = signals.clone();
         let connections = tracker.clone();
         let grace = self.config.shutdown_grace;
@@ -68,6 +70,7 @@ impl Server {
                             peer,
                             Arc::clone(&self.router),
                             Arc::clone(&self.config),
+                            Arc::clone(&accept_load),
                             accept_signals.clone(),
                         ));
                     }
@@ -85,6 +88,7 @@ impl Server {
             signals,
             tracker,
             grace,
+            load,
         }
     }
 }
@@ -96,6 +100,7 @@ pub struct ServerHandle<A> {
     signals: Signals,
     tracker: TaskTracker,
     grace: Duration,
+    load: Arc<Load>,
 }
 
 impl<A: fmt::Debug> fmt::Debug for ServerHandle<A> {
@@ -114,6 +119,18 @@ impl<A> ServerHandle<A> {
         A: Clone,
     {
         self.local_addr.clone()
+    }
+
+    /// Connections being served now (including those in their handshake).
+    pub fn connections(&self) -> usize {
+        self.load
+            .connections
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Calls running now, across all connections.
+    pub fn calls_in_flight(&self) -> usize {
+        self.load.calls.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Graceful shutdown with the configured grace period (default 30 s): stops
