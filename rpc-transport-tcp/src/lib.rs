@@ -1,5 +1,7 @@
 //! TCP and Unix domain socket transport: [`serve`] binds and starts a server in one call,
 //! [`connect`] opens a multiplexed client connection. `TCP_NODELAY` is set on both ends.
+//! The [`tls`] module (cargo feature `tls`, on by default) does the same over TLS and
+//! mutual TLS.
 //!
 //! ```no_run
 //! # use rpc_core::service;
@@ -17,14 +19,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 
 use rpc_core::{
     ClientConfig, Connection, Established, Listener, PeerAddr, Router, RpcError, Server,
     ServerConfig, ServerHandle,
 };
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(unix)]
 pub mod unix;
 
@@ -56,34 +63,28 @@ pub async fn connect(addr: impl ToSocketAddrs) -> Result<Connection, RpcError> {
 
 /// Connects to a server at `addr`: resolves it, tries each address in turn, and runs the
 /// handshake, all within the configured connect timeout.
+///
+/// A server that answers with TLS (a [`tls`] server) fails the connect at once with
+/// [`RpcError::Protocol`] saying so.
 pub async fn connect_with_config(
     addr: impl ToSocketAddrs,
     config: ClientConfig,
 ) -> Result<Connection, RpcError> {
     let timeout = config.connect_timeout_value();
     let attempt = async {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|e| connect_error("(unresolved)", e))?
-            .collect();
-        let mut last_error = None;
-        for candidate in &addrs {
-            match TcpStream::connect(candidate).await {
-                Ok(stream) => {
-                    stream
-                        .set_nodelay(true)
-                        .map_err(|e| connect_error(candidate, e))?;
-                    return Connection::handshake(stream, &candidate.to_string(), config).await;
-                }
-                Err(e) => last_error = Some(connect_error(candidate, e)),
-            }
+        let (stream, addr) = connect_tcp(addr).await?;
+        let first = Arc::new(FirstBytes::default());
+        let io = Sniffing {
+            stream,
+            first: Arc::clone(&first),
+        };
+        match Connection::handshake(io, &addr.to_string(), config).await {
+            Err(_) if first.look_like_tls() => Err(RpcError::Protocol(format!(
+                "the server at {addr} answered with TLS: it requires a TLS connection \
+                 (rpc_transport_tcp::tls::connect)"
+            ))),
+            outcome => outcome,
         }
-        Err(last_error.unwrap_or_else(|| {
-            connect_error(
-                "(unresolved)",
-                io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing"),
-            )
-        }))
     };
     tokio::time::timeout(timeout, attempt)
         .await
@@ -95,10 +96,109 @@ pub async fn connect_with_config(
         })
 }
 
-fn connect_error(addr: impl ToString, source: io::Error) -> RpcError {
+/// Resolves `addr`, connects to the first address that accepts, and sets `TCP_NODELAY`.
+pub(crate) async fn connect_tcp(
+    addr: impl ToSocketAddrs,
+) -> Result<(TcpStream, SocketAddr), RpcError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| connect_error("(unresolved)", e))?
+        .collect();
+    let mut last_error = None;
+    for candidate in addrs {
+        match TcpStream::connect(candidate).await {
+            Ok(stream) => {
+                stream
+                    .set_nodelay(true)
+                    .map_err(|e| connect_error(candidate, e))?;
+                return Ok((stream, candidate));
+            }
+            Err(e) => last_error = Some(connect_error(candidate, e)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        connect_error(
+            "(unresolved)",
+            io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing"),
+        )
+    }))
+}
+
+pub(crate) fn connect_error(addr: impl ToString, source: io::Error) -> RpcError {
     RpcError::Connect {
         addr: addr.to_string(),
         source: Arc::new(source),
+    }
+}
+
+/// The first bytes a server sent on a plaintext connection, kept to explain a failed
+/// handshake.
+#[derive(Default)]
+struct FirstBytes(Mutex<Vec<u8>>);
+
+/// Bytes enough to recognise a TLS record header: content type, version.
+const SNIFF_LEN: usize = 3;
+
+impl FirstBytes {
+    /// Records bytes read; true once enough were seen.
+    fn record(&self, bytes: &[u8]) -> bool {
+        let mut first = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let take = bytes.len().min(SNIFF_LEN - first.len());
+        first.extend_from_slice(&bytes[..take]);
+        first.len() >= SNIFF_LEN
+    }
+
+    /// Whether the server opened with a TLS record (an alert or a handshake message)
+    /// instead of this protocol's handshake.
+    fn look_like_tls(&self) -> bool {
+        let first = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(first[..], [0x15 | 0x16, 0x03, 0x00..=0x04])
+    }
+}
+
+/// A plaintext TCP connection that notes the first bytes the server sends.
+struct Sniffing {
+    stream: TcpStream,
+    first: Arc<FirstBytes>,
+}
+
+impl rpc_core::Transport for Sniffing {
+    type Reader = SniffingReader;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let (reader, writer) = self.stream.into_split();
+        (
+            SniffingReader {
+                inner: reader,
+                first: Some(self.first),
+            },
+            writer,
+        )
+    }
+}
+
+/// The read half of [`Sniffing`]: once the first bytes are noted it only forwards.
+struct SniffingReader {
+    inner: tokio::net::tcp::OwnedReadHalf,
+    first: Option<Arc<FirstBytes>>,
+}
+
+impl AsyncRead for SniffingReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let Some(first) = &this.first else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        let result = ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
+        if first.record(&buf.filled()[before..]) {
+            this.first = None;
+        }
+        Poll::Ready(result)
     }
 }
 
