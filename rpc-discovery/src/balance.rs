@@ -1,0 +1,460 @@
+//! Load balancers: given the endpoints that can take a call right now, pick one.
+//!
+//! | balancer | picks |
+//! |---|---|
+//! | [`RoundRobin`] (default) | each endpoint in turn |
+//! | [`Random`] | uniformly at random |
+//! | [`WeightedRoundRobin`] | in proportion to [`Endpoint::weight`], smoothly interleaved (nginx's smooth WRR) |
+//! | [`LeastInFlight`] | the endpoint with the fewest calls in flight from this channel |
+//! | [`PowerOfTwoChoices`] | the less loaded of two endpoints chosen at random |
+//! | [`ConsistentHash`] | by the call's routing key on a hash ring with virtual nodes |
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use crate::endpoint::Endpoint;
+use crate::policy::random_below;
+
+/// An endpoint that can take a call now, as a [`Balancer`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Calls this channel has in flight on it.
+    pub in_flight: usize,
+}
+
+/// Chooses the endpoint for one call.
+pub trait Balancer: Send + Sync + 'static {
+    /// Picks one of `candidates` (never empty; the endpoints that are healthy and not yet
+    /// tried by this call) for a call with routing key `key`, and returns its index.
+    fn pick(&self, candidates: &[Candidate<'_>], key: Option<u64>) -> usize;
+
+    /// Told the whole endpoint set (healthy or not) whenever discovery changes it.
+    fn update(&self, endpoints: &[Endpoint]) {
+        let _ = endpoints;
+    }
+
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+}
+
+/// Each candidate in turn: over any run of `k × n` calls to a stable set of `n` healthy
+/// endpoints, each gets exactly `k`.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A round-robin balancer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Balancer for RoundRobin {
+    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()
+    }
+
+    fn name(&self) -> &'static str {
+        "round_robin"
+    }
+}
+
+/// A uniformly random candidate.
+#[derive(Debug, Default)]
+pub struct Random;
+
+impl Random {
+    /// A random balancer.
+    pub fn new() -> Self {
+        Random
+    }
+}
+
+impl Balancer for Random {
+    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+        random_below(candidates.len())
+    }
+
+    fn name(&self) -> &'static str {
+        "random"
+    }
+}
+
+/// Smooth weighted round robin (as in nginx): every pick adds each candidate's weight to
+/// its running score, takes the highest score and subtracts the total weight from it.
+/// Over `W` picks (`W` the sum of the weights) each endpoint is picked exactly its weight
+/// times, and the picks of a heavy endpoint are spread out instead of bunched.
+#[derive(Debug, Default)]
+pub struct WeightedRoundRobin {
+    scores: Mutex<HashMap<String, i64>>,
+}
+
+impl WeightedRoundRobin {
+    /// A smooth weighted round-robin balancer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Balancer for WeightedRoundRobin {
+    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+        let mut scores = self.scores.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut total = 0i64;
+        let mut best = 0;
+        let mut best_score = i64::MIN;
+        for (i, c) in candidates.iter().enumerate() {
+            let weight = i64::from(c.endpoint.effective_weight());
+            total += weight;
+            let score = match scores.get_mut(c.endpoint.addr.as_str()) {
+                Some(score) => score,
+                None => scores.entry(c.endpoint.addr.clone()).or_insert(0),
+            };
+            *score += weight;
+            if *score > best_score {
+                best_score = *score;
+                best = i;
+            }
+        }
+        if let Some(score) = scores.get_mut(candidates[best].endpoint.addr.as_str()) {
+            *score -= total;
+        }
+        best
+    }
+
+    fn update(&self, endpoints: &[Endpoint]) {
+        let mut scores = self.scores.lock().unwrap_or_else(PoisonError::into_inner);
+        scores.retain(|addr, _| endpoints.iter().any(|e| &e.addr == addr));
+    }
+
+    fn name(&self) -> &'static str {
+        "weighted_round_robin"
+    }
+}
+
+/// The candidate with the fewest calls in flight; ties are broken in turn, so an idle
+/// set is used round robin.
+#[derive(Debug, Default)]
+pub struct LeastInFlight {
+    next: AtomicUsize,
+}
+
+impl LeastInFlight {
+    /// A least-in-flight balancer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Balancer for LeastInFlight {
+    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+        let n = candidates.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| candidates[i].in_flight)
+            .unwrap_or(0)
+    }
+
+    fn name(&self) -> &'static str {
+        "least_in_flight"
+    }
+}
+
+/// Power of two choices: two distinct candidates at random, the one with fewer calls in
+/// flight wins. Almost as good as [`LeastInFlight`] at avoiding a slow endpoint, without
+/// sending every caller to the same one at once.
+#[derive(Debug, Default)]
+pub struct PowerOfTwoChoices;
+
+impl PowerOfTwoChoices {
+    /// A power-of-two-choices balancer.
+    pub fn new() -> Self {
+        PowerOfTwoChoices
+    }
+}
+
+impl Balancer for PowerOfTwoChoices {
+    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+        let n = candidates.len();
+        if n == 1 {
+            return 0;
+        }
+        let a = random_below(n);
+        let b = (a + 1 + random_below(n - 1)) % n;
+        if candidates[b].in_flight < candidates[a].in_flight {
+            b
+        } else {
+            a
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "p2c"
+    }
+}
+
+/// Consistent hashing on the call's routing key (`client.with_routing_key(k)`): each
+/// endpoint owns `virtual_nodes × weight` points on a 64-bit ring and a key goes to the
+/// owner of the first point at or after its hash. Calls with the same key reach the same
+/// endpoint while the set is stable; adding an endpoint to a set of `n` moves about
+/// `1/(n+1)` of the keys, all of them to the new endpoint. A key whose endpoint cannot
+/// take the call (unhealthy, or already tried by a retry) goes to the next endpoint on
+/// the ring. Calls without a key are spread round robin.
+#[derive(Debug)]
+pub struct ConsistentHash {
+    virtual_nodes: u32,
+    ring: RwLock<Vec<(u64, usize)>>,
+    addrs: RwLock<Vec<String>>,
+    fallback: RoundRobin,
+}
+
+impl Default for ConsistentHash {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConsistentHash {
+    /// A ring with 160 virtual nodes per unit of weight.
+    pub fn new() -> Self {
+        Self::with_virtual_nodes(160)
+    }
+
+    /// A ring with `virtual_nodes` points per unit of weight (more points, more even
+    /// spread, slower updates).
+    pub fn with_virtual_nodes(virtual_nodes: u32) -> Self {
+        ConsistentHash {
+            virtual_nodes: virtual_nodes.max(1),
+            ring: RwLock::new(Vec::new()),
+            addrs: RwLock::new(Vec::new()),
+            fallback: RoundRobin::new(),
+        }
+    }
+
+    /// The address the ring maps `key` to when every endpoint is available, or `None`
+    /// for an empty ring.
+    pub fn owner(&self, key: u64) -> Option<String> {
+        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
+        let addrs = self.addrs.read().unwrap_or_else(PoisonError::into_inner);
+        if ring.is_empty() {
+            return None;
+        }
+        let start = ring.partition_point(|&(point, _)| point < mix(key)) % ring.len();
+        Some(addrs[ring[start].1].clone())
+    }
+}
+
+impl Balancer for ConsistentHash {
+    fn pick(&self, candidates: &[Candidate<'_>], key: Option<u64>) -> usize {
+        let Some(key) = key else {
+            return self.fallback.pick(candidates, None);
+        };
+        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
+        let addrs = self.addrs.read().unwrap_or_else(PoisonError::into_inner);
+        if !ring.is_empty() {
+            let position = |addr: &str| candidates.iter().position(|c| c.endpoint.addr == addr);
+            let start = ring.partition_point(|&(point, _)| point < mix(key));
+            let mut seen = vec![false; addrs.len()];
+            for k in 0..ring.len() {
+                let owner = ring[(start + k) % ring.len()].1;
+                if std::mem::replace(&mut seen[owner], true) {
+                    continue;
+                }
+                if let Some(i) = position(&addrs[owner]) {
+                    return i;
+                }
+            }
+        }
+        // Candidates the ring does not know yet (no update so far).
+        (mix(key) % candidates.len() as u64) as usize
+    }
+
+    fn update(&self, endpoints: &[Endpoint]) {
+        let mut ring = Vec::new();
+        let addrs: Vec<String> = endpoints.iter().map(|e| e.addr.clone()).collect();
+        for (index, e) in endpoints.iter().enumerate() {
+            let points = self.virtual_nodes.saturating_mul(e.effective_weight());
+            for v in 0..points {
+                ring.push((point_hash(&e.addr, v), index));
+            }
+        }
+        ring.sort_unstable();
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
+        *self.addrs.write().unwrap_or_else(PoisonError::into_inner) = addrs;
+    }
+
+    fn name(&self) -> &'static str {
+        "consistent_hash"
+    }
+}
+
+/// The ring point `v` of the endpoint at `addr`: FNV-1a over the address and `v`, then a
+/// finalizer, so that the points are stable across processes and builds.
+fn point_hash(addr: &str, v: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in addr.bytes().chain(v.to_le_bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// The splitmix64 finalizer: spreads nearby keys over the ring.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(n: usize) -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| Endpoint::new(format!("10.0.0.{i}:7000")))
+            .collect()
+    }
+
+    fn candidates<'a>(endpoints: &'a [Endpoint], load: &[usize]) -> Vec<Candidate<'a>> {
+        endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, endpoint)| Candidate {
+                endpoint,
+                in_flight: load.get(i).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    fn counts(b: &dyn Balancer, c: &[Candidate<'_>], picks: usize) -> Vec<usize> {
+        let mut counts = vec![0; c.len()];
+        for k in 0..picks {
+            counts[b.pick(c, Some(k as u64))] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_is_exactly_fair() {
+        let e = endpoints(3);
+        let c = candidates(&e, &[]);
+        let b = RoundRobin::new();
+        assert_eq!(counts(&b, &c, 3000), vec![1000, 1000, 1000]);
+        // Any window of n consecutive picks hits every endpoint once.
+        let window: Vec<usize> = (0..3).map(|_| b.pick(&c, None)).collect();
+        let mut sorted = window.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2], "{window:?}");
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_matches_weights_within_2_percent() {
+        let e = vec![
+            Endpoint::new("a:1").with_weight(5),
+            Endpoint::new("b:1").with_weight(3),
+            Endpoint::new("c:1").with_weight(2),
+        ];
+        let c = candidates(&e, &[]);
+        let b = WeightedRoundRobin::new();
+        let got = counts(&b, &c, 10_000);
+        for (count, expected) in got.iter().zip([5000.0, 3000.0, 2000.0]) {
+            let error = (*count as f64 - expected).abs() / expected;
+            assert!(error <= 0.02, "{got:?}");
+        }
+        // Smooth: the heavy endpoint never gets more than 2 picks in a row here.
+        let seq: Vec<usize> = (0..10).map(|_| b.pick(&c, None)).collect();
+        assert!(
+            seq.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])),
+            "{seq:?}"
+        );
+    }
+
+    #[test]
+    fn random_spreads_evenly() {
+        let e = endpoints(4);
+        let c = candidates(&e, &[]);
+        let got = counts(&Random::new(), &c, 40_000);
+        assert!(got.iter().all(|&n| (9_000..11_000).contains(&n)), "{got:?}");
+    }
+
+    #[test]
+    fn least_in_flight_prefers_the_least_loaded() {
+        let e = endpoints(3);
+        let c = candidates(&e, &[5, 1, 7]);
+        let b = LeastInFlight::new();
+        assert!((0..100).all(|_| b.pick(&c, None) == 1));
+        // Ties rotate.
+        let idle = candidates(&e, &[0, 0, 0]);
+        assert_eq!(counts(&b, &idle, 300), vec![100, 100, 100]);
+    }
+
+    #[test]
+    fn p2c_avoids_the_loaded_endpoint() {
+        let e = endpoints(3);
+        let c = candidates(&e, &[50, 0, 0]);
+        let got = counts(&PowerOfTwoChoices::new(), &c, 3000);
+        // The loaded endpoint only wins when drawn twice, which P2C never does.
+        assert_eq!(got[0], 0, "{got:?}");
+        assert!(got[1] > 1000 && got[2] > 1000, "{got:?}");
+    }
+
+    #[test]
+    fn consistent_hash_is_stable_and_moves_about_one_nth() {
+        let keys = 10_000u64;
+        let before = endpoints(4);
+        let ring = ConsistentHash::new();
+        ring.update(&before);
+        let c = candidates(&before, &[]);
+        let owner_before: Vec<&str> = (0..keys)
+            .map(|k| c[ring.pick(&c, Some(k))].endpoint.addr.as_str())
+            .collect();
+        // Stable: the same key always maps to the same endpoint.
+        for k in 0..keys {
+            assert_eq!(
+                c[ring.pick(&c, Some(k))].endpoint.addr,
+                owner_before[k as usize]
+            );
+        }
+        // Spread: each of 4 endpoints owns 25 % ± 7 %.
+        for e in &before {
+            let owned = owner_before.iter().filter(|a| **a == e.addr).count() as f64;
+            assert!((owned / keys as f64 - 0.25).abs() < 0.07, "{owned}");
+        }
+
+        let after = endpoints(5);
+        ring.update(&after);
+        let c2 = candidates(&after, &[]);
+        let mut moved = 0;
+        for k in 0..keys {
+            let now = c2[ring.pick(&c2, Some(k))].endpoint.addr.as_str();
+            if now != owner_before[k as usize] {
+                moved += 1;
+                assert_eq!(now, after[4].addr, "keys only move to the new endpoint");
+            }
+        }
+        let fraction = moved as f64 / keys as f64;
+        // Ideal: 1/5 = 20 %.
+        assert!((0.13..0.27).contains(&fraction), "moved {fraction}");
+    }
+
+    #[test]
+    fn consistent_hash_skips_unavailable_owner() {
+        let all = endpoints(3);
+        let ring = ConsistentHash::new();
+        ring.update(&all);
+        let owner = ring.owner(42).unwrap();
+        let rest: Vec<Endpoint> = all.iter().filter(|e| e.addr != owner).cloned().collect();
+        let c = candidates(&rest, &[]);
+        let first = ring.pick(&c, Some(42));
+        // Deterministic fallback to the next owner on the ring.
+        assert!((0..10).all(|_| ring.pick(&c, Some(42)) == first));
+    }
+}

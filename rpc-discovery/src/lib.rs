@@ -1,0 +1,69 @@
+//! Beyond one server: service discovery, load balancing, reconnection, retries and
+//! outlier ejection for the RPC framework, used through the same generated clients.
+//!
+//! ```no_run
+//! use rpc_core::service;
+//! use rpc_discovery::{balance, BalancedChannel, StaticDiscovery};
+//!
+//! #[service]
+//! pub trait Calculator {
+//!     #[idempotent]
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! # #[tokio::main] async fn main() -> anyhow::Result<()> {
+//! // One server: CalculatorClient::new(rpc_transport_tcp::connect(addr).await?)
+//! // N replicas: only the way the client is built changes.
+//! let discovery = StaticDiscovery::new(["127.0.0.1:7001", "127.0.0.1:7002"]);
+//! let channel = BalancedChannel::builder(discovery)
+//!     .balancer(balance::PowerOfTwoChoices::new())
+//!     .build();
+//! let calc = CalculatorClient::new(channel);
+//! assert_eq!(calc.add(1, 2).await?, 3);
+//! # Ok(()) }
+//! ```
+//!
+//! - **Discovery** ([`Discovery`]): the current endpoint set of a service plus a stream
+//!   of [`Change`]s. [`StaticDiscovery`] (built in), [`dns::DnsDiscovery`] (A/AAAA or SRV,
+//!   re-resolved when the TTL runs out; feature `dns`, on by default) and
+//!   `etcd::EtcdDiscovery` with `etcd::register` (feature `etcd`, needs `protoc` to
+//!   build).
+//! - **Balancing** ([`balance`]): round robin, random, smooth weighted round robin, least
+//!   in flight, power of two choices, consistent hashing on the call's routing key.
+//! - **Resilience** ([`BalancedChannel`]): lazy connections reopened with exponential
+//!   backoff and jitter, retries only when safe, within the deadline and a retry budget
+//!   ([`RetryPolicy`]), outlier ejection with probing ([`OutlierPolicy`]).
+//!
+//! # When a call is retried
+//!
+//! A failed attempt is sent again, to another endpoint when there is one, only if
+//! running the call twice is impossible or harmless:
+//!
+//! - the call certainly never reached a handler ([`rpc_core::RpcError::is_safe_to_retry`]:
+//!   connection refused or failed, refused before sending, refused by a server that is
+//!   shutting down or overloaded), or
+//! - the method is declared `#[idempotent]` and the connection was lost while the call
+//!   was in flight (it may or may not have run).
+//!
+//! Anything else (a lost connection under a non-idempotent call, a deadline, an answer
+//! from the handler) is returned to the caller as is. A retry also needs attempts left,
+//! time before the deadline for its backoff, and a token from the retry budget.
+//! `docs/SCALING.md` in the repository describes the model and every setting.
+
+#![warn(missing_docs)]
+
+pub mod balance;
+mod channel;
+mod discovery;
+#[cfg(feature = "dns")]
+pub mod dns;
+mod endpoint;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+mod policy;
+
+pub use balance::Balancer;
+pub use channel::{BalancedChannel, Builder, EndpointStatus, DEFAULT_CONNECT_TIMEOUT};
+pub use discovery::{Discovery, Endpoints, Publisher, StaticDiscovery};
+pub use endpoint::{diff, Change, Endpoint};
+pub use policy::{Backoff, OutlierPolicy, RetryPolicy};

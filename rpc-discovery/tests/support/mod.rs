@@ -1,0 +1,154 @@
+//! Helpers shared by the integration tests: in-process replicas, replica processes, and
+//! the etcd gate.
+#![allow(dead_code)]
+
+#[path = "../../src/bin/discovery-test-server/service.rs"]
+pub mod service;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rpc_core::ServerHandle;
+pub use service::{ReplicaClient, ReplicaImpl, ReplicaServer};
+
+/// An in-process replica on an ephemeral loopback port.
+pub async fn start(replica: ReplicaImpl) -> ServerHandle<SocketAddr> {
+    rpc_transport_tcp::serve("127.0.0.1:0", ReplicaServer::new(replica))
+        .await
+        .expect("bind loopback")
+}
+
+/// The etcd endpoint for tests (`RPC_TEST_ETCD`). Without it, tests that need etcd are
+/// skipped locally, but fail under CI (`CI` set), where `.ci/run` starts etcd.
+pub fn etcd_endpoint(test: &str) -> Option<String> {
+    match std::env::var("RPC_TEST_ETCD") {
+        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "{test}: RPC_TEST_ETCD is not set under CI; `.ci/run` must start etcd (.ci/etcd.sh)"
+        ),
+        _ => {
+            eprintln!("SKIPPED {test}: set RPC_TEST_ETCD=http://127.0.0.1:PORT (see .ci/etcd.sh) to run it");
+            None
+        }
+    }
+}
+
+/// A service name no other test run uses.
+pub fn unique_service(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A `discovery-test-server` process, killed when dropped.
+pub struct ServerProcess {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts a replica named `name`; with `etcd` = (endpoint, service, ttl seconds) it
+    /// registers itself. Returns once it listens (and is registered).
+    pub fn spawn(name: &str, etcd: Option<(&str, &str, u64)>) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_discovery-test-server"));
+        command.args(["--name", name]);
+        if let Some((endpoint, service, ttl)) = etcd {
+            command.args([
+                "--etcd",
+                endpoint,
+                "--service",
+                service,
+                "--ttl",
+                &ttl.to_string(),
+            ]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn discovery-test-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut process = ServerProcess {
+            name: name.to_string(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            child,
+            stdin,
+            lines,
+        };
+        let listening = process.expect_line("listening ");
+        process.addr = listening["listening ".len()..].parse().unwrap();
+        if etcd.is_some() {
+            process.expect_line("registered");
+        }
+        process
+    }
+
+    /// Waits (up to 20 s) for an output line starting with `prefix`.
+    pub fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("{}: no line starting with {prefix:?}", self.name),
+            }
+        }
+    }
+
+    /// SIGKILL: no deregistration, no draining.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill");
+        let _ = self.child.wait();
+    }
+
+    /// Asks for a graceful shutdown (deregister, drain) without waiting for it.
+    pub fn stop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin, "stop");
+        }
+    }
+
+    /// Waits for the process to exit after [`stop`](Self::stop).
+    pub fn wait(&mut self) {
+        self.expect_line("stopped");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `limit` for `condition`, polling every 10 ms; returns how long it took.
+pub async fn within(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    condition().then(|| start.elapsed())
+}
