@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use hickory_resolver;
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    LookupIpStrategy, NameServerConfigGroup, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{ResolveError, TokioResolver};
 use tokio::task::AbortHandle;
@@ -65,7 +67,8 @@ impl DnsBuilder {
         self
     }
 
-    /// Resolver options (timeouts, attempts, ...; default `ResolverOpts::default()`).
+    /// Resolver options (timeouts, attempts, ...; default `ResolverOpts::default()` with
+    /// `ip_strategy` set to `Ipv4AndIpv6`, so that both A and AAAA records are used).
     pub fn resolver_options(mut self, options: ResolverOpts) -> Self {
         self.options = options;
         self
@@ -146,7 +149,11 @@ impl DnsDiscovery {
         DnsBuilder {
             target,
             nameservers: Vec::new(),
-            options: ResolverOpts::default(),
+            options: {
+                let mut options = ResolverOpts::default();
+                options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+                options
+            },
             min_refresh: Duration::from_secs(1),
             max_refresh: Duration::from_secs(300),
             error_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
