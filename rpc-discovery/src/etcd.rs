@@ -113,7 +113,8 @@ impl RegisterOptions {
 pub struct Registration {
     key: String,
     lease: Arc<AtomicI64>,
-    client: Client,
+    /// Boxed: an etcd client is several kilobytes.
+    client: Box<Client>,
     keep_alive: AbortHandle,
     done: AtomicBool,
 }
@@ -143,7 +144,7 @@ impl Registration {
     pub async fn deregister(self) -> Result<(), etcd_client::Error> {
         self.done.store(true, Ordering::SeqCst);
         self.keep_alive.abort();
-        let mut client = self.client.clone();
+        let mut client = (*self.client).clone();
         client.lease_revoke(self.lease_id()).await?;
         tracing::info!(key = %self.key, "deregistered from etcd");
         Ok(())
@@ -157,7 +158,7 @@ impl Drop for Registration {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let mut client = self.client.clone();
+            let mut client = (*self.client).clone();
             let lease = self.lease_id();
             runtime.spawn(async move {
                 let _ = client.lease_revoke(lease).await;
@@ -197,7 +198,7 @@ pub async fn register(
     Ok(Registration {
         key,
         lease,
-        client: client.clone(),
+        client: Box::new(client.clone()),
         keep_alive: task.abort_handle(),
         done: AtomicBool::new(false),
     })
