@@ -107,6 +107,12 @@ pub enum RpcError {
         /// The server's message.
         message: String,
     },
+    /// The producer of a stream ended it with an error.
+    #[error("stream aborted: {message}")]
+    Aborted {
+        /// The producer's reason.
+        message: String,
+    },
     /// The server is shutting down and accepts no new calls.
     #[error("server is shutting down")]
     ShuttingDown,

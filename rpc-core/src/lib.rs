@@ -50,6 +50,7 @@ mod frame_io;
 mod outbox;
 pub mod protocol;
 pub mod server;
+mod stream;
 pub mod transport;
 mod util;
 
@@ -64,6 +65,7 @@ pub use server::{
     DispatchError, HandlerFuture, IncomingCall, Interceptor, Rejection, ReplyTo, Router, Server,
     ServerConfig, ServerHandle, Service,
 };
+pub use stream::Streaming;
 pub use transport::{memory, Established, Listener, SplitIo, Transport};
 
 /// Turns a trait of `async fn`s into an RPC service.

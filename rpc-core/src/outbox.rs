@@ -57,8 +57,9 @@ impl Outbox {
         self.max_frame_size
     }
 
-    /// Queues one frame (see [`protocol::write_frame`]). Fails without queueing anything
-    /// if the outbox is closed, the payload fails to encode, or the frame is too large.
+    /// Queues one frame (see [`protocol::write_frame`]) and returns its size. Fails
+    /// without queueing anything if the outbox is closed, the payload fails to encode, or
+    /// the frame is too large.
     pub(crate) fn push<F, P>(
         &self,
         kind: u8,
@@ -66,7 +67,7 @@ impl Outbox {
         id: u64,
         fields: F,
         payload: P,
-    ) -> Result<(), RpcError>
+    ) -> Result<usize, RpcError>
     where
         F: FnOnce(&mut BytesMut),
         P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
@@ -79,6 +80,7 @@ impl Outbox {
         if state.buf.capacity() == 0 {
             state.buf.reserve(INITIAL_CAPACITY);
         }
+        let before = state.buf.len();
         protocol::write_frame(
             &mut state.buf,
             self.max_frame_size,
@@ -88,12 +90,26 @@ impl Outbox {
             fields,
             payload,
         )?;
+        let size = state.buf.len() - before - protocol::LENGTH_PREFIX_LEN;
         drop(state);
         if was_empty {
             // A non-empty outbox already has a wake-up pending.
             self.writer.wake();
         }
-        Ok(())
+        Ok(size)
+    }
+
+    /// Queues a frame that is only a header plus `body` (control frames: CANCEL,
+    /// WINDOW_UPDATE, STOP_SENDING, STREAM_END). Errors mean the connection is closing.
+    pub(crate) fn push_control(&self, kind: u8, id: u64, body: &[u8]) -> Result<(), RpcError> {
+        self.push(
+            kind,
+            0,
+            id,
+            |buf| bytes::BufMut::put_slice(buf, body),
+            |_| Ok(()),
+        )
+        .map(|_| ())
     }
 
     /// Wakes the connection's task (registered through [`Outbox::register`]).

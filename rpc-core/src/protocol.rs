@@ -14,8 +14,15 @@ use crate::error::RpcError;
 
 /// The four bytes that open both handshake messages.
 pub const MAGIC: [u8; 4] = *b"RRPC";
-/// The protocol version this implementation speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this implementation speaks: 2 added streaming.
+pub const VERSION: u16 = 2;
+/// The oldest client version the server still accepts (unary calls only).
+pub const MIN_VERSION: u16 = 1;
+/// The first version with streaming frames.
+pub const STREAMING_VERSION: u16 = 2;
+/// Bytes of stream items each side may send on a call before the receiver grants more
+/// with `WINDOW_UPDATE` (per call and direction).
+pub const INITIAL_STREAM_WINDOW: u32 = 256 * 1024;
 /// Length in bytes of each handshake message (client hello and server reply).
 pub const HANDSHAKE_LEN: usize = 12;
 /// Length in bytes of the length prefix in front of every frame.
@@ -35,6 +42,15 @@ pub mod kind {
     pub const CANCEL: u8 = 0x03;
     /// The sender will accept no new calls (graceful shutdown) or is closing on an error.
     pub const GO_AWAY: u8 = 0x04;
+    /// One item of a call's stream, either direction (version 2).
+    pub const STREAM_ITEM: u8 = 0x10;
+    /// The client's stream of a call ended (status + message), client to server
+    /// (version 2). A server's stream ends with the call's `RESPONSE`.
+    pub const STREAM_END: u8 = 0x11;
+    /// The receiver of a call's stream grants the sender more bytes (version 2).
+    pub const WINDOW_UPDATE: u8 = 0x12;
+    /// The receiver of a call's stream no longer wants items: the sender stops (version 2).
+    pub const STOP_SENDING: u8 = 0x13;
 }
 
 /// Frame flags: the second byte of every frame body. Unknown bits are ignored.
@@ -74,6 +90,8 @@ pub mod status {
     pub const PERMISSION_DENIED: u8 = 12;
     /// The server is at its concurrency limit and shed the call without running it.
     pub const OVERLOADED: u8 = 13;
+    /// A stream was ended with an error by its producer (the message says why).
+    pub const ABORTED: u8 = 14;
 }
 
 /// Go-away codes: why the sender of a `GO_AWAY` frame stops.
@@ -183,6 +201,34 @@ pub enum Frame {
     /// The client gave up on call `id`.
     Cancel {
         /// The id of the cancelled call.
+        id: u64,
+    },
+    /// One item of call `id`'s stream.
+    StreamItem {
+        /// The call the stream belongs to.
+        id: u64,
+        /// The bincode-encoded item.
+        payload: Bytes,
+    },
+    /// The client's stream of call `id` ended.
+    StreamEnd {
+        /// The call the stream belongs to.
+        id: u64,
+        /// [`status::OK`], or [`status::ABORTED`] with a message.
+        status: u8,
+        /// The message of an error status.
+        message: String,
+    },
+    /// The receiver of call `id`'s stream grants `increment` more bytes.
+    WindowUpdate {
+        /// The call the stream belongs to.
+        id: u64,
+        /// Bytes granted.
+        increment: u32,
+    },
+    /// The receiver of call `id`'s stream wants no more items.
+    StopSending {
+        /// The call the stream belongs to.
         id: u64,
     },
     /// The sender stops: see [`go_away`].
@@ -305,6 +351,28 @@ impl Frame {
                 }))
             }
             kind::CANCEL => Ok(Frame::Cancel { id }),
+            kind::STREAM_ITEM => Ok(Frame::StreamItem { id, payload: body }),
+            kind::STREAM_END => {
+                if body.is_empty() {
+                    return Err(truncated("stream-end"));
+                }
+                let status = body.get_u8();
+                Ok(Frame::StreamEnd {
+                    id,
+                    status,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                })
+            }
+            kind::WINDOW_UPDATE => {
+                if body.len() < 4 {
+                    return Err(truncated("window-update"));
+                }
+                Ok(Frame::WindowUpdate {
+                    id,
+                    increment: body.get_u32(),
+                })
+            }
+            kind::STOP_SENDING => Ok(Frame::StopSending { id }),
             kind::GO_AWAY => {
                 if body.is_empty() {
                     return Err(truncated("go-away"));
@@ -408,6 +476,20 @@ pub(crate) fn put_short_str(buf: &mut BytesMut, s: &str) {
     debug_assert!(s.len() <= u8::MAX as usize);
     buf.put_u8(s.len() as u8);
     buf.put_slice(s.as_bytes());
+}
+
+/// `message`, cut at a character boundary so that an error frame carrying it fits in
+/// `max_frame_size` (the header, a status byte, then the message).
+pub(crate) fn fit_message(message: &str, max_frame_size: usize) -> &str {
+    let room = max_frame_size.saturating_sub(HEADER_LEN + 1);
+    if message.len() <= room {
+        return message;
+    }
+    let mut end = room;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 #[cfg(test)]

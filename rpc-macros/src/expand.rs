@@ -126,6 +126,7 @@ fn arg_names(method: &MethodDef) -> Vec<&Ident> {
 
 fn request_enum(def: &ServiceDef) -> TokenStream {
     let vis = &def.item.vis;
+    let serde_derive = serde_derive(def);
     let name = generated_name(def, "Request");
     let trait_name = &def.item.ident;
     let doc = format!(
@@ -147,8 +148,7 @@ fn request_enum(def: &ServiceDef) -> TokenStream {
     });
     quote! {
         #[doc = #doc]
-        #[derive(::rpc_core::__private::serde::Serialize, ::rpc_core::__private::serde::Deserialize)]
-        #[serde(crate = "::rpc_core::__private::serde")]
+        #serde_derive
         #[allow(clippy::large_enum_variant)]
         #vis enum #name {
             #(#variants,)*
@@ -167,6 +167,7 @@ fn request_enum(def: &ServiceDef) -> TokenStream {
 
 fn response_enum(def: &ServiceDef) -> TokenStream {
     let vis = &def.item.vis;
+    let serde_derive = serde_derive(def);
     let name = generated_name(def, "Response");
     let doc = format!(
         "The outcome of one method of [`{}`]: one variant per method, holding its return value.",
@@ -180,11 +181,27 @@ fn response_enum(def: &ServiceDef) -> TokenStream {
     });
     quote! {
         #[doc = #doc]
-        #[derive(::rpc_core::__private::serde::Serialize, ::rpc_core::__private::serde::Deserialize)]
-        #[serde(crate = "::rpc_core::__private::serde")]
+        #serde_derive
         #[allow(clippy::large_enum_variant)]
         #vis enum #name {
             #(#variants,)*
+        }
+    }
+}
+
+/// serde derives for the request and response enums, unless a method streams (a stream
+/// is not a value that can be serialized).
+fn serde_derive(def: &ServiceDef) -> TokenStream {
+    let streams = def
+        .methods
+        .iter()
+        .any(|m| m.stream_arg.is_some() || matches!(m.output, Output::Stream { .. }));
+    if streams {
+        TokenStream::new()
+    } else {
+        quote! {
+            #[derive(::rpc_core::__private::serde::Serialize, ::rpc_core::__private::serde::Deserialize)]
+            #[serde(crate = "::rpc_core::__private::serde")]
         }
     }
 }
@@ -209,13 +226,50 @@ fn client(def: &ServiceDef) -> TokenStream {
         let method = quote! {
             &::rpc_core::Method { service: #service, name: #wire, idempotent: #idempotent }
         };
+        // The stream argument, if any, travels as stream items, not in the request.
+        let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
         let args = m
             .args
             .iter()
-            .map(|(name, ty)| wire_value(ty, quote!(#name)));
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != stream_index)
+            .map(|(_, (name, ty))| wire_value(ty, quote!(#name)));
         let args = quote!(&( #(#args,)* ));
-        let (ret, body) = match &m.output {
-            Output::Value(ty) => {
+        let upload = m.stream_arg.as_ref().map(|(i, item)| (&m.args[*i].0, item));
+        let (ret, body) = match (&m.output, upload) {
+            (Output::Stream { item, whole }, None) => (
+                quote!(::core::result::Result<#whole, ::rpc_core::RpcError>),
+                quote!(self.client.call_server_stream::<_, #item>(#method, #args).await),
+            ),
+            (Output::Stream { item, whole }, Some((stream, up))) => (
+                quote!(::core::result::Result<#whole, ::rpc_core::RpcError>),
+                quote!(self.client.call_bidi_stream::<_, #up, #item>(#method, #args, #stream).await),
+            ),
+            (Output::Value(ty), Some((stream, up))) => {
+                let wire = wire_type(ty);
+                let call = quote!(self.client.call_client_stream::<_, #up, #wire>(#method, #args, #stream).await);
+                (
+                    quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+                    if is_byte_vec(ty) {
+                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                    } else {
+                        call
+                    },
+                )
+            }
+            (Output::Fallible { ok, err, .. }, Some((stream, up))) => {
+                let wire = wire_type(ok);
+                let call = quote!(self.client.call_client_stream_fallible::<_, #up, #wire, #err>(#method, #args, #stream).await);
+                (
+                    quote!(::core::result::Result<#ok, ::rpc_core::CallError<#err>>),
+                    if is_byte_vec(ok) {
+                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                    } else {
+                        call
+                    },
+                )
+            }
+            (Output::Value(ty), None) => {
                 let wire = wire_type(ty);
                 let call = quote!(self.client.call::<_, #wire>(#method, #args).await);
                 (
@@ -227,7 +281,7 @@ fn client(def: &ServiceDef) -> TokenStream {
                     },
                 )
             }
-            Output::Fallible { ok, err, .. } => {
+            (Output::Fallible { ok, err, .. }, None) => {
                 let wire = wire_type(ok);
                 let call =
                     quote!(self.client.call_fallible::<_, #wire, #err>(#method, #args).await);
@@ -319,16 +373,36 @@ fn server(def: &ServiceDef) -> TokenStream {
         let cfgs = &m.cfgs;
         let ident = &m.ident;
         let wire = &m.wire_name;
-        let types = m.args.iter().map(|(_, ty)| wire_type(ty));
-        let fields = m.args.iter().enumerate().map(|(i, (_, ty))| {
-            let index = syn::Index::from(i);
-            if is_byte_vec(ty) {
-                quote!(::rpc_core::ByteBuf::into_vec(__rpc_args.#index))
-            } else {
-                quote!(__rpc_args.#index)
-            }
+        let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
+        let types = m
+            .args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != stream_index)
+            .map(|(_, (_, ty))| wire_type(ty));
+        let mut decoded = 0;
+        let fields: Vec<TokenStream> = m
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| {
+                if Some(i) == stream_index {
+                    return quote!(__rpc_stream);
+                }
+                let index = syn::Index::from(decoded);
+                decoded += 1;
+                if is_byte_vec(ty) {
+                    quote!(::rpc_core::ByteBuf::into_vec(__rpc_args.#index))
+                } else {
+                    quote!(__rpc_args.#index)
+                }
+            })
+            .collect();
+        let take_stream = m.stream_arg.as_ref().map(|(_, item)| {
+            quote!(let __rpc_stream = __rpc_call.take_stream::<#item>()?;)
         });
         let answer = match &m.output {
+            Output::Stream { .. } => quote!(__rpc_reply.stream(__rpc_out).await),
             Output::Value(ty) => {
                 let out = wire_value(ty, quote!(__rpc_out));
                 quote!(__rpc_reply.ok(&#out))
@@ -347,6 +421,7 @@ fn server(def: &ServiceDef) -> TokenStream {
             #(#cfgs)*
             #wire => {
                 let __rpc_args: ( #(#types,)* ) = __rpc_call.decode_args()?;
+                #take_stream
                 let __rpc_inner = ::core::clone::Clone::clone(&self.inner);
                 let __rpc_reply = __rpc_call.into_reply();
                 ::core::result::Result::Ok(::rpc_core::__private::Box::pin(async move {

@@ -89,6 +89,9 @@ pub struct MethodDef {
     /// Declared `#[idempotent]`: safe to run more than once, so a balanced client may
     /// retry it after a failure that leaves its outcome unknown.
     pub idempotent: bool,
+    /// The `Streaming<T>` argument (client streaming), if any: its position among the
+    /// arguments and its item type. It travels as stream items, not in the request.
+    pub stream_arg: Option<(usize, Type)>,
 }
 
 /// What a method returns.
@@ -101,6 +104,8 @@ pub enum Output {
         err: Box<Type>,
         whole: Box<Type>,
     },
+    /// `Streaming<T>`: the answer is a stream of `T` (server streaming).
+    Stream { item: Box<Type>, whole: Box<Type> },
 }
 
 impl Output {
@@ -108,7 +113,7 @@ impl Output {
     pub fn declared(&self) -> &Type {
         match self {
             Output::Value(ty) => ty,
-            Output::Fallible { whole, .. } => whole,
+            Output::Fallible { whole, .. } | Output::Stream { whole, .. } => whole,
         }
     }
 }
@@ -231,6 +236,7 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
     }
 
     let mut args = Vec::new();
+    let mut stream_arg = None;
     for input in sig.inputs.iter().skip(1) {
         let FnArg::Typed(pat_type) = input else {
             errors.push_spanned(input, "`self` may only be the first argument");
@@ -260,6 +266,21 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
                 None
             }
         };
+        if let Some(item) = streaming_item(&pat_type.ty) {
+            if stream_arg.is_some() {
+                errors.push_spanned(
+                    &pat_type.ty,
+                    "at most one argument of an RPC method may be a `Streaming<T>` stream",
+                );
+            }
+            stream_arg = Some((args.len(), item));
+        } else if mentions_streaming(&pat_type.ty) {
+            errors.push_spanned(
+                &pat_type.ty,
+                "`Streaming<T>` is supported only as a whole argument type (`items: Streaming<T>`), not inside another type",
+            );
+            continue;
+        }
         if check_argument_type(&pat_type.ty, errors) {
             if let Some(ident) = ident {
                 args.push((ident, (*pat_type.ty).clone()));
@@ -271,7 +292,20 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
         ReturnType::Default => Output::Value(syn::parse_quote!(())),
         ReturnType::Type(_, ty) => {
             check_return_type(ty, errors);
-            classify_output(ty)
+            if let Some(item) = streaming_item(ty) {
+                Output::Stream {
+                    item: Box::new(item),
+                    whole: ty.clone(),
+                }
+            } else {
+                if mentions_streaming(ty) {
+                    errors.push_spanned(
+                        ty,
+                        "a stream is returned as `Streaming<T>` itself, not inside another type (end a stream with an error by yielding `Err` from it)",
+                    );
+                }
+                classify_output(ty)
+            }
         }
     };
 
@@ -320,7 +354,40 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
         docs,
         cfgs,
         idempotent,
+        stream_arg,
     })
+}
+
+/// The item type of a type written `Streaming<T>` (any path ending in `Streaming` with
+/// one type argument, such as `rpc_core::Streaming<T>`).
+fn streaming_item(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    if last.ident != "Streaming" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(generics) = &last.arguments else {
+        return None;
+    };
+    match generics.args.iter().collect::<Vec<_>>()[..] {
+        [GenericArgument::Type(item)] => Some(item.clone()),
+        _ => None,
+    }
+}
+
+/// Whether `Streaming` appears anywhere in the type.
+fn mentions_streaming(ty: &Type) -> bool {
+    fn scan(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            TokenTree::Ident(ident) => ident == "Streaming",
+            TokenTree::Group(group) => scan(group.stream()),
+            _ => false,
+        })
+    }
+    scan(ty.to_token_stream())
 }
 
 /// Whether the method carries `#[idempotent]` (which takes no arguments and may appear

@@ -43,4 +43,19 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Timeout of calls that set none.
     fn default_timeout(&self) -> Duration;
+
+    /// The connection to send a streaming call on. Streaming calls are never retried
+    /// (their items are consumed as they are sent). The default refuses them.
+    fn stream_connection<'a>(&'a self, call: &'a OutgoingCall<'a>) -> ConnectionFuture<'a> {
+        let _ = call;
+        Box::pin(async {
+            Err(RpcError::Unavailable {
+                reason: "this channel does not carry streaming calls".into(),
+            })
+        })
+    }
 }
+
+/// The future [`Channel::stream_connection`] returns.
+pub type ConnectionFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<super::Connection, RpcError>> + Send + 'a>>;

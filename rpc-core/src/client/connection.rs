@@ -24,11 +24,14 @@ use crate::error::RpcError;
 use crate::frame_io::FrameIo;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    self, go_away, handshake_status, kind, ClientHello, Frame, ResponseFrame, ServerHello,
+    self, go_away, handshake_status, kind, status, ClientHello, Frame, ResponseFrame, ServerHello,
     HANDSHAKE_LEN, VERSION,
 };
+use crate::stream::{send_items, Inbound, Sent, StreamEnd, StreamPeer, StreamTable};
 use crate::util::IdHasher;
-use crate::Metadata;
+use crate::{Metadata, Streaming};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 type Reply = Result<ResponseFrame, RpcError>;
 
@@ -43,14 +46,35 @@ enum State {
     Closed(RpcError),
 }
 
+/// What waits for a call's outcome.
+enum Pending {
+    /// A unary response.
+    Unary(oneshot::Sender<Reply>),
+    /// A streamed response: its items, then its `RESPONSE`, go to the stream.
+    Stream(Arc<Inbound>),
+}
+
+impl Pending {
+    fn fail(self, error: RpcError) {
+        match self {
+            Pending::Unary(slot) => {
+                let _ = slot.send(Err(error));
+            }
+            Pending::Stream(inbound) => inbound.end(StreamEnd::Error(error)),
+        }
+    }
+}
+
 struct Calls {
-    pending: HashMap<u64, oneshot::Sender<Reply>, BuildHasherDefault<IdHasher>>,
+    pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
     state: State,
 }
 
 /// State shared by the handles and the connection's two tasks.
 struct Shared {
     outbox: Outbox,
+    /// Streams of calls on this connection (flow control).
+    streams: StreamTable,
     calls: Mutex<Calls>,
     next_id: AtomicU64,
     in_flight: Semaphore,
@@ -78,13 +102,14 @@ impl Shared {
             }
             (std::mem::take(&mut calls.pending), unseen_above)
         };
-        for (id, slot) in pending {
+        for (id, pending) in pending {
             let error = match unseen_above {
                 Some(last_id) if id > last_id => RpcError::ShuttingDown,
                 _ => error.clone(),
             };
-            let _ = slot.send(Err(error));
+            pending.fail(error);
         }
+        self.streams.fail_all(&error);
         self.outbox.close();
     }
 
@@ -186,6 +211,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             // A server announcing less than a header's worth is treated as announcing 64.
             outbox: Outbox::new((reply.max_frame_size as usize).max(64)),
+            streams: StreamTable::default(),
             calls: Mutex::new(Calls {
                 pending: HashMap::default(),
                 state: State::Open,
@@ -255,28 +281,111 @@ impl Connection {
     where
         E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
+        let _permit = self.acquire(deadline).await?;
+        let (slot, response) = oneshot::channel();
+        let mut guard = self.start(method, metadata, deadline, encode, Pending::Unary(slot))?;
+        Self::wait(&mut guard, deadline, response).await
+    }
+
+    /// A call whose arguments end with a stream (client streaming): sends the request,
+    /// sends `upload`'s items as the server grants credit, and waits for the response.
+    pub(crate) async fn call_with_upload<E, U>(
+        &self,
+        method: &super::Method,
+        metadata: &Metadata,
+        deadline: Instant,
+        encode: E,
+        upload: Streaming<U>,
+    ) -> Result<ResponseFrame, RpcError>
+    where
+        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+        U: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _permit = self.acquire(deadline).await?;
+        let (slot, response) = oneshot::channel();
+        let mut guard = self.start(method, metadata, deadline, encode, Pending::Unary(slot))?;
+        self.spawn_upload(guard.id, upload);
+        Self::wait(&mut guard, deadline, response).await
+    }
+
+    /// A call whose answer is a stream (server streaming, or bidirectional with
+    /// `upload`). Returns once the request is queued; the stream then yields the items.
+    /// Its deadline covers the whole stream. Streams do not count toward the
+    /// connection's in-flight limit (the server's limits still apply).
+    pub(crate) async fn open_stream<E, U, T>(
+        &self,
+        method: &super::Method,
+        metadata: &Metadata,
+        deadline: Instant,
+        encode: E,
+        upload: Option<Streaming<U>>,
+    ) -> Result<Streaming<T>, RpcError>
+    where
+        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+        U: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let inbound = Arc::new(Inbound::new(self.shared.config.max_frame_size));
+        let mut guard = self.start(
+            method,
+            metadata,
+            deadline,
+            encode,
+            Pending::Stream(Arc::clone(&inbound)),
+        )?;
+        if let Some(upload) = upload {
+            self.spawn_upload(guard.id, upload);
+        }
+        // From here the stream owns the call: dropping it cancels the call.
+        guard.finished = true;
+        Ok(Streaming::remote(
+            inbound,
+            Arc::clone(&self.shared) as Arc<dyn StreamPeer>,
+            guard.id,
+            Some(*method),
+            Some(deadline),
+        ))
+    }
+
+    /// Waits for a slot under the in-flight limit, within the deadline.
+    async fn acquire(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, RpcError> {
+        tokio::time::timeout_at(deadline, self.shared.in_flight.acquire())
+            .await
+            .map_err(|_| RpcError::DeadlineExceeded)?
+            .map_err(|_| RpcError::closed("the connection is closed"))
+    }
+
+    /// Registers a call under a new id and queues its request.
+    fn start<E>(
+        &self,
+        method: &super::Method,
+        metadata: &Metadata,
+        deadline: Instant,
+        encode: E,
+        pending: Pending,
+    ) -> Result<PendingCall<'_>, RpcError>
+    where
+        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+    {
         let (service, method_name) = (method.service, method.name);
-        let flags = if method.idempotent {
-            crate::protocol::flags::IDEMPOTENT
-        } else {
-            0
-        };
         if service.len() > u8::MAX as usize || method_name.len() > u8::MAX as usize {
             return Err(RpcError::Encode(
                 "service and method names are limited to 255 bytes".into(),
             ));
         }
-        let shared = &*self.shared;
-        let _permit = tokio::time::timeout_at(deadline, shared.in_flight.acquire())
-            .await
-            .map_err(|_| RpcError::DeadlineExceeded)?
-            .map_err(|_| RpcError::closed("the connection is closed"))?;
-        if deadline <= Instant::now() {
+        let now = Instant::now();
+        if deadline <= now {
             return Err(RpcError::DeadlineExceeded);
         }
-
+        let flags = if method.idempotent {
+            crate::protocol::flags::IDEMPOTENT
+        } else {
+            0
+        };
+        let shared = &*self.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (slot, response) = oneshot::channel();
         {
             let mut calls = shared.calls();
             match &calls.state {
@@ -284,7 +393,7 @@ impl Connection {
                 State::Draining { .. } => return Err(RpcError::ShuttingDown),
                 State::Closed(error) => return Err(error.clone()),
             }
-            calls.pending.insert(id, slot);
+            calls.pending.insert(id, pending);
         }
         let mut guard = PendingCall {
             shared,
@@ -295,7 +404,7 @@ impl Connection {
 
         // A budget of 0 means "no deadline" on the wire, so round up to 1 µs.
         let budget = deadline
-            .saturating_duration_since(Instant::now())
+            .saturating_duration_since(now)
             .as_micros()
             .clamp(1, u64::MAX as u128) as u64;
         shared.outbox.push(
@@ -311,9 +420,16 @@ impl Connection {
             encode,
         )?;
         guard.sent = true;
+        Ok(guard)
+    }
 
-        let outcome = tokio::time::timeout_at(deadline, response).await;
-        match outcome {
+    /// Waits for a unary response until the deadline.
+    async fn wait(
+        guard: &mut PendingCall<'_>,
+        deadline: Instant,
+        response: oneshot::Receiver<Reply>,
+    ) -> Result<ResponseFrame, RpcError> {
+        match tokio::time::timeout_at(deadline, response).await {
             Ok(reply) => {
                 guard.finished = true;
                 reply.unwrap_or_else(|_| Err(RpcError::closed("the connection is closed")))
@@ -321,6 +437,49 @@ impl Connection {
             // The guard cancels the call on the server.
             Err(_) => Err(RpcError::DeadlineExceeded),
         }
+    }
+
+    /// Sends a call's client stream on a task of its own (it runs while the caller waits
+    /// for, or reads, the answer), ending it with `STREAM_END`. It stops when the server
+    /// says so, the call ends, or the connection fails.
+    fn spawn_upload<U>(&self, id: u64, mut upload: Streaming<U>)
+    where
+        U: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let outbound = shared.streams.add_outbound(id);
+        tokio::spawn(async move {
+            let end = match send_items(&mut upload, &shared.outbox, &outbound, id).await {
+                Ok(Sent::All) => (status::OK, String::new()),
+                Ok(Sent::Stopped) => return,
+                Err(RpcError::Aborted { message }) => (status::ABORTED, message),
+                Err(e) => (status::ABORTED, e.to_string()),
+            };
+            let message = protocol::fit_message(&end.1, shared.outbox.max_frame_size());
+            let mut body = Vec::with_capacity(1 + message.len());
+            body.push(end.0);
+            body.extend_from_slice(message.as_bytes());
+            let _ = shared.outbox.push_control(kind::STREAM_END, id, &body);
+        });
+    }
+}
+
+impl StreamPeer for Shared {
+    fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn receiver_dropped(&self, id: u64) {
+        let was_pending = self.calls().pending.remove(&id).is_some();
+        if was_pending {
+            let _ = self.outbox.push_control(kind::CANCEL, id, &[]);
+        }
+        self.streams
+            .finish(id, || StreamEnd::Error(RpcError::Cancelled));
+    }
+
+    fn max_frame_size(&self) -> usize {
+        self.config.max_frame_size
     }
 }
 
@@ -340,6 +499,9 @@ impl Drop for PendingCall<'_> {
             return;
         }
         let was_pending = self.shared.calls().pending.remove(&self.id).is_some();
+        self.shared
+            .streams
+            .finish(self.id, || StreamEnd::Error(RpcError::Cancelled));
         if self.sent && was_pending {
             // Best effort: if the connection is closing there is nothing to cancel.
             let _ = self
@@ -426,10 +588,38 @@ fn handle_frame(shared: &Shared, frame: bytes::Bytes) -> Result<(), RpcError> {
         Frame::Response(response) => {
             // A response to a call that is no longer waiting (cancelled, timed out) or
             // that was never made is dropped.
-            let slot = shared.calls().pending.remove(&response.id);
-            if let Some(slot) = slot {
-                let _ = slot.send(Ok(response));
+            let id = response.id;
+            let pending = shared.calls().pending.remove(&id);
+            match pending {
+                Some(Pending::Unary(slot)) => {
+                    let _ = slot.send(Ok(response));
+                }
+                Some(Pending::Stream(inbound)) => inbound.end(StreamEnd::Response(response)),
+                None => {}
             }
+            // The call is over: stop sending its client stream, if any.
+            shared
+                .streams
+                .finish(id, || StreamEnd::Error(RpcError::Cancelled));
+            Ok(())
+        }
+        Frame::StreamItem { id, payload } => {
+            let inbound = match shared.calls().pending.get(&id) {
+                Some(Pending::Stream(inbound)) => Some(Arc::clone(inbound)),
+                _ => None,
+            };
+            match inbound {
+                Some(inbound) => inbound.push(payload),
+                // The stream was dropped (its CANCEL is on its way): discard.
+                None => Ok(()),
+            }
+        }
+        Frame::WindowUpdate { id, increment } => {
+            shared.streams.grant(id, increment);
+            Ok(())
+        }
+        Frame::StopSending { id } => {
+            shared.streams.stop_sending(id);
             Ok(())
         }
         Frame::GoAway {

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-pub use channel::{Channel, ChannelFuture, EncodeArgs, OutgoingCall};
+pub use channel::{Channel, ChannelFuture, ConnectionFuture, EncodeArgs, OutgoingCall};
 pub use config::ClientConfig;
 pub use connection::Connection;
 
@@ -23,6 +23,7 @@ use crate::codec;
 use crate::context::{self, Metadata};
 use crate::error::{CallError, RpcError};
 use crate::protocol::{status, ResponseFrame};
+use crate::Streaming;
 
 /// A method as the client addresses it on the wire. The `#[service]` macro generates one
 /// per trait method.
@@ -127,6 +128,14 @@ impl Client {
         &self.options
     }
 
+    /// This side's frame size limit (for naming it in errors).
+    fn frame_limit(&self) -> usize {
+        match &self.target {
+            Target::Connection(c) => c.config().max_frame_size,
+            Target::Channel(_) => 0,
+        }
+    }
+
     /// A copy whose calls time out after `timeout` (overrides the connection's default).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);
@@ -204,7 +213,156 @@ impl Client {
         let response = self.send(method, args).await?;
         match response.status {
             status::OK => codec::decode(&response.payload),
-            other => Err(self.status_error(method, other, &response.payload)),
+            other => Err(status_error(
+                method,
+                other,
+                &response.payload,
+                self.frame_limit(),
+            )),
+        }
+    }
+
+    /// The connection a streaming call goes on (the direct one, or the channel's pick).
+    async fn stream_connection<A: Serialize + Sync + ?Sized>(
+        &self,
+        method: &Method,
+        args: &A,
+        deadline: Instant,
+    ) -> Result<Connection, RpcError> {
+        match &self.target {
+            Target::Connection(connection) => Ok(connection.clone()),
+            Target::Channel(channel) => {
+                let encode = |buf: &mut BytesMut| codec::encode_into(args, buf);
+                let call = OutgoingCall {
+                    method,
+                    metadata: &self.options.metadata,
+                    deadline,
+                    routing_key: self.options.routing_key,
+                    encode: &encode,
+                };
+                channel.stream_connection(&call).await
+            }
+        }
+    }
+
+    /// Calls a method whose answer is a stream (server streaming). Returns once the call
+    /// is sent; the stream yields the items, and an `Err` if the call fails. The call's
+    /// deadline covers the whole stream; dropping the stream cancels the call.
+    pub async fn call_server_stream<A, T>(
+        &self,
+        method: &Method,
+        args: &A,
+    ) -> Result<Streaming<T>, RpcError>
+    where
+        A: Serialize + Sync + ?Sized,
+        T: DeserializeOwned + Send + 'static,
+    {
+        let deadline = self.deadline();
+        let connection = self.stream_connection(method, args, deadline).await?;
+        connection
+            .open_stream::<_, (), T>(
+                method,
+                &self.options.metadata,
+                deadline,
+                |buf| codec::encode_into(args, buf),
+                None,
+            )
+            .await
+    }
+
+    /// Calls a method that takes a stream and returns a stream (bidirectional): `items`
+    /// are sent as the server grants credit while the answer streams back.
+    pub async fn call_bidi_stream<A, U, T>(
+        &self,
+        method: &Method,
+        args: &A,
+        items: Streaming<U>,
+    ) -> Result<Streaming<T>, RpcError>
+    where
+        A: Serialize + Sync + ?Sized,
+        U: Serialize + DeserializeOwned + Send + 'static,
+        T: DeserializeOwned + Send + 'static,
+    {
+        let deadline = self.deadline();
+        let connection = self.stream_connection(method, args, deadline).await?;
+        connection
+            .open_stream(
+                method,
+                &self.options.metadata,
+                deadline,
+                |buf| codec::encode_into(args, buf),
+                Some(items),
+            )
+            .await
+    }
+
+    async fn send_with_upload<A, U>(
+        &self,
+        method: &Method,
+        args: &A,
+        items: Streaming<U>,
+    ) -> Result<ResponseFrame, RpcError>
+    where
+        A: Serialize + Sync + ?Sized,
+        U: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let deadline = self.deadline();
+        let connection = self.stream_connection(method, args, deadline).await?;
+        connection
+            .call_with_upload(
+                method,
+                &self.options.metadata,
+                deadline,
+                |buf| codec::encode_into(args, buf),
+                items,
+            )
+            .await
+    }
+
+    /// Calls a method that takes a stream and returns one value (client streaming).
+    pub async fn call_client_stream<A, U, R>(
+        &self,
+        method: &Method,
+        args: &A,
+        items: Streaming<U>,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + Sync + ?Sized,
+        U: Serialize + DeserializeOwned + Send + 'static,
+        R: DeserializeOwned,
+    {
+        let response = self.send_with_upload(method, args, items).await?;
+        match response.status {
+            status::OK => codec::decode(&response.payload),
+            other => Err(status_error(
+                method,
+                other,
+                &response.payload,
+                self.frame_limit(),
+            )),
+        }
+    }
+
+    /// [`Client::call_client_stream`] for a method declared `-> Result<T, E>`.
+    pub async fn call_client_stream_fallible<A, U, T, E>(
+        &self,
+        method: &Method,
+        args: &A,
+        items: Streaming<U>,
+    ) -> Result<T, CallError<E>>
+    where
+        A: Serialize + Sync + ?Sized,
+        U: Serialize + DeserializeOwned + Send + 'static,
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        let response = self.send_with_upload(method, args, items).await?;
+        match response.status {
+            status::OK => Ok(codec::decode(&response.payload)?),
+            status::APPLICATION_ERROR => {
+                Err(CallError::Application(codec::decode(&response.payload)?))
+            }
+            other => Err(status_error(method, other, &response.payload, self.frame_limit()).into()),
         }
     }
 
@@ -222,50 +380,53 @@ impl Client {
             status::APPLICATION_ERROR => {
                 Err(CallError::Application(codec::decode(&response.payload)?))
             }
-            other => Err(self.status_error(method, other, &response.payload).into()),
+            other => Err(status_error(method, other, &response.payload, self.frame_limit()).into()),
         }
     }
+}
 
-    /// The [`RpcError`] for a non-success response status.
-    fn status_error(&self, method: &Method, code: u8, payload: &Bytes) -> RpcError {
-        let message = || String::from_utf8_lossy(payload).into_owned();
-        match code {
-            status::UNKNOWN_SERVICE => RpcError::UnknownService {
-                service: method.service.to_string(),
-            },
-            status::UNKNOWN_METHOD => RpcError::UnknownMethod {
-                service: method.service.to_string(),
-                method: method.name.to_string(),
-            },
-            status::INVALID_ARGUMENTS => RpcError::Decode(format!(
-                "the server could not decode the arguments of `{}.{}`: {}",
-                method.service,
-                method.name,
-                message()
-            )),
-            status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
-            status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
-            status::SHUTTING_DOWN => RpcError::ShuttingDown,
-            status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
-            status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
-            status::OVERLOADED => RpcError::Overloaded { message: message() },
-            // The server could not fit the response within this client's frame limit.
-            status::FRAME_TOO_LARGE => RpcError::FrameTooLarge {
-                size: 0,
-                limit: match &self.target {
-                    Target::Connection(c) => c.config().max_frame_size,
-                    Target::Channel(_) => 0,
-                },
-            },
-            status::ENCODE_FAILED => RpcError::Encode(format!("on the server: {}", message())),
-            status::APPLICATION_ERROR => RpcError::Protocol(format!(
-                "`{}.{}` is not declared fallible but the server sent an application error",
-                method.service, method.name
-            )),
-            other => RpcError::Remote {
-                status: other,
-                message: message(),
-            },
-        }
+/// The [`RpcError`] for a non-success response status.
+pub(crate) fn status_error(
+    method: &Method,
+    code: u8,
+    payload: &Bytes,
+    frame_limit: usize,
+) -> RpcError {
+    let message = || String::from_utf8_lossy(payload).into_owned();
+    match code {
+        status::UNKNOWN_SERVICE => RpcError::UnknownService {
+            service: method.service.to_string(),
+        },
+        status::UNKNOWN_METHOD => RpcError::UnknownMethod {
+            service: method.service.to_string(),
+            method: method.name.to_string(),
+        },
+        status::INVALID_ARGUMENTS => RpcError::Decode(format!(
+            "the server could not decode the arguments of `{}.{}`: {}",
+            method.service,
+            method.name,
+            message()
+        )),
+        status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
+        status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
+        status::SHUTTING_DOWN => RpcError::ShuttingDown,
+        status::ABORTED => RpcError::Aborted { message: message() },
+        status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
+        status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
+        status::OVERLOADED => RpcError::Overloaded { message: message() },
+        // The server could not fit the response within this client's frame limit.
+        status::FRAME_TOO_LARGE => RpcError::FrameTooLarge {
+            size: 0,
+            limit: frame_limit,
+        },
+        status::ENCODE_FAILED => RpcError::Encode(format!("on the server: {}", message())),
+        status::APPLICATION_ERROR => RpcError::Protocol(format!(
+            "`{}.{}` is not declared fallible but the server sent an application error",
+            method.service, method.name
+        )),
+        other => RpcError::Remote {
+            status: other,
+            message: message(),
+        },
     }
 }

@@ -32,10 +32,12 @@ use crate::frame_io::FrameIo;
 use crate::outbox::Outbox;
 use crate::protocol::{
     go_away, handshake_status, kind, status, ClientHello, Frame, RequestFrame, ServerHello,
-    HANDSHAKE_LEN, VERSION,
+    HANDSHAKE_LEN, MIN_VERSION, VERSION,
 };
+use crate::stream::{StreamEnd, StreamPeer, StreamTable};
 use crate::transport::{Established, Transport};
 use crate::util::IdHasher;
+use crate::RpcError;
 
 /// The signals a server sends its connections.
 #[derive(Clone)]
@@ -80,7 +82,29 @@ pub(crate) struct ConnectionState {
     /// The most calls that may be in flight: at the limit the connection stops reading.
     max_in_flight: usize,
     /// The server's counts.
-    load: Arc<Load>,
+    pub(crate) load: Arc<Load>,
+    /// Streams of calls on this connection (flow control).
+    pub(crate) streams: StreamTable,
+    /// The protocol version the client speaks (streaming needs 2).
+    pub(crate) version: u16,
+    /// The largest frame this server accepts (the bound on one received stream item).
+    max_frame_size: usize,
+}
+
+impl StreamPeer for ConnectionState {
+    fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn receiver_dropped(&self, id: u64) {
+        // The handler dropped its request stream: the client may stop sending it.
+        self.streams.remove_inbound(id);
+        let _ = self.outbox.push_control(kind::STOP_SENDING, id, &[]);
+    }
+
+    fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
 }
 
 type RunningCalls = HashMap<u64, Option<AbortHandle>, BuildHasherDefault<IdHasher>>;
@@ -100,9 +124,20 @@ impl ConnectionState {
                 .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            self.end_streams(id);
             return true;
         }
-        self.running().remove(&id).is_some()
+        let claimed = self.running().remove(&id).is_some();
+        if claimed {
+            self.end_streams(id);
+        }
+        claimed
+    }
+
+    /// Call `id` is over: its streams end (a no-op for calls without any).
+    fn end_streams(&self, id: u64) {
+        self.streams
+            .finish(id, || StreamEnd::Error(RpcError::Cancelled));
     }
 
     /// Whether another call may start (the in-flight limit is not reached).
@@ -121,6 +156,8 @@ impl ConnectionState {
 
     /// Aborts every running handler; with `answer`, tells each caller `status`.
     fn abort_all(self: &Arc<Self>, answer: Option<(u8, &str)>) {
+        self.streams
+            .fail_all(&RpcError::closed("the connection is closing"));
         let running = std::mem::take(&mut *self.running());
         for (id, handler) in running {
             if let Some(handler) = handler {
@@ -188,7 +225,8 @@ pub(crate) async fn serve_connection<T: Transport>(
             return;
         }
     };
-    let status = if hello.version != VERSION {
+    let supported = (MIN_VERSION..=VERSION).contains(&hello.version);
+    let status = if !supported {
         handshake_status::UNSUPPORTED_VERSION
     } else if over_limit {
         handshake_status::TOO_MANY_CONNECTIONS
@@ -196,7 +234,8 @@ pub(crate) async fn serve_connection<T: Transport>(
         handshake_status::ACCEPTED
     };
     let reply = ServerHello {
-        version: VERSION,
+        // The version spoken on this connection: the client's, when supported.
+        version: if supported { hello.version } else { VERSION },
         status,
         max_frame_size: config.max_frame_size as u32,
     };
@@ -215,6 +254,9 @@ pub(crate) async fn serve_connection<T: Transport>(
         in_flight: AtomicUsize::new(0),
         max_in_flight: config.max_in_flight_per_connection,
         load,
+        streams: StreamTable::default(),
+        version: hello.version,
+        max_frame_size: config.max_frame_size,
     });
     let now = Instant::now();
     let first_check = now
@@ -426,6 +468,35 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 if let Some(Some(handler)) = handler {
                     handler.abort();
                 }
+                self.state.end_streams(id);
+                Ok(())
+            }
+            Ok(Frame::StreamItem { id, payload }) => {
+                // Items for a stream nobody reads any more are dropped.
+                if let Some(inbound) = self.state.streams.inbound(id) {
+                    if let Err(e) = inbound.push(payload) {
+                        self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
+                        return Err(End::Gone);
+                    }
+                }
+                Ok(())
+            }
+            Ok(Frame::StreamEnd {
+                id,
+                status,
+                message,
+            }) => {
+                if let Some(inbound) = self.state.streams.inbound(id) {
+                    inbound.end(StreamEnd::Status { status, message });
+                }
+                Ok(())
+            }
+            Ok(Frame::WindowUpdate { id, increment }) => {
+                self.state.streams.grant(id, increment);
+                Ok(())
+            }
+            Ok(Frame::StopSending { id }) => {
+                self.state.streams.stop_sending(id);
                 Ok(())
             }
             Ok(Frame::GoAway { .. }) => Err(End::Gone),
@@ -444,7 +515,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
     /// Queues a `GO_AWAY` naming the highest call id received so far: calls above it were
     /// never seen by this server.
     fn go_away(&self, code: u8, message: &str) {
-        let message = fit_message(message, self.state.outbox.max_frame_size());
+        let message = crate::protocol::fit_message(message, self.state.outbox.max_frame_size());
         let _ = self.state.outbox.push(
             kind::GO_AWAY,
             0,
@@ -667,18 +738,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string panic payload".into())
-}
-
-/// `message`, cut at a character boundary so that an error frame carrying it fits in
-/// `max_frame_size` (the header, a status byte, then the message).
-pub(crate) fn fit_message(message: &str, max_frame_size: usize) -> &str {
-    let room = max_frame_size.saturating_sub(crate::protocol::HEADER_LEN + 1);
-    if message.len() <= room {
-        return message;
-    }
-    let mut end = room;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
 }

@@ -12,11 +12,14 @@ use bytes::{BufMut, Bytes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::connection::{fit_message, ConnectionState};
+use super::connection::ConnectionState;
 use super::interceptor::Interceptor;
 use crate::codec;
 use crate::error::RpcError;
-use crate::protocol::{kind, status};
+use crate::protocol::fit_message;
+use crate::protocol::{kind, status, STREAMING_VERSION};
+use crate::stream::{send_items, Inbound, Sent, StreamPeer};
+use crate::Streaming;
 
 /// The future of one running handler. It answers through its [`ReplyTo`] before it ends.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -63,6 +66,30 @@ impl IncomingCall {
     /// The raw encoded arguments.
     pub fn payload(&self) -> &Bytes {
         &self.payload
+    }
+
+    /// The stream the caller sends after the request (a client-streaming method's
+    /// `Streaming` argument). Items that arrive before the handler reads them wait, within
+    /// the stream's flow-control window.
+    pub fn take_stream<T>(&self) -> Result<Streaming<T>, DispatchError> {
+        let connection = &self.reply.connection;
+        if connection.version < STREAMING_VERSION {
+            return Err(DispatchError::InvalidArguments(format!(
+                "streaming methods need protocol version {STREAMING_VERSION}; the client speaks {}",
+                connection.version
+            )));
+        }
+        let inbound = Arc::new(Inbound::new(connection.max_frame_size()));
+        connection
+            .streams
+            .add_inbound(self.reply.id, Arc::clone(&inbound));
+        Ok(Streaming::remote(
+            inbound,
+            Arc::clone(connection) as Arc<dyn StreamPeer>,
+            self.reply.id,
+            None,
+            None,
+        ))
     }
 
     /// The handle through which the handler answers.
@@ -116,6 +143,33 @@ impl ReplyTo {
         self.payload(status::OK, value)
     }
 
+    /// Answers with a stream (a server-streaming method): sends its items as the client
+    /// grants credit, then ends the call. An `Err` item ends it with status `ABORTED`.
+    pub async fn stream<T: Serialize>(self, mut items: Streaming<T>) {
+        let connection = Arc::clone(&self.connection);
+        if connection.version < STREAMING_VERSION {
+            return self.error(
+                status::INVALID_ARGUMENTS,
+                "streaming methods need protocol version 2",
+            );
+        }
+        let outbound = connection.streams.add_outbound(self.id);
+        match send_items(&mut items, &connection.outbox, &outbound, self.id).await {
+            // Stopped: the call ended meanwhile (cancelled, shut down); answering is then a
+            // no-op, since the call was claimed.
+            Ok(Sent::All | Sent::Stopped) => self.ok(&()),
+            Err(RpcError::Aborted { message }) => self.error(status::ABORTED, &message),
+            Err(RpcError::Encode(message)) => self.error(status::ENCODE_FAILED, &message),
+            Err(RpcError::FrameTooLarge { size, limit }) => self.error(
+                status::FRAME_TOO_LARGE,
+                &format!(
+                    "a stream item of {size} bytes exceeds the client's limit of {limit} bytes"
+                ),
+            ),
+            Err(e) => self.error(status::ABORTED, &e.to_string()),
+        }
+    }
+
     /// Answers with the application error `Err(error)` of a method declared
     /// `-> Result<T, E>`.
     pub fn application_error<E: Serialize + ?Sized>(self, error: &E) {
@@ -134,7 +188,7 @@ impl ReplyTo {
             |buf| codec::encode_into(value, buf),
         );
         match outcome {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(RpcError::FrameTooLarge { size, limit }) => self.push_error(
                 status::FRAME_TOO_LARGE,
                 &format!(

@@ -1,0 +1,497 @@
+//! Streaming methods: server, client and bidirectional streams, multiplexed with unary
+//! calls, with flow control, cancellation both ways, deadlines and errors.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rpc_core::{service, ByteBuf, RpcError, Streaming};
+
+#[service]
+pub trait Streams {
+    /// `count` numbers from `from`.
+    async fn count(&self, from: u64, count: u64) -> Streaming<u64>;
+    /// The sum of the numbers sent.
+    async fn sum(&self, numbers: Streaming<u64>) -> u64;
+    /// Each item sent back with `prefix`.
+    async fn echo(&self, prefix: String, items: Streaming<String>) -> Streaming<String>;
+    /// `n` items, then an error.
+    async fn fail_after(&self, n: u64) -> Streaming<u64>;
+    /// Numbers forever (counts how many it produced, and whether it was dropped).
+    async fn forever(&self) -> Streaming<u64>;
+    /// `total` bytes in chunks of `chunk` bytes.
+    async fn bytes(&self, total: u64, chunk: u32) -> Streaming<ByteBuf>;
+    /// Reads `n` items of the stream sent, then drops it.
+    async fn take(&self, n: u64, items: Streaming<u64>) -> u64;
+    /// The sum, or an application error if a zero is sent.
+    async fn checked_sum(&self, numbers: Streaming<u64>) -> Result<u64, String>;
+    /// A unary call on the same service.
+    async fn ping(&self, v: u64) -> u64;
+}
+
+#[derive(Default)]
+struct Counters {
+    produced: AtomicUsize,
+    producers_dropped: AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+struct StreamsImpl {
+    counters: Arc<Counters>,
+}
+
+/// Counts a producer's drop.
+struct DropCounter(Arc<Counters>);
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.producers_dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Streams for StreamsImpl {
+    async fn count(&self, from: u64, count: u64) -> Streaming<u64> {
+        Streaming::iter(from..from + count)
+    }
+
+    async fn sum(&self, mut numbers: Streaming<u64>) -> u64 {
+        let mut total = 0;
+        while let Some(n) = numbers.next().await {
+            total += n.unwrap();
+        }
+        total
+    }
+
+    async fn echo(&self, prefix: String, items: Streaming<String>) -> Streaming<String> {
+        Streaming::from_results(items.map(move |item| item.map(|s| format!("{prefix}{s}"))))
+    }
+
+    async fn fail_after(&self, n: u64) -> Streaming<u64> {
+        Streaming::from_results(futures::stream::iter((0..=n).map(move |i| {
+            if i < n {
+                Ok(i)
+            } else {
+                Err(RpcError::Aborted {
+                    message: format!("gave up after {n}"),
+                })
+            }
+        })))
+    }
+
+    async fn forever(&self) -> Streaming<u64> {
+        let counters = Arc::clone(&self.counters);
+        let guard = DropCounter(Arc::clone(&counters));
+        Streaming::from_stream(futures::stream::iter(0..).map(move |i| {
+            let _ = &guard;
+            counters.produced.fetch_add(1, Ordering::SeqCst);
+            i
+        }))
+    }
+
+    async fn bytes(&self, total: u64, chunk: u32) -> Streaming<ByteBuf> {
+        let counters = Arc::clone(&self.counters);
+        let chunks = total.div_ceil(chunk as u64);
+        Streaming::from_stream(futures::stream::iter(0..chunks).map(move |_| {
+            counters.produced.fetch_add(1, Ordering::SeqCst);
+            ByteBuf::from(vec![0xab; chunk as usize])
+        }))
+    }
+
+    async fn take(&self, n: u64, mut items: Streaming<u64>) -> u64 {
+        let mut taken = 0;
+        while taken < n {
+            match items.next().await {
+                Some(Ok(_)) => taken += 1,
+                _ => break,
+            }
+        }
+        drop(items);
+        // Keep the call open a little, so only the stream's drop stops the client.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        taken
+    }
+
+    async fn checked_sum(&self, mut numbers: Streaming<u64>) -> Result<u64, String> {
+        let mut total = 0;
+        while let Some(n) = numbers.next().await {
+            match n.map_err(|e| e.to_string())? {
+                0 => return Err("zero".into()),
+                n => total += n,
+            }
+        }
+        Ok(total)
+    }
+
+    async fn ping(&self, v: u64) -> u64 {
+        v
+    }
+}
+
+async fn tcp() -> (
+    rpc_core::ServerHandle<std::net::SocketAddr>,
+    StreamsClient,
+    Arc<Counters>,
+) {
+    let imp = StreamsImpl::default();
+    let counters = Arc::clone(&imp.counters);
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(imp))
+        .await
+        .unwrap();
+    let client = StreamsClient::new(
+        rpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    (server, client, counters)
+}
+
+/// The three kinds of stream over one connection.
+async fn all_three_kinds(client: &StreamsClient) {
+    let numbers: Vec<u64> = client
+        .count(5, 100)
+        .await
+        .unwrap()
+        .map(|n| n.unwrap())
+        .collect()
+        .await;
+    assert_eq!(numbers, (5..105).collect::<Vec<_>>());
+
+    let total = client.sum(Streaming::iter(1..=1000u64)).await.unwrap();
+    assert_eq!(total, 500_500);
+
+    let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
+    let echoed: Vec<String> = client
+        .echo("> ".into(), Streaming::iter(words.clone()))
+        .await
+        .unwrap()
+        .map(|s| s.unwrap())
+        .collect()
+        .await;
+    assert_eq!(
+        echoed,
+        words.iter().map(|w| format!("> {w}")).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn server_client_and_bidirectional_streams_over_tcp() {
+    let (server, client, _) = tcp().await;
+    all_three_kinds(&client).await;
+    server.shutdown().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn all_three_kinds_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("rpc-stream-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("streams.sock");
+    let _ = std::fs::remove_file(&path);
+    let server = rpc_transport_tcp::unix::serve(&path, StreamsServer::new(StreamsImpl::default()))
+        .await
+        .unwrap();
+    let client = StreamsClient::new(rpc_transport_tcp::unix::connect(&path).await.unwrap());
+    all_three_kinds(&client).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn all_three_kinds_over_the_in_memory_transport() {
+    let (listener, connector) = rpc_core::memory::listener();
+    let server =
+        rpc_core::Server::new(StreamsServer::new(StreamsImpl::default())).serve(listener, ());
+    let client = StreamsClient::new(connector.connect().await.unwrap());
+    all_three_kinds(&client).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_streams_and_unary_calls_share_one_connection() {
+    let (server, client, _) = tcp().await;
+    let streams = (0..20u64).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let got: Vec<u64> = client
+                .count(i * 1000, 500)
+                .await
+                .unwrap()
+                .map(|n| n.unwrap())
+                .collect()
+                .await;
+            assert_eq!(got, (i * 1000..i * 1000 + 500).collect::<Vec<_>>());
+        })
+    });
+    let pings = (0..200u64).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move { assert_eq!(client.ping(i).await.unwrap(), i) })
+    });
+    for task in streams.chain(pings) {
+        task.await.unwrap();
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_error_ends_a_stream_after_its_items() {
+    let (server, client, _) = tcp().await;
+    let mut stream = client.fail_after(3).await.unwrap();
+    for expected in 0..3 {
+        assert_eq!(stream.next().await.unwrap().unwrap(), expected);
+    }
+    match stream.next().await {
+        Some(Err(RpcError::Aborted { message })) => assert_eq!(message, "gave up after 3"),
+        other => panic!("expected the abort, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none());
+    // A client stream can end with an error too, and fallible methods stay flat.
+    let error = client
+        .checked_sum(Streaming::iter([1, 2, 0, 4]))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, rpc_core::CallError::Application(e) if e == "zero"));
+    assert_eq!(
+        client
+            .checked_sum(Streaming::iter([1, 2, 3]))
+            .await
+            .unwrap(),
+        6
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_a_received_stream_stops_the_server_producing() {
+    let (server, client, counters) = tcp().await;
+    let mut stream = client.forever().await.unwrap();
+    for _ in 0..10 {
+        stream.next().await.unwrap().unwrap();
+    }
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counters.producers_dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        counters.producers_dropped.load(Ordering::SeqCst),
+        1,
+        "the producer was dropped"
+    );
+    let produced = counters.produced.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        counters.produced.load(Ordering::SeqCst),
+        produced,
+        "and produces no more"
+    );
+    assert_eq!(client.ping(1).await.unwrap(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_dropping_its_request_stream_stops_the_client_producing() {
+    let (server, client, _) = tcp().await;
+    let produced = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&produced);
+    let endless = Streaming::from_stream(futures::stream::iter(0u64..).map(move |i| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        i
+    }));
+    assert_eq!(client.take(10, endless).await.unwrap(), 10);
+    let after_call = produced.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        produced.load(Ordering::SeqCst),
+        after_call,
+        "the upload stopped"
+    );
+    // At most a window's worth was produced beyond what the handler read.
+    assert!(after_call < 100_000, "{after_call}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deadline_covers_the_whole_stream() {
+    let (server, client, counters) = tcp().await;
+    let started = Instant::now();
+    let mut stream = client
+        .with_timeout(Duration::from_millis(300))
+        .forever()
+        .await
+        .unwrap();
+    let mut received = 0u64;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(_)) => {
+                received += 1;
+                // A slow reader.
+                if received.is_multiple_of(100) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without an error"),
+        }
+    };
+    assert_eq!(error, RpcError::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(stream.next().await.is_none());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counters.producers_dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counters.producers_dropped.load(Ordering::SeqCst), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_loss_ends_every_stream_with_a_typed_error() {
+    let (server, client, _) = tcp().await;
+    let mut stream = client.forever().await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    server.abort().await;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e,
+            None => panic!("ended without an error"),
+        }
+    };
+    assert!(
+        matches!(error, RpcError::ConnectionClosed { .. }),
+        "{error:?}"
+    );
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_slow_consumer_bounds_the_producer_by_the_window() {
+    let (server, client, counters) = tcp().await;
+    let chunk = 64 * 1024u32;
+    let before = rss_kib();
+    // A 1 GiB stream, read slowly: the producer may only run a window ahead.
+    let mut stream = client.bytes(1 << 30, chunk).await.unwrap();
+    for i in 0..40 {
+        let item = stream.next().await.unwrap().unwrap();
+        assert_eq!(item.len(), chunk as usize);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let ahead = counters.produced.load(Ordering::SeqCst) as i64 - (i + 1);
+        let window_items = (rpc_core::protocol::INITIAL_STREAM_WINDOW / chunk) as i64;
+        assert!(
+            ahead <= window_items + 2,
+            "{ahead} items ahead with a {window_items}-item window"
+        );
+    }
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "RSS grew by {grown} KiB while 1 GiB was on offer"
+    );
+    drop(stream);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unary_calls_stay_fast_during_a_bulk_transfer() {
+    let (server, client, _) = tcp().await;
+    let transfer = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let mut stream = client.bytes(64 << 20, 64 * 1024).await.unwrap();
+            let mut total = 0;
+            while let Some(item) = stream.next().await {
+                total += item.unwrap().len();
+            }
+            total
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..50 {
+        let started = Instant::now();
+        assert_eq!(client.ping(i).await.unwrap(), i);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert_eq!(transfer.await.unwrap(), 64 << 20);
+    // Not a benchmark (see the interleave benchmark for figures): only that small calls
+    // are not stuck behind the transfer.
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_protocol_1_client_still_makes_unary_calls_but_not_streaming_ones() {
+    use rpc_core::protocol::{kind, status, ClientHello, Frame, ServerHello, HANDSHAKE_LEN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, _, _) = tcp().await;
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            &ClientHello {
+                version: 1,
+                max_frame_size: 1 << 20,
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    let mut reply = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut reply).await.unwrap();
+    let reply = ServerHello::decode(&reply).unwrap();
+    assert_eq!(
+        (reply.status, reply.version),
+        (0, 1),
+        "accepted, speaking version 1"
+    );
+    for (id, method, payload) in [(1u64, "ping", vec![9u8]), (2, "count", vec![0, 3])] {
+        let mut body = vec![kind::REQUEST, 0];
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(&1_000_000u64.to_be_bytes());
+        body.push(7);
+        body.extend_from_slice(b"Streams");
+        body.push(method.len() as u8);
+        body.extend_from_slice(method.as_bytes());
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(&payload);
+        stream.write_u32(body.len() as u32).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        let len = stream.read_u32().await.unwrap();
+        let mut frame = vec![0u8; len as usize];
+        stream.read_exact(&mut frame).await.unwrap();
+        match Frame::decode(frame.into()).unwrap() {
+            Frame::Response(r) if id == 1 => {
+                assert_eq!((r.status, &r.payload[..]), (status::OK, &[9u8][..]))
+            }
+            Frame::Response(r) => assert_eq!(r.status, status::INVALID_ARGUMENTS),
+            other => panic!("{other:?}"),
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_pass_through_a_handle_in_process() {
+    let server = StreamsServer::new(StreamsImpl::default());
+    match server
+        .handle(StreamsRequest::Sum {
+            numbers: Streaming::iter([1, 2, 3]),
+        })
+        .await
+    {
+        StreamsResponse::Sum(total) => assert_eq!(total, 6),
+        _ => panic!("wrong variant"),
+    }
+}
