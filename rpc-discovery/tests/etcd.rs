@@ -312,3 +312,58 @@ async fn serve_registers_and_shutdown_deregisters_first() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_registration_survive_an_etcd_restart() {
+    if etcd_endpoint("discovery_and_registration_survive_an_etcd_restart").is_none() {
+        return;
+    }
+    let mut private = tokio::task::spawn_blocking(support::PrivateEtcd::start)
+        .await
+        .unwrap();
+    let client = etcd_client::Client::connect([private.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    let service = unique_service("restart");
+    let options = RegisterOptions::new().ttl(Duration::from_secs(3));
+    let first = etcd::register(&client, &service, "127.0.0.1:2001", options.clone())
+        .await
+        .unwrap();
+    let discovery = EtcdDiscovery::new(client.clone(), &service);
+    let endpoints = discovery.subscribe();
+    let count = |n: usize| {
+        let endpoints = endpoints.clone();
+        move || endpoints.current().is_some_and(|s| s.len() == n)
+    };
+    assert!(within(Duration::from_secs(5), count(1)).await.is_some());
+
+    // The watch breaks while etcd is down; discovery keeps the last set, lists again
+    // when etcd is back, and watches from there.
+    let restarted = Instant::now();
+    private = tokio::task::spawn_blocking(move || {
+        private.kill();
+        std::thread::sleep(Duration::from_millis(500));
+        private.restart();
+        private
+    })
+    .await
+    .unwrap();
+    assert!(count(1)(), "the last set stays while etcd is away");
+    let second = etcd::register(&client, &service, "127.0.0.1:2002", options.clone())
+        .await
+        .unwrap();
+    let seen = within(Duration::from_secs(15), count(2))
+        .await
+        .expect("a registration after the restart is seen: the watch was re-established");
+    eprintln!(
+        "after an etcd restart ({:?} ago), a new registration was seen after {seen:?}",
+        restarted.elapsed()
+    );
+    // The first registration's lease was kept alive across the restart.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(count(2)(), "both registrations outlive their 3 s TTL");
+    first.deregister().await.unwrap();
+    second.deregister().await.unwrap();
+    assert!(within(Duration::from_secs(3), count(0)).await.is_some());
+    drop(private);
+}

@@ -152,3 +152,119 @@ pub async fn within(limit: Duration, mut condition: impl FnMut() -> bool) -> Opt
     }
     condition().then(|| start.elapsed())
 }
+
+/// An etcd of the test's own (the `etcd` binary, as installed by `.ci/etcd.sh`), on free
+/// loopback ports with a temporary data directory; killed and removed when dropped.
+pub struct PrivateEtcd {
+    pub endpoint: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateEtcd {
+    pub fn start() -> PrivateEtcd {
+        let free = || loop {
+            let port = 20_000 + (std::process::id() as u16 % 97) * 100 + rand_u16() % 10_000;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        };
+        let client_port = free();
+        let mut peer_port = free();
+        while peer_port == client_port {
+            peer_port = free();
+        }
+        let dir =
+            std::env::temp_dir().join(format!("rpc-etcd-{}-{client_port}", std::process::id()));
+        let mut etcd = PrivateEtcd {
+            endpoint: format!("http://127.0.0.1:{client_port}"),
+            client_port,
+            peer_port,
+            dir,
+            child: None,
+        };
+        etcd.run();
+        etcd
+    }
+
+    fn run(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", "private", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("private={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run etcd (installed by .ci/etcd.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.healthy() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private etcd did not start");
+    }
+
+    fn healthy(&self) -> bool {
+        use std::io::Read;
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.client_port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        if stream
+            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply.contains("\"health\":\"true\"")
+    }
+
+    /// SIGKILL, keeping the data directory.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+}
+
+impl Drop for PrivateEtcd {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish() as u16
+}
