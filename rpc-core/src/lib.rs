@@ -35,9 +35,11 @@
 //! `docs/PROTOCOL.md`.
 //!
 //! Modules, one concept each: [`protocol`] (handshake and frames), [`codec`] (bincode
-//! payloads), [`context`] (deadline, metadata, peer), [`client`] (multiplexed connection
-//! and calls), [`server`] (services, router, accept loop, shutdown), [`transport`]
-//! (stream and listener traits, in-memory transport), [`error`].
+//! payloads), [`context`] (deadline, metadata, peer), [`client`] (multiplexed connection,
+//! calls, channels), [`server`] (services, router, interceptor, limits, shutdown),
+//! [`transport`] (stream and listener traits, in-memory transport), [`error`]; privately
+//! `outbox` and `frame_io` (a connection's batched writes and reads) and `stream`
+//! ([`Streaming`] and its flow control).
 
 #![warn(missing_docs)]
 
