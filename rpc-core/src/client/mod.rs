@@ -128,6 +128,31 @@ impl Client {
         &self.options
     }
 
+    /// The return value of a call, or the error its status names.
+    fn decode_value<R: DeserializeOwned>(
+        &self,
+        method: &Method,
+        response: ResponseFrame,
+    ) -> Result<R, RpcError> {
+        self.decode_value(method, response)
+    }
+
+    /// The return value of a call declared `-> Result<T, E>`: `E` as
+    /// [`CallError::Application`], framework failures as [`CallError::Rpc`].
+    fn decode_fallible<T: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        method: &Method,
+        response: ResponseFrame,
+    ) -> Result<T, CallError<E>> {
+        match response.status {
+            status::OK => Ok(codec::decode(&response.payload)?),
+            status::APPLICATION_ERROR => {
+                Err(CallError::Application(codec::decode(&response.payload)?))
+            }
+            other => Err(status_error(method, other, &response.payload, self.frame_limit()).into()),
+        }
+    }
+
     /// This side's frame size limit (for naming it in errors).
     fn frame_limit(&self) -> usize {
         match &self.target {
@@ -211,15 +236,7 @@ impl Client {
         R: DeserializeOwned,
     {
         let response = self.send(method, args).await?;
-        match response.status {
-            status::OK => codec::decode(&response.payload),
-            other => Err(status_error(
-                method,
-                other,
-                &response.payload,
-                self.frame_limit(),
-            )),
-        }
+        self.decode_value(method, response)
     }
 
     /// The connection a streaming call goes on (the direct one, or the channel's pick).
@@ -332,15 +349,7 @@ impl Client {
         R: DeserializeOwned,
     {
         let response = self.send_with_upload(method, args, items).await?;
-        match response.status {
-            status::OK => codec::decode(&response.payload),
-            other => Err(status_error(
-                method,
-                other,
-                &response.payload,
-                self.frame_limit(),
-            )),
-        }
+        self.decode_value(method, response)
     }
 
     /// [`Client::call_client_stream`] for a method declared `-> Result<T, E>`.
@@ -357,13 +366,7 @@ impl Client {
         E: DeserializeOwned,
     {
         let response = self.send_with_upload(method, args, items).await?;
-        match response.status {
-            status::OK => Ok(codec::decode(&response.payload)?),
-            status::APPLICATION_ERROR => {
-                Err(CallError::Application(codec::decode(&response.payload)?))
-            }
-            other => Err(status_error(method, other, &response.payload, self.frame_limit()).into()),
-        }
+        self.decode_fallible(method, response)
     }
 
     /// Calls a method declared `-> Result<T, E>`: the handler's `Err(e)` comes back as
@@ -375,13 +378,7 @@ impl Client {
         E: DeserializeOwned,
     {
         let response = self.send(method, args).await?;
-        match response.status {
-            status::OK => Ok(codec::decode(&response.payload)?),
-            status::APPLICATION_ERROR => {
-                Err(CallError::Application(codec::decode(&response.payload)?))
-            }
-            other => Err(status_error(method, other, &response.payload, self.frame_limit()).into()),
-        }
+        self.decode_fallible(method, response)
     }
 }
 
