@@ -134,7 +134,15 @@ impl Client {
         method: &Method,
         response: ResponseFrame,
     ) -> Result<R, RpcError> {
-        self.decode_value(method, response)
+        match response.status {
+            status::OK => codec::decode(&response.payload),
+            other => Err(status_error(
+                method,
+                other,
+                &response.payload,
+                self.frame_limit(),
+            )),
+        }
     }
 
     /// The return value of a call declared `-> Result<T, E>`: `E` as
