@@ -58,8 +58,8 @@ mod util;
 
 pub use byte_buf::ByteBuf;
 pub use client::{
-    CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, EncodeArgs, Method,
-    OutgoingCall,
+    CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, ConnectionFuture,
+    EncodeArgs, Method, OutgoingCall,
 };
 pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
 pub use error::{CallError, RpcError};

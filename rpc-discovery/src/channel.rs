@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use rpc_core::protocol::{status, ResponseFrame};
-use rpc_core::{Channel, ChannelFuture, ClientConfig, Connection, OutgoingCall, RpcError};
+use rpc_core::{
+    Channel, ChannelFuture, ClientConfig, Connection, ConnectionFuture, OutgoingCall, RpcError,
+};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -219,6 +221,24 @@ impl Channel for BalancedChannel {
 
     fn default_timeout(&self) -> Duration {
         self.inner.default_timeout
+    }
+
+    /// Streaming calls go to one endpoint chosen like any call's, and are not retried
+    /// (their items are consumed as they are sent). Connect failures count toward
+    /// ejection.
+    fn stream_connection<'a>(&'a self, call: &'a OutgoingCall<'a>) -> ConnectionFuture<'a> {
+        Box::pin(async move {
+            let (endpoint, probe) = self.inner.choose(call, &[]).await?;
+            let mut guard = AttemptGuard::new(&endpoint, probe);
+            let result = endpoint.connection(&self.inner, call.deadline).await;
+            let verdict = match result {
+                Ok(_) => Verdict::Neutral,
+                Err(_) => Verdict::Failure,
+            };
+            endpoint.record(&self.inner.outlier, verdict, probe);
+            guard.recorded = true;
+            result
+        })
     }
 }
 
