@@ -7,6 +7,7 @@
 //! loadgen allocs [--calls 20000]
 //! loadgen idle   [--connections 10000]
 //! loadgen matrix [--duration 3] [--warmup 1] [--out FILE]
+//! loadgen interleave [--calls 2000] [--mib 100] [--chunk 65536]
 //! ```
 //!
 //! `bench` starts the server as a separate process (`serve`), drives it from this process
@@ -16,6 +17,7 @@
 //! `--features tarpc`) and prints a Markdown table of ratios to `raw`.
 
 mod allocs;
+mod interleave;
 mod matrix;
 mod procstat;
 mod raw;
@@ -125,7 +127,7 @@ impl Flags {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
-        bail!("usage: loadgen bench|serve|allocs|idle|matrix [--flag value ...]");
+        bail!("usage: loadgen bench|serve|allocs|idle|matrix|interleave [--flag value ...]");
     };
     let flags = Flags::parse(&args[1..])?;
     match command.as_str() {
@@ -137,6 +139,7 @@ fn main() -> Result<()> {
         "allocs" => runtime()?.block_on(allocs::run(flags.get("calls", 20_000)?)),
         "idle" => runtime()?.block_on(idle(flags.get("connections", 10_000)?)),
         "matrix" => matrix::run(&flags),
+        "interleave" => runtime()?.block_on(interleave::run(&flags)),
         other => bail!("unknown command `{other}`"),
     }
 }

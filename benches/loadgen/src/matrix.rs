@@ -1,5 +1,7 @@
 //! Runs every point of the performance matrix as separate `loadgen` processes and writes a
-//! Markdown table of the framework's ratios to the raw framed echo from the same run.
+//! Markdown table of the framework's ratios to the raw framed echos (`raw`, and
+//! `raw-batched` for reference) from the same run, then
+//! a table of small-call latency during a large stream transfer (`loadgen interleave`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -140,7 +142,7 @@ pub fn run(flags: &Flags) -> Result<()> {
     let duration = flags.str("duration", "3");
     let warmup = flags.str("warmup", "1");
     let with_tarpc = cfg!(feature = "tarpc") && flags.0.contains_key("tarpc");
-    let mut modes = vec!["raw", "rpc"];
+    let mut modes = vec!["raw", "raw-batched", "rpc"];
     if with_tarpc {
         modes.push("tarpc");
     }
@@ -171,9 +173,11 @@ pub fn run(flags: &Flags) -> Result<()> {
         ],
         false,
     )?;
+    let interleave = run_loadgen(&["interleave"], false)?;
 
     let mut out = String::new();
     writeln!(out, "Machine: {}. Loopback TCP; client and server are separate processes with multi-threaded tokio runtimes; {duration} s measured after {warmup} s warm-up per run.\n", machine())?;
+    writeln!(out, "Targets are ratios to `raw` (a write and a flush per frame); `raw-batched` (a flush only when no frame is waiting) is the lowest cost any framework could reach, shown for reference.\n")?;
     let tarpc_header = if with_tarpc {
         " tarpc | tarpc/raw |"
     } else {
@@ -182,12 +186,13 @@ pub fn run(flags: &Flags) -> Result<()> {
     let tarpc_rule = if with_tarpc { "---|---|" } else { "" };
     writeln!(
         out,
-        "| point | metric | raw | rpc | rpc/raw | target | met |{tarpc_header}"
+        "| point | metric | raw | rpc | rpc/raw | target | met | raw-batched | rpc/raw-batched |{tarpc_header}"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|{tarpc_rule}")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|{tarpc_rule}")?;
     for (point, row) in ROWS {
         let raw = results[&(*point, "raw")][row.metric];
         let rpc = results[&(*point, "rpc")][row.metric];
+        let batched = results[&(*point, "raw-batched")][row.metric];
         let ratio = rpc / raw;
         let met = match row.goal {
             Goal::AtLeast => ratio >= row.target,
@@ -205,6 +210,7 @@ pub fn run(flags: &Flags) -> Result<()> {
             fmt(rpc),
             if met { "yes" } else { "**no**" }
         );
+        write!(line, " {} | {:.2}x |", fmt(batched), rpc / batched)?;
         if with_tarpc {
             let tarpc = results[&(*point, "tarpc")][row.metric];
             write!(line, " {} | {:.2}x |", fmt(tarpc), tarpc / raw)?;
@@ -212,9 +218,9 @@ pub fn run(flags: &Flags) -> Result<()> {
         writeln!(out, "{line}")?;
     }
     let per_call = allocs["allocations_per_call"];
-    writeln!(out, "| sequential echo u64 | allocations per round trip (client + server) | - | {per_call:.2} | - | <= 4 | {} |{}", if per_call <= 4.0 { "yes" } else { "**no**" }, if with_tarpc { " | |" } else { "" })?;
+    writeln!(out, "| sequential echo u64 | allocations per round trip (client + server) | - | {per_call:.2} | - | <= 4 | {} |{}", if per_call <= 4.0 { "yes" } else { "**no**" }, if with_tarpc { " | | | |" } else { " | |" })?;
     let per_conn = idle["bytes_per_connection"] / 1024.0;
-    writeln!(out, "| {} idle connections | server RSS per connection | - | {per_conn:.2} KiB | - | <= 10 KiB | {} |{}", idle["connections"], if per_conn <= 10.0 { "yes" } else { "**no**" }, if with_tarpc { " | |" } else { "" })?;
+    writeln!(out, "| {} idle connections | server RSS per connection | - | {per_conn:.2} KiB | - | <= 10 KiB | {} |{}", idle["connections"], if per_conn <= 10.0 { "yes" } else { "**no**" }, if with_tarpc { " | | | |" } else { " | |" })?;
 
     writeln!(out, "\nLatency detail (µs, p50 / p99 / p99.9):\n")?;
     writeln!(out, "| point | {} |", modes.join(" | "))?;
@@ -232,6 +238,39 @@ pub fn run(flags: &Flags) -> Result<()> {
             .collect();
         writeln!(out, "| {point} | {} |", cells.join(" | "))?;
     }
+
+    writeln!(
+        out,
+        "\nSmall-call p99 during a {:.0} MiB stream transfer: ratio to alone (echo u64, 1 in flight, on the same connection as a server stream of {:.0} KiB items; the transfer's rate alone and with the calls):\n",
+        interleave["transfer_mib"],
+        interleave["chunk_bytes"] / 1024.0
+    )?;
+    writeln!(
+        out,
+        "| small calls | calls | p50 µs | p99 µs | p99.9 µs | transfer MiB/s |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
+    for (name, key, rate) in [
+        ("alone", "alone", "transfer_alone_mib_per_s"),
+        ("during the transfer", "during", "transfer_mib_per_s"),
+    ] {
+        writeln!(
+            out,
+            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            interleave[&format!("{key}_calls")],
+            interleave[&format!("{key}_p50_us")],
+            interleave[&format!("{key}_p99_us")],
+            interleave[&format!("{key}_p999_us")],
+            interleave[rate],
+        )?;
+    }
+    writeln!(
+        out,
+        "| **ratio during / alone** | | {:.2}x | **{:.2}x** | {:.2}x | |",
+        interleave["p50_ratio"],
+        interleave["p99_ratio"],
+        interleave["during_p999_us"] / interleave["alone_p999_us"],
+    )?;
     println!("{out}");
     if let Some(path) = flags.0.get("out") {
         std::fs::write(path, &out)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use rpc_core::ByteBuf;
+use rpc_core::{ByteBuf, Streaming};
 
 use crate::{Phase, WorkerResult};
 
@@ -17,6 +17,9 @@ pub trait Echo {
     async fn echo(&self, value: u64) -> u64;
     /// Returns `data`.
     async fn echo_bytes(&self, data: ByteBuf) -> ByteBuf;
+    /// Streams `total` bytes in items of `chunk` bytes (the last one may be shorter): the
+    /// bulk transfer of `loadgen interleave`.
+    async fn download(&self, total: u64, chunk: u32) -> Streaming<ByteBuf>;
 }
 
 /// The echo implementation.
@@ -29,6 +32,15 @@ impl Echo for EchoImpl {
 
     async fn echo_bytes(&self, data: ByteBuf) -> ByteBuf {
         data
+    }
+
+    async fn download(&self, total: u64, chunk: u32) -> Streaming<ByteBuf> {
+        let chunk = u64::from(chunk.max(1));
+        let items = (0..total.div_ceil(chunk)).map(move |i| {
+            let len = chunk.min(total - i * chunk) as usize;
+            ByteBuf::from(vec![0xa5u8; len])
+        });
+        Streaming::iter(items)
     }
 }
 
