@@ -116,10 +116,10 @@ async fn a_handshake_trickled_byte_by_byte_is_cut_off_at_the_handshake_timeout()
 }
 
 #[tokio::test]
-async fn a_frame_trickled_byte_by_byte_is_cut_off_by_the_idle_timeout() {
+async fn a_frame_trickled_byte_by_byte_is_cut_off_by_the_frame_timeout() {
     let server = start_with(
         ProbeImpl::default(),
-        ServerConfig::default().idle_timeout(Some(Duration::from_millis(400))),
+        ServerConfig::default().frame_timeout(Duration::from_millis(400)),
     )
     .await;
     let mut stream = handshaken(server.local_addr()).await;

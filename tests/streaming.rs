@@ -495,3 +495,38 @@ async fn streams_pass_through_a_handle_in_process() {
         _ => panic!("wrong variant"),
     }
 }
+
+#[tokio::test]
+async fn streams_at_the_in_flight_limit_still_receive_their_items() {
+    // Two client streams fill the connection's limit of 2; their items arrive after the
+    // requests, so the server must keep reading (and shed further calls) instead of
+    // stopping until a call ends, which would never happen.
+    let server = rpc_transport_tcp::serve_with_config(
+        "127.0.0.1:0",
+        StreamsServer::new(StreamsImpl::default()),
+        rpc_core::ServerConfig::default().max_in_flight_per_connection(2),
+    )
+    .await
+    .unwrap();
+    let client = StreamsClient::new(
+        rpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let slow = |n: u64| {
+        Streaming::from_stream(futures::stream::iter(1..=n).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            i
+        }))
+    };
+    let started = Instant::now();
+    let client = client.with_timeout(Duration::from_secs(10));
+    let (a, b) = tokio::join!(client.sum(slow(100)), client.sum(slow(100)));
+    assert_eq!((a.unwrap(), b.unwrap()), (5050, 5050));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.shutdown().await;
+}

@@ -90,6 +90,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
         }
     }
 
+    /// Bytes of an incomplete frame received so far (non-zero: a frame is arriving).
+    pub(crate) fn read_buffered(&self) -> usize {
+        self.frames.read_buffer().len()
+    }
+
     /// Bytes taken from the outbox and not yet written (non-zero: the peer is not
     /// reading as fast as answers are produced).
     pub(crate) fn pending_write(&self) -> usize {

@@ -542,6 +542,11 @@ impl StreamTable {
         r
     }
 
+    /// Whether no stream is open on the connection.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
     /// Registers a stream to receive on call `id`.
     pub(crate) fn add_inbound(&self, id: u64, inbound: Arc<Inbound>) {
         self.with_entry(id, |e| e.inbound = Some(inbound));

@@ -234,7 +234,11 @@ impl Listener for TcpListener {
 
     async fn accept(&mut self) -> io::Result<(TcpStream, PeerAddr)> {
         let (stream, peer) = self.inner.accept().await?;
-        stream.set_nodelay(true)?;
+        // A peer that reset at once makes this fail; that is its connection's problem,
+        // not an accept error that would pause the accept loop for everyone.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         Ok((stream, PeerAddr::Tcp(peer)))
     }
 

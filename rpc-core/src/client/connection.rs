@@ -3,7 +3,8 @@
 //! A call encodes its request straight into the connection's [`Outbox`], registers a
 //! one-shot slot under its call id, and waits on it with its deadline. One task per
 //! connection writes the queued requests in batches, decodes responses and completes the
-//! matching slots, in whatever order they arrive. There is no task per call. Dropping a call future before it completes removes
+//! matching slots, in whatever order they arrive. There is no task per unary call.
+//! Dropping a call future before it completes removes
 //! its slot and queues a `CANCEL` frame so the server drops the handler too.
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use crate::protocol::{
     self, go_away, handshake_status, kind, status, ClientHello, Frame, ResponseFrame, ServerHello,
     HANDSHAKE_LEN, VERSION,
 };
-use crate::stream::{send_items, Inbound, Sent, StreamEnd, StreamPeer, StreamTable};
+use crate::stream::{send_items, Inbound, Outbound, Sent, StreamEnd, StreamPeer, StreamTable};
 use crate::util::IdHasher;
 use crate::{Metadata, Streaming};
 use serde::de::DeserializeOwned;
@@ -70,7 +71,7 @@ struct Calls {
     state: State,
 }
 
-/// State shared by the handles and the connection's two tasks.
+/// State shared by the handles, the connection's task and upload tasks.
 struct Shared {
     outbox: Outbox,
     /// Streams of calls on this connection (flow control).
@@ -160,7 +161,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Runs the protocol handshake over an established stream and starts the connection's
-    /// reader and writer tasks. `remote` names the peer in errors. Transports call this;
+    /// task. `remote` names the peer in errors. Transports call this;
     /// users call `rpc_transport_tcp::connect`.
     pub async fn handshake<T: crate::Transport>(
         io: T,
@@ -283,7 +284,14 @@ impl Connection {
     {
         let _permit = self.acquire(deadline).await?;
         let (slot, response) = oneshot::channel();
-        let mut guard = self.start(method, metadata, deadline, encode, Pending::Unary(slot))?;
+        let (mut guard, _) = self.start(
+            method,
+            metadata,
+            deadline,
+            encode,
+            Pending::Unary(slot),
+            false,
+        )?;
         Self::wait(&mut guard, deadline, response).await
     }
 
@@ -303,8 +311,17 @@ impl Connection {
     {
         let _permit = self.acquire(deadline).await?;
         let (slot, response) = oneshot::channel();
-        let mut guard = self.start(method, metadata, deadline, encode, Pending::Unary(slot))?;
-        self.spawn_upload(guard.id, upload);
+        let (mut guard, outbound) = self.start(
+            method,
+            metadata,
+            deadline,
+            encode,
+            Pending::Unary(slot),
+            true,
+        )?;
+        if let Some(outbound) = outbound {
+            self.spawn_upload(guard.id, outbound, upload);
+        }
         Self::wait(&mut guard, deadline, response).await
     }
 
@@ -325,15 +342,16 @@ impl Connection {
         U: Serialize + DeserializeOwned + Send + 'static,
     {
         let inbound = Arc::new(Inbound::new(self.shared.config.max_frame_size));
-        let mut guard = self.start(
+        let (mut guard, outbound) = self.start(
             method,
             metadata,
             deadline,
             encode,
             Pending::Stream(Arc::clone(&inbound)),
+            upload.is_some(),
         )?;
-        if let Some(upload) = upload {
-            self.spawn_upload(guard.id, upload);
+        if let (Some(upload), Some(outbound)) = (upload, outbound) {
+            self.spawn_upload(guard.id, outbound, upload);
         }
         // From here the stream owns the call: dropping it cancels the call.
         guard.finished = true;
@@ -357,7 +375,8 @@ impl Connection {
             .map_err(|_| RpcError::closed("the connection is closed"))
     }
 
-    /// Registers a call under a new id and queues its request.
+    /// Registers a call under a new id (and, `with_upload`, the credit of its client
+    /// stream, before the request can be answered) and queues its request.
     fn start<E>(
         &self,
         method: &super::Method,
@@ -365,7 +384,8 @@ impl Connection {
         deadline: Instant,
         encode: E,
         pending: Pending,
-    ) -> Result<PendingCall<'_>, RpcError>
+        with_upload: bool,
+    ) -> Result<(PendingCall<'_>, Option<Arc<Outbound>>), RpcError>
     where
         E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
@@ -401,6 +421,7 @@ impl Connection {
             sent: false,
             finished: false,
         };
+        let outbound = with_upload.then(|| shared.streams.add_outbound(id));
 
         // A budget of 0 means "no deadline" on the wire, so round up to 1 µs.
         let budget = deadline
@@ -420,7 +441,7 @@ impl Connection {
             encode,
         )?;
         guard.sent = true;
-        Ok(guard)
+        Ok((guard, outbound))
     }
 
     /// Waits for a unary response until the deadline.
@@ -442,12 +463,11 @@ impl Connection {
     /// Sends a call's client stream on a task of its own (it runs while the caller waits
     /// for, or reads, the answer), ending it with `STREAM_END`. It stops when the server
     /// says so, the call ends, or the connection fails.
-    fn spawn_upload<U>(&self, id: u64, mut upload: Streaming<U>)
+    fn spawn_upload<U>(&self, id: u64, outbound: Arc<Outbound>, mut upload: Streaming<U>)
     where
         U: Serialize + DeserializeOwned + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        let outbound = shared.streams.add_outbound(id);
         tokio::spawn(async move {
             let end = match send_items(&mut upload, &shared.outbox, &outbound, id).await {
                 Ok(Sent::All) => (status::OK, String::new()),

@@ -18,6 +18,7 @@ pub struct ServerConfig {
     pub(crate) max_connections: usize,
     pub(crate) max_concurrent_calls: usize,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) frame_timeout: Duration,
     pub(crate) max_write_buffer: usize,
     pub(crate) write_timeout: Duration,
 }
@@ -32,7 +33,8 @@ impl Default for ServerConfig {
             max_call_duration: None,
             max_connections: 16 * 1024,
             max_concurrent_calls: 64 * 1024,
-            idle_timeout: Some(Duration::from_secs(300)),
+            idle_timeout: None,
+            frame_timeout: Duration::from_secs(30),
             max_write_buffer: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(30),
         }
@@ -91,10 +93,17 @@ impl ServerConfig {
     }
 
     /// How long a connection may go without a complete frame while no call is running
-    /// before the server closes it (default 5 minutes; `None`: never). This also ends
-    /// peers that trickle a frame byte by byte.
+    /// before the server closes it with GO_AWAY IDLE_TIMEOUT (default: never, because a
+    /// plain `Connection` does not reconnect by itself; balanced channels do).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a frame may take to arrive once its first byte has (default 30 s): a
+    /// peer trickling a frame byte by byte (slowloris) is disconnected.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.frame_timeout = timeout;
         self
     }
 

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
 
 use super::interceptor::Rejection;
 use super::service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router};
@@ -145,10 +146,9 @@ impl ConnectionState {
         self.in_flight.load(Ordering::Acquire) < self.max_in_flight
     }
 
-    /// A call ended: frees its slots and, if the connection had stopped reading at the
+    /// A call ended: frees its slot and, if the connection had stopped reading at the
     /// limit, wakes its task.
     fn release_slot(&self) {
-        self.load.calls.fetch_sub(1, Ordering::AcqRel);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == self.max_in_flight {
             self.outbox.wake_task();
         }
@@ -191,6 +191,7 @@ pub(crate) async fn serve_connection<T: Transport>(
     config: Arc<ServerConfig>,
     load: Arc<Load>,
     signals: Signals,
+    tasks: TaskTracker,
 ) {
     let _slot = ConnectionSlot(Arc::clone(&load));
     let over_limit = load.connections.fetch_add(1, Ordering::AcqRel) >= config.max_connections;
@@ -266,6 +267,7 @@ pub(crate) async fn serve_connection<T: Transport>(
             .min(HOUSEKEEPING_FALLBACK);
     let mut connection = ServerConnection {
         io: FrameIo::new(reader, writer, config.max_frame_size),
+        tasks,
         state: Arc::clone(&state),
         router,
         config,
@@ -273,6 +275,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         draining: false,
         last_id: 0,
         last_frame_at: now,
+        partial_since: None,
         last_write_at: now,
         housekeeping: Box::pin(tokio::time::sleep_until(first_check)),
         graceful: Box::pin(signals.graceful.clone().cancelled_owned()),
@@ -316,6 +319,8 @@ type Cancelled = Pin<Box<WaitForCancellationFutureOwned>>;
 /// The state of the connection's task after the handshake.
 struct ServerConnection<R, W> {
     io: FrameIo<R, W>,
+    /// The server's tasks: spawned handlers join them, so shutdown waits for them too.
+    tasks: TaskTracker,
     state: Arc<ConnectionState>,
     router: Arc<Router>,
     config: Arc<ServerConfig>,
@@ -325,6 +330,8 @@ struct ServerConnection<R, W> {
     last_id: u64,
     /// When the last complete frame arrived (for the idle timeout).
     last_frame_at: Instant,
+    /// Since when part of a frame has been waiting for the rest (for the frame timeout).
+    partial_since: Option<Instant>,
     /// When queued answers last made progress or none were queued (for the write timeout).
     last_write_at: Instant,
     /// Fires at the earliest time the idle or write timeout could expire; re-armed lazily,
@@ -367,7 +374,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             while budget > 0 && !over_write_buffer {
                 // Backpressure: at the in-flight limit, stop reading until a call ends
                 // (its release wakes this task through the outbox's waker).
-                if !self.state.has_room() {
+                // While streams are open they need this connection read (their items and
+                // credit arrive on it), so it goes on and new calls are shed instead.
+                if !self.state.has_room() && self.state.streams.is_empty() {
                     self.state.outbox.register(cx.waker());
                     if !self.state.has_room() {
                         break;
@@ -402,6 +411,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
                 return Poll::Ready(End::Gone);
             }
+            // A frame begun and not finished: the frame timeout runs from now.
+            if self.io.read_buffered() == 0 {
+                self.partial_since = None;
+            } else if self.partial_since.is_none() {
+                self.partial_since = Some(now);
+                let frame_deadline = now + self.config.frame_timeout;
+                if self.housekeeping.deadline() > frame_deadline {
+                    self.housekeeping.as_mut().reset(frame_deadline);
+                    let _ = self.housekeeping.as_mut().poll(cx);
+                }
+            }
             if self.io.take_progress() || self.io.pending_write() == 0 {
                 self.last_write_at = now;
             } else {
@@ -435,6 +455,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             tracing::debug!(peer = %self.info.peer(), "peer stopped reading: dropping the connection");
             return Some(End::Gone);
         }
+        if let Some(since) = self.partial_since {
+            if now.duration_since(since) >= self.config.frame_timeout {
+                tracing::debug!(peer = %self.info.peer(), "a frame took too long to arrive");
+                self.go_away(go_away::IDLE_TIMEOUT, "a frame took too long to arrive");
+                return Some(End::Gone);
+            }
+        }
         let idle = self.state.in_flight.load(Ordering::Acquire) == 0 && !writing;
         if let Some(idle_timeout) = self.config.idle_timeout {
             if idle && now.duration_since(self.last_frame_at) >= idle_timeout {
@@ -451,6 +478,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         }
         if writing {
             next = next.min(self.last_write_at + self.config.write_timeout);
+        }
+        if let Some(since) = self.partial_since {
+            next = next.min(since + self.config.frame_timeout);
         }
         self.housekeeping
             .as_mut()
@@ -550,6 +580,30 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             );
             return Err(End::Gone);
         }
+        // Load shedding, before any work is spent on the call: beyond the server-wide
+        // limit, or beyond this connection's limit (reached while the connection is still
+        // read because streams need their items and credit), the call is refused, not
+        // queued. It did not run, so the caller may retry it elsewhere.
+        if !self.state.has_room() {
+            unregistered().error(
+                status::OVERLOADED,
+                "the connection is at its in-flight limit; the call did not run",
+            );
+            return Ok(());
+        }
+        if self.state.load.calls.fetch_add(1, Ordering::AcqRel) >= self.config.max_concurrent_calls
+        {
+            self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
+            unregistered().error(
+                status::OVERLOADED,
+                "the server is at its concurrency limit; the call did not run",
+            );
+            return Ok(());
+        }
+        let mut slot = InFlightSlot {
+            state: Arc::clone(&self.state),
+            counted: false,
+        };
         let Some(service) = self.router.get(request.service.as_str()) else {
             unregistered().error(
                 status::UNKNOWN_SERVICE,
@@ -622,23 +676,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         // Poll once here: a handler that is ready at once needs no task, no map entry and
         // no timer. While it is polled it is registered in the inline slot (id 0, which
         // the slot cannot hold, goes to the map).
-        // Load shedding: beyond the server-wide limit the call is refused, not queued.
-        if self.state.load.calls.fetch_add(1, Ordering::AcqRel) >= self.config.max_concurrent_calls
-        {
-            self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
-            unregistered().error(
-                status::OVERLOADED,
-                "the server is at its concurrency limit; the call did not run",
-            );
-            return Ok(());
-        }
         if id == 0 {
             self.state.running().insert(id, None);
         } else {
             self.state.inline_call.store(id, Ordering::Release);
         }
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
-        let slot = InFlightSlot(Arc::clone(&self.state));
+        slot.counted = true;
         let (first_poll, pending_context) = context::sync_scope(context, || {
             let polled = std::panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx)));
             // Only a handler that goes on needs its context again.
@@ -653,13 +697,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 // that nobody can claim it before its task is recorded. If the handler
                 // already answered, it runs on unregistered.
                 let mut running = self.state.running();
-                let unanswered = id == 0
-                    || self
-                        .state
+                let unanswered = if id == 0 {
+                    running.contains_key(&0)
+                } else {
+                    self.state
                         .inline_call
                         .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                let task = tokio::spawn(context::scope(
+                        .is_ok()
+                };
+                let task = self.tasks.spawn(context::scope(
                     context,
                     run_handler(handler, deadline, Arc::clone(&self.state), id, slot),
                 ));
@@ -678,11 +724,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
 
 /// A started call's place in the in-flight count, given back when it is dropped (the call
 /// finished, or its task was aborted).
-struct InFlightSlot(Arc<ConnectionState>);
+struct InFlightSlot {
+    state: Arc<ConnectionState>,
+    /// Whether the call also counts toward its connection's in-flight limit (it does once
+    /// it got past dispatch).
+    counted: bool,
+}
 
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
-        self.0.release_slot();
+        self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
+        if self.counted {
+            self.state.release_slot();
+        }
     }
 }
 

@@ -72,6 +72,7 @@ impl Server {
                             Arc::clone(&self.config),
                             Arc::clone(&accept_load),
                             accept_signals.clone(),
+                            connections.clone(),
                         ));
                     }
                     Err(e) => {
