@@ -7,6 +7,7 @@
 //! loadgen allocs [--calls 20000]
 //! loadgen idle   [--connections 10000]
 //! loadgen matrix [--duration 3] [--warmup 1] [--out FILE]
+//! loadgen soak   [--duration 60] [--warmup 5] [--clients 32] [--tls]
 //! loadgen interleave [--calls 2000] [--mib 100] [--chunk 65536]
 //! ```
 //!
@@ -14,7 +15,9 @@
 //! and prints calls/s, MiB/s, latency percentiles, and the CPU time and peak RSS of both
 //! processes; its last line is a machine-readable `RESULT ...`. `matrix` runs every point
 //! of `benches/README.md` for `raw` and `rpc` (and `tarpc` when built with
-//! `--features tarpc`) and prints a Markdown table of ratios to `raw`.
+//! `--features tarpc`) and prints a Markdown table of ratios to `raw`. `soak` churns
+//! connections against one server process and checks that its descriptors and memory
+//! return to their baseline (see `soak.rs`).
 
 mod allocs;
 mod interleave;
@@ -22,6 +25,7 @@ mod matrix;
 mod procstat;
 mod raw;
 mod rpc;
+mod soak;
 #[cfg(feature = "tarpc")]
 mod tarpc_mode;
 
@@ -95,7 +99,7 @@ impl Flags {
                 bail!("unexpected argument `{flag}`");
             };
             let value = match name {
-                "tarpc" => "true".to_string(),
+                "tarpc" | "tls" => "true".to_string(),
                 _ => iter
                     .next()
                     .with_context(|| format!("`{flag}` needs a value"))?
@@ -127,7 +131,7 @@ impl Flags {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
-        bail!("usage: loadgen bench|serve|allocs|idle|matrix|interleave [--flag value ...]");
+        bail!("usage: loadgen bench|serve|allocs|idle|matrix|interleave|soak [--flag value ...]");
     };
     let flags = Flags::parse(&args[1..])?;
     match command.as_str() {
@@ -139,6 +143,8 @@ fn main() -> Result<()> {
         "allocs" => runtime()?.block_on(allocs::run(flags.get("calls", 20_000)?)),
         "idle" => runtime()?.block_on(idle(flags.get("connections", 10_000)?)),
         "matrix" => matrix::run(&flags),
+        "soak" => runtime()?.block_on(soak::run(&flags)),
+        "soak-serve" => runtime()?.block_on(soak::serve(&flags)),
         "interleave" => runtime()?.block_on(interleave::run(&flags)),
         other => bail!("unknown command `{other}`"),
     }
