@@ -231,7 +231,7 @@ async fn mutual_tls_exposes_the_client_identity_to_handlers_and_interceptors() {
 fn assert_refused(outcome: Result<rpc_core::Connection, RpcError>, started: Instant, needle: &str) {
     let elapsed = started.elapsed();
     let error = outcome.expect_err("the connection must be refused");
-    eprintln!("refused as expected: {error}");
+    eprintln!("refused as expected after {elapsed:?}: {error}");
     assert!(
         matches!(&error, RpcError::Connect { .. }),
         "expected a Connect error, got {error:?}"
@@ -364,6 +364,7 @@ async fn a_plaintext_client_of_a_tls_server_fails_fast_with_a_typed_error() {
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
+    eprintln!("refused as expected after {elapsed:?}: {error}");
     assert!(
         matches!(&error, RpcError::Protocol(message) if message.contains("requires a TLS connection")),
         "{error:?}"
