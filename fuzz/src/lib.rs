@@ -32,36 +32,57 @@ pub const PATIENCE: Duration = Duration::from_secs(5);
 /// A nested record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inner {
+    /// An integer.
     pub id: u32,
+    /// A string.
     pub name: String,
+    /// A sequence of strings.
     pub tags: Vec<String>,
+    /// An optional float.
     pub score: Option<f64>,
 }
 
 /// A record with nested structs, maps, tuples and byte strings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// A tuple.
     pub key: (u64, i16),
+    /// A nested struct.
     pub inner: Inner,
+    /// A sequence of structs.
     pub children: Vec<Inner>,
+    /// A map.
     pub attributes: HashMap<String, Vec<u8>>,
+    /// A byte string.
     pub blob: ByteBuf,
+    /// A boolean.
     pub flag: bool,
 }
 
 /// An enum with unit, tuple and struct variants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Shape {
+    /// A unit variant.
     Point,
+    /// A tuple variant.
     Circle(f32),
-    Rect { w: u32, h: u32 },
+    /// A struct variant.
+    Rect {
+        /// Width.
+        w: u32,
+        /// Height.
+        h: u32,
+    },
+    /// A tuple variant with a string.
     Label(String, char),
 }
 
 /// An application error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FuzzError {
+    /// With a message.
     Refused(String),
+    /// With a code.
     Code(i32),
 }
 
@@ -69,17 +90,24 @@ pub enum FuzzError {
 /// no unbounded work), so any failure the harness sees comes from the framework.
 #[service]
 pub trait Fuzzed {
+    /// No arguments, no value.
     async fn unit(&self);
+    /// Two integers.
     async fn add(&self, a: i64, b: i64) -> i64;
+    /// A string and an integer.
     async fn text(&self, s: String, n: u32) -> String;
+    /// A byte string (the `ByteBuf` fast path).
     async fn bytes(&self, data: Vec<u8>) -> u64;
+    /// A nested struct, echoed.
     async fn record(&self, r: Record) -> Record;
+    /// Sequences, a map and an optional tuple.
     async fn many(
         &self,
         items: Vec<Inner>,
         index: HashMap<String, Vec<u16>>,
         extra: Option<(bool, char, f64)>,
     ) -> usize;
+    /// An enum and a tuple; fallible.
     async fn shape(&self, s: Shape, t: (u8, i128, Vec<Option<String>>))
         -> Result<Shape, FuzzError>;
 }
