@@ -50,10 +50,17 @@ async fn streams_go_to_one_replica_each() {
             .await;
         assert_eq!(items.len(), 50);
         let replica = items[0].split(':').next().unwrap().to_string();
-        assert!(items.iter().all(|i| i.starts_with(&replica)), "one replica per stream");
+        assert!(
+            items.iter().all(|i| i.starts_with(&replica)),
+            "one replica per stream"
+        );
         replicas.insert(replica);
     }
-    assert_eq!(replicas.len(), 2, "round robin spreads streams: {replicas:?}");
+    assert_eq!(
+        replicas.len(),
+        2,
+        "round robin spreads streams: {replicas:?}"
+    );
     assert_eq!(feed.count(Streaming::iter(0..1000)).await.unwrap(), 1000);
     a.shutdown().await;
     b.shutdown().await;
@@ -61,7 +68,9 @@ async fn streams_go_to_one_replica_each() {
 
 #[tokio::test]
 async fn a_stream_with_no_replica_fails_fast() {
-    let feed = FeedClient::new(BalancedChannel::from_static(Vec::<std::net::SocketAddr>::new()));
+    let feed = FeedClient::new(BalancedChannel::from_static(
+        Vec::<std::net::SocketAddr>::new(),
+    ));
     let error = feed.items(1).await.unwrap_err();
     assert!(matches!(error, RpcError::Unavailable { .. }), "{error:?}");
 }
