@@ -5,10 +5,9 @@
 //! overflow aborts the process: every connection is lost, not just the offending one.
 //!
 //! The same holds on the client side for a recursive return type and a hostile server.
-//! The test is ignored until the codec bounds nesting depth (for example a depth-counting
-//! `Deserializer` wrapper in `rpc_core::codec::decode`, answering INVALID_ARGUMENTS
-//! past a limit such as 128 levels, as serde_json does). The server runs in a child
-//! process so that its crash fails this test instead of killing the test runner.
+//! `rpc_core::codec::decode` now refuses to read once the decoding thread's stack runs
+//! low, so such a request is answered INVALID_ARGUMENTS. The server runs in a child
+//! process so that a regression (a crash) fails this test instead of killing the runner.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -85,7 +84,6 @@ fn helper_trees_server() {
 }
 
 #[tokio::test]
-#[ignore = "known bug (issue 4 report): nesting depth is unbounded in codec::decode, so this crashes the server"]
 async fn a_deeply_nested_argument_does_not_crash_the_server() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "helper_trees_server", "--ignored", "--nocapture"])

@@ -5,8 +5,16 @@
 //! allocates a string or byte buffer at its claimed length before reading it, so every
 //! decode runs with a byte limit chosen from the payload's length (a claim past the limit
 //! is a typed error, not an allocation).
+//!
+//! Nor can a payload overflow the stack: bincode decodes nested values (trees, recursive
+//! enums) recursively, and a stack overflow aborts the whole process. Every level of
+//! nesting reads at least one byte, so the reader refuses to read once the thread's
+//! remaining stack drops below a reserve, and a too-deep value is a decode error.
 
 use bincode::config::{self, Config, Configuration};
+use std::cell::Cell;
+
+use bincode::de::read::Reader;
 use bincode::enc::write::Writer;
 use bytes::{BufMut, BytesMut};
 use serde::de::DeserializeOwned;
@@ -55,15 +63,77 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
 }
 
 fn decode_with<T: DeserializeOwned, C: Config>(bytes: &[u8], config: C) -> Result<T, RpcError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config)
-        .map_err(|e| RpcError::Decode(e.to_string()))?;
-    if used != bytes.len() {
+    let left = Cell::new(bytes.len());
+    let reader = StackGuardedReader {
+        rest: bytes,
+        left: &left,
+    };
+    let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(reader, config);
+    let value = T::deserialize(decoder.as_deserializer()).map_err(|e| match e {
+        bincode::error::DecodeError::Other(TOO_DEEP) => {
+            RpcError::Decode(format!("{TOO_DEEP} to decode on this thread's stack"))
+        }
+        e => RpcError::Decode(e.to_string()),
+    })?;
+    if left.get() != 0 {
         return Err(RpcError::Decode(format!(
             "{} trailing bytes after the value",
-            bytes.len() - used
+            left.get()
         )));
     }
     Ok(value)
+}
+
+/// Why a read was refused: the value nests deeper than the stack allows.
+const TOO_DEEP: &str = "the value is nested too deeply";
+
+/// Stack kept free while decoding (generous, for debug builds and user `Deserialize`
+/// code between reads).
+const STACK_RESERVE: usize = 128 * 1024;
+
+/// A slice reader that refuses to read when the thread's stack runs low, and reports
+/// how many bytes it has left (to find trailing bytes).
+struct StackGuardedReader<'a> {
+    rest: &'a [u8],
+    left: &'a Cell<usize>,
+}
+
+impl StackGuardedReader<'_> {
+    fn check_stack() -> Result<(), bincode::error::DecodeError> {
+        match stacker::remaining_stack() {
+            Some(left) if left < STACK_RESERVE => Err(bincode::error::DecodeError::Other(TOO_DEEP)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Reader for StackGuardedReader<'_> {
+    #[inline]
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
+        Self::check_stack()?;
+        if bytes.len() > self.rest.len() {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: bytes.len() - self.rest.len(),
+            });
+        }
+        let (head, tail) = self.rest.split_at(bytes.len());
+        bytes.copy_from_slice(head);
+        self.rest = tail;
+        self.left.set(tail.len());
+        Ok(())
+    }
+
+    #[inline]
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        Self::check_stack().ok()?;
+        self.rest.get(..n)
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.rest = self.rest.get(n..).unwrap_or_default();
+        self.left.set(self.rest.len());
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +152,35 @@ mod tests {
             Err(RpcError::Decode(_))
         ));
         assert!(matches!(decode::<u64>(&[]), Err(RpcError::Decode(_))));
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_stack_allows_are_errors_not_crashes() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        enum Tree {
+            Leaf,
+            Node(Box<Tree>),
+        }
+        // A million levels: variant 1 (Node) a million times, then 0 (Leaf).
+        let mut deep = vec![1u8; 1_000_000];
+        deep.push(0);
+        // On a small stack, so the guard is what stops it.
+        let outcome = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || decode::<Tree>(&deep).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        match outcome {
+            Err(RpcError::Decode(message)) => {
+                assert!(message.contains("nested too deeply"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Shallow nesting still decodes.
+        let shallow = [1u8, 1, 1, 0];
+        assert!(decode::<Tree>(&shallow).is_ok());
     }
 
     #[test]
