@@ -14,8 +14,10 @@
 //! `bench` starts the server as a separate process (`serve`), drives it from this process
 //! and prints calls/s, MiB/s, latency percentiles, and the CPU time and peak RSS of both
 //! processes; its last line is a machine-readable `RESULT ...`. `matrix` runs every point
-//! of `benches/README.md` for `raw` and `rpc` (and `tarpc` when built with
-//! `--features tarpc`) and prints a Markdown table of ratios to `raw`. `soak` churns
+//! of `benches/README.md` for `raw`, `raw-batched` and `rpc` (and `tarpc` when built with
+//! `--features tarpc`), then `allocs`, `idle` and `interleave` (small-call latency during
+//! a 100 MiB stream transfer, see `interleave.rs`), and prints Markdown tables of ratios
+//! to `raw`. `soak` churns
 //! connections against one server process and checks that its descriptors and memory
 //! return to their baseline (see `soak.rs`).
 
