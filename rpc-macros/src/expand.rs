@@ -138,7 +138,12 @@ fn request_enum(def: &ServiceDef) -> TokenStream {
         let variant = &m.variant;
         let names = arg_names(m);
         let types = arg_types(m);
-        quote! { #(#cfgs)* #variant { #( #names: #types ),* } }
+        let doc = format!("The arguments of `{}`.", m.wire_name);
+        let field_docs = m
+            .args
+            .iter()
+            .map(|(name, _)| format!("The `{}` argument.", syn::ext::IdentExt::unraw(name)));
+        quote! { #(#cfgs)* #[doc = #doc] #variant { #( #[doc = #field_docs] #names: #types ),* } }
     });
     let arms = def.methods.iter().map(|m| {
         let cfgs = &m.cfgs;
@@ -177,7 +182,8 @@ fn response_enum(def: &ServiceDef) -> TokenStream {
         let cfgs = &m.cfgs;
         let variant = &m.variant;
         let ty = m.output.declared();
-        quote! { #(#cfgs)* #variant(#ty) }
+        let doc = format!("The return value of `{}`.", m.wire_name);
+        quote! { #(#cfgs)* #[doc = #doc] #variant(#ty) }
     });
     quote! {
         #[doc = #doc]
