@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::raw;
 use common::{client, start, start_with, ProbeClient, ProbeImpl};
 use rpc_core::protocol::{self, ClientHello, ServerHello, HANDSHAKE_LEN, VERSION};
 use rpc_core::{ClientConfig, RpcError, ServerConfig};
@@ -136,28 +137,13 @@ async fn a_response_over_the_clients_frame_limit_is_a_typed_error() {
     server.shutdown().await;
 }
 
-/// Opens a raw TCP connection and completes the handshake.
-async fn raw_connection(addr: std::net::SocketAddr) -> (TcpStream, ServerHello) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let hello = ClientHello {
-        version: VERSION,
-        max_frame_size: 1 << 20,
-    };
-    stream.write_all(&hello.encode()).await.unwrap();
-    let mut reply = [0u8; HANDSHAKE_LEN];
-    stream.read_exact(&mut reply).await.unwrap();
-    (stream, ServerHello::decode(&reply).unwrap())
-}
-
 /// Reads frames until a GO_AWAY arrives; returns its code.
 async fn read_go_away(stream: &mut TcpStream) -> u8 {
     loop {
-        let len = stream.read_u32().await.unwrap() as usize;
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.unwrap();
-        if let protocol::Frame::GoAway { code, .. } = protocol::Frame::decode(body.into()).unwrap()
-        {
-            return code;
+        match raw::next_frame(stream).await {
+            Some(protocol::Frame::GoAway { code, .. }) => return code,
+            Some(_) => continue,
+            None => panic!("closed without a GO_AWAY"),
         }
     }
 }
@@ -170,7 +156,7 @@ async fn a_peer_sending_an_over_limit_frame_is_disconnected_and_others_keep_work
     )
     .await;
     let probe = client(server.local_addr()).await;
-    let (mut raw, reply) = raw_connection(server.local_addr()).await;
+    let (mut raw, reply) = raw::handshaken(server.local_addr()).await;
     assert_eq!(reply.max_frame_size, 1024 * 1024);
     // A length prefix claiming 4 GiB - 1: refused before any body is read or allocated.
     raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
@@ -412,27 +398,13 @@ async fn a_service_that_never_answers_gives_a_typed_error_not_a_hang() {
     server.shutdown().await;
 }
 
-/// Writes one REQUEST frame for `Probe.<method>` with no arguments.
-async fn write_request(stream: &mut TcpStream, id: u64, method: &str) {
-    let mut body = vec![protocol::kind::REQUEST, 0];
-    body.extend_from_slice(&id.to_be_bytes());
-    body.extend_from_slice(&10_000_000u64.to_be_bytes());
-    body.push(5);
-    body.extend_from_slice(b"Probe");
-    body.push(method.len() as u8);
-    body.extend_from_slice(method.as_bytes());
-    body.extend_from_slice(&[0, 0]);
-    stream.write_u32(body.len() as u32).await.unwrap();
-    stream.write_all(&body).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_duplicate_call_id_is_a_protocol_error_naming_the_last_id_seen() {
     let server = start(ProbeImpl::default()).await;
-    let (mut raw, _) = raw_connection(server.local_addr()).await;
-    write_request(&mut raw, 41, "hang").await;
-    write_request(&mut raw, 42, "hang").await;
-    write_request(&mut raw, 42, "hang").await;
+    let (mut raw, _) = raw::handshaken(server.local_addr()).await;
+    raw::send_frame(&mut raw, &raw::request(41, "hang", &[])).await;
+    raw::send_frame(&mut raw, &raw::request(42, "hang", &[])).await;
+    raw::send_frame(&mut raw, &raw::request(42, "hang", &[])).await;
     let (code, last_id) = loop {
         let len = raw.read_u32().await.unwrap() as usize;
         let mut body = vec![0u8; len];

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::raw::{self, next_frame, request, send_frame};
 use common::{client, eventually, start, start_with, ProbeClient, ProbeImpl};
 use rpc_core::protocol::{
     self, kind, status, ClientHello, Frame, ServerHello, HANDSHAKE_LEN, VERSION,
@@ -14,31 +15,11 @@ use rpc_core::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A raw connection that has completed the handshake.
+/// A raw connection the server accepted.
 async fn handshaken(addr: std::net::SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let hello = ClientHello {
-        version: VERSION,
-        max_frame_size: 1 << 20,
-    };
-    stream.write_all(&hello.encode()).await.unwrap();
-    let mut reply = [0u8; HANDSHAKE_LEN];
-    stream.read_exact(&mut reply).await.unwrap();
-    assert_eq!(ServerHello::decode(&reply).unwrap().status, 0);
+    let (stream, reply) = raw::handshaken(addr).await;
+    assert_eq!(reply.status, 0);
     stream
-}
-
-/// Reads frames until one arrives or the server closes; `None` on close.
-async fn next_frame(stream: &mut TcpStream) -> Option<Frame> {
-    let read = async {
-        let len = stream.read_u32().await.ok()? as usize;
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.ok()?;
-        Frame::decode(body.into()).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("the server answered or closed in time")
 }
 
 /// Expects a GO_AWAY with `code`, then the connection closing.
@@ -48,25 +29,6 @@ async fn expect_go_away_and_close(stream: &mut TcpStream, code: u8) {
         other => panic!("expected GO_AWAY {code}, got {other:?}"),
     }
     assert!(next_frame(stream).await.is_none(), "then the server closes");
-}
-
-/// A REQUEST frame body for `Probe.<method>` with `payload` as arguments.
-fn request(id: u64, method: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = vec![kind::REQUEST, 0];
-    body.extend_from_slice(&id.to_be_bytes());
-    body.extend_from_slice(&5_000_000u64.to_be_bytes());
-    body.push(5);
-    body.extend_from_slice(b"Probe");
-    body.push(method.len() as u8);
-    body.extend_from_slice(method.as_bytes());
-    body.extend_from_slice(&[0, 0]);
-    body.extend_from_slice(payload);
-    body
-}
-
-async fn send_frame(stream: &mut TcpStream, body: &[u8]) {
-    stream.write_u32(body.len() as u32).await.unwrap();
-    stream.write_all(body).await.unwrap();
 }
 
 /// Asserts that a well-behaved client is still served.
