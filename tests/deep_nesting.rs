@@ -9,9 +9,9 @@
 //! low, so such a request is answered INVALID_ARGUMENTS. The server runs in a child
 //! process so that a regression (a crash) fails this test instead of killing the runner.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
+
+mod common;
 
 use rpc_core::{service, Method, RpcError};
 use serde::{Deserialize, Serialize};
@@ -85,19 +85,8 @@ fn helper_trees_server() {
 
 #[tokio::test]
 async fn a_deeply_nested_argument_does_not_crash_the_server() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper_trees_server", "--ignored", "--nocapture"])
-        .env("RPC_TEST_TREES_SERVER", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr = stdout
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("LISTENING ").map(str::to_string))
-        .expect("the helper server reports its address");
+    let (mut child, addr) =
+        common::spawn_helper_server("helper_trees_server", "RPC_TEST_TREES_SERVER");
 
     // A well-formed tree 100,000 levels deep: 100 KB, far below any frame limit.
     let mut payload = vec![1u8; 100_000];

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::raw;
@@ -51,24 +49,8 @@ fn helper_server_process() {
 
 #[tokio::test]
 async fn a_server_killed_mid_call_fails_in_flight_calls_promptly() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_server_process",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("RPC_TEST_HELPER_SERVER", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr = stdout
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("LISTENING ").map(str::to_string))
-        .expect("the helper server reports its address");
+    let (mut child, addr) =
+        common::spawn_helper_server("helper_server_process", "RPC_TEST_HELPER_SERVER");
     let probe = ProbeClient::new(rpc_transport_tcp::connect(addr.as_str()).await.unwrap());
     assert_eq!(probe.echo(1).await.unwrap(), 1);
 

@@ -76,8 +76,10 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 ///
 /// - `FooClient`: a cheap, cloneable client with one `async fn` per method, returning
 ///   `Result<T, RpcError>`, or `Result<T, CallError<E>>` for a method declared
-///   `-> Result<T, E>`. `FooClient::new(connection)` builds it; `with_timeout` and
-///   `with_metadata` return a copy with per-call options.
+///   `-> Result<T, E>`. `FooClient::new(target)` builds it over a [`Connection`] or
+///   anything else that converts into a [`Client`] (a balanced channel);
+///   `with_timeout`, `with_metadata` and `with_routing_key` return a copy with per-call
+///   options.
 /// - `FooServer<I>`: wraps an implementation `I: Foo` as a [`Service`] to pass to a
 ///   server. `FooServer::handle` dispatches a `FooRequest` in-process.
 /// - `FooRequest` / `FooResponse`: one variant per method (the method name in
@@ -85,6 +87,11 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 /// - `FooClient::SERVICE_NAME`: the service's name on the wire. A method's wire identity
 ///   is its service name plus its method name (see `docs/PROTOCOL.md`), so adding or
 ///   reordering methods never breaks older clients.
+///
+/// A method returning [`Streaming<T>`](Streaming) streams its answer, one taking a
+/// `Streaming<T>` argument streams its request, both is bidirectional; the client method
+/// then returns `Result<Streaming<T>, RpcError>`. `#[idempotent]` on a method marks it
+/// safe to retry.
 ///
 /// Arguments and return values declared `Vec<u8>` take the [`ByteBuf`] fast path (one
 /// byte string instead of a sequence of `u8`s; same bytes on the wire).

@@ -186,3 +186,24 @@ pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     }
     condition()
 }
+
+/// Runs this test binary's ignored test `helper` in a child process with `env_var` set;
+/// the helper serves and prints `LISTENING <addr>`. Returns the child and that address.
+pub fn spawn_helper_server(helper: &str, env_var: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", helper, "--ignored", "--nocapture"])
+        .env(env_var, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("LISTENING ").map(str::to_string))
+        .expect("the helper server reports its address");
+    (child, addr)
+}
