@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rpc_core::{service, ServerHandle};
-use rpc_discovery::etcd::{self, etcd_client, EtcdDiscovery, RegisterOptions, RegisteredServer};
+use rpc_discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions, RegisteredServer};
 use rpc_discovery::{balance, BalancedChannel, StaticDiscovery};
 
 #[service]
@@ -58,21 +58,22 @@ impl Running {
 }
 
 /// The etcd endpoint from `--etcd URL` or `RPC_ETCD`, if etcd answers there.
-async fn etcd() -> Option<etcd_client::Client> {
+async fn etcd() -> Option<EtcdClient> {
     let args: Vec<String> = std::env::args().collect();
     let endpoint = args
         .iter()
         .position(|a| a == "--etcd")
         .and_then(|i| args.get(i + 1).cloned())
         .or_else(|| std::env::var("RPC_ETCD").ok())?;
-    let options = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
     let check = async {
-        let mut client = etcd_client::Client::connect([endpoint.as_str()], Some(options)).await?;
-        client.status().await?;
-        Ok::<_, etcd_client::Error>(client)
+        let client = EtcdClient::builder([endpoint.as_str()])
+            .request_timeout(Duration::from_secs(2))
+            .build()?;
+        client.get_prefix(b"\0").await?;
+        Ok::<_, etcd::EtcdError>(client)
     };
-    match tokio::time::timeout(Duration::from_secs(3), check).await {
-        Ok(Ok(client)) => Some(client),
+    match check.await {
+        Ok(client) => Some(client),
         _ => {
             println!("etcd at {endpoint} does not answer; using a static list instead");
             None

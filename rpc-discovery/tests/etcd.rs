@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpc_core::RpcError;
-use rpc_discovery::etcd::{self, etcd_client, EtcdDiscovery, RegisterOptions};
+use rpc_discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions};
 use rpc_discovery::{BalancedChannel, Discovery, Endpoint};
 use support::{etcd_endpoint, unique_service, within, ReplicaClient, ServerProcess};
 
@@ -50,9 +50,7 @@ async fn cluster_rides_through_a_sigkill_and_follows_membership() {
     for i in 1..=3 {
         servers.push(spawn_server(&format!("s{i}"), &etcd, &service, ttl).await);
     }
-    let client = etcd_client::Client::connect([etcd.as_str()], None)
-        .await
-        .unwrap();
+    let client = EtcdClient::connect([etcd.as_str()]).await.unwrap();
     let channel = BalancedChannel::builder(EtcdDiscovery::new(client.clone(), &service)).build();
     assert!(
         within(Duration::from_secs(5), || channel.endpoints().len() == 3)
@@ -214,9 +212,7 @@ async fn registrations_appear_and_leave_with_weights_and_metadata() {
         return;
     };
     let service = unique_service("registry");
-    let client = etcd_client::Client::connect([etcd.as_str()], None)
-        .await
-        .unwrap();
+    let client = EtcdClient::connect([etcd.as_str()]).await.unwrap();
     let discovery = EtcdDiscovery::new(client.clone(), &service);
     let mut endpoints = discovery.subscribe();
     let initial = tokio::time::timeout(Duration::from_secs(5), endpoints.ready())
@@ -237,12 +233,12 @@ async fn registrations_appear_and_leave_with_weights_and_metadata() {
         .unwrap();
     assert!(first.key().ends_with("/127.0.0.1:1001"), "{}", first.key());
     // A bare address (written by another tool) is accepted too.
-    let mut kv = client.clone();
+    let kv = client.clone();
     let bare_key = format!(
         "{}127.0.0.1:1003",
         etcd::service_prefix(etcd::DEFAULT_PREFIX, &service)
     );
-    kv.put(bare_key.as_str(), "127.0.0.1:1003", None)
+    kv.put(bare_key.as_bytes(), b"127.0.0.1:1003", 0)
         .await
         .unwrap();
 
@@ -270,7 +266,7 @@ async fn registrations_appear_and_leave_with_weights_and_metadata() {
         wait_for(&endpoints, 1).await.is_some(),
         "dropping revokes the lease"
     );
-    kv.delete(bare_key.as_str(), None).await.unwrap();
+    kv.delete(bare_key.as_bytes()).await.unwrap();
     assert!(wait_for(&endpoints, 0).await.is_some());
 }
 
@@ -280,9 +276,7 @@ async fn serve_registers_and_shutdown_deregisters_first() {
         return;
     };
     let service = unique_service("serve");
-    let client = etcd_client::Client::connect([etcd.as_str()], None)
-        .await
-        .unwrap();
+    let client = EtcdClient::connect([etcd.as_str()]).await.unwrap();
     let server = etcd::serve(
         "127.0.0.1:0",
         support::ReplicaServer::new(support::ReplicaImpl::new("registered")),
@@ -321,7 +315,7 @@ async fn discovery_and_registration_survive_an_etcd_restart() {
     let mut private = tokio::task::spawn_blocking(support::PrivateEtcd::start)
         .await
         .unwrap();
-    let client = etcd_client::Client::connect([private.endpoint.as_str()], None)
+    let client = EtcdClient::connect([private.endpoint.as_str()])
         .await
         .unwrap();
     let service = unique_service("restart");
@@ -366,4 +360,60 @@ async fn discovery_and_registration_survive_an_etcd_restart() {
     second.deregister().await.unwrap();
     assert!(within(Duration::from_secs(3), count(0)).await.is_some());
     drop(private);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_revision_says_so() {
+    let Some(etcd) = etcd_endpoint("a_watch_from_a_compacted_revision_says_so") else {
+        return;
+    };
+    let client = EtcdClient::connect([etcd.as_str()]).await.unwrap();
+    let prefix = format!("/{}/", unique_service("compact"));
+    let key = format!("{prefix}k");
+    let first = client.put(key.as_bytes(), b"1", 0).await.unwrap();
+    let latest = client.put(key.as_bytes(), b"2", 0).await.unwrap();
+    client.compact(latest).await.unwrap();
+    let mut watch = client.watch_prefix(prefix.as_bytes(), first).await.unwrap();
+    let mut compacted = 0;
+    while let Some(update) = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("etcd answers the watch")
+        .unwrap()
+    {
+        if update.compact_revision > 0 {
+            compacted = update.compact_revision;
+            break;
+        }
+    }
+    assert_eq!(
+        compacted, latest,
+        "the watch reports where history now starts"
+    );
+    client.delete(key.as_bytes()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_client_fails_over_to_a_member_that_answers() {
+    let Some(etcd) = etcd_endpoint("the_client_fails_over_to_a_member_that_answers") else {
+        return;
+    };
+    // A port nothing listens on (bound, then released), then the real etcd.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let client = EtcdClient::connect([dead_endpoint.as_str(), etcd.as_str()])
+        .await
+        .unwrap();
+    let key = format!("/{}", unique_service("failover"));
+    client.put(key.as_bytes(), b"v", 0).await.unwrap();
+    let listed = client.get_prefix(key.as_bytes()).await.unwrap();
+    assert_eq!(listed.kvs.len(), 1);
+    assert_eq!(listed.kvs[0].value, b"v");
+    client.delete(key.as_bytes()).await.unwrap();
+    // Only dead members: a typed error, quickly.
+    let unreachable = etcd::EtcdClient::connect([dead_endpoint.as_str()]).await;
+    assert!(
+        matches!(unreachable, Err(etcd::EtcdError::Unreachable { .. })),
+        "{unreachable:?}"
+    );
 }

@@ -21,19 +21,53 @@ pub async fn start(replica: ReplicaImpl) -> ServerHandle<SocketAddr> {
         .expect("bind loopback")
 }
 
-/// The etcd endpoint for tests (`RPC_TEST_ETCD`). Without it, tests that need etcd are
-/// skipped locally, but fail under CI (`CI` set), where `.ci/run` starts etcd.
+/// The etcd endpoint for tests: `RPC_TEST_ETCD`, else `http://127.0.0.1:2379`. When no
+/// etcd answers there, tests that need it are skipped with a printed reason, except when
+/// `RPC_TEST_ETCD` or `CI` is set (`.ci/run` starts etcd): then they fail.
 pub fn etcd_endpoint(test: &str) -> Option<String> {
-    match std::env::var("RPC_TEST_ETCD") {
-        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "{test}: RPC_TEST_ETCD is not set under CI; `.ci/run` must start etcd (.ci/etcd.sh)"
-        ),
-        _ => {
-            eprintln!("SKIPPED {test}: set RPC_TEST_ETCD=http://127.0.0.1:PORT (see .ci/etcd.sh) to run it");
-            None
-        }
+    let configured = std::env::var("RPC_TEST_ETCD")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let endpoint = configured
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:2379".into());
+    let address = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    if etcd_healthy(&address) {
+        return Some(endpoint);
     }
+    if configured.is_some() || std::env::var_os("CI").is_some() {
+        panic!("{test}: no healthy etcd at {endpoint}; `.ci/run` starts one (.ci/etcd.sh)");
+    }
+    eprintln!(
+        "SKIPPED {test}: no etcd answers at {endpoint} (set RPC_TEST_ETCD=http://127.0.0.1:PORT, \
+         or `source .ci/etcd.sh`, to run it)"
+    );
+    None
+}
+
+/// Whether an etcd at `address` (`host:port`) reports itself healthy.
+pub fn etcd_healthy(address: &str) -> bool {
+    use std::io::Read;
+    use std::net::ToSocketAddrs;
+    let Some(addr) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.contains("\"health\":\"true\"")
 }
 
 /// A service name no other test run uses.
@@ -224,20 +258,7 @@ impl PrivateEtcd {
     }
 
     fn healthy(&self) -> bool {
-        use std::io::Read;
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.client_port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        if stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut reply = String::new();
-        let _ = stream.read_to_string(&mut reply);
-        reply.contains("\"health\":\"true\"")
+        etcd_healthy(&format!("127.0.0.1:{}", self.client_port))
     }
 
     /// SIGKILL, keeping the data directory.

@@ -40,7 +40,7 @@ async fn main() {
             use rpc_discovery::etcd;
             let service = arg(&args, "--service").unwrap_or_else(|| "replica".into());
             let ttl: u64 = arg(&args, "--ttl").map_or(10, |t| t.parse().expect("--ttl SECONDS"));
-            let client = etcd::etcd_client::Client::connect([endpoint], None)
+            let client = etcd::EtcdClient::connect([endpoint])
                 .await
                 .expect("connect to etcd");
             let registration = etcd::register(

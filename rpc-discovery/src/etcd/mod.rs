@@ -2,15 +2,19 @@
 //! `{prefix}{service}/{addr}` with a lease kept alive in the background, and clients
 //! follow the prefix with [`EtcdDiscovery`].
 //!
+//! It talks to etcd through etcd's JSON gateway ([`EtcdClient`], on hyper 1; served on the
+//! client port by default since etcd 3.4), so building it needs no `protoc` and pulls in
+//! no gRPC stack.
+//!
 //! ```no_run
 //! # use rpc_core::service;
 //! # #[service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
 //! # struct Calc; impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
 //! # async fn demo() -> anyhow::Result<()> {
-//! use rpc_discovery::etcd::{self, EtcdDiscovery, RegisterOptions};
+//! use rpc_discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions};
 //! use rpc_discovery::BalancedChannel;
 //!
-//! let etcd_client = etcd::etcd_client::Client::connect(["http://127.0.0.1:2379"], None).await?;
+//! let etcd_client = EtcdClient::connect(["http://127.0.0.1:2379"]).await?;
 //!
 //! // Server: serve, then register next to it (or `etcd::serve` for both in one call).
 //! let server = rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
@@ -38,14 +42,19 @@
 //! change between the two is missed; after a compaction, a cancelled or broken watch it
 //! lists again.
 
+mod client;
+mod json;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use etcd_client;
-use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
+pub use client::{
+    EtcdClient, EtcdClientBuilder, EtcdError, KeyValue, Listing, Watch, WatchEvent, WatchUpdate,
+    DEFAULT_REQUEST_TIMEOUT,
+};
 use rpc_core::{Router, ServerConfig, ServerHandle};
 use tokio::task::AbortHandle;
 
@@ -113,8 +122,7 @@ impl RegisterOptions {
 pub struct Registration {
     key: String,
     lease: Arc<AtomicI64>,
-    /// Boxed: an etcd client is several kilobytes.
-    client: Box<Client>,
+    client: EtcdClient,
     keep_alive: AbortHandle,
     done: AtomicBool,
 }
@@ -141,11 +149,10 @@ impl Registration {
 
     /// Leaves the set now: stops the keep-alive and revokes the lease, which deletes the
     /// key; watchers see the deletion at once.
-    pub async fn deregister(self) -> Result<(), etcd_client::Error> {
+    pub async fn deregister(self) -> Result<(), EtcdError> {
         self.done.store(true, Ordering::SeqCst);
         self.keep_alive.abort();
-        let mut client = (*self.client).clone();
-        client.lease_revoke(self.lease_id()).await?;
+        self.client.lease_revoke(self.lease_id()).await?;
         tracing::info!(key = %self.key, "deregistered from etcd");
         Ok(())
     }
@@ -158,7 +165,7 @@ impl Drop for Registration {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let mut client = (*self.client).clone();
+            let client = self.client.clone();
             let lease = self.lease_id();
             runtime.spawn(async move {
                 let _ = client.lease_revoke(lease).await;
@@ -171,11 +178,11 @@ impl Drop for Registration {
 /// replica of `service`, with a lease kept alive until the returned [`Registration`] is
 /// deregistered or dropped. Call it next to `serve`.
 pub async fn register(
-    client: &Client,
+    client: &EtcdClient,
     service: &str,
     endpoint: impl Into<Endpoint>,
     options: RegisterOptions,
-) -> Result<Registration, etcd_client::Error> {
+) -> Result<Registration, EtcdError> {
     let endpoint = endpoint.into();
     let key = format!(
         "{}{}",
@@ -184,8 +191,7 @@ pub async fn register(
     );
     let value = serde_json::to_vec(&endpoint).expect("an endpoint serializes to JSON");
     let ttl = options.ttl_secs();
-    let mut etcd = client.clone();
-    let lease = put_with_lease(&mut etcd, &key, &value, ttl).await?;
+    let lease = put_with_lease(client, &key, &value, ttl).await?;
     tracing::info!(%key, lease, ttl, "registered in etcd");
     let lease = Arc::new(AtomicI64::new(lease));
     let task = tokio::spawn(keep_alive(
@@ -198,71 +204,62 @@ pub async fn register(
     Ok(Registration {
         key,
         lease,
-        client: Box::new(client.clone()),
+        client: client.clone(),
         keep_alive: task.abort_handle(),
         done: AtomicBool::new(false),
     })
 }
 
 async fn put_with_lease(
-    client: &mut Client,
+    client: &EtcdClient,
     key: &str,
     value: &[u8],
     ttl: i64,
-) -> Result<i64, etcd_client::Error> {
-    let lease = client.lease_grant(ttl, None).await?.id();
-    client
-        .put(key, value, Some(PutOptions::new().with_lease(lease)))
-        .await?;
+) -> Result<i64, EtcdError> {
+    let lease = client.lease_grant(ttl).await?;
+    client.put(key.as_bytes(), value, lease).await?;
     Ok(lease)
 }
 
-/// Keeps the lease alive at a third of its TTL; registers again if it was lost.
-async fn keep_alive(client: Client, key: String, value: Vec<u8>, ttl: i64, lease: Arc<AtomicI64>) {
+/// Keeps the lease alive at a third of its TTL (one request per refresh); registers again
+/// with a new lease once etcd says the lease is gone.
+async fn keep_alive(
+    client: EtcdClient,
+    key: String,
+    value: Vec<u8>,
+    ttl: i64,
+    lease: Arc<AtomicI64>,
+) {
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
     let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut failures = 0;
-    let mut client = client;
     loop {
+        let delay = if failures == 0 {
+            period
+        } else {
+            backoff.delay(failures).min(period)
+        };
+        tokio::time::sleep(delay).await;
         let id = lease.load(Ordering::SeqCst);
-        let lost = match client.lease_keep_alive(id).await {
-            Ok((mut keeper, mut responses)) => {
-                let mut tick = tokio::time::interval(period);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(error) = keeper.keep_alive().await {
-                                tracing::warn!(%key, %error, "etcd keep-alive failed");
-                                break false;
-                            }
-                        }
-                        message = responses.message() => match message {
-                            Ok(Some(response)) if response.ttl() <= 0 => break true,
-                            Ok(Some(_)) => failures = 0,
-                            Ok(None) => break false,
-                            Err(error) => {
-                                tracing::warn!(%key, %error, "etcd keep-alive stream failed");
-                                break false;
-                            }
-                        }
+        match client.lease_keep_alive(id).await {
+            Ok(remaining) if remaining > 0 => failures = 0,
+            Ok(_) => {
+                tracing::warn!(%key, lease = id, "etcd lease expired; registering again");
+                match put_with_lease(&client, &key, &value, ttl).await {
+                    Ok(new) => {
+                        lease.store(new, Ordering::SeqCst);
+                        failures = 0;
+                        tracing::info!(%key, lease = new, "registered in etcd again");
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        tracing::warn!(%key, %error, "etcd registration failed");
                     }
                 }
             }
             Err(error) => {
-                tracing::warn!(%key, %error, "etcd keep-alive could not start");
-                false
-            }
-        };
-        failures += 1;
-        tokio::time::sleep(backoff.delay(failures)).await;
-        if lost {
-            tracing::warn!(%key, lease = id, "etcd lease expired; registering again");
-            match put_with_lease(&mut client, &key, &value, ttl).await {
-                Ok(new) => {
-                    lease.store(new, Ordering::SeqCst);
-                    tracing::info!(%key, lease = new, "registered in etcd again");
-                }
-                Err(error) => tracing::warn!(%key, %error, "etcd registration failed"),
+                failures += 1;
+                tracing::warn!(%key, %error, failures, "etcd keep-alive failed");
             }
         }
     }
@@ -310,7 +307,7 @@ pub enum ServeError {
     Bind(#[from] std::io::Error),
     /// Registering in etcd failed (the server was stopped again).
     #[error("etcd registration failed: {0}")]
-    Register(#[from] etcd_client::Error),
+    Register(#[from] EtcdError),
 }
 
 /// Binds `addr`, serves `services` and registers the bound address as a replica of
@@ -320,7 +317,7 @@ pub enum ServeError {
 pub async fn serve(
     addr: impl tokio::net::ToSocketAddrs,
     services: impl Into<Router>,
-    client: &Client,
+    client: &EtcdClient,
     service: &str,
     options: RegisterOptions,
 ) -> Result<RegisteredServer, ServeError> {
@@ -348,12 +345,12 @@ pub struct EtcdDiscovery {
 
 impl EtcdDiscovery {
     /// Follows `service` under [`DEFAULT_PREFIX`]. Must be called inside a tokio runtime.
-    pub fn new(client: Client, service: &str) -> Self {
+    pub fn new(client: EtcdClient, service: &str) -> Self {
         Self::with_prefix(client, DEFAULT_PREFIX, service)
     }
 
     /// Follows `service` under `prefix`.
-    pub fn with_prefix(client: Client, prefix: &str, service: &str) -> Self {
+    pub fn with_prefix(client: EtcdClient, prefix: &str, service: &str) -> Self {
         let publisher = Arc::new(Publisher::new());
         let task = tokio::spawn(follow(
             client,
@@ -380,11 +377,11 @@ impl Discovery for EtcdDiscovery {
 }
 
 /// The endpoint a key holds: JSON, or a bare address.
-fn decode(kv: &KeyValue) -> Option<(String, Endpoint)> {
-    let key = String::from_utf8_lossy(kv.key()).into_owned();
-    match serde_json::from_slice::<Endpoint>(kv.value()) {
+fn decode(key: &[u8], value: &[u8]) -> Option<(String, Endpoint)> {
+    let key = String::from_utf8_lossy(key).into_owned();
+    match serde_json::from_slice::<Endpoint>(value) {
         Ok(endpoint) => Some((key, endpoint)),
-        Err(_) => match std::str::from_utf8(kv.value()) {
+        Err(_) => match std::str::from_utf8(value) {
             Ok(addr) if !addr.trim().is_empty() && !addr.contains('{') => {
                 Some((key, Endpoint::new(addr.trim())))
             }
@@ -397,7 +394,7 @@ fn decode(kv: &KeyValue) -> Option<(String, Endpoint)> {
 }
 
 /// List, then watch from the listed revision; list again whenever the watch ends.
-async fn follow(mut client: Client, prefix: String, publisher: Arc<Publisher>) {
+async fn follow(client: EtcdClient, prefix: String, publisher: Arc<Publisher>) {
     let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut failures = 0;
     loop {
@@ -405,26 +402,25 @@ async fn follow(mut client: Client, prefix: String, publisher: Arc<Publisher>) {
             tokio::time::sleep(backoff.delay(failures)).await;
         }
         failures += 1;
-        let listed = match client
-            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-            .await
-        {
+        let listed = match client.get_prefix(prefix.as_bytes()).await {
             Ok(listed) => listed,
             Err(error) => {
                 tracing::warn!(%prefix, %error, "etcd list failed");
                 continue;
             }
         };
-        let revision = listed.header().map_or(0, |h| h.revision());
-        let mut endpoints: BTreeMap<String, Endpoint> =
-            listed.kvs().iter().filter_map(decode).collect();
+        let mut endpoints: BTreeMap<String, Endpoint> = listed
+            .kvs
+            .iter()
+            .filter_map(|kv| decode(&kv.key, &kv.value))
+            .collect();
         publisher.publish(endpoints.values().cloned());
-        tracing::debug!(%prefix, revision, count = endpoints.len(), "etcd listed");
+        tracing::debug!(%prefix, revision = listed.revision, count = endpoints.len(), "etcd listed");
 
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let mut watch = match client.watch(prefix.as_str(), Some(options)).await {
+        let mut watch = match client
+            .watch_prefix(prefix.as_bytes(), listed.revision + 1)
+            .await
+        {
             Ok(watch) => watch,
             Err(error) => {
                 tracing::warn!(%prefix, %error, "etcd watch failed");
@@ -432,28 +428,30 @@ async fn follow(mut client: Client, prefix: String, publisher: Arc<Publisher>) {
             }
         };
         loop {
-            match watch.message().await {
-                Ok(Some(response)) => {
-                    if response.compact_revision() > 0 {
-                        tracing::info!(%prefix, compacted = response.compact_revision(), "etcd watch compacted; listing again");
+            match watch.next().await {
+                Ok(Some(update)) => {
+                    if update.compact_revision > 0 {
+                        tracing::info!(%prefix, compacted = update.compact_revision, "etcd watch compacted; listing again");
                         failures = 0;
                         break;
                     }
-                    if response.canceled() {
-                        tracing::info!(%prefix, reason = response.cancel_reason(), "etcd watch cancelled; listing again");
+                    if update.canceled {
+                        tracing::info!(%prefix, reason = %update.cancel_reason, "etcd watch cancelled; listing again");
                         break;
                     }
                     failures = 0;
-                    for event in response.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        match event.event_type() {
-                            EventType::Put => {
-                                if let Some((key, endpoint)) = decode(kv) {
+                    if update.events.is_empty() {
+                        continue;
+                    }
+                    for event in update.events {
+                        match event {
+                            WatchEvent::Put(kv) => {
+                                if let Some((key, endpoint)) = decode(&kv.key, &kv.value) {
                                     endpoints.insert(key, endpoint);
                                 }
                             }
-                            EventType::Delete => {
-                                endpoints.remove(String::from_utf8_lossy(kv.key()).as_ref());
+                            WatchEvent::Delete { key } => {
+                                endpoints.remove(String::from_utf8_lossy(&key).as_ref());
                             }
                         }
                     }
