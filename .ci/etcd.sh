@@ -1,6 +1,5 @@
 # Sourced by .ci/run (bash). Makes what rpc-discovery's tests need available:
-#   - installs `etcd-server` and `protobuf-compiler` (protoc builds etcd-client) from
-#     Debian's packages if they are missing;
+#   - installs `etcd-server` from Debian's packages if it is missing;
 #   - starts a single-node etcd on free loopback ports with a temporary data directory;
 #   - exports RPC_TEST_ETCD=http://127.0.0.1:PORT for the tests;
 #   - defines `stop_etcd`, which stops it and removes the data directory (the caller
@@ -9,7 +8,6 @@
 
 _etcd_missing=()
 command -v etcd >/dev/null 2>&1 || _etcd_missing+=(etcd-server)
-command -v protoc >/dev/null 2>&1 || _etcd_missing+=(protobuf-compiler)
 if [ "${#_etcd_missing[@]}" -gt 0 ]; then
     _etcd_sudo=""
     [ "$(id -u)" -ne 0 ] && _etcd_sudo="sudo"

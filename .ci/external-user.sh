@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Builds and runs tests/external_user as a crate outside the repository (copied to a
-# temporary directory, depending on rpc-core and rpc-transport-tcp by path).
+# Builds and runs crates outside the repository that depend on the framework by path, as
+# users' crates would: tests/external_user (the quick start, with the `rrpc` facade) and
+# tests/external_renamed (the facade under another name, `#[service(crate = "...")]`).
+# Each is copied to a temporary directory with its own Cargo.toml.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$repo/tests/external_user/src" "$work/src"
-sed "s|@REPO@|$repo|g" "$repo/tests/external_user/Cargo.toml.in" > "$work/Cargo.toml"
-# Share the repository's target directory so dependencies are not built twice.
-CARGO_TARGET_DIR="$repo/target/external-user" cargo run --quiet --manifest-path "$work/Cargo.toml"
+for crate in external_user external_renamed; do
+    mkdir -p "$work/$crate"
+    cp -r "$repo/tests/$crate/src" "$work/$crate/src"
+    sed "s|@REPO@|$repo|g" "$repo/tests/$crate/Cargo.toml.in" > "$work/$crate/Cargo.toml"
+    # Share one target directory so dependencies are built once.
+    CARGO_TARGET_DIR="$repo/target/external-user" cargo run --quiet --manifest-path "$work/$crate/Cargo.toml"
+done

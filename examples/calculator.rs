@@ -1,7 +1,7 @@
 //! The calculator from the README: a service with a plain method and a fallible one, served
 //! over TCP and called from a client, including the divide-by-zero application error.
 
-use rpc_core::{service, CallError};
+use rrpc::{service, CallError};
 use serde::{Deserialize, Serialize};
 
 /// Why a calculation failed.
@@ -38,11 +38,11 @@ impl Calculator for Calc {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Server: one call binds, spawns and returns a handle.
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
+    let server = rrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
     println!("calculator listening on {}", server.local_addr());
 
     // Client: one multiplexed connection; the client is cheap to clone.
-    let conn = rpc_transport_tcp::connect(server.local_addr()).await?;
+    let conn = rrpc::connect(server.local_addr()).await?;
     let calc = CalculatorClient::new(conn);
 
     let sum = calc.add(1, 2).await?;

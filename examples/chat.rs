@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::{service, Streaming};
+use rrpc::{service, Streaming};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -101,8 +101,8 @@ async fn member(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", ChatServer::new(Rooms::default())).await?;
-    let conn = rpc_transport_tcp::connect(server.local_addr()).await?;
+    let server = rrpc::serve("127.0.0.1:0", ChatServer::new(Rooms::default())).await?;
+    let conn = rrpc::connect(server.local_addr()).await?;
     let alice = member(
         ChatClient::new(conn.clone()),
         "alice",

@@ -13,9 +13,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rpc_core::{service, ServerHandle};
-use rpc_discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions, RegisteredServer};
-use rpc_discovery::{balance, BalancedChannel, StaticDiscovery};
+use rrpc::discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions, RegisteredServer};
+use rrpc::discovery::{balance, BalancedChannel, StaticDiscovery};
+use rrpc::{service, ServerHandle};
 
 #[service]
 pub trait Greeter {
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?,
             ),
-            None => Running::Plain(rpc_transport_tcp::serve("127.0.0.1:0", implementation).await?),
+            None => Running::Plain(rrpc::serve("127.0.0.1:0", implementation).await?),
         };
         println!("replica-{i} listening on {}", running.addr());
         replicas.push(running);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use rpc_core::{service, ByteBuf, Streaming};
+use rrpc::{service, ByteBuf, Streaming};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -76,7 +76,7 @@ impl Files for Store {
             Ok(file) => file,
             Err(message) => {
                 return Streaming::from_results(futures::stream::once(async move {
-                    Err(rpc_core::RpcError::Aborted { message })
+                    Err(rrpc::RpcError::Aborted { message })
                 }))
             }
         };
@@ -93,7 +93,7 @@ impl Files for Store {
                         Some((Ok(ByteBuf::from(buf)), Some(file)))
                     }
                     Err(e) => Some((
-                        Err(rpc_core::RpcError::Aborted {
+                        Err(rrpc::RpcError::Aborted {
                             message: e.to_string(),
                         }),
                         None,
@@ -111,10 +111,8 @@ const CHUNK: usize = 256 * 1024;
 async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rpc-file-transfer-{}", std::process::id()));
     tokio::fs::create_dir_all(&dir).await?;
-    let server =
-        rpc_transport_tcp::serve("127.0.0.1:0", FilesServer::new(Store { dir: dir.clone() }))
-            .await?;
-    let files = FilesClient::new(rpc_transport_tcp::connect(server.local_addr()).await?);
+    let server = rrpc::serve("127.0.0.1:0", FilesServer::new(Store { dir: dir.clone() })).await?;
+    let files = FilesClient::new(rrpc::connect(server.local_addr()).await?);
 
     // Upload: chunks are produced lazily, only as the server grants credit.
     let sent = Arc::new(AtomicU64::new(0));

@@ -10,8 +10,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rpc_core::{service, CallError, Context, Metadata, Rejection, Router, RpcError};
-use rpc_transport_tcp::tls::{self, Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
+use rrpc::tls::{self, Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
+use rrpc::{service, CallError, Context, Metadata, Rejection, Router, RpcError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ impl Vault for MyVault {
 
     async fn whoami(&self) -> Vec<String> {
         // The verified identity is in every handler's context.
-        let ctx = rpc_core::context::current().expect("inside a handler");
+        let ctx = rrpc::context::current().expect("inside a handler");
         ctx.peer_identity()
             .map(|id| id.names().to_vec())
             .unwrap_or_default()
@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("an anonymous client got in"),
     }
     // A plaintext client: a clear error at connect time.
-    match rpc_transport_tcp::connect(server.local_addr()).await {
+    match rrpc::connect(server.local_addr()).await {
         Err(e) => println!("plaintext client      -> {e}"),
         Ok(_) => anyhow::bail!("a plaintext client got in"),
     }

@@ -26,8 +26,8 @@
 //! - **Discovery** ([`Discovery`]): the current endpoint set of a service plus a stream
 //!   of [`Change`]s. [`StaticDiscovery`] (built in), [`dns::DnsDiscovery`] (A/AAAA or SRV,
 //!   re-resolved when the TTL runs out; feature `dns`, on by default) and
-//!   `etcd::EtcdDiscovery` with `etcd::register` (feature `etcd`, needs `protoc` to
-//!   build).
+//!   `etcd::EtcdDiscovery` with `etcd::register` (feature `etcd`, over etcd's JSON
+//!   gateway).
 //! - **Balancing** ([`balance`]): round robin, random, smooth weighted round robin, least
 //!   in flight, power of two choices, consistent hashing on the call's routing key.
 //! - **Resilience** ([`BalancedChannel`]): lazy connections reopened with exponential
@@ -51,14 +51,17 @@
 //! `docs/SCALING.md` in the repository describes the model and every setting.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod balance;
 mod channel;
 mod discovery;
 #[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub mod dns;
 mod endpoint;
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub mod etcd;
 mod policy;
 

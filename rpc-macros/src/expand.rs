@@ -1,7 +1,9 @@
 //! Generates the rewritten trait, `{Trait}Request`, `{Trait}Response`, `{Trait}Client` and
 //! `{Trait}Server` from a [`ServiceDef`]. Every path is fully qualified so the output
-//! compiles under `#![no_implicit_prelude]`; internal bindings are prefixed `__rpc_` so
-//! they cannot collide with argument names.
+//! compiles under `#![no_implicit_prelude]`; the framework's items are reached through
+//! [`ServiceDef::krate`] (`::rpc_core`, `::rrpc`, or what `#[service(crate = "...")]`
+//! says). Internal bindings are prefixed `__rpc_` so they cannot collide with argument
+//! names.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
@@ -103,18 +105,18 @@ fn is_byte_vec(ty: &syn::Type) -> bool {
 }
 
 /// The type an argument or return value is decoded as: `ByteBuf` for `Vec<u8>`.
-fn wire_type(ty: &syn::Type) -> TokenStream {
+fn wire_type(krate: &syn::Path, ty: &syn::Type) -> TokenStream {
     if is_byte_vec(ty) {
-        quote!(::rpc_core::ByteBuf)
+        quote!(#krate::ByteBuf)
     } else {
         quote!(#ty)
     }
 }
 
 /// An expression that serializes `value` (of type `ty`) the way it goes on the wire.
-fn wire_value(ty: &syn::Type, value: TokenStream) -> TokenStream {
+fn wire_value(krate: &syn::Path, ty: &syn::Type, value: TokenStream) -> TokenStream {
     if is_byte_vec(ty) {
-        quote!(::rpc_core::__private::BytesRef(&#value))
+        quote!(#krate::__private::BytesRef(&#value))
     } else {
         value
     }
@@ -198,6 +200,9 @@ fn response_enum(def: &ServiceDef) -> TokenStream {
 /// serde derives for the request and response enums, unless a method streams (a stream
 /// is not a value that can be serialized).
 fn serde_derive(def: &ServiceDef) -> TokenStream {
+    let krate = &def.krate;
+    // serde's `crate` attribute takes the path as a string.
+    let serde_path = format!("{}::__private::serde", quote!(#krate)).replace(' ', "");
     let streams = def
         .methods
         .iter()
@@ -206,13 +211,14 @@ fn serde_derive(def: &ServiceDef) -> TokenStream {
         TokenStream::new()
     } else {
         quote! {
-            #[derive(::rpc_core::__private::serde::Serialize, ::rpc_core::__private::serde::Deserialize)]
-            #[serde(crate = "::rpc_core::__private::serde")]
+            #[derive(#krate::__private::serde::Serialize, #krate::__private::serde::Deserialize)]
+            #[serde(crate = #serde_path)]
         }
     }
 }
 
 fn client(def: &ServiceDef) -> TokenStream {
+    let krate = &def.krate;
     let vis = &def.item.vis;
     let name = generated_name(def, "Client");
     let service = &def.wire_name;
@@ -230,7 +236,7 @@ fn client(def: &ServiceDef) -> TokenStream {
         let types = arg_types(m);
         let idempotent = m.idempotent;
         let method = quote! {
-            &::rpc_core::Method { service: #service, name: #wire, idempotent: #idempotent }
+            &#krate::Method { service: #service, name: #wire, idempotent: #idempotent }
         };
         // The stream argument, if any, travels as stream items, not in the request.
         let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
@@ -239,62 +245,62 @@ fn client(def: &ServiceDef) -> TokenStream {
             .iter()
             .enumerate()
             .filter(|(i, _)| Some(*i) != stream_index)
-            .map(|(_, (name, ty))| wire_value(ty, quote!(#name)));
+            .map(|(_, (name, ty))| wire_value(krate, ty, quote!(#name)));
         let args = quote!(&( #(#args,)* ));
         let upload = m.stream_arg.as_ref().map(|(i, item)| (&m.args[*i].0, item));
         let (ret, body) = match (&m.output, upload) {
             (Output::Stream { item, whole }, None) => (
-                quote!(::core::result::Result<#whole, ::rpc_core::RpcError>),
+                quote!(::core::result::Result<#whole, #krate::RpcError>),
                 quote!(self.client.call_server_stream::<_, #item>(#method, #args).await),
             ),
             (Output::Stream { item, whole }, Some((stream, up))) => (
-                quote!(::core::result::Result<#whole, ::rpc_core::RpcError>),
+                quote!(::core::result::Result<#whole, #krate::RpcError>),
                 quote!(self.client.call_bidi_stream::<_, #up, #item>(#method, #args, #stream).await),
             ),
             (Output::Value(ty), Some((stream, up))) => {
-                let wire = wire_type(ty);
+                let wire = wire_type(krate, ty);
                 let call = quote!(self.client.call_client_stream::<_, #up, #wire>(#method, #args, #stream).await);
                 (
-                    quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+                    quote!(::core::result::Result<#ty, #krate::RpcError>),
                     if is_byte_vec(ty) {
-                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                        quote!(#call.map(#krate::ByteBuf::into_vec))
                     } else {
                         call
                     },
                 )
             }
             (Output::Fallible { ok, err, .. }, Some((stream, up))) => {
-                let wire = wire_type(ok);
+                let wire = wire_type(krate, ok);
                 let call = quote!(self.client.call_client_stream_fallible::<_, #up, #wire, #err>(#method, #args, #stream).await);
                 (
-                    quote!(::core::result::Result<#ok, ::rpc_core::CallError<#err>>),
+                    quote!(::core::result::Result<#ok, #krate::CallError<#err>>),
                     if is_byte_vec(ok) {
-                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                        quote!(#call.map(#krate::ByteBuf::into_vec))
                     } else {
                         call
                     },
                 )
             }
             (Output::Value(ty), None) => {
-                let wire = wire_type(ty);
+                let wire = wire_type(krate, ty);
                 let call = quote!(self.client.call::<_, #wire>(#method, #args).await);
                 (
-                    quote!(::core::result::Result<#ty, ::rpc_core::RpcError>),
+                    quote!(::core::result::Result<#ty, #krate::RpcError>),
                     if is_byte_vec(ty) {
-                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                        quote!(#call.map(#krate::ByteBuf::into_vec))
                     } else {
                         call
                     },
                 )
             }
             (Output::Fallible { ok, err, .. }, None) => {
-                let wire = wire_type(ok);
+                let wire = wire_type(krate, ok);
                 let call =
                     quote!(self.client.call_fallible::<_, #wire, #err>(#method, #args).await);
                 (
-                    quote!(::core::result::Result<#ok, ::rpc_core::CallError<#err>>),
+                    quote!(::core::result::Result<#ok, #krate::CallError<#err>>),
                     if is_byte_vec(ok) {
-                        quote!(#call.map(::rpc_core::ByteBuf::into_vec))
+                        quote!(#call.map(#krate::ByteBuf::into_vec))
                     } else {
                         call
                     },
@@ -316,7 +322,7 @@ fn client(def: &ServiceDef) -> TokenStream {
         #[doc = #doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
         #vis struct #name {
-            client: ::rpc_core::Client,
+            client: #krate::Client,
         }
 
         impl #name {
@@ -325,17 +331,17 @@ fn client(def: &ServiceDef) -> TokenStream {
 
             /// A client calling over `target`: a `rpc_core::Connection`, or anything else
             /// that converts into a `rpc_core::Client` (a balanced channel, for example).
-            pub fn new(target: impl ::core::convert::Into<::rpc_core::Client>) -> Self {
+            pub fn new(target: impl ::core::convert::Into<#krate::Client>) -> Self {
                 Self { client: ::core::convert::Into::into(target) }
             }
 
             /// A client calling through `client`, keeping its options.
-            pub fn from_client(client: ::rpc_core::Client) -> Self {
+            pub fn from_client(client: #krate::Client) -> Self {
                 Self { client }
             }
 
             /// The untyped client underneath.
-            pub fn client(&self) -> &::rpc_core::Client {
+            pub fn client(&self) -> &#krate::Client {
                 &self.client
             }
 
@@ -347,7 +353,7 @@ fn client(def: &ServiceDef) -> TokenStream {
 
             /// A copy whose calls carry `metadata`, readable by the handler through its
             /// context.
-            pub fn with_metadata(&self, metadata: ::rpc_core::Metadata) -> Self {
+            pub fn with_metadata(&self, metadata: #krate::Metadata) -> Self {
                 Self { client: ::core::clone::Clone::clone(&self.client).with_metadata(metadata) }
             }
 
@@ -363,6 +369,7 @@ fn client(def: &ServiceDef) -> TokenStream {
 }
 
 fn server(def: &ServiceDef) -> TokenStream {
+    let krate = &def.krate;
     let vis = &def.item.vis;
     let name = generated_name(def, "Server");
     let request = generated_name(def, "Request");
@@ -385,7 +392,7 @@ fn server(def: &ServiceDef) -> TokenStream {
             .iter()
             .enumerate()
             .filter(|(i, _)| Some(*i) != stream_index)
-            .map(|(_, (_, ty))| wire_type(ty));
+            .map(|(_, (_, ty))| wire_type(krate, ty));
         let mut decoded = 0;
         let fields: Vec<TokenStream> = m
             .args
@@ -398,7 +405,7 @@ fn server(def: &ServiceDef) -> TokenStream {
                 let index = syn::Index::from(decoded);
                 decoded += 1;
                 if is_byte_vec(ty) {
-                    quote!(::rpc_core::ByteBuf::into_vec(__rpc_args.#index))
+                    quote!(#krate::ByteBuf::into_vec(__rpc_args.#index))
                 } else {
                     quote!(__rpc_args.#index)
                 }
@@ -410,11 +417,11 @@ fn server(def: &ServiceDef) -> TokenStream {
         let answer = match &m.output {
             Output::Stream { .. } => quote!(__rpc_reply.stream(__rpc_out).await),
             Output::Value(ty) => {
-                let out = wire_value(ty, quote!(__rpc_out));
+                let out = wire_value(krate, ty, quote!(__rpc_out));
                 quote!(__rpc_reply.ok(&#out))
             }
             Output::Fallible { ok, .. } => {
-                let value = wire_value(ok, quote!(__rpc_value));
+                let value = wire_value(krate, ok, quote!(__rpc_value));
                 quote! {
                     match __rpc_out {
                         ::core::result::Result::Ok(__rpc_value) => __rpc_reply.ok(&#value),
@@ -430,7 +437,7 @@ fn server(def: &ServiceDef) -> TokenStream {
                 #take_stream
                 let __rpc_inner = ::core::clone::Clone::clone(&self.inner);
                 let __rpc_reply = __rpc_call.into_reply();
-                ::core::result::Result::Ok(::rpc_core::__private::Box::pin(async move {
+                ::core::result::Result::Ok(#krate::__private::Box::pin(async move {
                     let __rpc_out = #trait_name::#ident(&*__rpc_inner, #( #fields ),*).await;
                     #answer
                 }))
@@ -458,17 +465,17 @@ fn server(def: &ServiceDef) -> TokenStream {
     quote! {
         #[doc = #doc]
         #vis struct #name<I> {
-            inner: ::rpc_core::__private::Arc<I>,
+            inner: #krate::__private::Arc<I>,
         }
 
         impl<I> #name<I> {
             /// Serves `implementation`.
             pub fn new(implementation: I) -> Self {
-                Self { inner: ::rpc_core::__private::Arc::new(implementation) }
+                Self { inner: #krate::__private::Arc::new(implementation) }
             }
 
             /// Serves an implementation that is shared with other code.
-            pub fn from_arc(implementation: ::rpc_core::__private::Arc<I>) -> Self {
+            pub fn from_arc(implementation: #krate::__private::Arc<I>) -> Self {
                 Self { inner: implementation }
             }
 
@@ -494,7 +501,7 @@ fn server(def: &ServiceDef) -> TokenStream {
             }
         }
 
-        impl<I: #trait_name + ::core::marker::Send + ::core::marker::Sync + 'static> ::rpc_core::Service for #name<I> {
+        impl<I: #trait_name + ::core::marker::Send + ::core::marker::Sync + 'static> #krate::Service for #name<I> {
             fn name(&self) -> &'static str {
                 #service
             }
@@ -514,11 +521,11 @@ fn server(def: &ServiceDef) -> TokenStream {
             fn call(
                 &self,
                 __rpc_method: &str,
-                __rpc_call: ::rpc_core::IncomingCall,
-            ) -> ::core::result::Result<::rpc_core::HandlerFuture, ::rpc_core::DispatchError> {
+                __rpc_call: #krate::IncomingCall,
+            ) -> ::core::result::Result<#krate::HandlerFuture, #krate::DispatchError> {
                 match __rpc_method {
                     #(#dispatch_arms)*
-                    _ => ::core::result::Result::Err(::rpc_core::DispatchError::UnknownMethod),
+                    _ => ::core::result::Result::Err(#krate::DispatchError::UnknownMethod),
                 }
             }
         }

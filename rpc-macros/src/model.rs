@@ -23,42 +23,61 @@ const RESERVED_CLIENT_NAMES: &[&str] = &[
     "SERVICE_NAME",
 ];
 
-/// The macro's own arguments: `#[service]` or `#[service(name = "pkg.Svc")]`.
+/// The macro's own arguments: `#[service]`, `#[service(name = "pkg.Svc")]`,
+/// `#[service(crate = "my_rpc")]`, or both.
 pub struct ServiceArgs {
     pub name: Option<LitStr>,
+    /// The path the generated code reaches the framework by, when it is not the
+    /// default of the entry point (the dependency was renamed, or is re-exported).
+    pub krate: Option<syn::Path>,
 }
 
 impl syn::parse::Parse for ServiceArgs {
     fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
-        let mut name = None;
+        let mut args = ServiceArgs {
+            name: None,
+            krate: None,
+        };
         while !input.is_empty() {
-            let key: Ident = input.parse()?;
-            if key == "name" && name.is_some() {
+            let key = input.call(Ident::parse_any)?;
+            let duplicate = match key.to_string().as_str() {
+                "name" => args.name.is_some(),
+                "crate" => args.krate.is_some(),
+                _ => return Err(Error::new(
+                    key.span(),
+                    "unknown #[service] argument; expected `name = \"...\"` or `crate = \"...\"`",
+                )),
+            };
+            if duplicate {
                 return Err(Error::new(
                     key.span(),
-                    "duplicate #[service] argument `name`",
-                ));
-            }
-            if key != "name" {
-                return Err(Error::new(
-                    key.span(),
-                    "unknown #[service] argument; expected `name = \"...\"`",
+                    format!("duplicate #[service] argument `{key}`"),
                 ));
             }
             input.parse::<syn::Token![=]>()?;
             let value: LitStr = input.parse()?;
-            if value.value().is_empty() || value.value().len() > 255 {
-                return Err(Error::new(
-                    value.span(),
-                    "the service name must be 1 to 255 bytes long",
-                ));
+            if key == "name" {
+                if value.value().is_empty() || value.value().len() > 255 {
+                    return Err(Error::new(
+                        value.span(),
+                        "the service name must be 1 to 255 bytes long",
+                    ));
+                }
+                args.name = Some(value);
+            } else {
+                let path = value.parse::<syn::Path>().map_err(|_| {
+                    Error::new(
+                        value.span(),
+                        "`crate` must name a path, for example `crate = \"my_rpc\"` or `crate = \"::my_app::rpc\"`",
+                    )
+                })?;
+                args.krate = Some(path);
             }
-            name = Some(value);
             if !input.is_empty() {
                 input.parse::<syn::Token![,]>()?;
             }
         }
-        Ok(ServiceArgs { name })
+        Ok(args)
     }
 }
 
@@ -68,6 +87,8 @@ pub struct ServiceDef {
     pub item: ItemTrait,
     /// The name on the wire.
     pub wire_name: String,
+    /// The path of the framework crate in the generated code.
+    pub krate: syn::Path,
     pub methods: Vec<MethodDef>,
 }
 
@@ -118,7 +139,12 @@ impl Output {
     }
 }
 
-pub fn parse(args: ServiceArgs, item: ItemTrait) -> syn::Result<ServiceDef> {
+/// Validates `item`; `default_crate` is the framework's path unless `args` names one.
+pub fn parse(
+    args: ServiceArgs,
+    item: ItemTrait,
+    default_crate: syn::Path,
+) -> syn::Result<ServiceDef> {
     let mut errors = Errors::default();
     check_trait_shape(&item, &mut errors);
 
@@ -154,6 +180,7 @@ pub fn parse(args: ServiceArgs, item: ItemTrait) -> syn::Result<ServiceDef> {
     Ok(ServiceDef {
         item,
         wire_name,
+        krate: args.krate.unwrap_or(default_crate),
         methods,
     })
 }

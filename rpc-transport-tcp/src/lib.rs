@@ -16,6 +16,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 #[cfg(unix)]
 pub mod unix;

@@ -1,6 +1,6 @@
 //! The contract from the foundation issue, unchanged, in a crate of its own.
 
-use rpc_core::service; // the macro, re-exported by rpc-core
+use rrpc::service; // the macro, from the one framework crate
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,15 +33,15 @@ impl Calculator for Calc {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // server: one call; binds, spawns, returns a handle
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
+    let server = rrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
     // client: one connection, cheap to clone, usable from many tasks at once
-    let conn = rpc_transport_tcp::connect(server.local_addr()).await?;
+    let conn = rrpc::connect(server.local_addr()).await?;
     let calc = CalculatorClient::new(conn);
     assert_eq!(calc.add(1, 2).await?, 3);
     assert_eq!(calc.divide(6, 3).await?, 2);
     assert!(matches!(
         calc.divide(1, 0).await,
-        Err(rpc_core::CallError::Application(MathError::DivideByZero))
+        Err(rrpc::CallError::Application(MathError::DivideByZero))
     ));
     server.shutdown().await; // graceful: stop accepting, drain in-flight calls
     println!("external user crate: ok");

@@ -1,0 +1,89 @@
+//! RPC for Rust from a plain trait: annotate a trait of `async fn`s with [`service`],
+//! serve an implementation with one call, and call it through the generated client over
+//! one multiplexed connection.
+//!
+//! ```
+//! #[rrpc::service]
+//! pub trait Calculator {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! struct Calc;
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 {
+//!         a + b
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! let server = rrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
+//! let calc = CalculatorClient::new(rrpc::connect(server.local_addr()).await?);
+//! assert_eq!(calc.add(1, 2).await?, 3);
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This crate is the one dependency a user needs: it re-exports the core (`rpc-core`:
+//! protocol, client, server, streams), the transports (`rpc-transport-tcp`) and, behind
+//! features, discovery and balancing (`rpc-discovery`).
+//!
+//! | feature | gives |
+//! |---|---|
+//! | `tcp` (default) | [`serve`], [`connect`], [`tcp`], [`unix`] |
+//! | `tls` | `tls`: TLS and mutual TLS with rustls |
+//! | `discovery` | `discovery`, `BalancedChannel`: several replicas behind one client (static lists, balancing, retries, ejection) |
+//! | `dns` | `discovery::dns`: DNS A/AAAA and SRV discovery |
+//! | `etcd` | `discovery::etcd`: registration and discovery in etcd |
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// Turns a trait of `async fn`s into an RPC service: see [`rpc_core::service`] for what it
+/// generates. The generated code names this crate as `::rrpc`; if you renamed the
+/// dependency, say so: `#[service(crate = "my_name")]`.
+#[doc(inline)]
+pub use rpc_macros::service_for_facade as service;
+
+pub use rpc_core::{
+    client, codec, context, error, memory, protocol, server, transport, ByteBuf, CallError,
+    CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, ConnectionFuture,
+    Context, DispatchError, EncodeArgs, Established, HandlerFuture, IncomingCall, Interceptor,
+    Listener, Metadata, Method, OutgoingCall, PeerAddr, PeerIdentity, Rejection, ReplyTo, Router,
+    RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo, Streaming, Transport,
+};
+
+/// Items the generated code refers to. Not a public API.
+#[doc(hidden)]
+pub use rpc_core::__private;
+
+#[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub use rpc_transport_tcp::{connect, connect_with_config, serve, serve_with_config};
+
+/// TCP: listeners, connectors, and [`serve`]/[`connect`] with settings.
+#[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub mod tcp {
+    pub use rpc_transport_tcp::{
+        connect, connect_with_config, serve, serve_with_config, TcpListener,
+    };
+}
+
+#[cfg(all(feature = "tcp", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "tcp", unix))))]
+pub use rpc_transport_tcp::unix;
+
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rpc_transport_tcp::tls;
+
+#[cfg(feature = "discovery")]
+#[cfg_attr(docsrs, doc(cfg(feature = "discovery")))]
+pub use rpc_discovery as discovery;
+
+#[cfg(feature = "discovery")]
+#[cfg_attr(docsrs, doc(cfg(feature = "discovery")))]
+pub use rpc_discovery::BalancedChannel;
