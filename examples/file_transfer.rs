@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let upload = Streaming::from_stream(futures::stream::iter(chunks).map(move |chunk| {
         let total = progress.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-        if total.is_multiple_of(16 << 20) {
+        if total % (16 << 20) == 0 {
             println!(
                 "  upload: {:>3} MiB of {} MiB",
                 total >> 20,
@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         let chunk = chunk?;
         sum = checksum(sum, &chunk);
         received += chunk.len() as u64;
-        if received.is_multiple_of(16 << 20) {
+        if received % (16 << 20) == 0 {
             println!(
                 "  download: {:>3} MiB of {} MiB",
                 received >> 20,

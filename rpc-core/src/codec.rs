@@ -42,6 +42,24 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut BytesMut) -> Resu
         .map_err(|e| RpcError::Encode(e.to_string()))
 }
 
+/// [`encode_into`] for values produced by a handler: a `Serialize` implementation that
+/// panics is reported as [`RpcError::HandlerPanicked`] instead of unwinding through the
+/// connection (the frame being written is rolled back by its caller).
+pub(crate) fn encode_catching<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut BytesMut,
+) -> Result<(), RpcError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode_into(value, buf)))
+        .unwrap_or_else(|panic| {
+            Err(RpcError::HandlerPanicked {
+                message: format!(
+                    "serializing the result panicked: {}",
+                    crate::util::panic_message(&*panic)
+                ),
+            })
+        })
+}
+
 /// Decodes a `T` that must span all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
     // Legitimate claims add up to at most the payload's length, so the smallest bucket

@@ -7,14 +7,54 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How far a call got before it failed: what decides whether sending it again could run
+/// it twice.
+///
+/// Every [`RpcError`] has exactly one ([`RpcError::outcome`]); the table in
+/// `docs/PROTOCOL.md` (section 7) gives it for each response status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// The call never left this process (refused locally, no connection, failed to
+    /// connect or to encode).
+    NotSent,
+    /// The server received the call and refused it before any handler ran (shutting
+    /// down, overloaded, unknown method, bad arguments, not authorized).
+    NotStarted,
+    /// It may or may not have run: the connection was lost, or the deadline passed,
+    /// while the call was in flight.
+    Unknown,
+    /// The handler ran, at least in part, and did not finish normally: the server stopped
+    /// it (shutdown after the grace period, its deadline) or it panicked.
+    Started,
+    /// The handler ran to its end; its answer is the error (an application error, a
+    /// result that could not be encoded or delivered).
+    Completed,
+}
+
+impl CallOutcome {
+    /// Whether the call certainly ran nowhere, so it may be sent again to any server.
+    pub fn never_ran(self) -> bool {
+        matches!(self, CallOutcome::NotSent | CallOutcome::NotStarted)
+    }
+
+    /// Whether sending the call again cannot run it twice, or running it twice is
+    /// harmless: it never ran, or the method is `idempotent` and did not complete.
+    pub fn retry_is_safe(self, idempotent: bool) -> bool {
+        self.never_ran() || (idempotent && self != CallOutcome::Completed)
+    }
+}
 
 /// A failure of the RPC machinery (not of the application's own logic).
 ///
 /// Cheap to clone: a connection failure is delivered to every call that was in flight on it.
+/// [`RpcError::outcome`] says how far the call got.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError {
     /// Establishing the connection failed (resolve, connect, or I/O during the handshake).
+    /// The call was not sent.
     #[error("failed to connect to {addr}: {source}")]
     Connect {
         /// The address that was dialled.
@@ -23,12 +63,19 @@ pub enum RpcError {
         #[source]
         source: Arc<io::Error>,
     },
-    /// The connection is closed or was lost; the call's outcome on the server is unknown
-    /// unless the error says it was never sent.
+    /// The connection was closed or lost while the call was in flight: it may or may
+    /// not have run.
     #[error("connection closed: {reason}")]
     ConnectionClosed {
         /// Why the connection ended.
         reason: Arc<str>,
+    },
+    /// The server stopped answering: no `PONG` came back within the keepalive timeout,
+    /// so the connection was closed. Calls in flight may or may not have run.
+    #[error("the peer did not answer a keepalive ping within {timeout:?}")]
+    KeepaliveTimeout {
+        /// How long the ping went unanswered.
+        timeout: Duration,
     },
     /// The call was not sent: the connection had already ended (or, on a balanced
     /// channel, no endpoint could take it). It did not run anywhere.
@@ -50,6 +97,13 @@ pub enum RpcError {
         /// The panic payload, when it was a string.
         message: String,
     },
+    /// The handler had started when the server stopped it before it finished (its
+    /// graceful shutdown ran out of grace period). It may have had some of its effects.
+    #[error("interrupted after it started: {message}")]
+    Interrupted {
+        /// The server's reason.
+        message: String,
+    },
     /// The server hosts no service of that name.
     #[error("unknown service `{service}`")]
     UnknownService {
@@ -64,9 +118,24 @@ pub enum RpcError {
         /// The method name that was called.
         method: String,
     },
+    /// The server could not decode the call's arguments as the method's parameters (the
+    /// client and the server disagree on the method's signature). It did not run.
+    #[error("the server could not decode the arguments: {message}")]
+    InvalidArguments {
+        /// The server's description.
+        message: String,
+    },
     /// The peer broke the protocol (bad magic, malformed frame, unexpected message).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server closed the connection with a go-away code this client does not know.
+    #[error("the server went away (code {code}): {message}")]
+    GoAway {
+        /// The go-away code.
+        code: u8,
+        /// The server's message.
+        message: String,
+    },
     /// The peer speaks a protocol version this side does not support.
     #[error("protocol version mismatch: this side speaks {ours}, the peer speaks {theirs}")]
     VersionMismatch {
@@ -75,18 +144,33 @@ pub enum RpcError {
         /// The version the peer announced.
         theirs: u16,
     },
-    /// A frame exceeds the negotiated maximum frame size.
-    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    /// The request (or a stream item) would exceed the peer's frame size limit; it was
+    /// not sent.
+    #[error("a frame of {size} bytes exceeds the peer's limit of {limit} bytes")]
     FrameTooLarge {
-        /// The size of the offending frame in bytes (0 when the peer did not say).
+        /// The size of the frame body in bytes.
         size: usize,
-        /// The limit in force.
+        /// The peer's limit.
         limit: usize,
     },
-    /// Serializing arguments or a return value failed.
+    /// The handler's answer would exceed this client's frame size limit, so the server
+    /// sent this error instead. The handler ran to its end.
+    #[error("the response is too large: {message}")]
+    ResponseTooLarge {
+        /// The server's description, with the response's size and this client's limit.
+        message: String,
+    },
+    /// Serializing the arguments failed on this side; nothing was sent.
     #[error("encode failed: {0}")]
     Encode(String),
-    /// Deserializing arguments or a return value failed.
+    /// The handler's return value failed to serialize on the server. The handler ran to
+    /// its end.
+    #[error("the server could not encode the response: {message}")]
+    ResponseEncodeFailed {
+        /// The serializer's message.
+        message: String,
+    },
+    /// Deserializing the response (or a stream item) failed on this side.
     #[error("decode failed: {0}")]
     Decode(String),
     /// The server refused the call: the caller's credentials are missing or invalid.
@@ -113,9 +197,16 @@ pub enum RpcError {
         /// The producer's reason.
         message: String,
     },
-    /// The server is shutting down and accepts no new calls.
+    /// The server is shutting down and did not start the call (it refused it, or never
+    /// read it).
     #[error("server is shutting down")]
     ShuttingDown,
+    /// The service ended the call without answering it (a hand-written service's bug).
+    #[error("the server ended the call without an answer: {message}")]
+    Internal {
+        /// The server's message.
+        message: String,
+    },
     /// The server answered with a status this client does not know (a newer server).
     #[error("remote error (status {status}): {message}")]
     Remote {
@@ -134,17 +225,58 @@ impl RpcError {
         }
     }
 
+    /// How far the call got before this error: whether it may have run.
+    pub fn outcome(&self) -> CallOutcome {
+        match self {
+            RpcError::Connect { .. }
+            | RpcError::Unavailable { .. }
+            | RpcError::VersionMismatch { .. }
+            | RpcError::FrameTooLarge { .. }
+            | RpcError::Encode(_) => CallOutcome::NotSent,
+            RpcError::UnknownService { .. }
+            | RpcError::UnknownMethod { .. }
+            | RpcError::InvalidArguments { .. }
+            | RpcError::Unauthenticated { .. }
+            | RpcError::PermissionDenied { .. }
+            | RpcError::Overloaded { .. }
+            | RpcError::ShuttingDown => CallOutcome::NotStarted,
+            RpcError::ConnectionClosed { .. }
+            | RpcError::KeepaliveTimeout { .. }
+            | RpcError::DeadlineExceeded
+            | RpcError::Cancelled
+            | RpcError::Protocol(_)
+            | RpcError::GoAway { .. }
+            | RpcError::Remote { .. } => CallOutcome::Unknown,
+            RpcError::HandlerPanicked { .. }
+            | RpcError::Interrupted { .. }
+            | RpcError::Aborted { .. } => CallOutcome::Started,
+            RpcError::ResponseTooLarge { .. }
+            | RpcError::ResponseEncodeFailed { .. }
+            | RpcError::Decode(_)
+            | RpcError::Internal { .. } => CallOutcome::Completed,
+        }
+    }
+
     /// Whether the call certainly did not reach a handler, so sending it again (to any
-    /// server) cannot run it twice: connect failures, calls refused before being sent, and
-    /// calls a server refused or never saw while shutting down, calls shed by an
-    /// overloaded server.
+    /// server) cannot run it twice: `self.outcome().never_ran()`.
     pub fn is_safe_to_retry(&self) -> bool {
+        self.outcome().never_ran()
+    }
+
+    /// Whether the failure is of the path rather than of the call (a connection, a
+    /// server that is shutting down or overloaded): another attempt, on another server,
+    /// may succeed. Whether one is *safe* is [`RpcError::outcome`]'s business.
+    pub fn is_transient(&self) -> bool {
         matches!(
             self,
             RpcError::Connect { .. }
                 | RpcError::Unavailable { .. }
+                | RpcError::ConnectionClosed { .. }
+                | RpcError::KeepaliveTimeout { .. }
+                | RpcError::GoAway { .. }
                 | RpcError::ShuttingDown
                 | RpcError::Overloaded { .. }
+                | RpcError::Interrupted { .. }
         )
     }
 }

@@ -1,7 +1,11 @@
 //! The byte side of a connection, driven by the connection's one task: frames in through
-//! tokio-util's `LengthDelimitedCodec`, the [`Outbox`] out with non-blocking batched
-//! writes. Reading and writing in the same task means the answers to a batch of frames
-//! read together are written together, with no hop to another task.
+//! tokio-util's `LengthDelimitedCodec` (behind a check that names an oversized frame's
+//! size), the [`Outbox`] out with non-blocking batched writes. Reading and writing in the
+//! same task means the answers to a batch of frames read together are written together,
+//! with no hop to another task.
+//!
+//! Buffers grown for a large frame are released once it has passed, in both directions,
+//! so a connection that once carried a 15 MiB answer does not keep 15 MiB.
 
 use std::io;
 use std::pin::Pin;
@@ -10,21 +14,96 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BytesMut};
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead, LengthDelimitedCodec};
 
 use crate::outbox::Outbox;
+use crate::protocol::LENGTH_PREFIX_LEN;
 
-/// A write batch larger than this is not kept for reuse.
+/// A buffer whose allocation grew past this is released instead of kept for reuse.
 const KEEP_CAPACITY: usize = 1024 * 1024;
 /// Initial capacity of the read buffer (it grows to fit larger frames).
 const READ_CAPACITY: usize = 4 * 1024;
 
+/// Why reading a frame failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer announced a frame over this side's limit (the body was not read).
+    TooLarge {
+        /// The announced body length.
+        size: usize,
+        /// This side's limit.
+        limit: usize,
+    },
+    /// The stream failed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(error: io::Error) -> Self {
+        ReadError::Io(error)
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge { size, limit } => write!(
+                f,
+                "the peer sent a frame of {size} bytes, over this side's limit of {limit} bytes"
+            ),
+            ReadError::Io(error) => write!(f, "read failed: {error}"),
+        }
+    }
+}
+
+/// `LengthDelimitedCodec` with defaults, which first checks the length prefix against
+/// the limit itself so that the error can say how large the frame was.
+struct FrameCodec {
+    inner: LengthDelimitedCodec,
+    limit: usize,
+    /// The inner codec took a frame's length prefix and waits for its body, so the
+    /// buffer does not start with a prefix.
+    in_body: bool,
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = ReadError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, ReadError> {
+        if !self.in_body {
+            if let Some(prefix) = src.get(..LENGTH_PREFIX_LEN) {
+                let size =
+                    u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+                if size > self.limit {
+                    return Err(ReadError::TooLarge {
+                        size,
+                        limit: self.limit,
+                    });
+                }
+            }
+        }
+        let before = src.len();
+        let frame = self.inner.decode(src)?;
+        // A frame taken: the next bytes are a prefix. None after the inner codec consumed
+        // a prefix: the next bytes are its body.
+        self.in_body = frame.is_none() && (self.in_body || src.len() < before);
+        Ok(frame)
+    }
+}
+
 /// Reads frames and writes an outbox's batches on one stream.
 pub(crate) struct FrameIo<R, W> {
-    frames: FramedRead<R, LengthDelimitedCodec>,
+    frames: FramedRead<R, FrameCodec>,
     writer: W,
     /// Bytes taken from the outbox and not yet fully written.
     batch: BytesMut,
+    /// The capacity `batch` had when it was taken (advancing shrinks what `capacity`
+    /// reports, not the allocation).
+    batch_allocation: usize,
+    /// A frame larger than [`KEEP_CAPACITY`] was read: release the read buffer once it
+    /// is empty.
+    shrink_read_buffer: bool,
     /// Whether bytes were written since the last flush.
     unflushed: bool,
     /// Whether bytes were written since [`FrameIo::take_progress`] last asked.
@@ -34,29 +113,46 @@ pub(crate) struct FrameIo<R, W> {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
     /// Frames of up to `max_frame_size` bytes are read from `reader`.
     pub(crate) fn new(reader: R, writer: W, max_frame_size: usize) -> Self {
-        let codec = LengthDelimitedCodec::builder()
+        let inner = LengthDelimitedCodec::builder()
             .max_frame_length(max_frame_size)
             .new_codec();
+        let codec = FrameCodec {
+            inner,
+            limit: max_frame_size,
+            in_body: false,
+        };
         FrameIo {
             frames: FramedRead::with_capacity(reader, codec, READ_CAPACITY),
             writer,
             batch: BytesMut::new(),
+            batch_allocation: 0,
+            shrink_read_buffer: false,
             unflushed: false,
             progressed: false,
         }
     }
 
-    /// The next frame body. An `InvalidData` error means a frame over the size limit.
+    /// The next frame body.
     pub(crate) fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<io::Result<BytesMut>>> {
-        Pin::new(&mut self.frames).poll_next(cx)
+    ) -> Poll<Option<Result<BytesMut, ReadError>>> {
+        if self.shrink_read_buffer && self.frames.read_buffer().is_empty() {
+            *self.frames.read_buffer_mut() = BytesMut::with_capacity(READ_CAPACITY);
+            self.shrink_read_buffer = false;
+        }
+        let next = Pin::new(&mut self.frames).poll_next(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &next {
+            if frame.len() > KEEP_CAPACITY {
+                self.shrink_read_buffer = true;
+            }
+        }
+        next
     }
 
-    /// Writes everything queued in `outbox` without blocking. Ready once nothing is left
-    /// to write (the outbox's waker is registered, so new frames wake the task); `Ok(true)`
-    /// then means the outbox is closed and drained.
+    /// Writes everything queued in `outbox` without blocking, telling the outbox what was
+    /// written. Ready once nothing is left to write (the outbox's waker is registered, so
+    /// new frames wake the task); `Ok(true)` then means the outbox is closed and drained.
     pub(crate) fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
@@ -64,24 +160,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
     ) -> Poll<io::Result<bool>> {
         loop {
             if self.batch.is_empty() {
-                if self.batch.capacity() > KEEP_CAPACITY {
+                if self.batch_allocation > KEEP_CAPACITY {
                     self.batch = BytesMut::new();
                 }
                 outbox.register(cx.waker());
                 let (any, closed) = outbox.take(&mut self.batch);
                 if !any {
+                    self.batch_allocation = self.batch.capacity();
                     if self.unflushed {
                         ready!(Pin::new(&mut self.writer).poll_flush(cx))?;
                         self.unflushed = false;
                     }
                     return Poll::Ready(Ok(closed));
                 }
+                self.batch_allocation = self.batch.capacity();
             }
             let written = ready!(Pin::new(&mut self.writer).poll_write(cx, &self.batch))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.batch.advance(written);
+            outbox.written(written);
             self.unflushed = true;
             self.progressed = true;
             if self.batch.is_empty() {
@@ -111,5 +210,50 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
     pub(crate) async fn finish(&mut self, outbox: &Outbox) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_write(cx, outbox)).await?;
         self.writer.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_split_across_reads_decode() {
+        let (client, server) = tokio::io::duplex(64);
+        let (_client_read, mut client_write) = tokio::io::split(client);
+        let (server_read, server_write) = tokio::io::split(server);
+        let mut io = FrameIo::new(server_read, server_write, 1000);
+        // A 600-byte body whose bytes would read as an oversized length prefix, sent in
+        // pieces smaller than the pipe.
+        let body = vec![0xffu8; 600];
+        let writer = tokio::spawn(async move {
+            client_write.write_all(&600u32.to_be_bytes()).await.unwrap();
+            for chunk in body.chunks(50) {
+                client_write.write_all(chunk).await.unwrap();
+            }
+            client_write
+        });
+        let frame = std::future::poll_fn(|cx| io.poll_frame(cx)).await;
+        assert_eq!(frame.unwrap().unwrap().len(), 600);
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_named_by_its_size() {
+        let (client, server) = tokio::io::duplex(1024);
+        let (_client_read, mut client_write) = tokio::io::split(client);
+        let (server_read, server_write) = tokio::io::split(server);
+        let mut io = FrameIo::new(server_read, server_write, 100);
+        client_write
+            .write_all(&[0, 0, 1, 0, 1, 2, 3])
+            .await
+            .unwrap();
+        let next = std::future::poll_fn(|cx| io.poll_frame(cx)).await;
+        match next {
+            Some(Err(ReadError::TooLarge { size, limit })) => {
+                assert_eq!((size, limit), (256, 100));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -49,6 +49,7 @@ pub mod codec;
 pub mod context;
 pub mod error;
 mod frame_io;
+mod keepalive;
 mod outbox;
 pub mod protocol;
 pub mod server;
@@ -62,7 +63,8 @@ pub use client::{
     EncodeArgs, Method, OutgoingCall,
 };
 pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
-pub use error::{CallError, RpcError};
+pub use error::{CallError, CallOutcome, RpcError};
+pub use keepalive::Keepalive;
 pub use server::{
     DispatchError, HandlerFuture, IncomingCall, Interceptor, Rejection, ReplyTo, Router, Server,
     ServerConfig, ServerHandle, Service,

@@ -6,10 +6,12 @@
 //! is in progress, or while the task handles the frames it just read, go out together,
 //! so writes coalesce under load by construction.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
+use tokio::sync::Notify;
 
 use crate::error::RpcError;
 use crate::protocol;
@@ -18,12 +20,24 @@ use crate::protocol;
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
 /// Frames waiting to be written on one connection.
+///
+/// It counts the bytes queued and not yet written to the socket (`unwritten`, whether
+/// still here or taken by the writer). Senders that can wait (calls, stream items) wait
+/// in [`Outbox::writable`] while that is at the high-water mark, so a peer that stops
+/// reading cannot make this side buffer without bound; control frames and answers do not
+/// wait (what bounds them is listed in `docs/SECURITY.md`).
 pub(crate) struct Outbox {
     state: Mutex<State>,
     /// The connection task, woken when frames are queued into an empty outbox.
     writer: AtomicWaker,
     /// The largest frame the peer accepts.
     max_frame_size: usize,
+    /// Bytes queued and not yet written to the socket.
+    unwritten: AtomicUsize,
+    /// At or above this many unwritten bytes, [`Outbox::writable`] waits.
+    high_water: usize,
+    /// Woken when `unwritten` falls below the mark, or the outbox closes.
+    space: Notify,
 }
 
 struct State {
@@ -33,8 +47,9 @@ struct State {
 }
 
 impl Outbox {
-    /// An outbox for a peer that accepts frames of up to `max_frame_size` bytes.
-    pub(crate) fn new(max_frame_size: usize) -> Self {
+    /// An outbox for a peer that accepts frames of up to `max_frame_size` bytes, whose
+    /// waiting senders wait at `high_water` unwritten bytes.
+    pub(crate) fn new(max_frame_size: usize, high_water: usize) -> Self {
         Outbox {
             state: Mutex::new(State {
                 // Allocated on first use, so idle connections hold no write buffer.
@@ -43,6 +58,39 @@ impl Outbox {
             }),
             writer: AtomicWaker::new(),
             max_frame_size,
+            unwritten: AtomicUsize::new(0),
+            high_water: high_water.max(1),
+            space: Notify::new(),
+        }
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub(crate) fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Acquire)
+    }
+
+    /// Waits until the unwritten bytes are below the high-water mark (or the outbox is
+    /// closed, when pushing fails at once). Ready at once in the common case.
+    pub(crate) async fn writable(&self) {
+        loop {
+            if self.unwritten() < self.high_water {
+                return;
+            }
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.unwritten() < self.high_water || self.lock().closed {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The writer wrote `bytes` to the socket.
+    pub(crate) fn written(&self, bytes: usize) {
+        let before = self.unwritten.fetch_sub(bytes, Ordering::AcqRel);
+        if before >= self.high_water && before - bytes < self.high_water {
+            self.space.notify_waiters();
         }
     }
 
@@ -91,6 +139,8 @@ impl Outbox {
             payload,
         )?;
         let size = state.buf.len() - before - protocol::LENGTH_PREFIX_LEN;
+        self.unwritten
+            .fetch_add(size + protocol::LENGTH_PREFIX_LEN, Ordering::AcqRel);
         drop(state);
         if was_empty {
             // A non-empty outbox already has a wake-up pending.
@@ -121,6 +171,7 @@ impl Outbox {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.writer.wake();
+        self.space.notify_waiters();
     }
 
     /// Registers the task to wake when frames are queued. Call before [`Outbox::take`]
@@ -138,10 +189,5 @@ impl Outbox {
             std::mem::swap(&mut state.buf, spare);
         }
         (any, state.closed)
-    }
-
-    /// Bytes queued and not yet taken by the writer.
-    pub(crate) fn queued(&self) -> usize {
-        self.lock().buf.len()
     }
 }

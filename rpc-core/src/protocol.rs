@@ -14,15 +14,25 @@ use crate::error::RpcError;
 
 /// The four bytes that open both handshake messages.
 pub const MAGIC: [u8; 4] = *b"RRPC";
-/// The protocol version this implementation speaks: 2 added streaming.
-pub const VERSION: u16 = 2;
+/// The protocol version this implementation speaks: 2 added streaming, 3 settings in the
+/// handshake, keepalive pings and stream credit that counts each item's framing.
+pub const VERSION: u16 = 3;
 /// The oldest client version the server still accepts (unary calls only).
 pub const MIN_VERSION: u16 = 1;
 /// The first version with streaming frames.
 pub const STREAMING_VERSION: u16 = 2;
+/// The first version with [`Settings`] in the handshake, `PING`/`PONG`, and stream credit
+/// charged [`STREAM_ITEM_OVERHEAD`] per item.
+pub const SETTINGS_VERSION: u16 = 3;
 /// Bytes of stream items each side may send on a call before the receiver grants more
-/// with `WINDOW_UPDATE` (per call and direction).
+/// with `WINDOW_UPDATE` (per call and direction), unless the receiver announced another
+/// window in its [`Settings`] (version 3).
 pub const INITIAL_STREAM_WINDOW: u32 = 256 * 1024;
+/// What a `STREAM_ITEM` costs in credit on top of its payload from version 3: its length
+/// prefix and header, so that an empty item is not free.
+pub const STREAM_ITEM_OVERHEAD: usize = LENGTH_PREFIX_LEN + HEADER_LEN;
+/// The largest settings block a peer may send (its `u16` length).
+pub const MAX_SETTINGS_LEN: usize = 1024;
 /// Length in bytes of each handshake message (client hello and server reply).
 pub const HANDSHAKE_LEN: usize = 12;
 /// Length in bytes of the length prefix in front of every frame.
@@ -51,6 +61,17 @@ pub mod kind {
     pub const WINDOW_UPDATE: u8 = 0x12;
     /// The receiver of a call's stream no longer wants items: the sender stops (version 2).
     pub const STOP_SENDING: u8 = 0x13;
+    /// Are you there? Either direction (version 3); the peer answers `PONG` at once.
+    pub const PING: u8 = 0x05;
+    /// The answer to a `PING`, echoing its 8 bytes (version 3).
+    pub const PONG: u8 = 0x06;
+}
+
+/// Setting identifiers in a version 3 handshake's settings block.
+pub mod setting {
+    /// `u32`: the credit the sender of this setting grants the peer for each stream the
+    /// peer sends it (per call and direction). Absent: [`super::INITIAL_STREAM_WINDOW`].
+    pub const STREAM_WINDOW: u8 = 0x01;
 }
 
 /// Frame flags: the second byte of every frame body. Unknown bits are ignored.
@@ -92,6 +113,10 @@ pub mod status {
     pub const OVERLOADED: u8 = 13;
     /// A stream was ended with an error by its producer (the message says why).
     pub const ABORTED: u8 = 14;
+    /// The handler had started and the server stopped it before it finished (graceful
+    /// shutdown past its grace period): it may have had effects, so it is not safe to
+    /// retry unless idempotent.
+    pub const INTERRUPTED: u8 = 15;
 }
 
 /// Go-away codes: why the sender of a `GO_AWAY` frame stops.
@@ -179,6 +204,65 @@ impl ServerHello {
     }
 }
 
+/// What each side announces after the 12-byte hellos on a version 3 connection (the
+/// server first, then the client): a `u16` length, then entries of `u8` id, `u8` length
+/// and value. Unknown ids are skipped, so settings can be added without a version bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// The window this side grants the peer for each stream it receives
+    /// ([`setting::STREAM_WINDOW`]).
+    pub stream_window: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            stream_window: INITIAL_STREAM_WINDOW,
+        }
+    }
+}
+
+impl Settings {
+    /// The block on the wire, its `u16` length first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut entries = Vec::with_capacity(8);
+        entries.push(setting::STREAM_WINDOW);
+        entries.push(4);
+        entries.extend_from_slice(&self.stream_window.to_be_bytes());
+        let mut out = Vec::with_capacity(2 + entries.len());
+        out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+        out.extend_from_slice(&entries);
+        out
+    }
+
+    /// Parses the entries of a block (its length already read). Unknown ids are skipped;
+    /// a truncated entry, a known id of the wrong size or a zero window is an error.
+    pub fn decode(mut entries: &[u8]) -> Result<Settings, RpcError> {
+        let bad = |what: &str| RpcError::Protocol(format!("malformed settings: {what}"));
+        let mut settings = Settings::default();
+        while !entries.is_empty() {
+            if entries.len() < 2 {
+                return Err(bad("truncated entry"));
+            }
+            let (id, len) = (entries[0], entries[1] as usize);
+            let Some(value) = entries.get(2..2 + len) else {
+                return Err(bad("entry longer than the block"));
+            };
+            if id == setting::STREAM_WINDOW {
+                let value: [u8; 4] = value
+                    .try_into()
+                    .map_err(|_| bad("the stream window is not 4 bytes"))?;
+                settings.stream_window = u32::from_be_bytes(value);
+                if settings.stream_window == 0 {
+                    return Err(bad("a stream window of 0"));
+                }
+            }
+            entries = &entries[2 + len..];
+        }
+        Ok(settings)
+    }
+}
+
 fn check_magic(bytes: &[u8], peer: &str) -> Result<(), RpcError> {
     if bytes[..4] == MAGIC {
         Ok(())
@@ -230,6 +314,16 @@ pub enum Frame {
     StopSending {
         /// The call the stream belongs to.
         id: u64,
+    },
+    /// A keepalive probe: answer with a `PONG` carrying `data`.
+    Ping {
+        /// Opaque, echoed in the `PONG`.
+        data: u64,
+    },
+    /// The answer to a `PING`.
+    Pong {
+        /// The `PING`'s data.
+        data: u64,
     },
     /// The sender stops: see [`go_away`].
     GoAway {
@@ -373,6 +467,17 @@ impl Frame {
                 })
             }
             kind::STOP_SENDING => Ok(Frame::StopSending { id }),
+            kind::PING | kind::PONG => {
+                if body.len() < 8 {
+                    return Err(truncated("ping"));
+                }
+                let data = body.get_u64();
+                Ok(if kind == kind::PING {
+                    Frame::Ping { data }
+                } else {
+                    Frame::Pong { data }
+                })
+            }
             kind::GO_AWAY => {
                 if body.is_empty() {
                     return Err(truncated("go-away"));
@@ -513,6 +618,31 @@ mod tests {
             ClientHello::decode(b"GET / HTTP/1"),
             Err(RpcError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn settings_round_trip_and_skip_unknown_entries() {
+        let settings = Settings {
+            stream_window: 1 << 20,
+        };
+        let wire = settings.encode();
+        assert_eq!(wire, [0, 6, 0x01, 4, 0x00, 0x10, 0x00, 0x00]);
+        assert_eq!(Settings::decode(&wire[2..]).unwrap(), settings);
+        // An unknown entry (id 0x7f, 3 bytes) before a known one is skipped.
+        let with_unknown = [0x7f, 3, 1, 2, 3, 0x01, 4, 0, 0, 0, 64];
+        assert_eq!(Settings::decode(&with_unknown).unwrap().stream_window, 64);
+        assert_eq!(Settings::decode(&[]).unwrap(), Settings::default());
+        for bad in [
+            &[0x01][..],
+            &[0x01, 4, 0, 0],
+            &[0x01, 2, 0, 1],
+            &[0x01, 4, 0, 0, 0, 0],
+        ] {
+            assert!(
+                matches!(Settings::decode(bad), Err(RpcError::Protocol(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 
+use rpc_core::client::with_version_fallback;
 use rpc_core::{
     ClientConfig, Connection, Established, Listener, PeerAddr, Router, RpcError, Server,
     ServerConfig, ServerHandle,
@@ -73,8 +74,19 @@ pub async fn connect_with_config(
     config: ClientConfig,
 ) -> Result<Connection, RpcError> {
     let timeout = config.connect_timeout_value();
-    let attempt = async {
-        let (stream, addr) = connect_tcp(addr).await?;
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(timeout, tokio::net::lookup_host(addr)).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => return Err(connect_error("(unresolved)", e)),
+            Err(_) => {
+                return Err(connect_error(
+                    "(unresolved)",
+                    io::Error::new(io::ErrorKind::TimedOut, "resolving timed out"),
+                ))
+            }
+        };
+    let attempt = with_version_fallback(config, |config| async {
+        let (stream, addr) = connect_tcp(&addrs[..]).await?;
         let first = Arc::new(FirstBytes::default());
         let io = Sniffing {
             stream,
@@ -87,7 +99,7 @@ pub async fn connect_with_config(
             ))),
             outcome => outcome,
         }
-    };
+    });
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or_else(|_| {
@@ -98,7 +110,8 @@ pub async fn connect_with_config(
         })
 }
 
-/// Resolves `addr`, connects to the first address that accepts, and sets `TCP_NODELAY`.
+/// Resolves `addr`, connects to the first address that accepts, and sets `TCP_NODELAY`
+/// and TCP keepalive ([`configure`]).
 pub(crate) async fn connect_tcp(
     addr: impl ToSocketAddrs,
 ) -> Result<(TcpStream, SocketAddr), RpcError> {
@@ -110,9 +123,7 @@ pub(crate) async fn connect_tcp(
     for candidate in addrs {
         match TcpStream::connect(candidate).await {
             Ok(stream) => {
-                stream
-                    .set_nodelay(true)
-                    .map_err(|e| connect_error(candidate, e))?;
+                configure(&stream).map_err(|e| connect_error(candidate, e))?;
                 return Ok((stream, candidate));
             }
             Err(e) => last_error = Some(connect_error(candidate, e)),
@@ -124,6 +135,33 @@ pub(crate) async fn connect_tcp(
             io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing"),
         )
     }))
+}
+
+/// TCP keepalive: the kernel probes a connection idle for this long...
+pub const TCP_KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// ...every this long...
+pub const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...and drops it after this many unanswered probes (about 90 s after the peer vanished;
+/// the protocol's own keepalive usually notices sooner).
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
+/// Sets `TCP_NODELAY` (calls are small and latency-bound) and TCP keepalive (so a peer
+/// that vanished without a FIN, and an older peer without protocol pings, are noticed)
+/// on a connected socket, client or server side.
+pub fn configure(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd"
+    ))]
+    let keepalive = keepalive.with_retries(TCP_KEEPALIVE_RETRIES);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
 
 pub(crate) fn connect_error(addr: impl ToString, source: io::Error) -> RpcError {
@@ -238,8 +276,8 @@ impl Listener for TcpListener {
         let (stream, peer) = self.inner.accept().await?;
         // A peer that reset at once makes this fail; that is its connection's problem,
         // not an accept error that would pause the accept loop for everyone.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        if let Err(e) = configure(&stream) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY or keepalive");
         }
         Ok((stream, PeerAddr::Tcp(peer)))
     }

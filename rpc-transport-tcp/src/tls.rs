@@ -514,7 +514,10 @@ impl Listener for TlsListener {
 
     async fn accept(&mut self) -> io::Result<(TcpStream, PeerAddr)> {
         let (stream, peer) = self.inner.accept().await?;
-        stream.set_nodelay(true)?;
+        // As for plain TCP: a peer that reset at once is its connection's problem.
+        if let Err(e) = crate::configure(&stream) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY or keepalive");
+        }
         Ok((stream, PeerAddr::Tcp(peer)))
     }
 
@@ -602,16 +605,30 @@ pub async fn connect_with_config(
     })?;
     let connector = TlsConnector::from(tls.inner);
     let timeout = config.connect_timeout_value();
-    let attempt = async {
-        let (stream, addr) = crate::connect_tcp(addr).await?;
-        let tls = connector
-            .connect(name, stream)
-            .await
-            .map_err(|e| crate::connect_error(addr, explain_client_error(e)))?;
-        Connection::handshake(SplitIo(tls), &addr.to_string(), config)
-            .await
-            .map_err(explain_refusal)
-    };
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(timeout, tokio::net::lookup_host(addr)).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => return Err(crate::connect_error("(unresolved)", e)),
+            Err(_) => {
+                return Err(crate::connect_error(
+                    "(unresolved)",
+                    io::Error::new(io::ErrorKind::TimedOut, "resolving timed out"),
+                ))
+            }
+        };
+    let attempt = rpc_core::client::with_version_fallback(config, |config| {
+        let (name, connector, addrs) = (name.clone(), connector.clone(), &addrs);
+        async move {
+            let (stream, addr) = crate::connect_tcp(&addrs[..]).await?;
+            let tls = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| crate::connect_error(addr, explain_client_error(e)))?;
+            Connection::handshake(SplitIo(tls), &addr.to_string(), config)
+                .await
+                .map_err(explain_refusal)
+        }
+    });
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or_else(|_| {

@@ -46,10 +46,10 @@ pub async fn connect_with_config(
         source: Arc::new(source),
     };
     let timeout = config.connect_timeout_value();
-    let attempt = async {
+    let attempt = rpc_core::client::with_version_fallback(config, |config| async {
         let stream = UnixStream::connect(path).await.map_err(error)?;
         Connection::handshake(stream, &name, config).await
-    };
+    });
     tokio::time::timeout(timeout, attempt)
         .await
         .unwrap_or_else(|_| {

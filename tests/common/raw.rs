@@ -3,21 +3,40 @@
 
 use std::time::Duration;
 
-use rpc_core::protocol::{kind, ClientHello, Frame, ServerHello, HANDSHAKE_LEN, VERSION};
+use rpc_core::protocol::{
+    kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN, SETTINGS_VERSION, VERSION,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A raw connection that has sent its hello, with the server's answer.
+/// A raw connection of the current protocol version, through its handshake (hellos and,
+/// when accepted, settings), with the server's hello.
 pub async fn handshaken(addr: std::net::SocketAddr) -> (TcpStream, ServerHello) {
+    handshaken_as(addr, VERSION).await
+}
+
+/// [`handshaken`] announcing protocol `version` (an older client).
+pub async fn handshaken_as(addr: std::net::SocketAddr, version: u16) -> (TcpStream, ServerHello) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let hello = ClientHello {
-        version: VERSION,
+        version,
         max_frame_size: 1 << 20,
     };
     stream.write_all(&hello.encode()).await.unwrap();
     let mut reply = [0u8; HANDSHAKE_LEN];
     stream.read_exact(&mut reply).await.unwrap();
-    (stream, ServerHello::decode(&reply).unwrap())
+    let reply = ServerHello::decode(&reply).unwrap();
+    if reply.status == 0 && version >= SETTINGS_VERSION {
+        let len = stream.read_u16().await.unwrap() as usize;
+        let mut block = vec![0u8; len];
+        stream.read_exact(&mut block).await.unwrap();
+        Settings::decode(&block).unwrap();
+        stream
+            .write_all(&Settings::default().encode())
+            .await
+            .unwrap();
+    }
+    (stream, reply)
 }
 
 /// The next frame from the server, or `None` once it closes.

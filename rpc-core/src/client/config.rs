@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
+use crate::keepalive::Keepalive;
+use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, INITIAL_STREAM_WINDOW, MIN_VERSION, VERSION};
 
 /// Settings of a client connection. Build with [`ClientConfig::default`] and the setters.
 #[derive(Debug, Clone)]
@@ -11,6 +12,10 @@ pub struct ClientConfig {
     pub(crate) max_in_flight: usize,
     pub(crate) max_frame_size: usize,
     pub(crate) connect_timeout: Duration,
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) stream_window: u32,
+    pub(crate) max_write_buffer: usize,
+    pub(crate) protocol_version: u16,
 }
 
 impl Default for ClientConfig {
@@ -20,6 +25,13 @@ impl Default for ClientConfig {
             max_in_flight: 1024,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             connect_timeout: Duration::from_secs(10),
+            keepalive: Some(Keepalive::new(
+                Duration::from_secs(30),
+                Duration::from_secs(20),
+            )),
+            stream_window: INITIAL_STREAM_WINDOW,
+            max_write_buffer: 4 * 1024 * 1024,
+            protocol_version: VERSION,
         }
     }
 }
@@ -54,5 +66,38 @@ impl ClientConfig {
     /// The connect-and-handshake time limit.
     pub fn connect_timeout_value(&self) -> Duration {
         self.connect_timeout
+    }
+
+    /// Liveness checks (default: a `PING` after 30 s without a frame from the server,
+    /// the connection closed if nothing arrives 20 s after it; its calls then fail with
+    /// `RpcError::KeepaliveTimeout`). `None` turns them off. Needs a server of protocol
+    /// version 3; with older servers there are none.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// The credit this client grants the server for each stream it receives, in bytes
+    /// (default 256 KiB; at least 1 KiB): how far a server stream may run ahead of its
+    /// consumer. Older servers (protocol version 2) always get 256 KiB.
+    pub fn stream_window(mut self, bytes: u32) -> Self {
+        self.stream_window = bytes.max(1024);
+        self
+    }
+
+    /// Bytes of requests and stream items queued and not yet written to the socket
+    /// above which new calls and stream items wait (within their deadline) for the
+    /// server to read (default 4 MiB). The queue may exceed it by one frame.
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.max_write_buffer = bytes.max(1);
+        self
+    }
+
+    /// The newest protocol version to announce (default: this crate's,
+    /// `protocol::VERSION`). Connecting to an older server falls back to its version by
+    /// itself; set this to pin an older version, for example to test compatibility.
+    pub fn max_protocol_version(mut self, version: u16) -> Self {
+        self.protocol_version = version.clamp(MIN_VERSION, VERSION);
+        self
     }
 }

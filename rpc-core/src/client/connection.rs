@@ -2,10 +2,10 @@
 //!
 //! A call encodes its request straight into the connection's [`Outbox`], registers a
 //! one-shot slot under its call id, and waits on it with its deadline. One task per
-//! connection writes the queued requests in batches, decodes responses and completes the
-//! matching slots, in whatever order they arrive. There is no task per unary call.
-//! Dropping a call future before it completes removes
-//! its slot and queues a `CANCEL` frame so the server drops the handler too.
+//! connection ([`super::task`]) writes the queued requests in batches, decodes responses
+//! and completes the matching slots, in whatever order they arrive. There is no task per
+//! unary call. Dropping a call future before it completes removes its slot and queues a
+//! `CANCEL` frame so the server drops the handler too.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -13,22 +13,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{BufMut, BytesMut};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::handshake::negotiate;
+use super::task::run_connection;
 use super::ClientConfig;
 use crate::error::RpcError;
 use crate::frame_io::FrameIo;
 use crate::outbox::Outbox;
-use crate::protocol::{
-    self, go_away, handshake_status, kind, status, ClientHello, Frame, ResponseFrame, ServerHello,
-    HANDSHAKE_LEN, VERSION,
+use crate::protocol::{self, kind, status, ResponseFrame, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD};
+use crate::stream::{
+    send_items, Flow, Inbound, Outbound, Sent, StreamEnd, StreamPeer, StreamTable,
 };
-use crate::stream::{send_items, Inbound, Outbound, Sent, StreamEnd, StreamPeer, StreamTable};
 use crate::util::IdHasher;
 use crate::{Metadata, Streaming};
 use serde::de::DeserializeOwned;
@@ -37,7 +36,7 @@ use serde::Serialize;
 type Reply = Result<ResponseFrame, RpcError>;
 
 /// Whether new calls may start.
-enum State {
+pub(super) enum State {
     Open,
     /// The server sent a graceful go-away: calls in flight finish, new ones are refused.
     /// Calls above `last_id` never reached the server.
@@ -48,7 +47,7 @@ enum State {
 }
 
 /// What waits for a call's outcome.
-enum Pending {
+pub(super) enum Pending {
     /// A unary response.
     Unary(oneshot::Sender<Reply>),
     /// A streamed response: its items, then its `RESPONSE`, go to the stream.
@@ -56,7 +55,7 @@ enum Pending {
 }
 
 impl Pending {
-    fn fail(self, error: RpcError) {
+    pub(super) fn fail(self, error: RpcError) {
         match self {
             Pending::Unary(slot) => {
                 let _ = slot.send(Err(error));
@@ -66,25 +65,27 @@ impl Pending {
     }
 }
 
-struct Calls {
-    pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
-    state: State,
+pub(super) struct Calls {
+    pub(super) pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
+    pub(super) state: State,
 }
 
 /// State shared by the handles, the connection's task and upload tasks.
-struct Shared {
-    outbox: Outbox,
+pub(super) struct Shared {
+    pub(super) outbox: Outbox,
     /// Streams of calls on this connection (flow control).
-    streams: StreamTable,
+    pub(super) streams: StreamTable,
     calls: Mutex<Calls>,
     next_id: AtomicU64,
     in_flight: Semaphore,
-    config: ClientConfig,
-    remote: String,
+    pub(super) config: ClientConfig,
+    pub(super) remote: String,
+    /// The protocol version spoken on the connection.
+    pub(super) version: u16,
 }
 
 impl Shared {
-    fn calls(&self) -> MutexGuard<'_, Calls> {
+    pub(super) fn calls(&self) -> MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -116,7 +117,7 @@ impl Shared {
 
     /// Ends the connection: calls in flight get `error`; later calls are refused with
     /// [`RpcError::Unavailable`] (they are never sent).
-    fn fail(&self, error: RpcError) {
+    pub(super) fn fail(&self, error: RpcError) {
         let later = RpcError::Unavailable {
             reason: error.to_string().into(),
         };
@@ -124,7 +125,9 @@ impl Shared {
     }
 }
 
-/// Closes the connection when the last [`Connection`] handle is dropped.
+/// Closes the connection when the last [`Connection`] handle is dropped. Open streams and
+/// uploads hold handles too, so a connection outlives its last caller-held handle until
+/// they end.
 struct Owner {
     shared: Arc<Shared>,
     task: AbortHandle,
@@ -143,7 +146,8 @@ impl Drop for Owner {
 /// A client connection to a server: cheap to clone, usable from many tasks at once, and
 /// shared by the clients of every service on that server.
 ///
-/// The connection closes when the last clone is dropped.
+/// The connection closes when the last clone is dropped and the streams opened on it have
+/// ended (each holds a clone).
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
@@ -161,58 +165,38 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Runs the protocol handshake over an established stream and starts the connection's
-    /// task. `remote` names the peer in errors. Transports call this;
-    /// users call `rpc_transport_tcp::connect`.
+    /// task. `remote` names the peer in errors. Transports call this (within
+    /// [`with_version_fallback`](super::with_version_fallback), so that older servers
+    /// are reached too); users call `rrpc::connect`.
     pub async fn handshake<T: crate::Transport>(
         io: T,
         remote: &str,
         config: ClientConfig,
     ) -> Result<Connection, RpcError> {
         let (mut reader, mut writer) = io.split();
-        let io_error = |source: std::io::Error| RpcError::Connect {
-            addr: remote.to_string(),
-            source: Arc::new(source),
-        };
-        let exchange = async {
-            let hello = ClientHello {
-                version: VERSION,
-                max_frame_size: config.max_frame_size as u32,
-            };
-            writer.write_all(&hello.encode()).await.map_err(io_error)?;
-            let mut reply = [0u8; HANDSHAKE_LEN];
-            reader.read_exact(&mut reply).await.map_err(io_error)?;
-            ServerHello::decode(&reply)
-        };
-        let reply = tokio::time::timeout(config.connect_timeout, exchange)
+        let exchange = negotiate(&mut reader, &mut writer, remote, &config);
+        let negotiated = tokio::time::timeout(config.connect_timeout, exchange)
             .await
-            .map_err(|_| {
-                io_error(std::io::Error::new(
+            .map_err(|_| RpcError::Connect {
+                addr: remote.to_string(),
+                source: Arc::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "handshake timed out",
-                ))
+                )),
             })??;
-        if reply.status == handshake_status::UNSUPPORTED_VERSION || reply.version != VERSION {
-            return Err(RpcError::VersionMismatch {
-                ours: VERSION,
-                theirs: reply.version,
-            });
-        }
-        if reply.status == handshake_status::TOO_MANY_CONNECTIONS {
-            return Err(RpcError::Overloaded {
-                message: format!("{remote} is at its connection limit"),
-            });
-        }
-        if reply.status != handshake_status::ACCEPTED {
-            return Err(RpcError::Protocol(format!(
-                "the server refused the handshake with status {}",
-                reply.status
-            )));
-        }
-
+        let flow = if negotiated.version >= SETTINGS_VERSION {
+            Flow {
+                send_window: negotiated.server_settings.stream_window,
+                receive_window: config.stream_window,
+                overhead: STREAM_ITEM_OVERHEAD as u32,
+                max_item: config.max_frame_size,
+            }
+        } else {
+            Flow::legacy(config.max_frame_size)
+        };
         let shared = Arc::new(Shared {
-            // A server announcing less than a header's worth is treated as announcing 64.
-            outbox: Outbox::new((reply.max_frame_size as usize).max(64)),
-            streams: StreamTable::default(),
+            outbox: Outbox::new(negotiated.server_max_frame, config.max_write_buffer),
+            streams: StreamTable::new(flow),
             calls: Mutex::new(Calls {
                 pending: HashMap::default(),
                 state: State::Open,
@@ -221,6 +205,7 @@ impl Connection {
             in_flight: Semaphore::new(config.max_in_flight),
             remote: remote.to_string(),
             config,
+            version: negotiated.version,
         });
         let io = FrameIo::new(reader, writer, shared.config.max_frame_size);
         let task = tokio::spawn(run_connection(io, Arc::clone(&shared)));
@@ -231,6 +216,11 @@ impl Connection {
             }),
             shared,
         })
+    }
+
+    /// The protocol version spoken on this connection.
+    pub fn protocol_version(&self) -> u16 {
+        self.shared.version
     }
 
     /// Closes the connection now: calls in flight fail with [`RpcError::Cancelled`] (the
@@ -283,6 +273,7 @@ impl Connection {
         E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
         let _permit = self.acquire(deadline).await?;
+        self.writable(deadline).await?;
         let (slot, response) = oneshot::channel();
         let (mut guard, _) = self.start(
             method,
@@ -310,6 +301,7 @@ impl Connection {
         U: Serialize + DeserializeOwned + Send + 'static,
     {
         let _permit = self.acquire(deadline).await?;
+        self.writable(deadline).await?;
         let (slot, response) = oneshot::channel();
         let (mut guard, outbound) = self.start(
             method,
@@ -341,7 +333,8 @@ impl Connection {
         E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
         U: Serialize + DeserializeOwned + Send + 'static,
     {
-        let inbound = Arc::new(Inbound::new(self.shared.config.max_frame_size));
+        self.writable(deadline).await?;
+        let inbound = self.shared.streams.new_inbound();
         let (mut guard, outbound) = self.start(
             method,
             metadata,
@@ -353,11 +346,13 @@ impl Connection {
         if let (Some(upload), Some(outbound)) = (upload, outbound) {
             self.spawn_upload(guard.id, outbound, upload);
         }
-        // From here the stream owns the call: dropping it cancels the call.
+        // From here the stream owns the call: dropping it cancels the call. It holds a
+        // handle of the connection, so the connection lives as long as the stream does,
+        // even if every other handle is dropped.
         guard.finished = true;
         Ok(Streaming::remote(
             inbound,
-            Arc::clone(&self.shared) as Arc<dyn StreamPeer>,
+            Arc::new(self.clone()) as Arc<dyn StreamPeer>,
             guard.id,
             Some(*method),
             Some(deadline),
@@ -373,6 +368,18 @@ impl Connection {
             .await
             .map_err(|_| RpcError::DeadlineExceeded)?
             .map_err(|_| RpcError::closed("the connection is closed"))
+    }
+
+    /// Waits, within the deadline, until the outbox is below its high-water mark: a
+    /// server that does not read its requests makes callers wait instead of this side
+    /// buffering without bound.
+    async fn writable(&self, deadline: Instant) -> Result<(), RpcError> {
+        if self.shared.outbox.unwritten() < self.shared.config.max_write_buffer {
+            return Ok(());
+        }
+        tokio::time::timeout_at(deadline, self.shared.outbox.writable())
+            .await
+            .map_err(|_| RpcError::DeadlineExceeded)
     }
 
     /// Registers a call under a new id (and, `with_upload`, the credit of its client
@@ -467,8 +474,10 @@ impl Connection {
     where
         U: Serialize + DeserializeOwned + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
+        // The task holds a handle: the connection stays open while the upload runs.
+        let connection = self.clone();
         tokio::spawn(async move {
+            let shared = &connection.shared;
             let end = match send_items(&mut upload, &shared.outbox, &outbound, id).await {
                 Ok(Sent::All) => (status::OK, String::new()),
                 Ok(Sent::Stopped) => return,
@@ -484,22 +493,21 @@ impl Connection {
     }
 }
 
-impl StreamPeer for Shared {
+/// A received stream holds a [`Connection`] handle, so the connection stays open for it.
+impl StreamPeer for Connection {
     fn outbox(&self) -> &Outbox {
-        &self.outbox
+        &self.shared.outbox
     }
 
     fn receiver_dropped(&self, id: u64) {
-        let was_pending = self.calls().pending.remove(&id).is_some();
+        let shared = &self.shared;
+        let was_pending = shared.calls().pending.remove(&id).is_some();
         if was_pending {
-            let _ = self.outbox.push_control(kind::CANCEL, id, &[]);
+            let _ = shared.outbox.push_control(kind::CANCEL, id, &[]);
         }
-        self.streams
+        shared
+            .streams
             .finish(id, || StreamEnd::Error(RpcError::Cancelled));
-    }
-
-    fn max_frame_size(&self) -> usize {
-        self.config.max_frame_size
     }
 }
 
@@ -529,139 +537,5 @@ impl Drop for PendingCall<'_> {
                 .outbox
                 .push(kind::CANCEL, 0, self.id, |_| {}, |_| Ok(()));
         }
-    }
-}
-
-/// Frames handled per poll before the task yields to others.
-const FRAMES_PER_POLL: usize = 128;
-
-/// The connection's task: writes queued requests and completes calls as responses
-/// arrive, until the connection ends.
-async fn run_connection<R, W>(mut io: FrameIo<R, W>, shared: Arc<Shared>)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let error = std::future::poll_fn(|cx| poll_connection(&mut io, &shared, cx)).await;
-    tracing::debug!(remote = %shared.remote, %error, "client connection ended");
-    shared.fail(error);
-}
-
-fn poll_connection<R, W>(
-    io: &mut FrameIo<R, W>,
-    shared: &Shared,
-    cx: &mut Context<'_>,
-) -> Poll<RpcError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut budget = FRAMES_PER_POLL;
-    loop {
-        match io.poll_write(cx, &shared.outbox) {
-            Poll::Ready(Err(e)) => {
-                return Poll::Ready(RpcError::closed(format!("write failed: {e}")))
-            }
-            // Closed by this side and everything written.
-            Poll::Ready(Ok(true)) => {
-                return Poll::Ready(RpcError::closed("the connection was closed"))
-            }
-            Poll::Ready(Ok(false)) | Poll::Pending => {}
-        }
-        let mut read_any = false;
-        while budget > 0 {
-            let frame = match io.poll_frame(cx) {
-                Poll::Ready(Some(Ok(bytes))) => bytes.freeze(),
-                Poll::Ready(Some(Err(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Poll::Ready(RpcError::FrameTooLarge {
-                        size: 0,
-                        limit: shared.config.max_frame_size,
-                    })
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(RpcError::closed(format!("read failed: {e}")))
-                }
-                Poll::Ready(None) => {
-                    return Poll::Ready(RpcError::closed("the server closed the connection"))
-                }
-                Poll::Pending => break,
-            };
-            budget -= 1;
-            read_any = true;
-            if let Err(error) = handle_frame(shared, frame) {
-                return Poll::Ready(error);
-            }
-        }
-        if budget == 0 {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        if !read_any {
-            return Poll::Pending;
-        }
-    }
-}
-
-/// Applies one frame from the server; `Err` ends the connection.
-fn handle_frame(shared: &Shared, frame: bytes::Bytes) -> Result<(), RpcError> {
-    match Frame::decode(frame)? {
-        Frame::Response(response) => {
-            // A response to a call that is no longer waiting (cancelled, timed out) or
-            // that was never made is dropped.
-            let id = response.id;
-            let pending = shared.calls().pending.remove(&id);
-            match pending {
-                Some(Pending::Unary(slot)) => {
-                    let _ = slot.send(Ok(response));
-                }
-                Some(Pending::Stream(inbound)) => inbound.end(StreamEnd::Response(response)),
-                None => {}
-            }
-            // The call is over: stop sending its client stream, if any.
-            shared
-                .streams
-                .finish(id, || StreamEnd::Error(RpcError::Cancelled));
-            Ok(())
-        }
-        Frame::StreamItem { id, payload } => {
-            let inbound = match shared.calls().pending.get(&id) {
-                Some(Pending::Stream(inbound)) => Some(Arc::clone(inbound)),
-                _ => None,
-            };
-            match inbound {
-                Some(inbound) => inbound.push(payload),
-                // The stream was dropped (its CANCEL is on its way): discard.
-                None => Ok(()),
-            }
-        }
-        Frame::WindowUpdate { id, increment } => {
-            shared.streams.grant(id, increment);
-            Ok(())
-        }
-        Frame::StopSending { id } => {
-            shared.streams.stop_sending(id);
-            Ok(())
-        }
-        Frame::GoAway {
-            code,
-            message,
-            last_id,
-        } => match code {
-            go_away::SHUTTING_DOWN | go_away::IDLE_TIMEOUT => {
-                let mut calls = shared.calls();
-                if matches!(calls.state, State::Open) {
-                    calls.state = State::Draining { last_id };
-                }
-                Ok(())
-            }
-            go_away::FRAME_TOO_LARGE => Err(RpcError::FrameTooLarge {
-                size: 0,
-                limit: shared.outbox.max_frame_size(),
-            }),
-            _ => Err(RpcError::Protocol(format!("the server closed: {message}"))),
-        },
-        other => Err(RpcError::Protocol(format!(
-            "unexpected frame from the server: {other:?}"
-        ))),
     }
 }

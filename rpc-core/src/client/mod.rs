@@ -5,6 +5,8 @@
 mod channel;
 mod config;
 mod connection;
+mod handshake;
+mod task;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 pub use channel::{Channel, ChannelFuture, ConnectionFuture, EncodeArgs, OutgoingCall};
 pub use config::ClientConfig;
 pub use connection::Connection;
+pub use handshake::with_version_fallback;
 
 use crate::codec;
 use crate::context::{self, Metadata};
@@ -136,12 +139,7 @@ impl Client {
     ) -> Result<R, RpcError> {
         match response.status {
             status::OK => codec::decode(&response.payload),
-            other => Err(status_error(
-                method,
-                other,
-                &response.payload,
-                self.frame_limit(),
-            )),
+            other => Err(status_error(method, other, &response.payload)),
         }
     }
 
@@ -157,15 +155,7 @@ impl Client {
             status::APPLICATION_ERROR => {
                 Err(CallError::Application(codec::decode(&response.payload)?))
             }
-            other => Err(status_error(method, other, &response.payload, self.frame_limit()).into()),
-        }
-    }
-
-    /// This side's frame size limit (for naming it in errors).
-    fn frame_limit(&self) -> usize {
-        match &self.target {
-            Target::Connection(c) => c.config().max_frame_size,
-            Target::Channel(_) => 0,
+            other => Err(status_error(method, other, &response.payload).into()),
         }
     }
 
@@ -390,13 +380,8 @@ impl Client {
     }
 }
 
-/// The [`RpcError`] for a non-success response status.
-pub(crate) fn status_error(
-    method: &Method,
-    code: u8,
-    payload: &Bytes,
-    frame_limit: usize,
-) -> RpcError {
+/// The [`RpcError`] for a non-success response status (`docs/PROTOCOL.md`, section 7).
+pub(crate) fn status_error(method: &Method, code: u8, payload: &Bytes) -> RpcError {
     let message = || String::from_utf8_lossy(payload).into_owned();
     match code {
         status::UNKNOWN_SERVICE => RpcError::UnknownService {
@@ -406,25 +391,20 @@ pub(crate) fn status_error(
             service: method.service.to_string(),
             method: method.name.to_string(),
         },
-        status::INVALID_ARGUMENTS => RpcError::Decode(format!(
-            "the server could not decode the arguments of `{}.{}`: {}",
-            method.service,
-            method.name,
-            message()
-        )),
+        status::INVALID_ARGUMENTS => RpcError::InvalidArguments {
+            message: format!("`{}.{}`: {}", method.service, method.name, message()),
+        },
         status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
         status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
         status::SHUTTING_DOWN => RpcError::ShuttingDown,
+        status::INTERRUPTED => RpcError::Interrupted { message: message() },
         status::ABORTED => RpcError::Aborted { message: message() },
         status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
         status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
         status::OVERLOADED => RpcError::Overloaded { message: message() },
-        // The server could not fit the response within this client's frame limit.
-        status::FRAME_TOO_LARGE => RpcError::FrameTooLarge {
-            size: 0,
-            limit: frame_limit,
-        },
-        status::ENCODE_FAILED => RpcError::Encode(format!("on the server: {}", message())),
+        status::FRAME_TOO_LARGE => RpcError::ResponseTooLarge { message: message() },
+        status::ENCODE_FAILED => RpcError::ResponseEncodeFailed { message: message() },
+        status::INTERNAL => RpcError::Internal { message: message() },
         status::APPLICATION_ERROR => RpcError::Protocol(format!(
             "`{}.{}` is not declared fallible but the server sent an application error",
             method.service, method.name

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
+use crate::keepalive::Keepalive;
+use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, INITIAL_STREAM_WINDOW};
 
 /// The largest in-flight limit accepted (larger values are clamped).
 pub const MAX_IN_FLIGHT: usize = 1 << 20;
@@ -21,6 +22,8 @@ pub struct ServerConfig {
     pub(crate) frame_timeout: Duration,
     pub(crate) max_write_buffer: usize,
     pub(crate) write_timeout: Duration,
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) stream_window: u32,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +40,11 @@ impl Default for ServerConfig {
             frame_timeout: Duration::from_secs(30),
             max_write_buffer: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(30),
+            keepalive: Some(Keepalive::new(
+                Duration::from_secs(60),
+                Duration::from_secs(20),
+            )),
+            stream_window: INITIAL_STREAM_WINDOW,
         }
     }
 }
@@ -119,6 +127,23 @@ impl ServerConfig {
     /// server drops the connection (default 30 s).
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+
+    /// Liveness checks of clients (default: a `PING` after 60 s without a frame from the
+    /// client, the connection dropped, with its handlers, if nothing arrives 20 s after
+    /// it). Frees what a vanished client (a crashed host, a broken network path) holds.
+    /// `None` turns them off. Clients of protocol version 2 and older are not pinged.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// The credit this server grants a client for each stream it receives, in bytes
+    /// (default 256 KiB; at least 1 KiB): how far a client stream may run ahead of the
+    /// handler reading it. Clients of protocol version 2 always get 256 KiB.
+    pub fn stream_window(mut self, bytes: u32) -> Self {
+        self.stream_window = bytes.max(1024);
         self
     }
 }

@@ -3,8 +3,11 @@
 
 mod config;
 mod connection;
+mod dispatch;
+mod handshake;
 mod interceptor;
 mod service;
+mod state;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,7 +21,8 @@ pub use interceptor::{Interceptor, Rejection};
 pub use service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router, Service};
 
 use crate::transport::Listener;
-use connection::{Load, Signals};
+use connection::Signals;
+use state::Load;
 
 /// A server: services plus settings, ready to serve a listener.
 #[derive(Debug, Clone)]

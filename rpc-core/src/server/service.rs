@@ -12,13 +12,13 @@ use bytes::{BufMut, Bytes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::connection::ConnectionState;
 use super::interceptor::Interceptor;
+use super::state::ConnectionState;
 use crate::codec;
 use crate::error::RpcError;
 use crate::protocol::fit_message;
 use crate::protocol::{kind, status, STREAMING_VERSION};
-use crate::stream::{send_items, Inbound, Sent, StreamPeer};
+use crate::stream::{send_items, Sent, StreamPeer};
 use crate::Streaming;
 
 /// The future of one running handler. It answers through its [`ReplyTo`] before it ends.
@@ -79,7 +79,7 @@ impl IncomingCall {
                 connection.version
             )));
         }
-        let inbound = Arc::new(Inbound::new(connection.max_frame_size()));
+        let inbound = connection.streams.new_inbound();
         connection
             .streams
             .add_inbound(self.reply.id, Arc::clone(&inbound));
@@ -159,6 +159,9 @@ impl ReplyTo {
             // no-op, since the call was claimed.
             Ok(Sent::All | Sent::Stopped) => self.ok(&()),
             Err(RpcError::Aborted { message }) => self.error(status::ABORTED, &message),
+            Err(RpcError::HandlerPanicked { message }) => {
+                self.error(status::HANDLER_PANICKED, &message)
+            }
             Err(RpcError::Encode(message)) => self.error(status::ENCODE_FAILED, &message),
             Err(RpcError::FrameTooLarge { size, limit }) => self.error(
                 status::FRAME_TOO_LARGE,
@@ -180,12 +183,14 @@ impl ReplyTo {
         if !self.claim() {
             return;
         }
+        // Encoded in place, under a panic guard: a `Serialize` impl that panics fails
+        // this call (HANDLER_PANICKED), at once, and nothing else.
         let outcome = self.connection.outbox.push(
             kind::RESPONSE,
             0,
             self.id,
             |buf| buf.put_u8(code),
-            |buf| codec::encode_into(value, buf),
+            |buf| codec::encode_catching(value, buf),
         );
         match outcome {
             Ok(_) => {}
@@ -196,16 +201,31 @@ impl ReplyTo {
                 ),
             ),
             Err(RpcError::Encode(message)) => self.push_error(status::ENCODE_FAILED, &message),
+            Err(RpcError::HandlerPanicked { message }) => {
+                tracing::warn!(id = self.id, %message, "serializing a response panicked");
+                self.push_error(status::HANDLER_PANICKED, &message)
+            }
             // The connection is closing: nobody is left to answer.
             Err(_) => {}
         }
     }
 
-    /// Answers with a framework error status and a message.
-    pub(crate) fn error(self, code: u8, message: &str) {
-        if self.claim() {
-            self.push_error(code, message);
+    /// Answers with a framework status and a message, as a hand-written [`Service`] may
+    /// (`status::OVERLOADED`, `status::UNAUTHENTICATED`, ... from
+    /// [`crate::protocol::status`]). `OK` and `APPLICATION_ERROR` carry values, not
+    /// messages: answer those with [`ReplyTo::ok`] and [`ReplyTo::application_error`]
+    /// (given here, the call is answered `INTERNAL`).
+    pub fn error(self, code: u8, message: &str) {
+        if !self.claim() {
+            return;
         }
+        if code == status::OK || code == status::APPLICATION_ERROR {
+            return self.push_error(
+                status::INTERNAL,
+                &format!("the service answered status {code} without a value: {message}"),
+            );
+        }
+        self.push_error(code, message);
     }
 
     /// Queues an error response, its message cut to fit the client's frame limit.

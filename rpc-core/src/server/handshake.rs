@@ -1,0 +1,124 @@
+//! The server side of opening a connection: the transport's own handshake (TLS), the
+//! 12-byte hellos and, from protocol version 3, the settings blocks (the server's after
+//! its hello, then the client's), all within the handshake timeout.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::connection::Signals;
+use super::ServerConfig;
+use crate::context::{PeerAddr, PeerIdentity};
+use crate::protocol::{
+    handshake_status, ClientHello, ServerHello, Settings, HANDSHAKE_LEN, MAX_SETTINGS_LEN,
+    MIN_VERSION, SETTINGS_VERSION, VERSION,
+};
+use crate::transport::{Established, Transport};
+
+/// An accepted, established connection, ready for frames.
+pub(super) struct Opened<T: Transport> {
+    pub(super) reader: T::Reader,
+    pub(super) writer: T::Writer,
+    pub(super) identity: Option<PeerIdentity>,
+    /// The version spoken on the connection.
+    pub(super) version: u16,
+    /// The largest frame the client accepts.
+    pub(super) client_max_frame: usize,
+    /// The client's settings (the defaults before version 3).
+    pub(super) client_settings: Settings,
+}
+
+/// Opens one accepted connection; `None` if it was refused, failed, timed out, or the
+/// server began shutting down first (all logged at debug level).
+pub(super) async fn open<T: Transport>(
+    establishing: impl Future<Output = std::io::Result<Established<T>>>,
+    peer: &PeerAddr,
+    config: &ServerConfig,
+    over_limit: bool,
+    signals: &Signals,
+) -> Option<Opened<T>> {
+    let opening = async {
+        let established = establishing.await?;
+        let (mut reader, mut writer) = established.io.split();
+        let mut hello = [0u8; HANDSHAKE_LEN];
+        reader.read_exact(&mut hello).await?;
+        let hello = match ClientHello::decode(&hello) {
+            Ok(hello) => hello,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let supported = (MIN_VERSION..=VERSION).contains(&hello.version);
+        let status = if !supported {
+            handshake_status::UNSUPPORTED_VERSION
+        } else if over_limit {
+            handshake_status::TOO_MANY_CONNECTIONS
+        } else {
+            handshake_status::ACCEPTED
+        };
+        let reply = ServerHello {
+            // The version spoken on this connection: the client's, when supported.
+            version: if supported { hello.version } else { VERSION },
+            status,
+            max_frame_size: config.max_frame_size as u32,
+        };
+        let mut out = reply.encode().to_vec();
+        let settings = status == handshake_status::ACCEPTED && hello.version >= SETTINGS_VERSION;
+        if settings {
+            let ours = Settings {
+                stream_window: config.stream_window,
+            };
+            out.extend_from_slice(&ours.encode());
+        }
+        writer.write_all(&out).await?;
+        if status != handshake_status::ACCEPTED {
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+            return Ok(Err(format!(
+                "refused version {} with status {status}",
+                hello.version
+            )));
+        }
+        let mut client_settings = Settings::default();
+        if settings {
+            let mut len = [0u8; 2];
+            reader.read_exact(&mut len).await?;
+            let len = u16::from_be_bytes(len) as usize;
+            if len > MAX_SETTINGS_LEN {
+                return Ok(Err(format!("a settings block of {len} bytes")));
+            }
+            let mut block = vec![0u8; len];
+            reader.read_exact(&mut block).await?;
+            client_settings = match Settings::decode(&block) {
+                Ok(settings) => settings,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+        }
+        Ok::<_, std::io::Error>(Ok(Opened {
+            reader,
+            writer,
+            identity: established.identity,
+            version: hello.version,
+            client_max_frame: (hello.max_frame_size as usize).max(64),
+            client_settings,
+        }))
+    };
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(config.handshake_timeout, opening) => r,
+        _ = signals.graceful.cancelled() => return None,
+        _ = signals.kill.cancelled() => return None,
+    };
+    match outcome {
+        Ok(Ok(Ok(opened))) => Some(opened),
+        Ok(Ok(Err(reason))) => {
+            tracing::debug!(%peer, %reason, "refused connection");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection failed during the handshake");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out");
+            None
+        }
+    }
+}

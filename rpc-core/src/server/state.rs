@@ -1,0 +1,148 @@
+//! What a server connection shares with its handlers' tasks ([`ConnectionState`]: the
+//! outbox, the running calls and who may answer them, the streams), and the counts that
+//! bound a server ([`Load`] and the slots that keep it right).
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::task::AbortHandle;
+
+use super::service::ReplyTo;
+use crate::outbox::Outbox;
+use crate::protocol::kind;
+use crate::stream::{StreamEnd, StreamPeer, StreamTable};
+use crate::util::IdHasher;
+use crate::RpcError;
+
+/// Server-wide counts, shared by every connection of a server.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// Connections being served (past accept, including those still in the handshake).
+    pub(crate) connections: AtomicUsize,
+    /// Calls running across all connections.
+    pub(crate) calls: AtomicUsize,
+}
+
+/// A connection's place in the server's connection count.
+pub(super) struct ConnectionSlot(pub(super) Arc<Load>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// State of a connection shared with its handler tasks.
+pub(crate) struct ConnectionState {
+    pub(crate) outbox: Outbox,
+    /// Spawned calls not yet answered, by call id, with their task (or `None` while it is
+    /// being spawned).
+    pub(super) running: Mutex<RunningCalls>,
+    /// The id of the call whose handler is being polled in place on the connection task
+    /// (0 if none): it is "running" without an entry in `running`.
+    pub(super) inline_call: AtomicU64,
+    /// Calls started and not finished (answered or dropped).
+    pub(super) in_flight: AtomicUsize,
+    /// The most calls that may be in flight: at the limit the connection stops reading.
+    pub(super) max_in_flight: usize,
+    /// The server's counts.
+    pub(crate) load: Arc<Load>,
+    /// Streams of calls on this connection (flow control).
+    pub(crate) streams: StreamTable,
+    /// The protocol version the client speaks (streaming needs 2).
+    pub(crate) version: u16,
+}
+
+impl StreamPeer for ConnectionState {
+    fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn receiver_dropped(&self, id: u64) {
+        // The handler dropped its request stream: the client may stop sending it.
+        self.streams.remove_inbound(id);
+        let _ = self.outbox.push_control(kind::STOP_SENDING, id, &[]);
+    }
+}
+
+pub(super) type RunningCalls = HashMap<u64, Option<AbortHandle>, BuildHasherDefault<IdHasher>>;
+
+impl ConnectionState {
+    pub(super) fn running(&self) -> MutexGuard<'_, RunningCalls> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the right to answer call `id`. Whoever removes a running call (from the
+    /// inline slot or the map) answers it, so a call is never answered twice (handler vs.
+    /// shutdown vs. cancel).
+    pub(crate) fn claim(&self, id: u64) -> bool {
+        if id != 0
+            && self
+                .inline_call
+                .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.end_streams(id);
+            return true;
+        }
+        let claimed = self.running().remove(&id).is_some();
+        if claimed {
+            self.end_streams(id);
+        }
+        claimed
+    }
+
+    /// Call `id` is over: its streams end (a no-op for calls without any).
+    pub(super) fn end_streams(&self, id: u64) {
+        self.streams
+            .finish(id, || StreamEnd::Error(RpcError::Cancelled));
+    }
+
+    /// Whether another call may start (the in-flight limit is not reached).
+    pub(super) fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) < self.max_in_flight
+    }
+
+    /// A call ended: frees its slot and, if the connection had stopped reading at the
+    /// limit, wakes its task.
+    pub(super) fn release_slot(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == self.max_in_flight {
+            self.outbox.wake_task();
+        }
+    }
+
+    /// Aborts every running handler; with `answer`, tells each caller `status`.
+    pub(super) fn abort_all(self: &Arc<Self>, answer: Option<(u8, &str)>) {
+        self.streams
+            .fail_all(&RpcError::closed("the connection is closing"));
+        let running = std::mem::take(&mut *self.running());
+        for (id, handler) in running {
+            if let Some(handler) = handler {
+                handler.abort();
+            }
+            if let Some((code, message)) = answer {
+                ReplyTo::unregistered(Arc::clone(self), id).error(code, message);
+            }
+        }
+    }
+}
+
+/// A started call's place in the in-flight count, given back when it is dropped (the call
+/// finished, or its task was aborted).
+pub(super) struct InFlightSlot {
+    pub(super) state: Arc<ConnectionState>,
+    /// Whether the call also counts toward its connection's in-flight limit (it does once
+    /// it got past dispatch).
+    pub(super) counted: bool,
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
+        if self.counted {
+            self.state.release_slot();
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The credit of one stream: [`Inbound`] (items received and not yet consumed, and the
+//! credit to grant back) and [`Outbound`] (the credit left to send), sized by a
+//! connection's [`Flow`].
+//!
+//! From protocol version 3 every item costs its whole frame: its payload plus
+//! [`STREAM_ITEM_OVERHEAD`] bytes of length prefix and header, on both sides. So an item
+//! with no payload (every `Streaming<()>` item) still uses credit, and what a receiver
+//! queues is bounded by the window whatever the sender sends. On older connections the
+//! credit counts payload bytes, as those versions specify; the receiver still measures its
+//! queue with the framing, and a sender that overfills it breaks flow control.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use super::StreamEnd;
+use crate::error::RpcError;
+use crate::protocol::{INITIAL_STREAM_WINDOW, STREAM_ITEM_OVERHEAD};
+
+/// How one connection counts stream credit (fixed at its handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flow {
+    /// Credit each stream this side sends starts with: the window the peer announced.
+    pub(crate) send_window: u32,
+    /// The window of each stream this side receives: what it announced.
+    pub(crate) receive_window: u32,
+    /// Bytes charged per item on top of its payload: [`STREAM_ITEM_OVERHEAD`] from
+    /// version 3, 0 before.
+    pub(crate) overhead: u32,
+    /// The largest item this side accepts (its maximum frame size).
+    pub(crate) max_item: usize,
+}
+
+impl Flow {
+    /// Version 1 and 2: fixed windows, payload bytes only.
+    pub(crate) fn legacy(max_item: usize) -> Self {
+        Flow {
+            send_window: INITIAL_STREAM_WINDOW,
+            receive_window: INITIAL_STREAM_WINDOW,
+            overhead: 0,
+            max_item,
+        }
+    }
+
+    /// The credit an item of `payload` bytes uses.
+    fn cost(&self, payload: usize) -> usize {
+        payload + self.overhead as usize
+    }
+
+    /// The most a receiver holds for one stream: its window plus one maximal item (a
+    /// sender may start an item with a single byte of credit left), each item counted
+    /// with its framing.
+    fn queue_limit(&self) -> usize {
+        self.receive_window as usize + self.max_item + STREAM_ITEM_OVERHEAD
+    }
+}
+
+/// What [`Inbound::poll_next`] yields.
+pub(super) enum Next {
+    /// An item, and how many bytes to grant back to the sender now (0: none yet).
+    Item(Bytes, usize),
+    End(StreamEnd),
+}
+
+/// Items received for one call's stream and not yet consumed.
+pub(crate) struct Inbound {
+    flow: Flow,
+    state: Mutex<InboundState>,
+}
+
+struct InboundState {
+    items: VecDeque<Bytes>,
+    /// Credit the sender used and has not had back.
+    outstanding: usize,
+    /// Credit of consumed items not yet granted back.
+    unacked: usize,
+    /// Memory the queued items hold, each counted with its framing.
+    queued: usize,
+    end: Option<StreamEnd>,
+    waker: Option<Waker>,
+}
+
+impl Inbound {
+    /// A stream received under `flow`.
+    pub(crate) fn new(flow: Flow) -> Self {
+        Inbound {
+            flow,
+            state: Mutex::new(InboundState {
+                items: VecDeque::new(),
+                outstanding: 0,
+                unacked: 0,
+                queued: 0,
+                end: None,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, InboundState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues an item from the sender; an error means it went past its credit (or, from
+    /// an older peer, filled the queue with framing).
+    pub(crate) fn push(&self, item: Bytes) -> Result<(), RpcError> {
+        let mut state = self.lock();
+        if state.end.is_some() {
+            return Ok(());
+        }
+        state.outstanding += self.flow.cost(item.len());
+        state.queued += item.len() + STREAM_ITEM_OVERHEAD;
+        let window = self.flow.receive_window as usize;
+        if state.outstanding > window + self.flow.cost(self.flow.max_item)
+            || state.queued > self.flow.queue_limit()
+        {
+            return Err(RpcError::Protocol(format!(
+                "a stream exceeded its flow-control window ({} bytes of credit used, {} \
+                 bytes queued, window {window})",
+                state.outstanding, state.queued
+            )));
+        }
+        state.items.push_back(item);
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Ends the stream (the first end wins); queued items are still delivered.
+    pub(crate) fn end(&self, end: StreamEnd) {
+        let mut state = self.lock();
+        if state.end.is_none() {
+            state.end = Some(end);
+        }
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+
+    pub(super) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        let mut state = self.lock();
+        if let Some(item) = state.items.pop_front() {
+            state.queued -= item.len() + STREAM_ITEM_OVERHEAD;
+            state.unacked += self.flow.cost(item.len());
+            let grant = if state.unacked >= self.flow.receive_window as usize / 2 {
+                let grant = state.unacked;
+                state.outstanding -= grant;
+                state.unacked = 0;
+                grant
+            } else {
+                0
+            };
+            return Poll::Ready(Next::Item(item, grant));
+        }
+        if let Some(end) = state.end.take() {
+            return Poll::Ready(Next::End(end));
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The credit of one call's outgoing stream.
+pub(crate) struct Outbound {
+    overhead: u32,
+    state: Mutex<OutboundState>,
+}
+
+struct OutboundState {
+    /// Bytes that may still be sent (may dip below zero by one item).
+    credit: i64,
+    /// The receiver no longer wants items, or the call ended.
+    stopped: bool,
+    waker: Option<Waker>,
+}
+
+impl Outbound {
+    /// A stream sent under `flow`.
+    pub(crate) fn new(flow: Flow) -> Self {
+        Outbound {
+            overhead: flow.overhead,
+            state: Mutex::new(OutboundState {
+                credit: i64::from(flow.send_window),
+                stopped: false,
+                waker: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboundState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wake(mut state: MutexGuard<'_, OutboundState>) {
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+
+    /// The receiver granted `increment` more bytes.
+    pub(crate) fn grant(&self, increment: u32) {
+        let mut state = self.lock();
+        state.credit = state.credit.saturating_add(increment as i64);
+        Self::wake(state);
+    }
+
+    /// The receiver wants no more items, or the call is over.
+    pub(crate) fn stop(&self) {
+        let mut state = self.lock();
+        state.stopped = true;
+        Self::wake(state);
+    }
+
+    /// `Ready(true)` when an item may be sent, `Ready(false)` once stopped.
+    pub(super) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.lock();
+        if state.stopped {
+            return Poll::Ready(false);
+        }
+        if state.credit > 0 {
+            return Poll::Ready(true);
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Registers `cx` to be woken by a stop while the source is pending.
+    pub(super) fn watch_stop(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.lock();
+        if state.stopped {
+            return true;
+        }
+        state.waker = Some(cx.waker().clone());
+        false
+    }
+
+    /// An item of `payload` bytes was sent.
+    pub(super) fn consume(&self, payload: usize) {
+        let cost = payload + self.overhead as usize;
+        self.lock().credit -= cost as i64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::status;
+
+    fn current(max_item: usize) -> Flow {
+        Flow {
+            send_window: INITIAL_STREAM_WINDOW,
+            receive_window: INITIAL_STREAM_WINDOW,
+            overhead: STREAM_ITEM_OVERHEAD as u32,
+            max_item,
+        }
+    }
+
+    #[test]
+    fn inbound_grants_credit_back_as_items_are_consumed() {
+        let flow = current(1024);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let item = Bytes::from(vec![0u8; 1024 - STREAM_ITEM_OVERHEAD]);
+        let window = INITIAL_STREAM_WINDOW as usize;
+        let inbound = Inbound::new(flow);
+        for _ in 0..window / 1024 {
+            inbound.push(item.clone()).unwrap();
+        }
+        // One more item fits (overshoot by one item), the next breaks flow control.
+        inbound.push(item.clone()).unwrap();
+        assert!(inbound.push(item.clone()).is_err());
+
+        let inbound = Inbound::new(flow);
+        for _ in 0..window / 1024 {
+            inbound.push(item.clone()).unwrap();
+        }
+        let mut granted = 0;
+        for _ in 0..window / 1024 {
+            match inbound.poll_next(&mut cx) {
+                Poll::Ready(Next::Item(_, grant)) => granted += grant,
+                _ => panic!("an item is queued"),
+            }
+        }
+        assert_eq!(granted, window, "everything consumed is granted back");
+        assert!(inbound.poll_next(&mut cx).is_pending());
+        inbound.end(StreamEnd::Status {
+            status: status::OK,
+            message: String::new(),
+        });
+        assert!(matches!(
+            inbound.poll_next(&mut cx),
+            Poll::Ready(Next::End(_))
+        ));
+    }
+
+    #[test]
+    fn empty_items_use_credit_and_cannot_queue_without_bound() {
+        // Version 3: an empty item costs its framing, so a sender runs out of credit.
+        let outbound = Outbound::new(current(1024));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut sent = 0;
+        while outbound.poll_ready(&mut cx) == Poll::Ready(true) {
+            outbound.consume(0);
+            sent += 1;
+        }
+        let per_window = INITIAL_STREAM_WINDOW as usize / STREAM_ITEM_OVERHEAD;
+        assert!(sent <= per_window + 1, "{sent} empty items in one window");
+
+        // A receiver takes no more than that, whatever the sender claims.
+        let inbound = Inbound::new(current(1024));
+        let accepted = (0..10 * per_window)
+            .take_while(|_| inbound.push(Bytes::new()).is_ok())
+            .count();
+        assert!(accepted <= per_window + 1024, "{accepted}");
+
+        // An older peer counts payload only: the receiver still bounds its queue.
+        let legacy = Inbound::new(Flow::legacy(1024));
+        let accepted = (0..10_000_000)
+            .take_while(|_| legacy.push(Bytes::new()).is_ok())
+            .count();
+        let limit = (INITIAL_STREAM_WINDOW as usize + 1024) / STREAM_ITEM_OVERHEAD + 1;
+        assert!(
+            accepted <= limit,
+            "{accepted} empty items from a version 2 peer"
+        );
+    }
+
+    #[test]
+    fn outbound_waits_for_credit_and_stops() {
+        let outbound = Outbound::new(Flow::legacy(1024));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(outbound.poll_ready(&mut cx), Poll::Ready(true));
+        outbound.consume(INITIAL_STREAM_WINDOW as usize + 10);
+        assert!(outbound.poll_ready(&mut cx).is_pending());
+        outbound.grant(11);
+        assert_eq!(outbound.poll_ready(&mut cx), Poll::Ready(true));
+        outbound.stop();
+        assert_eq!(outbound.poll_ready(&mut cx), Poll::Ready(false));
+    }
+}

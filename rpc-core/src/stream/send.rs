@@ -1,0 +1,67 @@
+//! [`send_items`]: sends a [`Streaming`]'s items as `STREAM_ITEM` frames, within the
+//! stream's credit and the connection's write buffer.
+
+use std::task::Poll;
+
+use serde::Serialize;
+
+use super::flow::Outbound;
+use super::{Outgoing, Streaming};
+use crate::codec;
+use crate::error::RpcError;
+use crate::outbox::Outbox;
+use crate::protocol::{kind, HEADER_LEN};
+
+/// How sending a stream ended.
+pub(crate) enum Sent {
+    /// Every item was sent.
+    All,
+    /// The receiver asked to stop, or the call ended first.
+    Stopped,
+}
+
+/// Sends `source`'s items on call `id` as `STREAM_ITEM` frames, within `outbound`'s
+/// credit and the outbox's high-water mark. An `Err` from the source, or from encoding
+/// (a panicking `Serialize` is `RpcError::HandlerPanicked`), is returned as it is.
+pub(crate) async fn send_items<T: Serialize>(
+    source: &mut Streaming<T>,
+    outbox: &Outbox,
+    outbound: &Outbound,
+    id: u64,
+) -> Result<Sent, RpcError> {
+    loop {
+        // Credit first: a producer without credit is not even asked for its next item.
+        if !std::future::poll_fn(|cx| outbound.poll_ready(cx)).await {
+            return Ok(Sent::Stopped);
+        }
+        // Then room in the connection's write buffer: items wait while the peer does not
+        // read what is already queued.
+        outbox.writable().await;
+        let next = std::future::poll_fn(|cx| match source.poll_outgoing(cx) {
+            Poll::Pending if outbound.watch_stop(cx) => Poll::Ready(None::<Option<_>>),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(item) => Poll::Ready(Some(item)),
+        })
+        .await;
+        let item = match next {
+            None => return Ok(Sent::Stopped),
+            Some(None) => return Ok(Sent::All),
+            Some(Some(Err(e))) => return Err(e),
+            Some(Some(Ok(item))) => item,
+        };
+        let size = outbox.push(
+            kind::STREAM_ITEM,
+            0,
+            id,
+            |_| {},
+            |buf| match &item {
+                Outgoing::Value(value) => codec::encode_catching(value, buf),
+                Outgoing::Encoded(bytes) => {
+                    bytes::BufMut::put_slice(buf, bytes);
+                    Ok(())
+                }
+            },
+        )?;
+        outbound.consume(size - HEADER_LEN);
+    }
+}
