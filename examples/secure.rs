@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         ExtendedKeyUsagePurpose::ServerAuth,
     )?;
     let router = Router::new()
-        .add_service(VaultServer::new(MyVault))
+        .add_service(VaultServer::new(MyVault))?
         .with_interceptor(authorize);
     let server = tls::serve(
         "127.0.0.1:0",

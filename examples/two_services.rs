@@ -34,8 +34,8 @@ impl Counter for Count {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let services = Router::new()
-        .add_service(GreeterServer::new(English))
-        .add_service(CounterServer::new(Count::default()));
+        .add_service(GreeterServer::new(English))?
+        .add_service(CounterServer::new(Count::default()))?;
     let server = rrpc::serve("127.0.0.1:0", services).await?;
     println!("serving Greeter and Counter on {}", server.local_addr());
 

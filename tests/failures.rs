@@ -91,10 +91,15 @@ async fn an_argument_over_the_servers_frame_limit_fails_locally_and_typed() {
     .await;
     let probe = client(server.local_addr()).await;
     let error = probe.blob_len(vec![1; 2 * 1024 * 1024]).await.unwrap_err();
-    assert!(
-        matches!(error, RpcError::FrameTooLarge { limit: 1048576, .. }),
-        "{error:?}"
-    );
+    match error {
+        // The frame's real size: the 2 MiB argument (with its length prefix) plus the
+        // request's header and names.
+        RpcError::FrameTooLarge { size, limit } => {
+            assert_eq!(limit, 1048576);
+            assert!(size > 2 * 1024 * 1024, "{size}");
+        }
+        other => panic!("{other:?}"),
+    }
     // The same connection keeps working.
     assert_eq!(probe.blob_len(vec![1; 1000]).await.unwrap(), 1000);
     server.shutdown().await;
@@ -267,12 +272,38 @@ impl<'de> serde::Deserialize<'de> for Exploding {
 pub trait Fragile {
     async fn take(&self, value: Exploding) -> u8;
     async fn ok(&self) -> u8;
+    /// Returns a value whose `Serialize` panics.
+    async fn give(&self) -> ExplodingOnTheWayOut;
+    /// A stream whose second item's `Serialize` panics.
+    async fn stream_give(&self) -> rpc_core::Streaming<ExplodingOnTheWayOut>;
+}
+
+/// Serializes fine the first time in each stream and panics after (see `stream_give`);
+/// as a plain result, `give` makes one that panics at once.
+#[derive(Debug, serde::Deserialize)]
+pub struct ExplodingOnTheWayOut {
+    panics: bool,
+}
+
+impl serde::Serialize for ExplodingOnTheWayOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.panics {
+            panic!("Serialize exploded");
+        }
+        s.serialize_bool(false)
+    }
 }
 
 struct FragileImpl;
 impl Fragile for FragileImpl {
     async fn take(&self, _value: Exploding) -> u8 {
         0
+    }
+    async fn give(&self) -> ExplodingOnTheWayOut {
+        ExplodingOnTheWayOut { panics: true }
+    }
+    async fn stream_give(&self) -> rpc_core::Streaming<ExplodingOnTheWayOut> {
+        rpc_core::Streaming::iter([false, true].map(|panics| ExplodingOnTheWayOut { panics }))
     }
     async fn ok(&self) -> u8 {
         1
@@ -395,4 +426,82 @@ async fn a_duplicate_call_id_is_a_protocol_error_naming_the_last_id_seen() {
     let probe = client(server.local_addr()).await;
     assert_eq!(probe.echo(1).await.unwrap(), 1);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panic_while_encoding_the_response_answers_handler_panicked_at_once() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", FragileServer::new(FragileImpl))
+        .await
+        .unwrap();
+    let fragile = FragileClient::new(
+        rpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    // A long deadline: the answer must come from the panic, not from waiting it out.
+    let error = fragile
+        .with_timeout(Duration::from_secs(60))
+        .give()
+        .await
+        .unwrap_err();
+    match &error {
+        RpcError::HandlerPanicked { message } => {
+            assert!(message.contains("Serialize exploded"), "{message}")
+        }
+        other => panic!("expected HandlerPanicked, got {other:?}"),
+    }
+    assert_eq!(error.outcome(), rpc_core::CallOutcome::Started);
+    // In a stream: the first item arrives, then the call ends with the panic.
+    let mut items = fragile
+        .with_timeout(Duration::from_secs(60))
+        .stream_give()
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    assert!(items.next().await.unwrap().is_ok());
+    let last = items.next().await.unwrap().unwrap_err();
+    assert!(matches!(last, RpcError::HandlerPanicked { .. }), "{last:?}");
+    assert!(items.next().await.is_none());
+    // The connection and the server are fine.
+    assert_eq!(fragile.ok().await.unwrap(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_go_away_code_this_client_does_not_know_is_a_typed_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; HANDSHAKE_LEN];
+        stream.read_exact(&mut hello).await.unwrap();
+        let reply = ServerHello {
+            version: VERSION,
+            status: 0,
+            max_frame_size: 1 << 20,
+        };
+        stream.write_all(&reply.encode()).await.unwrap();
+        stream
+            .write_all(&protocol::Settings::default().encode())
+            .await
+            .unwrap();
+        let len = stream.read_u16().await.unwrap();
+        let mut settings = vec![0u8; len as usize];
+        stream.read_exact(&mut settings).await.unwrap();
+        // Wait for a request, then go away with a code from the future.
+        let _ = stream.read_u32().await;
+        let mut body = vec![protocol::kind::GO_AWAY, 0];
+        body.extend_from_slice(&0u64.to_be_bytes());
+        body.push(99);
+        body.extend_from_slice(b"moving to the moon");
+        stream.write_u32(body.len() as u32).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+    let probe = client(addr).await;
+    match probe.echo(1).await.unwrap_err() {
+        RpcError::GoAway { code: 99, message } => assert_eq!(message, "moving to the moon"),
+        other => panic!("{other:?}"),
+    }
 }

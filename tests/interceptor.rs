@@ -33,6 +33,7 @@ async fn an_interceptor_admits_and_refuses_calls_with_typed_errors() {
     let observed = probe_impl.observed.clone();
     let router = Router::new()
         .add_service(ProbeServer::new(probe_impl))
+        .unwrap()
         .with_interceptor(check_token);
     let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
@@ -72,6 +73,7 @@ async fn an_interceptor_admits_and_refuses_calls_with_typed_errors() {
 async fn a_panicking_interceptor_fails_the_call_not_the_connection() {
     let router = Router::new()
         .add_service(ProbeServer::new(ProbeImpl::default()))
+        .unwrap()
         .with_interceptor(|ctx: &Context| -> Result<(), Rejection> {
             if ctx.method() == "hang" {
                 panic!("interceptor bug");

@@ -21,7 +21,9 @@ impl Counter for CounterImpl {
 async fn two_services_share_one_port_and_one_connection() {
     let router = Router::new()
         .add_service(ProbeServer::new(ProbeImpl::default()))
-        .add_service(CounterServer::new(CounterImpl));
+        .unwrap()
+        .add_service(CounterServer::new(CounterImpl))
+        .unwrap();
     let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
@@ -140,7 +142,7 @@ pub trait WrongTypes {
 }
 
 #[tokio::test]
-async fn arguments_of_the_wrong_types_are_a_typed_decode_error() {
+async fn arguments_of_the_wrong_types_are_a_typed_invalid_arguments_error() {
     let server = rpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
         .await
         .unwrap();
@@ -149,7 +151,12 @@ async fn arguments_of_the_wrong_types_are_a_typed_decode_error() {
         .unwrap();
     let wrong = WrongTypesClient::new(conn.clone());
     let error = wrong.count(u64::MAX, 1).await.unwrap_err();
-    assert!(matches!(error, RpcError::Decode(_)), "{error:?}");
+    // The server's refusal, not a local decode failure: it did not run.
+    assert!(
+        matches!(error, RpcError::InvalidArguments { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.outcome(), rpc_core::CallOutcome::NotStarted);
     assert_eq!(
         v2::InventoryClient::new(conn)
             .count("ab".into())
@@ -161,11 +168,14 @@ async fn arguments_of_the_wrong_types_are_a_typed_decode_error() {
 }
 
 #[test]
-#[should_panic(expected = "already added")]
-fn two_services_with_one_name_are_refused() {
-    let _ = Router::new()
+fn two_services_with_one_name_are_a_typed_error_not_a_panic() {
+    let error = Router::new()
         .add_service(v2::InventoryServer::new(v2::Store))
-        .add_service(v1::InventoryServer::new(OldStore));
+        .unwrap()
+        .add_service(v1::InventoryServer::new(OldStore))
+        .unwrap_err();
+    assert_eq!(error.name, "Inventory");
+    assert!(error.to_string().contains("already added"), "{error}");
 }
 
 /// The same service declared with `Vec<u8>` (fast path chosen by the macro) and with

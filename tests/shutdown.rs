@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{client, start, start_with, ProbeImpl};
-use rpc_core::{RpcError, ServerConfig};
+use rpc_core::{CallOutcome, RpcError, ServerConfig};
 
 #[tokio::test]
 async fn graceful_shutdown_drains_calls_in_flight_and_refuses_new_ones() {
@@ -23,10 +23,25 @@ async fn graceful_shutdown_drains_calls_in_flight_and_refuses_new_ones() {
         .collect();
     assert!(common::eventually(|| observed.started.load(Ordering::SeqCst) == 5).await);
 
+    let trigger = server.trigger();
     let shutdown = tokio::spawn(server.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // New calls on the existing connection are refused with a typed error...
-    assert_eq!(probe.echo(1).await.unwrap_err(), RpcError::ShuttingDown);
+    // New calls on the existing connection are refused with a typed error once the
+    // client has seen the server's GO_AWAY (until then they still reach the server,
+    // which refuses them the same way)...
+    let mut refused = None;
+    for _ in 0..10_000 {
+        match probe.echo(1).await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("new calls are refused once shutdown began");
+    assert_eq!(refused, RpcError::ShuttingDown);
+    assert_eq!(refused.outcome(), CallOutcome::NotStarted);
+    assert!(trigger.is_stopping());
     // ...new connections are not accepted...
     assert!(rpc_transport_tcp::connect(addr).await.is_err());
     // ...and the calls in flight complete normally.
@@ -42,7 +57,7 @@ async fn graceful_shutdown_drains_calls_in_flight_and_refuses_new_ones() {
 }
 
 #[tokio::test]
-async fn calls_still_running_after_the_grace_period_are_answered_shutting_down() {
+async fn calls_still_running_after_the_grace_period_are_interrupted_not_retryable() {
     let probe_impl = ProbeImpl::default();
     let observed = probe_impl.observed.clone();
     let server = start_with(
@@ -59,7 +74,12 @@ async fn calls_still_running_after_the_grace_period_are_answered_shutting_down()
     let started = Instant::now();
     server.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(stuck.await.unwrap().unwrap_err(), RpcError::ShuttingDown);
+    // It had started: not "shutting down" (never ran, safe anywhere) but interrupted.
+    let error = stuck.await.unwrap().unwrap_err();
+    assert!(matches!(error, RpcError::Interrupted { .. }), "{error:?}");
+    assert_eq!(error.outcome(), CallOutcome::Started);
+    assert!(!error.is_safe_to_retry());
+    assert!(error.outcome().retry_is_safe(true) && !error.outcome().retry_is_safe(false));
     assert_eq!(observed.dropped.load(Ordering::SeqCst), 1);
 }
 
@@ -80,7 +100,8 @@ async fn abort_does_not_wait_for_connections_stuck_in_the_handshake() {
     let _silent = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The server has accepted it (it counts connections from accept on).
+    assert!(common::eventually(|| server.connections() == 1).await);
     let started = Instant::now();
     server.abort().await;
     assert!(
@@ -109,9 +130,35 @@ async fn a_hard_stop_answers_calls_waiting_for_an_in_flight_slot() {
         })
         .collect();
     assert!(common::eventually(|| observed.started.load(Ordering::SeqCst) == 1).await);
-    tokio::time::sleep(Duration::from_millis(50)).await;
     server.shutdown().await;
+    // The call that ran is interrupted; the one the server never read did not run.
+    let mut outcomes: Vec<CallOutcome> = Vec::new();
     for call in calls {
-        assert_eq!(call.await.unwrap().unwrap_err(), RpcError::ShuttingDown);
+        outcomes.push(call.await.unwrap().unwrap_err().outcome());
     }
+    outcomes.sort_by_key(|o| *o as u8);
+    assert_eq!(outcomes, [CallOutcome::NotStarted, CallOutcome::Started]);
+}
+
+#[tokio::test]
+async fn a_trigger_stops_the_server_from_anywhere_and_stopped_waits_for_the_end() {
+    let server = start(ProbeImpl::default()).await;
+    let probe = client(server.local_addr()).await;
+    assert_eq!(probe.echo(1).await.unwrap(), 1);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = server.shutdown_on(async move {
+        let _ = rx.await;
+    });
+    let trigger = server.trigger();
+    assert!(!trigger.is_stopping());
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server.stopped())
+        .await
+        .expect("the signal stops the server");
+    assert!(trigger.is_stopping());
+    // A second stop from another clone waits for the same end and returns.
+    tokio::time::timeout(Duration::from_secs(5), trigger.shutdown())
+        .await
+        .unwrap();
+    assert!(probe.echo(2).await.is_err());
 }

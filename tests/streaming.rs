@@ -28,6 +28,8 @@ pub trait Streams {
     async fn checked_sum(&self, numbers: Streaming<u64>) -> Result<u64, String>;
     /// A unary call on the same service.
     async fn ping(&self, v: u64) -> u64;
+    /// Holds the stream sent without reading it, and never returns.
+    async fn hoard(&self, items: Streaming<()>) -> u64;
 }
 
 #[derive(Default)]
@@ -124,6 +126,11 @@ impl Streams for StreamsImpl {
 
     async fn ping(&self, v: u64) -> u64 {
         v
+    }
+
+    async fn hoard(&self, items: Streaming<()>) -> u64 {
+        let _held = items;
+        std::future::pending().await
     }
 }
 
@@ -528,5 +535,215 @@ async fn streams_at_the_in_flight_limit_still_receive_their_items() {
         "{:?}",
         started.elapsed()
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_outlive_a_temporary_client_and_its_connection_handle() {
+    let (server, _, _) = tcp().await;
+    let addr = server.local_addr();
+    // The client (and with it the only caller-held connection handle) is a temporary:
+    // the stream alone keeps the connection open until it has delivered everything.
+    let mut download = StreamsClient::new(rpc_transport_tcp::connect(addr).await.unwrap())
+        .bytes(8 << 20, 64 << 10)
+        .await
+        .unwrap();
+    let mut received = 0;
+    while let Some(chunk) = download.next().await {
+        received += chunk.unwrap().len();
+    }
+    assert_eq!(received, 8 << 20);
+
+    // A bidirectional call: the upload and the answer both go on after the handle is
+    // gone.
+    let words: Vec<String> = (0..5000).map(|i| format!("{i:04}")).collect();
+    let echoed: Vec<String> = StreamsClient::new(rpc_transport_tcp::connect(addr).await.unwrap())
+        .echo("#".into(), Streaming::iter(words.clone()))
+        .await
+        .unwrap()
+        .map(|s| s.unwrap())
+        .collect()
+        .await;
+    assert_eq!(echoed.len(), words.len());
+    assert_eq!(echoed.last().unwrap(), "#4999");
+
+    // Once the last stream ends, the connection closes: the server has none left.
+    assert!(common_eventually(|| server.connections() == 0).await);
+    server.shutdown().await;
+}
+
+/// Waits up to 5 s for `condition`, polling.
+async fn common_eventually(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    condition()
+}
+
+/// A raw client of protocol `version` that starts `Streams.hoard` and sends empty stream
+/// items until the server gives up on it. Returns how many it got to send and the
+/// go-away code the server answered with.
+async fn flood_with_empty_items(addr: std::net::SocketAddr, version: u16) -> (usize, u8) {
+    use rpc_core::protocol::{kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = ClientHello {
+        version,
+        max_frame_size: 1 << 20,
+    };
+    stream.write_all(&hello.encode()).await.unwrap();
+    let mut reply = [0u8; HANDSHAKE_LEN];
+    stream.read_exact(&mut reply).await.unwrap();
+    let reply = ServerHello::decode(&reply).unwrap();
+    assert_eq!((reply.status, reply.version), (0, version));
+    if version >= 3 {
+        let len = stream.read_u16().await.unwrap();
+        let mut block = vec![0u8; len as usize];
+        stream.read_exact(&mut block).await.unwrap();
+        stream
+            .write_all(&Settings::default().encode())
+            .await
+            .unwrap();
+    }
+    let mut request = vec![kind::REQUEST, 0];
+    request.extend_from_slice(&1u64.to_be_bytes());
+    request.extend_from_slice(&0u64.to_be_bytes());
+    request.push(7);
+    request.extend_from_slice(b"Streams");
+    request.push(5);
+    request.extend_from_slice(b"hoard");
+    request.extend_from_slice(&[0, 0]);
+    let (mut read, mut write) = stream.into_split();
+    write.write_u32(request.len() as u32).await.unwrap();
+    write.write_all(&request).await.unwrap();
+    // Empty items (a header, no payload), in batches of 1000.
+    let mut item = Vec::new();
+    item.extend_from_slice(&10u32.to_be_bytes());
+    item.push(kind::STREAM_ITEM);
+    item.push(0);
+    item.extend_from_slice(&1u64.to_be_bytes());
+    let batch: Vec<u8> = item
+        .iter()
+        .copied()
+        .cycle()
+        .take(item.len() * 1000)
+        .collect();
+    let sender = tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < 5_000_000 && write.write_all(&batch).await.is_ok() {
+            sent += 1000;
+        }
+        sent
+    });
+    let code = loop {
+        let Ok(len) = read.read_u32().await else {
+            panic!("the server closed without a GO_AWAY");
+        };
+        let mut body = vec![0u8; len as usize];
+        read.read_exact(&mut body).await.unwrap();
+        if let Ok(Frame::GoAway { code, .. }) = Frame::decode(body.into()) {
+            break code;
+        }
+    };
+    drop(read);
+    let sent = tokio::time::timeout(Duration::from_secs(10), sender)
+        .await
+        .expect("the server closed the connection")
+        .unwrap();
+    (sent, code)
+}
+
+#[tokio::test]
+async fn empty_stream_items_cannot_grow_a_receivers_queue_without_bound() {
+    use rpc_core::protocol::go_away;
+    let server = rpc_transport_tcp::serve_with_config(
+        "127.0.0.1:0",
+        StreamsServer::new(StreamsImpl::default()),
+        rpc_core::ServerConfig::default().max_frame_size(64 * 1024),
+    )
+    .await
+    .unwrap();
+    // Version 3: every item costs its 14 bytes of framing against the 256 KiB window.
+    let (sent, code) = flood_with_empty_items(server.local_addr(), 3).await;
+    assert_eq!(code, go_away::PROTOCOL_ERROR);
+    assert!(
+        sent < 1_000_000,
+        "cut off after about 19 thousand items, sent {sent}"
+    );
+    // Version 2 counts payload bytes only, so its credit never runs out; the receiver
+    // still counts the framing of what it holds and cuts the sender off.
+    let (sent, code) = flood_with_empty_items(server.local_addr(), 2).await;
+    assert_eq!(code, go_away::PROTOCOL_ERROR);
+    assert!(
+        sent < 1_000_000,
+        "cut off after about 23 thousand items, sent {sent}"
+    );
+    // The server and other connections are fine.
+    let client = StreamsClient::new(
+        rpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(client.ping(7).await.unwrap(), 7);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_version_2_client_still_streams_under_the_version_2_rules() {
+    let server =
+        rpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(StreamsImpl::default()))
+            .await
+            .unwrap();
+    let connection = rpc_transport_tcp::connect_with_config(
+        server.local_addr(),
+        rpc_core::ClientConfig::default().max_protocol_version(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(connection.protocol_version(), 2);
+    let client = StreamsClient::new(connection);
+    all_three_kinds(&client).await;
+    let bytes: usize = client
+        .bytes(4 << 20, 60_000)
+        .await
+        .unwrap()
+        .map(|c| c.unwrap().len())
+        .fold(0, |a, b| async move { a + b })
+        .await;
+    assert_eq!(bytes, (4 << 20) / 60_000 * 60_000 + 60_000);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_larger_stream_window_lets_a_producer_run_further_ahead() {
+    // The client grants 4 MiB per stream: the server produces that far ahead of a
+    // consumer that does not read, and no further.
+    let imp = StreamsImpl::default();
+    let counters = Arc::clone(&imp.counters);
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(imp))
+        .await
+        .unwrap();
+    let client = StreamsClient::new(
+        rpc_transport_tcp::connect_with_config(
+            server.local_addr(),
+            rpc_core::ClientConfig::default().stream_window(4 << 20),
+        )
+        .await
+        .unwrap(),
+    );
+    let stalled = client.bytes(64 << 20, 64 << 10).await.unwrap();
+    // 4 MiB of 64 KiB chunks is 64; one more may start on the last byte of credit, and
+    // one more is produced and waiting for credit.
+    assert!(common_eventually(|| counters.produced.load(Ordering::SeqCst) >= 60).await);
+    tokio::time::sleep(Duration::from_millis(200)).await; // settle: nothing more comes
+    let produced = counters.produced.load(Ordering::SeqCst);
+    assert!(
+        (60..=67).contains(&produced),
+        "{produced} chunks produced ahead"
+    );
+    drop(stalled);
     server.shutdown().await;
 }

@@ -168,6 +168,7 @@ async fn mutual_tls_exposes_the_client_identity_to_handlers_and_interceptors() {
     let seen = Arc::clone(&seen_by_interceptor);
     let router = Router::new()
         .add_service(SecureServer::new(SecureImpl))
+        .unwrap()
         .with_interceptor(move |ctx: &Context| -> Result<(), Rejection> {
             let Some(identity) = ctx.peer_identity() else {
                 return Err(Rejection::Unauthenticated("no client certificate".into()));

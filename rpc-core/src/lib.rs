@@ -66,8 +66,8 @@ pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
 pub use error::{CallError, CallOutcome, RpcError};
 pub use keepalive::Keepalive;
 pub use server::{
-    DispatchError, HandlerFuture, IncomingCall, Interceptor, Rejection, ReplyTo, Router, Server,
-    ServerConfig, ServerHandle, Service,
+    DispatchError, DuplicateService, HandlerFuture, IncomingCall, Interceptor, Rejection, ReplyTo,
+    Router, Server, ServerConfig, ServerHandle, Service, ShutdownTrigger,
 };
 pub use stream::Streaming;
 pub use transport::{memory, Established, Listener, SplitIo, Transport};

@@ -17,7 +17,7 @@ pub enum Rejection {
 /// address and TLS identity); an `Err` refuses the call without running it.
 ///
 /// It runs on the connection's task, so it must not block; a closure works:
-/// `Router::new().add_service(s).with_interceptor(|ctx: &Context| ...)`.
+/// `Router::new().add_service(s)?.with_interceptor(|ctx: &Context| ...)`.
 pub trait Interceptor: Send + Sync + 'static {
     /// Admits or refuses one call.
     fn intercept(&self, context: &Context) -> Result<(), Rejection>;

@@ -10,6 +10,7 @@ mod service;
 mod state;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,9 @@ use tokio_util::task::TaskTracker;
 
 pub use config::ServerConfig;
 pub use interceptor::{Interceptor, Rejection};
-pub use service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo, Router, Service};
+pub use service::{
+    DispatchError, DuplicateService, HandlerFuture, IncomingCall, ReplyTo, Router, Service,
+};
 
 use crate::transport::Listener;
 use connection::Signals;
@@ -90,21 +93,23 @@ impl Server {
         });
         ServerHandle {
             local_addr,
-            signals,
-            tracker,
-            grace,
+            trigger: ShutdownTrigger {
+                signals,
+                tracker,
+                grace,
+            },
             load,
         }
     }
 }
 
 /// A running server. Dropping the handle leaves the server running; call
-/// [`shutdown`](ServerHandle::shutdown) or [`abort`](ServerHandle::abort) to stop it.
+/// [`shutdown`](ServerHandle::shutdown) or [`abort`](ServerHandle::abort) to stop it, or
+/// hand a [`ShutdownTrigger`] (from [`trigger`](ServerHandle::trigger)) to whatever
+/// decides when to stop.
 pub struct ServerHandle<A> {
     local_addr: A,
-    signals: Signals,
-    tracker: TaskTracker,
-    grace: Duration,
+    trigger: ShutdownTrigger,
     load: Arc<Load>,
 }
 
@@ -112,7 +117,7 @@ impl<A: fmt::Debug> fmt::Debug for ServerHandle<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerHandle")
             .field("local_addr", &self.local_addr)
-            .field("tasks", &self.tracker.len())
+            .field("tasks", &self.trigger.tracker.len())
             .finish()
     }
 }
@@ -138,17 +143,80 @@ impl<A> ServerHandle<A> {
         self.load.calls.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// A cloneable trigger that stops this server from anywhere (a signal handler, an
+    /// admin endpoint, a test).
+    pub fn trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Shuts the server down gracefully when `signal` completes (for example
+    /// `tokio::signal::ctrl_c()`), on a task of its own; await
+    /// [`stopped`](ServerHandle::stopped) to wait for the end.
+    pub fn shutdown_on<F>(self, signal: F) -> Self
+    where
+        F: Future + Send + 'static,
+    {
+        let trigger = self.trigger();
+        tokio::spawn(async move {
+            signal.await;
+            trigger.shutdown().await;
+        });
+        self
+    }
+
+    /// Completes once the server has stopped (after a shutdown or abort from anywhere)
+    /// and every connection and handler task is gone.
+    pub async fn stopped(&self) {
+        self.trigger.stopped().await
+    }
+
     /// Graceful shutdown with the configured grace period (default 30 s): stops
     /// accepting, tells clients to send no new calls, lets calls in flight finish, then
-    /// closes. Calls still running when the grace period ends are answered
-    /// `ShuttingDown` and dropped.
+    /// closes. Calls still running when the grace period ends are dropped and answered
+    /// `INTERRUPTED` (`RpcError::Interrupted`: they had started, so they are not retried
+    /// unless idempotent).
     pub async fn shutdown(self) {
-        let grace = self.grace;
-        self.shutdown_with_grace(grace).await
+        self.trigger.shutdown().await
     }
 
     /// [`shutdown`](ServerHandle::shutdown) with an explicit grace period.
     pub async fn shutdown_with_grace(self, grace: Duration) {
+        self.trigger.shutdown_with_grace(grace).await
+    }
+
+    /// Stops at once, as if the process died: connections are dropped without an answer
+    /// to the calls in flight.
+    pub async fn abort(self) {
+        self.trigger.abort().await
+    }
+}
+
+/// Stops a server from anywhere: cheap to clone, each clone stops the same server. The
+/// first stop wins; later ones wait for the same end.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    signals: Signals,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl fmt::Debug for ShutdownTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownTrigger")
+            .field("stopping", &self.signals.graceful.is_cancelled())
+            .finish()
+    }
+}
+
+impl ShutdownTrigger {
+    /// Graceful shutdown with the server's configured grace period; see
+    /// [`ServerHandle::shutdown`].
+    pub async fn shutdown(&self) {
+        self.shutdown_with_grace(self.grace).await
+    }
+
+    /// Graceful shutdown with an explicit grace period.
+    pub async fn shutdown_with_grace(&self, grace: Duration) {
         self.signals.graceful.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -166,11 +234,25 @@ impl<A> ServerHandle<A> {
         }
     }
 
-    /// Stops at once, as if the process died: connections are dropped without an answer
-    /// to the calls in flight.
-    pub async fn abort(self) {
+    /// Stops at once; see [`ServerHandle::abort`].
+    pub async fn abort(&self) {
         self.signals.kill.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// Whether a shutdown or abort has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.signals.graceful.is_cancelled() || self.signals.kill.is_cancelled()
+    }
+
+    /// Completes once the server has stopped and its tasks are gone.
+    pub async fn stopped(&self) {
+        // The tracker can only finish once closed, which a shutdown or abort does.
+        tokio::select! {
+            _ = self.signals.graceful.cancelled() => {}
+            _ = self.signals.kill.cancelled() => {}
+        }
+        self.tracker.wait().await
     }
 }

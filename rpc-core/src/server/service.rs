@@ -263,16 +263,16 @@ impl Router {
         Self::default()
     }
 
-    /// Adds a service.
-    ///
-    /// # Panics
-    /// If a service of the same name was already added: two services cannot share a name.
-    pub fn add_service<S: Service>(mut self, service: S) -> Self {
+    /// Adds a service: `Router::new().add_service(a)?.add_service(b)?`. Two services
+    /// cannot share a name (calls address services by name): adding a second one with
+    /// a name already taken is an error, and the router is dropped.
+    pub fn add_service<S: Service>(mut self, service: S) -> Result<Self, DuplicateService> {
         let name = service.name();
-        if self.services.insert(name, Arc::new(service)).is_some() {
-            panic!("a service named `{name}` is already added to this router");
+        if self.services.contains_key(name) {
+            return Err(DuplicateService { name });
         }
-        self
+        self.services.insert(name, Arc::new(service));
+        Ok(self)
     }
 
     /// Runs `interceptor` before every call of every service (replacing one set before).
@@ -299,6 +299,16 @@ impl Router {
 
 impl<S: Service> From<S> for Router {
     fn from(service: S) -> Self {
-        Router::new().add_service(service)
+        let mut router = Router::new();
+        router.services.insert(service.name(), Arc::new(service));
+        router
     }
+}
+
+/// [`Router::add_service`] was given a second service with a name already taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a service named `{name}` is already added to this router")]
+pub struct DuplicateService {
+    /// The name both services have.
+    pub name: &'static str,
 }
