@@ -3,8 +3,8 @@
 //! reading cannot make its client queue requests without bound.
 //!
 //! This test binary counts the bytes allocated and not yet freed by the whole process
-//! (client and server run in it), so each test runs in a process of its own: the tests
-//! here take one lock each, so they do not count each other's allocations.
+//! (client and server run in it); the tests take one lock each, so they do not count
+//! each other's allocations.
 
 mod common;
 
@@ -56,13 +56,13 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// One test at a time in this binary.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MIB: usize = 1024 * 1024;
 
 #[tokio::test]
 async fn buffers_grown_for_a_large_answer_are_given_back() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let server = start(ProbeImpl::default()).await;
     let probe = common::client(server.local_addr()).await;
     assert_eq!(probe.echo(1).await.unwrap(), 1);
@@ -87,7 +87,7 @@ async fn buffers_grown_for_a_large_answer_are_given_back() {
 
 #[tokio::test]
 async fn a_server_that_stops_reading_cannot_make_its_client_buffer_without_bound() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     // A server that completes the handshake and then never reads.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
