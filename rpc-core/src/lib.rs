@@ -60,7 +60,7 @@ mod util;
 pub use byte_buf::ByteBuf;
 pub use client::{
     CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, ConnectionFuture,
-    EncodeArgs, Method, OutgoingCall,
+    EncodeArgs, Method, OutgoingCall, RoutingKey,
 };
 pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
 pub use error::{CallError, CallOutcome, RpcError};

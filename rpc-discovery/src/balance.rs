@@ -5,31 +5,65 @@
 //! | [`RoundRobin`] (default) | each endpoint in turn |
 //! | [`Random`] | uniformly at random |
 //! | [`WeightedRoundRobin`] | in proportion to [`Endpoint::weight`], smoothly interleaved (nginx's smooth WRR) |
-//! | [`LeastInFlight`] | the endpoint with the fewest calls in flight from this channel |
+//! | [`LeastInFlight`] | the endpoint with the lowest load (default: fewest calls in flight from this channel) |
 //! | [`PowerOfTwoChoices`] | the less loaded of two endpoints chosen at random |
 //! | [`ConsistentHash`] | by the call's routing key on a hash ring with virtual nodes |
+//!
+//! The load-aware balancers take a [`LoadSignal`]: [`InFlight`] by default, or
+//! [`PeakEwma`] (calls in flight weighted by each endpoint's latency average).
+//! Candidates read their load from atomics when a balancer looks at them, so a pick costs
+//! what the balancer touches, not a scan of the pool.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::endpoint::Endpoint;
+#[cfg(doc)]
+use crate::load::PeakEwma;
+use crate::load::{EndpointLoad, InFlight, LoadSignal};
 use crate::policy::random_below;
 
+/// The most points a [`ConsistentHash`] ring holds in all: with more endpoints or
+/// larger weights, every endpoint's share of points is scaled down (keeping at least one
+/// each), so registry data cannot make a client build a huge ring.
+pub const MAX_RING_POINTS: usize = 100_000;
+
 /// An endpoint that can take a call now, as a [`Balancer`] sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    endpoint: Arc<Endpoint>,
+    load: Arc<EndpointLoad>,
+}
+
+impl Candidate {
+    /// `endpoint` with its `load`.
+    pub fn new(endpoint: Arc<Endpoint>, load: Arc<EndpointLoad>) -> Self {
+        Candidate { endpoint, load }
+    }
+
     /// The endpoint.
-    pub endpoint: &'a Endpoint,
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Its load as this channel sees it now.
+    pub fn load(&self) -> &EndpointLoad {
+        &self.load
+    }
+
     /// Calls this channel has in flight on it.
-    pub in_flight: usize,
+    pub fn in_flight(&self) -> usize {
+        self.load.in_flight()
+    }
 }
 
 /// Chooses the endpoint for one call.
 pub trait Balancer: Send + Sync + 'static {
-    /// Picks one of `candidates` (never empty; the endpoints that are healthy and not yet
-    /// tried by this call) for a call with routing key `key`, and returns its index.
-    fn pick(&self, candidates: &[Candidate<'_>], key: Option<u64>) -> usize;
+    /// Picks one of `candidates` (never empty; the endpoints that are connected, healthy
+    /// and, on a retry, not yet tried by this call) for a call with routing key `key`,
+    /// and returns its index.
+    fn pick(&self, candidates: &[Candidate], key: Option<u64>) -> usize;
 
     /// Told the whole endpoint set (healthy or not) whenever discovery changes it.
     fn update(&self, endpoints: &[Endpoint]) {
@@ -55,7 +89,7 @@ impl RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+    fn pick(&self, candidates: &[Candidate], _key: Option<u64>) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()
     }
 
@@ -76,7 +110,7 @@ impl Random {
 }
 
 impl Balancer for Random {
-    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+    fn pick(&self, candidates: &[Candidate], _key: Option<u64>) -> usize {
         random_below(candidates.len())
     }
 
@@ -102,17 +136,17 @@ impl WeightedRoundRobin {
 }
 
 impl Balancer for WeightedRoundRobin {
-    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+    fn pick(&self, candidates: &[Candidate], _key: Option<u64>) -> usize {
         let mut scores = self.scores.lock().unwrap_or_else(PoisonError::into_inner);
         let mut total = 0i64;
         let mut best = 0;
         let mut best_score = i64::MIN;
         for (i, c) in candidates.iter().enumerate() {
-            let weight = i64::from(c.endpoint.effective_weight());
+            let weight = i64::from(c.endpoint().effective_weight());
             total += weight;
-            let score = match scores.get_mut(c.endpoint.addr.as_str()) {
+            let score = match scores.get_mut(c.endpoint().addr.as_str()) {
                 Some(score) => score,
-                None => scores.entry(c.endpoint.addr.clone()).or_insert(0),
+                None => scores.entry(c.endpoint().addr.clone()).or_insert(0),
             };
             *score += weight;
             if *score > best_score {
@@ -120,7 +154,7 @@ impl Balancer for WeightedRoundRobin {
                 best = i;
             }
         }
-        if let Some(score) = scores.get_mut(candidates[best].endpoint.addr.as_str()) {
+        if let Some(score) = scores.get_mut(candidates[best].endpoint().addr.as_str()) {
             *score -= total;
         }
         best
@@ -136,11 +170,26 @@ impl Balancer for WeightedRoundRobin {
     }
 }
 
-/// The candidate with the fewest calls in flight; ties are broken in turn, so an idle
-/// set is used round robin.
-#[derive(Debug, Default)]
+/// The candidate with the lowest load ([`InFlight`] unless built
+/// [`with_load`](LeastInFlight::with_load)); ties are broken in turn, so an idle set is
+/// used round robin. It looks at every candidate on each pick.
 pub struct LeastInFlight {
     next: AtomicUsize,
+    signal: Box<dyn LoadSignal>,
+}
+
+impl std::fmt::Debug for LeastInFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeastInFlight")
+            .field("signal", &self.signal.name())
+            .finish()
+    }
+}
+
+impl Default for LeastInFlight {
+    fn default() -> Self {
+        Self::with_load(InFlight)
+    }
 }
 
 impl LeastInFlight {
@@ -148,16 +197,31 @@ impl LeastInFlight {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The least loaded candidate by `signal` (for example [`PeakEwma`]).
+    pub fn with_load(signal: impl LoadSignal) -> Self {
+        LeastInFlight {
+            next: AtomicUsize::new(0),
+            signal: Box::new(signal),
+        }
+    }
 }
 
 impl Balancer for LeastInFlight {
-    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+    fn pick(&self, candidates: &[Candidate], _key: Option<u64>) -> usize {
         let n = candidates.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..n)
-            .map(|k| (start + k) % n)
-            .min_by_key(|&i| candidates[i].in_flight)
-            .unwrap_or(0)
+        let mut best = start;
+        let mut best_load = f64::INFINITY;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let load = self.signal.load(candidates[i].load());
+            if load < best_load {
+                best = i;
+                best_load = load;
+            }
+        }
+        best
     }
 
     fn name(&self) -> &'static str {
@@ -165,28 +229,51 @@ impl Balancer for LeastInFlight {
     }
 }
 
-/// Power of two choices: two distinct candidates at random, the one with fewer calls in
-/// flight wins. Almost as good as [`LeastInFlight`] at avoiding a slow endpoint, without
-/// sending every caller to the same one at once.
-#[derive(Debug, Default)]
-pub struct PowerOfTwoChoices;
+/// Power of two choices: two distinct candidates at random, the less loaded wins
+/// ([`InFlight`] unless built [`with_load`](PowerOfTwoChoices::with_load)). Almost as good
+/// as [`LeastInFlight`] at avoiding a slow endpoint, without sending every caller to the
+/// same one at once, and it reads the load of two candidates only.
+pub struct PowerOfTwoChoices {
+    signal: Box<dyn LoadSignal>,
+}
+
+impl std::fmt::Debug for PowerOfTwoChoices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PowerOfTwoChoices")
+            .field("signal", &self.signal.name())
+            .finish()
+    }
+}
+
+impl Default for PowerOfTwoChoices {
+    fn default() -> Self {
+        Self::with_load(InFlight)
+    }
+}
 
 impl PowerOfTwoChoices {
     /// A power-of-two-choices balancer.
     pub fn new() -> Self {
-        PowerOfTwoChoices
+        Self::default()
+    }
+
+    /// Weighs the two candidates by `signal` (for example [`PeakEwma`]).
+    pub fn with_load(signal: impl LoadSignal) -> Self {
+        PowerOfTwoChoices {
+            signal: Box::new(signal),
+        }
     }
 }
 
 impl Balancer for PowerOfTwoChoices {
-    fn pick(&self, candidates: &[Candidate<'_>], _key: Option<u64>) -> usize {
+    fn pick(&self, candidates: &[Candidate], _key: Option<u64>) -> usize {
         let n = candidates.len();
         if n == 1 {
             return 0;
         }
         let a = random_below(n);
         let b = (a + 1 + random_below(n - 1)) % n;
-        if candidates[b].in_flight < candidates[a].in_flight {
+        if self.signal.load(candidates[b].load()) < self.signal.load(candidates[a].load()) {
             b
         } else {
             a
@@ -250,14 +337,14 @@ impl ConsistentHash {
 }
 
 impl Balancer for ConsistentHash {
-    fn pick(&self, candidates: &[Candidate<'_>], key: Option<u64>) -> usize {
+    fn pick(&self, candidates: &[Candidate], key: Option<u64>) -> usize {
         let Some(key) = key else {
             return self.fallback.pick(candidates, None);
         };
         let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
         let addrs = self.addrs.read().unwrap_or_else(PoisonError::into_inner);
         if !ring.is_empty() {
-            let position = |addr: &str| candidates.iter().position(|c| c.endpoint.addr == addr);
+            let position = |addr: &str| candidates.iter().position(|c| c.endpoint().addr == addr);
             let start = ring.partition_point(|&(point, _)| point < mix(key));
             let mut seen = vec![false; addrs.len()];
             for k in 0..ring.len() {
@@ -275,10 +362,17 @@ impl Balancer for ConsistentHash {
     }
 
     fn update(&self, endpoints: &[Endpoint]) {
-        let mut ring = Vec::new();
         let addrs: Vec<String> = endpoints.iter().map(|e| e.addr.clone()).collect();
-        for (index, e) in endpoints.iter().enumerate() {
-            let points = self.virtual_nodes.saturating_mul(e.effective_weight());
+        let wanted: Vec<u64> = endpoints
+            .iter()
+            .map(|e| u64::from(self.virtual_nodes) * u64::from(e.effective_weight()))
+            .collect();
+        // Scale everyone down alike when the ring would be too large.
+        let total: u64 = wanted.iter().sum();
+        let scale = (MAX_RING_POINTS as f64 / total.max(1) as f64).min(1.0);
+        let mut ring = Vec::with_capacity(total.min(MAX_RING_POINTS as u64) as usize);
+        for (index, (e, &want)) in endpoints.iter().zip(&wanted).enumerate() {
+            let points = ((want as f64 * scale) as u32).max(1);
             for v in 0..points {
                 ring.push((point_hash(&e.addr, v), index));
             }
@@ -323,18 +417,21 @@ mod tests {
             .collect()
     }
 
-    fn candidates<'a>(endpoints: &'a [Endpoint], load: &[usize]) -> Vec<Candidate<'a>> {
+    fn candidates(endpoints: &[Endpoint], load: &[usize]) -> Vec<Candidate> {
         endpoints
             .iter()
             .enumerate()
-            .map(|(i, endpoint)| Candidate {
-                endpoint,
-                in_flight: load.get(i).copied().unwrap_or(0),
+            .map(|(i, endpoint)| {
+                let endpoint_load = EndpointLoad::new();
+                for _ in 0..load.get(i).copied().unwrap_or(0) {
+                    endpoint_load.start();
+                }
+                Candidate::new(Arc::new(endpoint.clone()), Arc::new(endpoint_load))
             })
             .collect()
     }
 
-    fn counts(b: &dyn Balancer, c: &[Candidate<'_>], picks: usize) -> Vec<usize> {
+    fn counts(b: &dyn Balancer, c: &[Candidate], picks: usize) -> Vec<usize> {
         let mut counts = vec![0; c.len()];
         for k in 0..picks {
             counts[b.pick(c, Some(k as u64))] += 1;
@@ -414,12 +511,12 @@ mod tests {
         ring.update(&before);
         let c = candidates(&before, &[]);
         let owner_before: Vec<&str> = (0..keys)
-            .map(|k| c[ring.pick(&c, Some(k))].endpoint.addr.as_str())
+            .map(|k| c[ring.pick(&c, Some(k))].endpoint().addr.as_str())
             .collect();
         // Stable: the same key always maps to the same endpoint.
         for k in 0..keys {
             assert_eq!(
-                c[ring.pick(&c, Some(k))].endpoint.addr,
+                c[ring.pick(&c, Some(k))].endpoint().addr,
                 owner_before[k as usize]
             );
         }
@@ -434,7 +531,7 @@ mod tests {
         let c2 = candidates(&after, &[]);
         let mut moved = 0;
         for k in 0..keys {
-            let now = c2[ring.pick(&c2, Some(k))].endpoint.addr.as_str();
+            let now = c2[ring.pick(&c2, Some(k))].endpoint().addr.as_str();
             if now != owner_before[k as usize] {
                 moved += 1;
                 assert_eq!(now, after[4].addr, "keys only move to the new endpoint");
@@ -456,5 +553,45 @@ mod tests {
         let first = ring.pick(&c, Some(42));
         // Deterministic fallback to the next owner on the ring.
         assert!((0..10).all(|_| ring.pick(&c, Some(42)) == first));
+    }
+
+    #[test]
+    fn hostile_weights_cannot_blow_up_the_ring_or_the_scores() {
+        // A registry claiming absurd weights for many endpoints.
+        let hostile: Vec<Endpoint> = (0..1000)
+            .map(|i| {
+                Endpoint::new(format!("10.1.{}.{}:7000", i / 256, i % 256)).with_weight(u32::MAX)
+            })
+            .collect();
+        let ring = ConsistentHash::new();
+        ring.update(&hostile);
+        let points = ring.ring.read().unwrap().len();
+        assert!(
+            points <= MAX_RING_POINTS + hostile.len(),
+            "{points} ring points"
+        );
+        // Still spread over everyone, and smooth WRR still works without overflow.
+        let c = candidates(&hostile, &[]);
+        assert!(ring.pick(&c, Some(7)) < c.len());
+        let wrr = WeightedRoundRobin::new();
+        let got = counts(&wrr, &c[..3], 3000);
+        assert_eq!(
+            got,
+            vec![1000, 1000, 1000],
+            "equal (clamped) weights share equally"
+        );
+    }
+
+    #[test]
+    fn p2c_with_peak_ewma_avoids_the_slow_endpoint() {
+        use crate::load::PeakEwma;
+        use std::time::Duration;
+        let e = endpoints(3);
+        let c = candidates(&e, &[]);
+        c[0].load().observe(Duration::from_millis(200));
+        c[1].load().observe(Duration::from_millis(2));
+        c[2].load().observe(Duration::from_millis(2));
+        let got = counts(&PowerOfTwoChoices::with_load(PeakEwma::default()), &c, 3000);
+        assert_eq!(got[0], 0, "{got:?}");
     }
 }

@@ -1,24 +1,26 @@
-//! [`BalancedChannel`]: a [`Channel`] over a discovered set of endpoints, with lazy
-//! connections, reconnection with backoff, load balancing, safe retries and outlier
-//! ejection.
+//! [`BalancedChannel`]: a [`Channel`] over a discovered set of endpoints. It glues three
+//! parts that each do one thing: the `pool` (discovery, connections made in the
+//! background, health), a [`Balancer`] over the endpoints that can take a call now, and
+//! the `retry` rules.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use rpc_core::protocol::{status, ResponseFrame};
 use rpc_core::{
-    Channel, ChannelFuture, ClientConfig, Connection, ConnectionFuture, OutgoingCall, RpcError,
+    Channel, ChannelFuture, ClientConfig, ConnectionFuture, Keepalive, OutgoingCall, RpcError,
 };
-use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::balance::{Balancer, Candidate, RoundRobin};
+use crate::balance::{Balancer, RoundRobin};
+use crate::connector::{Connector, TcpConnector};
 use crate::discovery::{Discovery, Endpoints, StaticDiscovery};
-use crate::endpoint::{Change, Endpoint};
-use crate::policy::{Backoff, OutlierPolicy, RetryBudget, RetryPolicy};
+use crate::endpoint::Endpoint;
+use crate::health::Verdict;
+use crate::policy::{Backoff, OutlierPolicy};
+use crate::pool::{Link, Member, Pool, PoolSettings, Routable};
+use crate::retry::{decide, Decision, RetryBudget, RetryPolicy};
 
 /// A [`Channel`] that spreads calls over the endpoints a [`Discovery`] reports.
 ///
@@ -27,16 +29,18 @@ use crate::policy::{Backoff, OutlierPolicy, RetryBudget, RetryPolicy};
 /// and the call sites are the same as with a single connection. Cheap to clone; all
 /// clones share the endpoints, connections and retry budget.
 ///
-/// Per call it picks an endpoint with its [`Balancer`], connects to it if needed (one
-/// connection per endpoint, opened on first use and reopened with exponential backoff
-/// after it is lost), sends the call, and retries on another endpoint when that is safe
-/// (see [`RetryPolicy`]). Endpoints that keep failing are ejected for a while and probed
-/// before they return ([`OutlierPolicy`]). Endpoint changes from discovery apply at once;
-/// calls in flight on a removed endpoint finish normally.
+/// It connects to every endpoint in the background (one connection each, through its
+/// [`Connector`]: TCP, TLS or Unix sockets), reconnects with exponential backoff, and
+/// replaces a connection whose server drains it. Per call it picks an endpoint with its
+/// [`Balancer`] among those connected and healthy, sends the call, and retries on another
+/// endpoint only when that cannot run it twice (see the crate documentation). Endpoints
+/// that keep failing, or missing deadlines, are ejected for a while and probed before
+/// they return ([`OutlierPolicy`]). Endpoint changes from discovery apply at once; calls
+/// and streams in flight on a removed or draining endpoint finish normally.
 ///
-/// `tracing` events: `endpoint chosen` (debug), `endpoint added` / `removed` / `updated`,
-/// `connected`, `connect failed`, `retrying call`, `endpoint ejected`, `endpoint restored`
-/// (info), `retry budget exhausted` (warn).
+/// `tracing` events: `endpoint added` / `removed` / `updated`, `connected`,
+/// `connect failed`, `retrying call`, `endpoint ejected`, `endpoint restored` (info),
+/// `endpoint chosen` (debug), `retry budget exhausted` (warn).
 #[derive(Clone)]
 pub struct BalancedChannel {
     inner: Arc<Inner>,
@@ -55,6 +59,7 @@ impl std::fmt::Debug for BalancedChannel {
 pub struct Builder {
     discovery: Arc<dyn Discovery>,
     balancer: Arc<dyn Balancer>,
+    connector: Arc<dyn Connector>,
     client_config: ClientConfig,
     default_timeout: Duration,
     retry: RetryPolicy,
@@ -66,6 +71,7 @@ impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
             .field("balancer", &self.balancer.name())
+            .field("connector", &self.connector.name())
             .field("client_config", &self.client_config)
             .field("default_timeout", &self.default_timeout)
             .field("retry", &self.retry)
@@ -80,6 +86,14 @@ impl std::fmt::Debug for Builder {
 /// the call.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The keepalive of a balanced channel's connections unless [`Builder::client_config`]
+/// says otherwise: a silent endpoint (crashed host, black-holed path) is noticed within
+/// about 10 s and leaves rotation.
+pub const DEFAULT_KEEPALIVE: Keepalive = Keepalive {
+    interval: Duration::from_secs(5),
+    timeout: Duration::from_secs(5),
+};
+
 impl Builder {
     /// The balancer (default [`RoundRobin`]).
     pub fn balancer(mut self, balancer: impl Balancer) -> Self {
@@ -87,9 +101,17 @@ impl Builder {
         self
     }
 
+    /// How endpoints are reached (default [`TcpConnector`]; also `TlsConnector`,
+    /// `UnixConnector`, or your own).
+    pub fn connector(mut self, connector: impl Connector) -> Self {
+        self.connector = Arc::new(connector);
+        self
+    }
+
     /// Settings of each endpoint's connection (default `ClientConfig::default()` with a
-    /// connect timeout of 2 s, [`DEFAULT_CONNECT_TIMEOUT`]). Its default timeout is not
-    /// used: see [`Builder::default_timeout`].
+    /// connect timeout of 2 s, [`DEFAULT_CONNECT_TIMEOUT`], and a keepalive of 5 s / 5 s,
+    /// [`DEFAULT_KEEPALIVE`]). Its default timeout is not used: see
+    /// [`Builder::default_timeout`].
     pub fn client_config(mut self, config: ClientConfig) -> Self {
         self.client_config = config;
         self
@@ -123,26 +145,27 @@ impl Builder {
         self
     }
 
-    /// Builds the channel and starts following the discovery. Must be called inside a
-    /// tokio runtime (it spawns the task that applies endpoint changes).
+    /// Builds the channel and starts following the discovery and connecting. Must be
+    /// called inside a tokio runtime (it spawns the pool's tasks).
     pub fn build(self) -> BalancedChannel {
         let subscription = self.discovery.subscribe();
-        let (generation, _) = watch::channel(None);
+        let pool = Pool::new(PoolSettings {
+            connector: self.connector,
+            client_config: self.client_config,
+            reconnect: self.reconnect,
+            outlier: self.outlier,
+        });
         let inner = Arc::new(Inner {
             budget: RetryBudget::new(&self.retry),
             balancer: self.balancer,
-            client_config: self.client_config,
             default_timeout: self.default_timeout,
             retry: self.retry,
-            outlier: self.outlier,
-            reconnect: self.reconnect,
-            endpoints: RwLock::new(Arc::new(Vec::new())),
-            generation,
+            pool,
             updates: Mutex::new(None),
             _discovery: self.discovery,
         });
         let task = tokio::spawn(follow(Arc::downgrade(&inner), subscription));
-        *lock(&inner.updates) = Some(task.abort_handle());
+        *inner.updates.lock().unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
         BalancedChannel { inner }
     }
 }
@@ -154,12 +177,14 @@ pub struct EndpointStatus {
     pub endpoint: Endpoint,
     /// Calls this channel has in flight on it.
     pub in_flight: usize,
-    /// Whether a connection to it is open.
+    /// Whether a usable connection to it is open.
     pub connected: bool,
     /// Whether it is ejected (or waiting for a probe to succeed).
     pub ejected: bool,
     /// Whether connecting failed and the next attempt waits for a backoff.
     pub reconnecting: bool,
+    /// The average latency of its answered calls, if any.
+    pub latency: Option<Duration>,
 }
 
 impl BalancedChannel {
@@ -168,7 +193,10 @@ impl BalancedChannel {
         Builder {
             discovery: Arc::new(discovery),
             balancer: Arc::new(RoundRobin::new()),
-            client_config: ClientConfig::default().connect_timeout(DEFAULT_CONNECT_TIMEOUT),
+            connector: Arc::new(TcpConnector),
+            client_config: ClientConfig::default()
+                .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+                .keepalive(Some(DEFAULT_KEEPALIVE)),
             default_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             outlier: OutlierPolicy::default(),
@@ -184,28 +212,25 @@ impl BalancedChannel {
 
     /// The endpoints as the channel sees them now (empty until discovery has answered).
     pub fn endpoints(&self) -> Vec<EndpointStatus> {
-        let now = Instant::now();
         self.inner
-            .snapshot()
+            .pool
+            .members()
             .iter()
-            .map(|e| {
-                let slot = lock(&e.slot);
-                let health = lock(&e.health);
-                EndpointStatus {
-                    endpoint: (*e.info()).clone(),
-                    in_flight: e.in_flight.load(Ordering::Relaxed),
-                    connected: slot.conn.as_ref().is_some_and(|c| !c.is_closed()),
-                    ejected: health.ejected_until.is_some(),
-                    reconnecting: slot.retry_at.is_some_and(|t| t > now),
-                }
+            .map(|m| EndpointStatus {
+                endpoint: (*m.info()).clone(),
+                in_flight: m.load.in_flight(),
+                connected: m.connection().is_some(),
+                ejected: m.is_ejected(),
+                reconnecting: matches!(m.link(), Link::Backoff(_)),
+                latency: m.load.latency(),
             })
             .collect()
     }
 
     /// Waits until discovery has resolved the endpoint set at least once.
     pub async fn ready(&self) {
-        let mut generation = self.inner.generation.subscribe();
-        let _ = generation.wait_for(Option::is_some).await;
+        let mut changes = self.inner.pool.subscribe();
+        let _ = changes.wait_for(Option::is_some).await;
     }
 
     /// The balancer's name.
@@ -224,20 +249,19 @@ impl Channel for BalancedChannel {
     }
 
     /// Streaming calls go to one endpoint chosen like any call's, and are not retried
-    /// (their items are consumed as they are sent). Connect failures count toward
-    /// ejection.
+    /// (their items are consumed as they are sent). The stream holds its connection, so
+    /// it finishes even if its endpoint leaves the set or drains.
     fn stream_connection<'a>(&'a self, call: &'a OutgoingCall<'a>) -> ConnectionFuture<'a> {
         Box::pin(async move {
-            let (endpoint, probe) = self.inner.choose(call, &[]).await?;
-            let mut guard = AttemptGuard::new(&endpoint, probe);
-            let result = endpoint.connection(&self.inner, call.deadline).await;
-            let verdict = match result {
-                Ok(_) => Verdict::Neutral,
-                Err(_) => Verdict::Failure,
-            };
-            endpoint.record(&self.inner.outlier, verdict, probe);
-            guard.recorded = true;
-            result
+            let (member, probe) = self.inner.choose(call, &[]).await?;
+            let connection = member.connection().ok_or_else(|| RpcError::Unavailable {
+                reason: format!("{} lost its connection", member.addr).into(),
+            });
+            if probe {
+                // The stream's outcome is not judged; let the next call probe.
+                member.probe_abandoned();
+            }
+            connection
         })
     }
 }
@@ -248,21 +272,12 @@ impl From<BalancedChannel> for rpc_core::Client {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 struct Inner {
     balancer: Arc<dyn Balancer>,
-    client_config: ClientConfig,
     default_timeout: Duration,
     retry: RetryPolicy,
-    outlier: OutlierPolicy,
-    reconnect: Backoff,
     budget: RetryBudget,
-    endpoints: RwLock<Arc<Vec<Arc<EndpointState>>>>,
-    /// `None` until discovery resolved the set; then counts the changes applied.
-    generation: watch::Sender<Option<u64>>,
+    pool: Arc<Pool>,
     updates: Mutex<Option<AbortHandle>>,
     /// Kept alive as long as the channel.
     _discovery: Arc<dyn Discovery>,
@@ -270,95 +285,54 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.updates).take() {
+        if let Some(task) = self
+            .updates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
+        // Stop connecting: members' tasks end with the pool's last reference, but
+        // tasks hold only weak ones; abort them now.
+        self.pool.apply(&[], &[]);
     }
 }
 
-/// Applies the discovery's changes to the channel until either is gone.
+/// Applies the discovery's changes to the pool until either is gone.
 async fn follow(channel: Weak<Inner>, mut endpoints: Endpoints) {
     while let Some(changes) = endpoints.changed().await {
         let Some(inner) = channel.upgrade() else {
             return;
         };
         let set = endpoints.current().unwrap_or_else(|| Arc::from([]));
-        inner.apply(&set, &changes);
+        inner.balancer.update(&set);
+        inner.pool.apply(&set, &changes);
     }
     tracing::debug!("discovery stopped; the endpoint set stays as it is");
 }
 
-/// How an attempt went, for outlier detection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Success,
-    Failure,
-    Neutral,
+fn unavailable(reason: impl Into<Arc<str>>) -> RpcError {
+    RpcError::Unavailable {
+        reason: reason.into(),
+    }
 }
 
 impl Inner {
-    fn snapshot(&self) -> Arc<Vec<Arc<EndpointState>>> {
-        Arc::clone(
-            &self
-                .endpoints
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
-    }
-
-    /// Installs a new endpoint set, keeping the state (connection, health) of endpoints
-    /// that stay.
-    fn apply(&self, set: &[Endpoint], changes: &[Change]) {
-        let old = self.snapshot();
-        let mut by_addr: HashMap<&str, &Arc<EndpointState>> =
-            old.iter().map(|e| (e.addr.as_str(), e)).collect();
-        let new: Vec<Arc<EndpointState>> = set
-            .iter()
-            .map(|e| match by_addr.remove(e.addr.as_str()) {
-                Some(state) => {
-                    state.set_info(e.clone());
-                    Arc::clone(state)
-                }
-                None => Arc::new(EndpointState::new(e.clone())),
-            })
-            .collect();
-        self.balancer.update(set);
-        *self
-            .endpoints
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
-        for change in changes {
-            match change {
-                Change::Added(e) => {
-                    tracing::info!(endpoint = %e.addr, weight = e.weight, "endpoint added")
-                }
-                Change::Removed(e) => tracing::info!(endpoint = %e.addr, "endpoint removed"),
-                Change::Updated { new, .. } => {
-                    tracing::info!(endpoint = %new.addr, weight = new.weight, "endpoint updated")
-                }
-            }
-        }
-        self.generation
-            .send_modify(|g| *g = Some(g.map_or(0, |n| n + 1)));
-    }
-
     async fn call(&self, call: OutgoingCall<'_>) -> Result<ResponseFrame, RpcError> {
         self.budget.deposit();
-        let mut tried: Vec<Arc<EndpointState>> = Vec::new();
+        let mut tried: Vec<Arc<Member>> = Vec::new();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (endpoint, probe) = self.choose(&call, &tried).await?;
-            let outcome = self.attempt(&endpoint, probe, &call).await;
-            // A refusal that certainly did not run the call comes back as a frame; keep
-            // it to return as is if the call cannot be retried.
+            let (member, probe) = self.choose(&call, &tried).await?;
+            let outcome = self.attempt(&member, probe, &call).await;
+            // A refusal that certainly did not run the call (or an interruption) comes
+            // back as a frame; keep it to return as is if the call is not retried.
             let (error, frame) = match outcome {
                 Ok(frame) => match frame.status {
-                    status::SHUTTING_DOWN => (RpcError::ShuttingDown, Some(frame)),
-                    status::OVERLOADED => (
-                        RpcError::Overloaded {
-                            message: String::from_utf8_lossy(&frame.payload).into_owned(),
-                        },
+                    status::SHUTTING_DOWN | status::OVERLOADED | status::INTERRUPTED => (
+                        RpcError::from_status(call.method, frame.status, &frame.payload),
                         Some(frame),
                     ),
                     _ => return Ok(frame),
@@ -369,116 +343,121 @@ impl Inner {
                 Some(frame) => Ok(frame),
                 None => Err(error),
             };
-            let safe = error.is_safe_to_retry()
-                || (call.method.idempotent && matches!(error, RpcError::ConnectionClosed { .. }));
-            if !safe {
-                tracing::debug!(
-                    service = call.method.service, method = call.method.name,
-                    endpoint = %endpoint.addr, %error,
-                    "not retried: the call may have run and the method is not idempotent"
-                );
-                return give_up(error, frame);
-            }
-            if attempt >= self.retry.max_attempts {
-                tracing::debug!(
-                    service = call.method.service, method = call.method.name,
-                    endpoint = %endpoint.addr, %error, attempts = attempt,
-                    "not retried: attempts exhausted"
-                );
-                return give_up(error, frame);
-            }
-            let delay = self.retry.backoff.delay(attempt);
-            if Instant::now() + delay >= call.deadline {
-                return give_up(error, frame);
-            }
-            if !self.budget.try_withdraw() {
-                tracing::warn!(
-                    service = call.method.service, method = call.method.name,
-                    endpoint = %endpoint.addr, %error,
-                    "retry budget exhausted; not retried"
-                );
-                return give_up(error, frame);
-            }
-            tracing::info!(
-                service = call.method.service, method = call.method.name,
-                endpoint = %endpoint.addr, %error, attempt = attempt + 1, ?delay,
-                "retrying call"
+            let decision = decide(
+                &self.retry,
+                &self.budget,
+                &error,
+                call.method.idempotent,
+                attempt,
+                call.deadline,
             );
-            tried.push(endpoint);
-            tokio::time::sleep(delay).await;
+            match decision {
+                Decision::GiveUp(why) => {
+                    if why == "retry budget exhausted" {
+                        tracing::warn!(
+                            service = call.method.service, method = call.method.name,
+                            endpoint = %member.addr, %error, "retry budget exhausted; not retried"
+                        );
+                    } else {
+                        tracing::debug!(
+                            service = call.method.service, method = call.method.name,
+                            endpoint = %member.addr, %error, attempts = attempt,
+                            "not retried: {why}"
+                        );
+                    }
+                    return give_up(error, frame);
+                }
+                Decision::Retry(delay) => {
+                    tracing::info!(
+                        service = call.method.service, method = call.method.name,
+                        endpoint = %member.addr, %error, attempt = attempt + 1, ?delay,
+                        "retrying call"
+                    );
+                    tried.push(member);
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
     }
 
-    /// Picks the endpoint for the next attempt: a healthy one this call has not tried if
-    /// there is one. Waits for discovery's first answer, and for a reconnect backoff to end
-    /// when every endpoint is in one, until the call's deadline.
+    /// Picks the member for the next attempt: a routable one this call has not tried if
+    /// there is one. Waits for discovery's first answer, and while connections are being
+    /// made, until the call's deadline; fails at once when nothing can be reached.
     async fn choose(
         &self,
         call: &OutgoingCall<'_>,
-        tried: &[Arc<EndpointState>],
-    ) -> Result<(Arc<EndpointState>, bool), RpcError> {
-        let mut generation = self.generation.subscribe();
+        tried: &[Arc<Member>],
+    ) -> Result<(Arc<Member>, bool), RpcError> {
+        let mut changes = self.pool.subscribe();
         loop {
-            if generation.borrow_and_update().is_none() {
-                match tokio::time::timeout_at(call.deadline, generation.changed()).await {
+            if changes.borrow_and_update().is_none() {
+                match tokio::time::timeout_at(call.deadline, changes.changed()).await {
                     Ok(Ok(())) => continue,
                     Ok(Err(_)) => return Err(unavailable("the channel is closed")),
                     Err(_) => return Err(RpcError::DeadlineExceeded),
                 }
             }
-            let snapshot = self.snapshot();
-            if snapshot.is_empty() {
-                return Err(unavailable("discovery reports no endpoints"));
-            }
             let now = Instant::now();
             if now >= call.deadline {
                 return Err(RpcError::DeadlineExceeded);
             }
-            let untried = |e: &&Arc<EndpointState>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
-            let healthy: Vec<&Arc<EndpointState>> =
-                snapshot.iter().filter(|e| e.available(now)).collect();
-            let mut pool: Vec<&Arc<EndpointState>> =
-                healthy.iter().copied().filter(untried).collect();
-            if pool.is_empty() {
-                pool = healthy;
+            let routable = self.pool.routable();
+            let mut forced = false;
+            let routable = if routable.members.is_empty() {
+                // Every connected endpoint is ejected: ignore ejection rather than fail
+                // everything.
+                let connected = self.pool.connected();
+                forced = !connected.is_empty();
+                snapshot_of(&connected)
+            } else {
+                routable
+            };
+            if routable.members.is_empty() {
+                if self.pool.members().is_empty() {
+                    return Err(unavailable("discovery reports no endpoints"));
+                }
+                if !self.pool.any_connecting() {
+                    return Err(unavailable(self.pool.unreachable_reason()));
+                }
+                // Connections are being made: wait for the pool to change.
+                match tokio::time::timeout_at(call.deadline, changes.changed()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => return Err(unavailable("the channel is closed")),
+                    Err(_) => return Err(RpcError::DeadlineExceeded),
+                }
             }
-            // Every endpoint is ejected: ignore ejection rather than fail everything.
-            let forced = pool.is_empty();
-            if forced {
-                pool = snapshot.iter().filter(|e| !e.backing_off(now)).collect();
-            }
-            if pool.is_empty() {
-                // Every endpoint is between two connection attempts.
-                let wake = snapshot
+            // On a retry, prefer endpoints not tried yet (a small copy, off the first
+            // attempt's path).
+            let pool = if tried.is_empty() {
+                routable
+            } else {
+                let untried: Vec<Arc<Member>> = routable
+                    .members
                     .iter()
-                    .filter_map(|e| lock(&e.slot).retry_at)
-                    .min()
-                    .unwrap_or(now + Duration::from_millis(10));
-                if wake >= call.deadline {
-                    return Err(unavailable("no endpoint is reachable"));
+                    .filter(|m| !tried.iter().any(|t| Arc::ptr_eq(t, m)))
+                    .cloned()
+                    .collect();
+                if untried.is_empty() {
+                    routable
+                } else {
+                    snapshot_of(&untried)
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(wake) => {}
-                    _ = generation.changed() => {}
-                }
-                continue;
-            }
-            let infos: Vec<Arc<Endpoint>> = pool.iter().map(|e| e.info()).collect();
-            let candidates: Vec<Candidate<'_>> = pool
-                .iter()
-                .zip(&infos)
-                .map(|(e, info)| Candidate {
-                    endpoint: info,
-                    in_flight: e.in_flight.load(Ordering::Relaxed),
-                })
-                .collect();
+            };
             let index = self
                 .balancer
-                .pick(&candidates, call.routing_key)
-                .min(pool.len() - 1);
-            let chosen = Arc::clone(pool[index]);
+                .pick(&pool.candidates, call.routing_key)
+                .min(pool.members.len() - 1);
+            let chosen = Arc::clone(&pool.members[index]);
             let Some(probe) = chosen.admit(now, forced) else {
-                // Another call took the probe slot meanwhile: pick again.
+                // Another call took the probe slot meanwhile: pick again once something
+                // changes (or at once if another endpoint is free).
+                if pool.members.len() == 1 {
+                    match tokio::time::timeout_at(call.deadline, changes.changed()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(unavailable("the channel is closed")),
+                        Err(_) => return Err(RpcError::DeadlineExceeded),
+                    }
+                }
                 continue;
             };
             tracing::debug!(
@@ -490,67 +469,81 @@ impl Inner {
         }
     }
 
-    /// One attempt on one endpoint.
+    /// One attempt on one member.
     async fn attempt(
         &self,
-        endpoint: &Arc<EndpointState>,
+        member: &Arc<Member>,
         probe: bool,
         call: &OutgoingCall<'_>,
     ) -> Result<ResponseFrame, RpcError> {
-        let mut guard = AttemptGuard::new(endpoint, probe);
-        let result = match endpoint.connection(self, call.deadline).await {
-            Ok(connection) => connection.send(call).await,
-            Err(error) => Err(error),
-        };
-        let verdict = match &result {
-            Ok(frame) => match frame.status {
-                status::OVERLOADED | status::HANDLER_PANICKED | status::INTERNAL => {
-                    Verdict::Failure
-                }
-                status::SHUTTING_DOWN => {
-                    endpoint.draining(self);
-                    Verdict::Neutral
-                }
-                _ => Verdict::Success,
-            },
-            Err(RpcError::ShuttingDown) => {
-                endpoint.draining(self);
-                Verdict::Neutral
+        let Some(connection) = member.connection() else {
+            if probe {
+                member.probe_abandoned();
             }
-            Err(
-                RpcError::Connect { .. }
-                | RpcError::ConnectionClosed { .. }
-                | RpcError::Unavailable { .. }
-                | RpcError::Protocol(_)
-                | RpcError::Overloaded { .. },
-            ) => Verdict::Failure,
-            Err(_) => Verdict::Neutral,
+            // Lost between the pick and now; it never left: safe to retry.
+            return Err(unavailable(format!("{} lost its connection", member.addr)));
         };
-        endpoint.record(&self.outlier, verdict, probe);
+        let mut guard = AttemptGuard::new(member, probe);
+        let started = Instant::now();
+        let result = connection.send(call).await;
+        let verdict = verdict(&result);
+        if verdict == Verdict::Success {
+            member.load.observe(started.elapsed());
+        }
+        self.pool.record(member, verdict, probe);
         guard.recorded = true;
         result
     }
 }
 
-fn unavailable(reason: &str) -> RpcError {
-    RpcError::Unavailable {
-        reason: reason.into(),
+/// How an attempt's result counts for the endpoint's health.
+fn verdict(result: &Result<ResponseFrame, RpcError>) -> Verdict {
+    match result {
+        Ok(frame) => match frame.status {
+            status::OVERLOADED | status::HANDLER_PANICKED | status::INTERNAL => Verdict::Failure,
+            status::SHUTTING_DOWN | status::INTERRUPTED => Verdict::Neutral,
+            _ => Verdict::Success,
+        },
+        Err(RpcError::ShuttingDown) => Verdict::Neutral,
+        // A missed deadline is the mark of a stuck or black-holed endpoint.
+        Err(
+            RpcError::Connect { .. }
+            | RpcError::ConnectionClosed { .. }
+            | RpcError::KeepaliveTimeout { .. }
+            | RpcError::Unavailable { .. }
+            | RpcError::Protocol(_)
+            | RpcError::GoAway { .. }
+            | RpcError::Overloaded { .. }
+            | RpcError::DeadlineExceeded,
+        ) => Verdict::Failure,
+        Err(_) => Verdict::Neutral,
+    }
+}
+
+/// A routable snapshot of `members` (for retries and forced picks).
+fn snapshot_of(members: &[Arc<Member>]) -> Routable {
+    Routable {
+        candidates: members
+            .iter()
+            .map(|m| crate::balance::Candidate::new(m.info(), Arc::clone(&m.load)))
+            .collect(),
+        members: members.iter().cloned().collect(),
     }
 }
 
 /// Counts an attempt in flight on its endpoint, and gives a probe slot back if the
 /// attempt is dropped before its outcome is known.
 struct AttemptGuard<'a> {
-    endpoint: &'a EndpointState,
+    member: &'a Member,
     probe: bool,
     recorded: bool,
 }
 
 impl<'a> AttemptGuard<'a> {
-    fn new(endpoint: &'a EndpointState, probe: bool) -> Self {
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+    fn new(member: &'a Member, probe: bool) -> Self {
+        member.load.start();
         AttemptGuard {
-            endpoint,
+            member,
             probe,
             recorded: false,
         }
@@ -559,213 +552,9 @@ impl<'a> AttemptGuard<'a> {
 
 impl Drop for AttemptGuard<'_> {
     fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.member.load.end();
         if self.probe && !self.recorded {
-            lock(&self.endpoint.health).probing = false;
-        }
-    }
-}
-
-/// One endpoint: its current description, its connection and its health.
-struct EndpointState {
-    addr: String,
-    info: RwLock<Arc<Endpoint>>,
-    in_flight: AtomicUsize,
-    slot: Mutex<Slot>,
-    /// Held while connecting, so that one attempt connects and the others wait for it.
-    connecting: tokio::sync::Mutex<()>,
-    health: Mutex<Health>,
-}
-
-#[derive(Default)]
-struct Slot {
-    conn: Option<Connection>,
-    /// Connection attempts that failed in a row.
-    failures: u32,
-    /// No new attempt before this.
-    retry_at: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Health {
-    /// Failures in a row.
-    failures: u32,
-    /// Ejections in a row (reset by a success).
-    ejections: u32,
-    /// Set while ejected; once past, the endpoint is on probation until a probe succeeds.
-    ejected_until: Option<Instant>,
-    /// A probe is in flight.
-    probing: bool,
-}
-
-impl EndpointState {
-    fn new(endpoint: Endpoint) -> Self {
-        EndpointState {
-            addr: endpoint.addr.clone(),
-            info: RwLock::new(Arc::new(endpoint)),
-            in_flight: AtomicUsize::new(0),
-            slot: Mutex::new(Slot::default()),
-            connecting: tokio::sync::Mutex::new(()),
-            health: Mutex::new(Health::default()),
-        }
-    }
-
-    fn info(&self) -> Arc<Endpoint> {
-        Arc::clone(&self.info.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn set_info(&self, endpoint: Endpoint) {
-        *self.info.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(endpoint);
-    }
-
-    fn backing_off(&self, now: Instant) -> bool {
-        lock(&self.slot).retry_at.is_some_and(|t| t > now)
-    }
-
-    /// Can take a call now: not waiting to reconnect, not ejected, not on probation with
-    /// a probe already in flight.
-    fn available(&self, now: Instant) -> bool {
-        if self.backing_off(now) {
-            return false;
-        }
-        let health = lock(&self.health);
-        match health.ejected_until {
-            None => true,
-            Some(until) => until <= now && !health.probing,
-        }
-    }
-
-    /// Admits a call chosen for this endpoint. `Some(true)` if it is the probe of an
-    /// endpoint on probation, `None` if the endpoint cannot take it after all.
-    fn admit(&self, now: Instant, forced: bool) -> Option<bool> {
-        let mut health = lock(&self.health);
-        match health.ejected_until {
-            None => Some(false),
-            Some(_) if forced => Some(false),
-            Some(until) if until > now || health.probing => None,
-            Some(_) => {
-                health.probing = true;
-                Some(true)
-            }
-        }
-    }
-
-    /// Updates the health after an attempt: ejects after too many failures in a row,
-    /// restores after a successful probe.
-    fn record(&self, policy: &OutlierPolicy, verdict: Verdict, probe: bool) {
-        let mut health = lock(&self.health);
-        if probe {
-            health.probing = false;
-        }
-        match verdict {
-            Verdict::Success => {
-                if health.ejected_until.is_some() {
-                    tracing::info!(endpoint = %self.addr, probe, "endpoint restored");
-                }
-                *health = Health::default();
-            }
-            Verdict::Failure => {
-                let now = Instant::now();
-                match health.ejected_until {
-                    // A failed probe: out again, for longer.
-                    Some(_) if probe => self.eject(&mut health, policy, now, "probe failed"),
-                    // Already out: failures of calls sent before the ejection.
-                    Some(_) => {}
-                    None => {
-                        health.failures += 1;
-                        if policy.consecutive_failures > 0
-                            && health.failures >= policy.consecutive_failures
-                        {
-                            self.eject(&mut health, policy, now, "consecutive failures");
-                        }
-                    }
-                }
-            }
-            Verdict::Neutral => {}
-        }
-    }
-
-    fn eject(&self, health: &mut Health, policy: &OutlierPolicy, now: Instant, why: &str) {
-        health.ejections += 1;
-        let period = policy.ejection(health.ejections);
-        health.ejected_until = Some(now + period);
-        health.failures = 0;
-        tracing::info!(
-            endpoint = %self.addr, reason = why, ?period, ejections = health.ejections,
-            "endpoint ejected"
-        );
-    }
-
-    /// The server is shutting down: forget its connection and wait a backoff before
-    /// connecting again.
-    fn draining(&self, inner: &Inner) {
-        let mut slot = lock(&self.slot);
-        if slot.conn.take().is_some() {
-            slot.failures = slot.failures.max(1);
-            slot.retry_at = Some(Instant::now() + inner.reconnect.delay(slot.failures));
-            tracing::debug!(endpoint = %self.addr, "server is shutting down; connection dropped");
-        }
-    }
-
-    fn cached(&self) -> Option<Connection> {
-        lock(&self.slot)
-            .conn
-            .as_ref()
-            .filter(|c| !c.is_closed())
-            .cloned()
-    }
-
-    /// The endpoint's open connection, connecting first if there is none.
-    async fn connection(&self, inner: &Inner, deadline: Instant) -> Result<Connection, RpcError> {
-        if let Some(conn) = self.cached() {
-            return Ok(conn);
-        }
-        let _connecting = tokio::time::timeout_at(deadline, self.connecting.lock())
-            .await
-            .map_err(|_| RpcError::DeadlineExceeded)?;
-        if let Some(conn) = self.cached() {
-            return Ok(conn);
-        }
-        {
-            let mut slot = lock(&self.slot);
-            if let Some(at) = slot.retry_at.filter(|&t| t > Instant::now()) {
-                return Err(RpcError::Unavailable {
-                    reason: format!(
-                        "{} is unreachable; next connection attempt in {:?}",
-                        self.addr,
-                        at - Instant::now()
-                    )
-                    .into(),
-                });
-            }
-            if slot.conn.take().is_some() {
-                tracing::info!(endpoint = %self.addr, "connection lost; reconnecting");
-            }
-        }
-        let connect =
-            rpc_transport_tcp::connect_with_config(self.addr.as_str(), inner.client_config.clone());
-        let result = tokio::time::timeout_at(deadline, connect)
-            .await
-            .map_err(|_| RpcError::DeadlineExceeded)?;
-        let mut slot = lock(&self.slot);
-        match result {
-            Ok(conn) => {
-                slot.conn = Some(conn.clone());
-                slot.failures = 0;
-                slot.retry_at = None;
-                tracing::info!(endpoint = %self.addr, "connected");
-                Ok(conn)
-            }
-            Err(error) => {
-                slot.failures += 1;
-                let delay = inner.reconnect.delay(slot.failures);
-                slot.retry_at = Some(Instant::now() + delay);
-                tracing::info!(
-                    endpoint = %self.addr, %error, failures = slot.failures, retry_in = ?delay,
-                    "connect failed"
-                );
-                Err(error)
-            }
+            self.member.probe_abandoned();
         }
     }
 }

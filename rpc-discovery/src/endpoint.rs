@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// The largest weight a balancer gives an endpoint (larger ones are clamped to it).
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// One replica of a service: where to connect, how much traffic it should get relative to
 /// the others, and free-form metadata (zone, version, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -13,7 +16,8 @@ pub struct Endpoint {
     /// `host:port` (or `ip:port`), passed to `rpc_transport_tcp::connect_with_config`.
     /// It identifies the endpoint: two endpoints with the same address are the same one.
     pub addr: String,
-    /// Relative weight for the weighted balancers (default 1; 0 is treated as 1).
+    /// Relative weight for the weighted balancers (default 1; the balancers use it
+    /// clamped to 1..=[`MAX_WEIGHT`]).
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Free-form labels; discovery implementations add their own (for example the SRV
@@ -48,9 +52,10 @@ impl Endpoint {
         self
     }
 
-    /// The weight the balancers use: [`Endpoint::weight`], at least 1.
+    /// The weight the balancers use: [`Endpoint::weight`] clamped to 1..=[`MAX_WEIGHT`],
+    /// so one bad registration cannot starve the others or make rings huge.
     pub fn effective_weight(&self) -> u32 {
-        self.weight.max(1)
+        self.weight.clamp(1, MAX_WEIGHT)
     }
 }
 

@@ -55,6 +55,7 @@
 
 pub mod balance;
 mod channel;
+mod connector;
 mod discovery;
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
@@ -63,10 +64,23 @@ mod endpoint;
 #[cfg(feature = "etcd")]
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub mod etcd;
+mod health;
+pub mod load;
 mod policy;
+mod pool;
+mod retry;
 
 pub use balance::Balancer;
-pub use channel::{BalancedChannel, Builder, EndpointStatus, DEFAULT_CONNECT_TIMEOUT};
+pub use channel::{
+    BalancedChannel, Builder, EndpointStatus, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
+};
+#[cfg(feature = "tls")]
+pub use connector::TlsConnector;
+#[cfg(unix)]
+pub use connector::UnixConnector;
+pub use connector::{ConnectFuture, Connector, TcpConnector, TLS_SERVER_NAME};
 pub use discovery::{Discovery, Endpoints, Publisher, StaticDiscovery};
-pub use endpoint::{diff, Change, Endpoint};
-pub use policy::{Backoff, OutlierPolicy, RetryPolicy};
+pub use endpoint::{diff, Change, Endpoint, MAX_WEIGHT};
+pub use policy::{Backoff, OutlierPolicy};
+pub use pool::MAX_ENDPOINTS;
+pub use retry::RetryPolicy;

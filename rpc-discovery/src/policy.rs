@@ -1,14 +1,12 @@
-//! Settings of a [`BalancedChannel`](crate::BalancedChannel) and the small machinery
-//! behind them: [`Backoff`] (exponential with jitter), [`RetryPolicy`] with its retry
-//! budget, [`OutlierPolicy`] (ejection of failing endpoints).
+//! Settings of a [`BalancedChannel`](crate::BalancedChannel): [`Backoff`] (exponential
+//! with jitter, for reconnects and retries) and [`OutlierPolicy`] (when failing endpoints
+//! are ejected; the state machine is in `health`), and the channel's random numbers. The
+//! retry policy and budget are in `retry`.
 
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 /// Exponential backoff with jitter: attempt `n` (from 1) waits
 /// `min(max, initial × multiplier^(n-1))`, then scaled by a random factor in
@@ -48,120 +46,16 @@ impl Backoff {
     }
 }
 
-/// When and how often a call is sent again after a failure.
-///
-/// A call is only retried when that is safe (see the crate documentation): the failure
-/// shows it never reached a handler, or its method is `#[idempotent]` and the failure
-/// is a lost connection. Every retry also needs time left before the call's deadline and
-/// a token from the retry budget.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts per call, the first included (default 3; 1 disables retries).
-    pub max_attempts: u32,
-    /// Delay before each retry (default 5 ms doubling to 200 ms, 50 % jitter).
-    pub backoff: Backoff,
-    /// Retry tokens earned per call (default 0.2: at most one retry per five calls in
-    /// steady state).
-    pub budget_ratio: f64,
-    /// Retries allowed per second whatever the ratio, so that a client making few calls
-    /// can still retry (default 10).
-    pub budget_min_per_second: u32,
-    /// The most tokens the budget holds, so that a long healthy period does not buy an
-    /// unbounded retry storm later (default 100).
-    pub budget_max_tokens: u32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(200)),
-            budget_ratio: 0.2,
-            budget_min_per_second: 10,
-            budget_max_tokens: 100,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// A policy that never retries.
-    pub fn never() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        }
-    }
-}
-
-/// The retry budget: a token bucket filled by calls, drained by retries.
-#[derive(Debug)]
-pub(crate) struct RetryBudget {
-    ratio: f64,
-    max_tokens: f64,
-    min_per_second: f64,
-    state: Mutex<BudgetState>,
-}
-
-#[derive(Debug)]
-struct BudgetState {
-    tokens: f64,
-    reserve: f64,
-    refilled: Instant,
-}
-
-impl RetryBudget {
-    pub(crate) fn new(policy: &RetryPolicy) -> Self {
-        let min = f64::from(policy.budget_min_per_second);
-        RetryBudget {
-            ratio: policy.budget_ratio.max(0.0),
-            max_tokens: f64::from(policy.budget_max_tokens),
-            min_per_second: min,
-            state: Mutex::new(BudgetState {
-                tokens: 0.0,
-                reserve: min,
-                refilled: Instant::now(),
-            }),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, BudgetState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A call started: earns `ratio` tokens.
-    pub(crate) fn deposit(&self) {
-        let mut state = self.state();
-        state.tokens = (state.tokens + self.ratio).min(self.max_tokens);
-    }
-
-    /// Takes a token for one retry, if there is one.
-    pub(crate) fn try_withdraw(&self) -> bool {
-        let mut state = self.state();
-        let now = Instant::now();
-        let elapsed = now.duration_since(state.refilled).as_secs_f64();
-        state.refilled = now;
-        state.reserve = (state.reserve + elapsed * self.min_per_second).min(self.min_per_second);
-        if state.tokens >= 1.0 {
-            state.tokens -= 1.0;
-            true
-        } else if state.reserve >= 1.0 {
-            state.reserve -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Outlier ejection (circuit breaking) per endpoint: after `consecutive_failures`
 /// failures in a row an endpoint is taken out of rotation for an ejection period (the
 /// base, doubled on each ejection in a row, up to the max). When the period ends, one
 /// call at a time is let through as a probe: a success returns the endpoint to
 /// rotation, a failure ejects it again for longer.
 ///
-/// Failures are transport failures (connect errors, lost connections), `OVERLOADED`
-/// answers, handler panics and `INTERNAL` answers. Application errors, deadlines and
-/// refusals during a graceful shutdown are not failures.
+/// Failures are transport failures (connect errors, lost or silent connections),
+/// missed deadlines (a black-holed or stuck endpoint), `OVERLOADED` answers, handler
+/// panics and `INTERNAL` answers. Application errors and refusals during a graceful
+/// shutdown are not failures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutlierPolicy {
     /// Failures in a row that eject an endpoint (default 5; 0 disables ejection).
@@ -242,33 +136,6 @@ mod tests {
             ..b.clone()
         };
         assert_eq!(exact.delay(2), Duration::from_millis(20));
-    }
-
-    #[test]
-    fn budget_bounds_retries_by_ratio() {
-        let budget = RetryBudget::new(&RetryPolicy {
-            budget_ratio: 0.1,
-            budget_min_per_second: 0,
-            budget_max_tokens: 1000,
-            ..RetryPolicy::default()
-        });
-        for _ in 0..100 {
-            budget.deposit();
-        }
-        let granted = (0..100).filter(|_| budget.try_withdraw()).count();
-        // 100 calls × 0.1 ≈ 10 retries (floating point may lose the last one).
-        assert!((9..=10).contains(&granted), "{granted}");
-    }
-
-    #[test]
-    fn budget_has_a_minimum_per_second() {
-        let budget = RetryBudget::new(&RetryPolicy {
-            budget_ratio: 0.0,
-            budget_min_per_second: 3,
-            ..RetryPolicy::default()
-        });
-        let granted = (0..10).filter(|_| budget.try_withdraw()).count();
-        assert_eq!(granted, 3);
     }
 
     #[test]

@@ -422,23 +422,57 @@ async fn retries_respect_the_deadline() {
 
 #[tokio::test]
 async fn no_retry_without_budget() {
+    // A replica at its concurrency limit (one call, held) sheds every other call with
+    // OVERLOADED: it never ran, so it is safe to retry, if the budget allows.
+    let busy = rpc_transport_tcp::serve_with_config(
+        "127.0.0.1:0",
+        support::ReplicaServer::new(ReplicaImpl::new("busy")),
+        rpc_core::ServerConfig::default().max_concurrent_calls(1),
+    )
+    .await
+    .unwrap();
+    let holder = ReplicaClient::new(rpc_transport_tcp::connect(busy.local_addr()).await.unwrap());
+    let held = tokio::spawn(async move { holder.work(60_000).await });
     let live = start(ReplicaImpl::new("live")).await;
-    let (dead, _hold) = dead_addr().await;
-    let mut addrs = vec![dead, live.local_addr().to_string()];
-    addrs.sort();
-    let channel = BalancedChannel::builder(StaticDiscovery::new(addrs))
+    let addrs = [busy.local_addr(), live.local_addr()];
+    let without_budget = BalancedChannel::builder(StaticDiscovery::new(addrs))
         .retry(RetryPolicy {
             budget_ratio: 0.0,
             budget_min_per_second: 0,
             ..RetryPolicy::default()
         })
+        .outlier(OutlierPolicy {
+            consecutive_failures: 0,
+            ..OutlierPolicy::default()
+        })
         .build();
-    let client = ReplicaClient::new(channel);
-    let results = sequential_calls(&client, 4).await;
+    let with_budget = BalancedChannel::builder(StaticDiscovery::new(addrs))
+        .outlier(OutlierPolicy {
+            consecutive_failures: 0,
+            ..OutlierPolicy::default()
+        })
+        .build();
+    for channel in [&without_budget, &with_budget] {
+        assert!(within(Duration::from_secs(5), || channel
+            .endpoints()
+            .iter()
+            .all(|e| e.connected))
+        .await
+        .is_some());
+    }
+    let results = sequential_calls(&ReplicaClient::new(without_budget), 4).await;
     assert!(
-        results.iter().any(|r| r.is_err()),
-        "a connect failure cannot be retried without budget: {results:?}"
+        results
+            .iter()
+            .any(|r| matches!(r, Err(RpcError::Overloaded { .. }))),
+        "a shed call cannot be retried without budget: {results:?}"
     );
+    let results = sequential_calls(&ReplicaClient::new(with_budget), 4).await;
+    assert!(
+        results.iter().all(|r| r.as_deref() == Ok("live")),
+        "with budget, shed calls are retried on the other replica: {results:?}"
+    );
+    held.abort();
 }
 
 async fn sequential_calls(client: &ReplicaClient, n: usize) -> Vec<Result<String, RpcError>> {

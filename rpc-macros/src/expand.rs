@@ -358,8 +358,9 @@ fn client(def: &ServiceDef) -> TokenStream {
             }
 
             /// A copy whose calls carry `key` for consistent-hash routing on a balanced
-            /// channel (same key, same endpoint while the set is stable).
-            pub fn with_routing_key(&self, key: impl ::core::hash::Hash) -> Self {
+            /// channel (same key, same endpoint while the set is stable; the key is hashed
+            /// by a specified function, the same in every client).
+            pub fn with_routing_key(&self, key: impl #krate::RoutingKey) -> Self {
                 Self { client: ::core::clone::Clone::clone(&self.client).with_routing_key(key) }
             }
 

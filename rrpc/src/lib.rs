@@ -52,8 +52,10 @@ pub use rpc_core::{
     CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, ConnectionFuture,
     Context, DispatchError, EncodeArgs, Established, HandlerFuture, IncomingCall, Interceptor,
     Listener, Metadata, Method, OutgoingCall, PeerAddr, PeerIdentity, Rejection, ReplyTo, Router,
-    RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo, Streaming, Transport,
+    RoutingKey, RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo, Streaming,
+    Transport,
 };
+pub use rpc_core::{CallOutcome, DuplicateService, Keepalive, ShutdownTrigger};
 
 /// Items the generated code refers to. Not a public API.
 #[doc(hidden)]

@@ -82,6 +82,9 @@ pub(super) struct Shared {
     pub(super) remote: String,
     /// The protocol version spoken on the connection.
     pub(super) version: u16,
+    /// `true` while new calls may start; `false` once the server is draining or the
+    /// connection closed (for pools that replace such connections).
+    pub(super) usable: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -102,6 +105,7 @@ impl Shared {
             if !matches!(calls.state, State::Closed(_)) {
                 calls.state = State::Closed(later);
             }
+            self.usable.send_replace(false);
             (std::mem::take(&mut calls.pending), unseen_above)
         };
         for (id, pending) in pending {
@@ -206,6 +210,7 @@ impl Connection {
             remote: remote.to_string(),
             config,
             version: negotiated.version,
+            usable: tokio::sync::watch::Sender::new(true),
         });
         let io = FrameIo::new(reader, writer, shared.config.max_frame_size);
         let task = tokio::spawn(run_connection(io, Arc::clone(&shared)));
@@ -233,6 +238,20 @@ impl Connection {
                 reason: "the connection was closed by this side".into(),
             },
         );
+    }
+
+    /// Whether new calls may start on it: it is open and the server has not begun a
+    /// graceful shutdown.
+    pub fn is_usable(&self) -> bool {
+        *self.shared.usable.borrow()
+    }
+
+    /// Completes once the connection takes no new calls: the server began a graceful
+    /// shutdown (its calls in flight go on) or the connection closed. Pools use it to
+    /// replace the connection.
+    pub async fn unusable(&self) {
+        let mut usable = self.shared.usable.subscribe();
+        let _ = usable.wait_for(|usable| !usable).await;
     }
 
     /// Whether the connection has ended; calls on it fail at once.

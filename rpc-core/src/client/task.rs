@@ -175,6 +175,7 @@ fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
                 if matches!(calls.state, State::Open) {
                     calls.state = State::Draining { last_id };
                 }
+                shared.usable.send_replace(false);
                 Ok(())
             }
             go_away::PROTOCOL_ERROR => Err(RpcError::Protocol(format!(
