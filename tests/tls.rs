@@ -573,3 +573,45 @@ fn certificate_names_lists_sans_then_the_common_name_without_duplicates() {
     );
     assert!(tls::certificate_names(b"garbage").is_empty());
 }
+
+#[tokio::test]
+async fn a_balanced_channel_reaches_replicas_over_mutual_tls() {
+    use rpc_discovery::{
+        BalancedChannel, Endpoint, StaticDiscovery, TlsConnector, TLS_SERVER_NAME,
+    };
+    let ca = Ca::new("balanced CA");
+    let server_config = || TlsServerConfig::mutual(ca.server().identity(), ca.roots()).unwrap();
+    let a = serve_tls(SecureServer::new(SecureImpl), server_config()).await;
+    let b = serve_tls(SecureServer::new(SecureImpl), server_config()).await;
+    let client_tls = TlsClientConfig::mutual(
+        ca.roots(),
+        ca.client("balancer", &["balancer.example.com"]).identity(),
+    )
+    .unwrap();
+    // One endpoint names its certificate's host in metadata; the other by its address.
+    let discovery = StaticDiscovery::new([
+        Endpoint::new(a.local_addr().to_string()).with_metadata(TLS_SERVER_NAME, "localhost"),
+        Endpoint::new(b.local_addr().to_string()),
+    ]);
+    let channel = BalancedChannel::builder(discovery)
+        .connector(TlsConnector::new(client_tls))
+        .build();
+    let client = SecureClient::new(channel.clone());
+    for i in 0..20 {
+        assert_eq!(client.echo(i).await.unwrap(), i);
+    }
+    let caller = client.caller().await.unwrap();
+    assert!(caller
+        .names
+        .unwrap()
+        .contains(&"balancer.example.com".to_string()));
+    assert!(channel.endpoints().iter().all(|e| e.connected));
+    // Without a client certificate, the servers refuse: no endpoint is reachable.
+    let anonymous = BalancedChannel::builder(StaticDiscovery::new([a.local_addr()]))
+        .connector(TlsConnector::new(TlsClientConfig::new(ca.roots()).unwrap()))
+        .build();
+    let error = SecureClient::new(anonymous).echo(1).await.unwrap_err();
+    assert!(error.outcome().never_ran(), "{error:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

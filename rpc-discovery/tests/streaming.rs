@@ -74,3 +74,60 @@ async fn a_stream_with_no_replica_fails_fast() {
     let error = feed.items(1).await.unwrap_err();
     assert!(matches!(error, RpcError::Unavailable { .. }), "{error:?}");
 }
+
+#[tokio::test]
+async fn an_open_stream_finishes_when_its_replica_leaves_the_set_or_drains() {
+    use rpc_discovery::StaticDiscovery;
+    let a = rpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("a")))
+        .await
+        .unwrap();
+    let b = rpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("b")))
+        .await
+        .unwrap();
+    let discovery = StaticDiscovery::new([a.local_addr()]);
+    let channel = BalancedChannel::builder(discovery.clone()).build();
+    let feed = FeedClient::new(channel.clone());
+    // Larger than a window, so most of it is still to come when a leaves the set.
+    let mut stream = feed.items(200_000).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with("a:"));
+    discovery.set([b.local_addr()]);
+    // New calls go to b once the channel has applied the change...
+    let mut moved = false;
+    for _ in 0..500 {
+        let items: Vec<String> = feed
+            .items(1)
+            .await
+            .unwrap()
+            .map(|i| i.unwrap())
+            .collect()
+            .await;
+        if items[0].starts_with("b:") {
+            moved = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(moved, "new calls go to the endpoint that stays");
+    // ...and the stream on a delivers everything.
+    let mut received = 1;
+    while let Some(item) = stream.next().await {
+        assert!(item.unwrap().starts_with("a:"));
+        received += 1;
+    }
+    assert_eq!(received, 200_000);
+
+    // Draining: b shuts down gracefully while a stream from it is open; the stream
+    // completes and the shutdown waits for it.
+    let mut stream = feed.items(200_000).await.unwrap();
+    assert!(stream.next().await.unwrap().unwrap().starts_with("b:"));
+    let shutdown = tokio::spawn(b.shutdown());
+    let mut received = 1;
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+        received += 1;
+    }
+    assert_eq!(received, 200_000);
+    shutdown.await.unwrap();
+    a.shutdown().await;
+}

@@ -1,0 +1,233 @@
+//! What a balanced client promises under failure: a call that started is never run a
+//! second time unless its method is idempotent; connecting does not depend on a call's
+//! deadline; a silent (black-holed) replica leaves rotation; every transport works.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rpc_core::{CallOutcome, ClientConfig, Keepalive, RpcError, ServerConfig};
+use rpc_discovery::{BalancedChannel, OutlierPolicy, StaticDiscovery};
+use support::{start, within, ReplicaClient, ReplicaImpl, ReplicaServer};
+
+async fn start_with_grace(
+    replica: ReplicaImpl,
+    grace: Duration,
+) -> rpc_core::ServerHandle<std::net::SocketAddr> {
+    rpc_transport_tcp::serve_with_config(
+        "127.0.0.1:0",
+        ReplicaServer::new(replica),
+        ServerConfig::default().shutdown_grace(grace),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_call_interrupted_by_a_shutdown_runs_again_only_if_idempotent() {
+    let a = ReplicaImpl {
+        delay: Duration::from_secs(30),
+        ..ReplicaImpl::new("a")
+    };
+    let (a_records, a_calls) = (a.records.clone(), a.calls.clone());
+    let a = start_with_grace(a, Duration::from_millis(100)).await;
+    let b = ReplicaImpl::new("b");
+    let (b_records, b_calls) = (b.records.clone(), b.calls.clone());
+    let b = start(b).await;
+    let discovery = StaticDiscovery::new([a.local_addr()]);
+    let channel = BalancedChannel::builder(discovery.clone()).build();
+    let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(20));
+
+    // Both calls are running on a; then b joins and a shuts down past its grace period.
+    let record = tokio::spawn({
+        let client = client.clone();
+        async move { client.record(30_000).await }
+    });
+    let work = tokio::spawn({
+        let client = client.clone();
+        async move { client.work(0).await }
+    });
+    assert!(
+        within(Duration::from_secs(5), || a_records.load(Ordering::SeqCst)
+            == 1
+            && a_calls.load(Ordering::SeqCst) == 2)
+        .await
+        .is_some()
+    );
+    discovery.set([a.local_addr(), b.local_addr()]);
+    a.shutdown().await;
+
+    // Not idempotent: interrupted after it started, so not sent again.
+    let error = record.await.unwrap().unwrap_err();
+    assert!(matches!(error, RpcError::Interrupted { .. }), "{error:?}");
+    assert_eq!(error.outcome(), CallOutcome::Started);
+    assert_eq!(b_records.load(Ordering::SeqCst), 0, "it never ran on b");
+    // Idempotent: run again on b, which answers.
+    assert_eq!(work.await.unwrap().unwrap(), "b");
+    assert_eq!(a_records.load(Ordering::SeqCst), 1);
+    assert!(b_calls.load(Ordering::SeqCst) >= 1);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn connecting_is_not_bounded_by_a_calls_deadline() {
+    let replica = start(ReplicaImpl::new("r")).await;
+    let channel = BalancedChannel::from_static([replica.local_addr()]);
+    let client = ReplicaClient::new(channel.clone());
+    // A deadline too short for anything: the call fails, the connection is made anyway.
+    let error = client
+        .with_timeout(Duration::from_micros(1))
+        .whoami()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RpcError::DeadlineExceeded), "{error:?}");
+    assert!(
+        within(Duration::from_secs(5), || channel.endpoints()[0].connected)
+            .await
+            .is_some()
+    );
+    assert_eq!(client.whoami().await.unwrap(), "r");
+    replica.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_reachable_fails_at_once_instead_of_at_the_deadline() {
+    // Ports bound and released: nothing listens there.
+    let dead: Vec<std::net::SocketAddr> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        })
+        .collect();
+    let channel = BalancedChannel::from_static(dead);
+    let client = ReplicaClient::new(channel.clone());
+    assert!(within(Duration::from_secs(5), || channel
+        .endpoints()
+        .iter()
+        .all(|e| e.reconnecting))
+    .await
+    .is_some());
+    let error = client
+        .with_timeout(Duration::from_secs(60))
+        .whoami()
+        .await
+        .unwrap_err();
+    match &error {
+        RpcError::Unavailable { reason } => assert!(reason.contains("reachable"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.outcome().never_ran());
+}
+
+/// A server that completes the handshake and then never answers: a hung process, or a
+/// path that black-holes its answers.
+async fn black_hole() -> std::net::SocketAddr {
+    use rpc_core::protocol::{ServerHello, Settings, HANDSHAKE_LEN, VERSION};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut hello = [0u8; HANDSHAKE_LEN];
+                if stream.read_exact(&mut hello).await.is_err() {
+                    return;
+                }
+                let reply = ServerHello {
+                    version: VERSION,
+                    status: 0,
+                    max_frame_size: 1 << 20,
+                };
+                let _ = stream.write_all(&reply.encode()).await;
+                let _ = stream.write_all(&Settings::default().encode()).await;
+                let mut sink = vec![0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_black_holed_replica_leaves_rotation_and_idempotent_calls_go_on() {
+    let hole = black_hole().await;
+    let live = start(ReplicaImpl::new("live")).await;
+    let channel = BalancedChannel::builder(StaticDiscovery::new([hole, live.local_addr()]))
+        .client_config(
+            ClientConfig::default()
+                .connect_timeout(Duration::from_secs(1))
+                .keepalive(Some(Keepalive::new(
+                    Duration::from_millis(100),
+                    Duration::from_millis(200),
+                ))),
+        )
+        .outlier(OutlierPolicy {
+            consecutive_failures: 2,
+            ..OutlierPolicy::default()
+        })
+        .build();
+    let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(10));
+    // Idempotent calls: those sent into the hole fail by keepalive and are retried.
+    for _ in 0..20 {
+        assert_eq!(client.whoami().await.unwrap(), "live");
+    }
+    // The hole is out of rotation: no connection, or ejected.
+    let hole_status = channel
+        .endpoints()
+        .into_iter()
+        .find(|e| e.endpoint.addr == hole.to_string())
+        .unwrap();
+    assert!(
+        !hole_status.connected || hole_status.ejected,
+        "{hole_status:?}"
+    );
+    // A non-idempotent call in the hole is not retried, and fails with a typed error
+    // well before its deadline (the keepalive), if it is sent there at all.
+    for _ in 0..4 {
+        match client.record(0).await {
+            Ok(name) => assert_eq!(name, "live"),
+            Err(error) => assert!(
+                matches!(
+                    error,
+                    RpcError::KeepaliveTimeout { .. } | RpcError::DeadlineExceeded
+                ),
+                "{error:?}"
+            ),
+        }
+    }
+    live.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_balanced_channel_reaches_replicas_over_unix_sockets() {
+    let dir = std::env::temp_dir().join(format!("rpc-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut servers = Vec::new();
+    let mut paths = Vec::new();
+    for name in ["u1", "u2"] {
+        let path = dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&path);
+        servers.push(
+            rpc_transport_tcp::unix::serve(&path, ReplicaServer::new(ReplicaImpl::new(name)))
+                .await
+                .unwrap(),
+        );
+        paths.push(format!("unix:{}", path.display()));
+    }
+    let channel = BalancedChannel::builder(StaticDiscovery::new(paths))
+        .connector(rpc_discovery::UnixConnector)
+        .build();
+    let client = ReplicaClient::new(channel);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(client.whoami().await.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for server in servers {
+        server.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
