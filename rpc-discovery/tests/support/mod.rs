@@ -92,18 +92,28 @@ impl ServerProcess {
     /// Starts a replica named `name`; with `etcd` = (endpoint, service, ttl seconds) it
     /// registers itself. Returns once it listens (and is registered).
     pub fn spawn(name: &str, etcd: Option<(&str, &str, u64)>) -> ServerProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_discovery-test-server"));
-        command.args(["--name", name]);
+        let mut args: Vec<String> = Vec::new();
         if let Some((endpoint, service, ttl)) = etcd {
-            command.args([
+            for a in [
                 "--etcd",
                 endpoint,
                 "--service",
                 service,
                 "--ttl",
                 &ttl.to_string(),
-            ]);
+            ] {
+                args.push(a.to_string());
+            }
         }
+        let registered = etcd.is_some();
+        Self::spawn_with(name, &args, registered)
+    }
+
+    /// Starts a replica named `name` with more command-line `args` (see the binary's
+    /// usage); waits for `registered` too if `registered`.
+    pub fn spawn_with(name: &str, args: &[String], registered: bool) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_discovery-test-server"));
+        command.args(["--name", name]).args(args);
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -129,7 +139,7 @@ impl ServerProcess {
         };
         let listening = process.expect_line("listening ");
         process.addr = listening["listening ".len()..].parse().unwrap();
-        if etcd.is_some() {
+        if registered {
             process.expect_line("registered");
         }
         process

@@ -2,7 +2,7 @@
 //! process. Not part of the library's API.
 //!
 //! ```text
-//! discovery-test-server --name NAME [--listen 127.0.0.1:0]
+//! discovery-test-server --name NAME [--listen 127.0.0.1:0] [--log FILE] [--grace-ms MS]
 //!                       [--etcd http://127.0.0.1:2379 --service SERVICE --ttl SECONDS]
 //! ```
 //!
@@ -28,10 +28,25 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = arg(&args, "--name").unwrap_or_else(|| "replica".into());
     let listen = arg(&args, "--listen").unwrap_or_else(|| "127.0.0.1:0".into());
-    let server =
-        rpc_transport_tcp::serve(listen.as_str(), ReplicaServer::new(ReplicaImpl::new(&name)))
-            .await
-            .expect("bind");
+    let mut replica = ReplicaImpl::new(&name);
+    if let Some(path) = arg(&args, "--log") {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open --log file");
+        replica.log = Some(std::sync::Arc::new(std::sync::Mutex::new(file)));
+    }
+    let grace = Duration::from_millis(
+        arg(&args, "--grace-ms").map_or(5000, |g| g.parse().expect("--grace-ms MS")),
+    );
+    let server = rpc_transport_tcp::serve_with_config(
+        listen.as_str(),
+        ReplicaServer::new(replica),
+        rpc_core::ServerConfig::default().shutdown_grace(grace),
+    )
+    .await
+    .expect("bind");
     println!("listening {}", server.local_addr());
 
     #[cfg(feature = "etcd")]
@@ -81,6 +96,6 @@ async fn main() {
             eprintln!("deregistration failed: {error}");
         }
     }
-    server.shutdown_with_grace(Duration::from_secs(5)).await;
+    server.shutdown().await;
     println!("stopped");
 }

@@ -16,6 +16,12 @@ pub trait Replica {
     /// Sleeps `ms` milliseconds, counts the call as done, returns the replica's name. Not
     /// idempotent: it must never run twice for one call.
     async fn record(&self, ms: u64) -> String;
+    /// Logs `start record <id>` (see `ReplicaImpl::log`), sleeps `ms` milliseconds,
+    /// returns the replica's name. Not idempotent: a call id must start at most once.
+    async fn record_id(&self, id: u64, ms: u64) -> String;
+    /// Logs `start work <id>`, sleeps `ms` milliseconds, returns the replica's name.
+    #[idempotent]
+    async fn work_id(&self, id: u64, ms: u64) -> String;
 }
 
 /// A replica named `name`.
@@ -30,6 +36,9 @@ pub struct ReplicaImpl {
     pub calls: Arc<AtomicUsize>,
     /// `record` calls started.
     pub records: Arc<AtomicUsize>,
+    /// Where `record_id` and `work_id` log the ids they start: one line per call,
+    /// written before the handler does anything else (a process killed later keeps it).
+    pub log: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
 impl ReplicaImpl {
@@ -37,6 +46,17 @@ impl ReplicaImpl {
         ReplicaImpl {
             name: name.to_string(),
             ..Default::default()
+        }
+    }
+}
+
+impl ReplicaImpl {
+    fn log_start(&self, method: &str, id: u64) {
+        if let Some(log) = &self.log {
+            use std::io::Write;
+            let mut file = log.lock().unwrap_or_else(|e| e.into_inner());
+            // One write per line, unbuffered: it is in the kernel before the call goes on.
+            let _ = file.write_all(format!("start {method} {id} {}\n", self.name).as_bytes());
         }
     }
 }
@@ -60,6 +80,20 @@ impl Replica for ReplicaImpl {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.records.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.name.clone()
+    }
+
+    async fn record_id(&self, id: u64, ms: u64) -> String {
+        self.log_start("record", id);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.name.clone()
+    }
+
+    async fn work_id(&self, id: u64, ms: u64) -> String {
+        self.log_start("work", id);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms) + self.delay).await;
         self.name.clone()
     }
 }
