@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{client, start, MathError, ProbeClient, ProbeImpl, ProbeServer};
@@ -26,7 +27,9 @@ async fn a_thousand_concurrent_calls_share_one_connection() {
 
 #[tokio::test]
 async fn a_slow_call_does_not_hold_back_a_fast_one() {
-    let server = start(ProbeImpl::default()).await;
+    let probe_impl = ProbeImpl::default();
+    let observed = probe_impl.observed.clone();
+    let server = start(probe_impl).await;
     let probe = client(server.local_addr()).await;
     let slow = tokio::spawn({
         let probe = probe.clone();
@@ -35,8 +38,8 @@ async fn a_slow_call_does_not_hold_back_a_fast_one() {
             (r, Instant::now())
         }
     });
-    // Let the slow call go out first.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The slow call is running on the server first.
+    assert!(common::eventually(|| observed.started.load(Ordering::SeqCst) == 1).await);
     assert_eq!(probe.echo(2).await.unwrap(), 2);
     let fast_done = Instant::now();
     let (slow_result, slow_done) = slow.await.unwrap();
@@ -47,17 +50,20 @@ async fn a_slow_call_does_not_hold_back_a_fast_one() {
 
 #[tokio::test]
 async fn responses_complete_out_of_order() {
-    let server = start(ProbeImpl::default()).await;
+    let probe_impl = ProbeImpl::default();
+    let observed = probe_impl.observed.clone();
+    let server = start(probe_impl).await;
     let probe = client(server.local_addr()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for (ms, value) in [(600u64, 0u64), (300, 1), (0, 2)] {
+    for (started, (ms, value)) in [(600u64, 0u64), (300, 1), (0, 2)].into_iter().enumerate() {
         let probe = probe.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let v = probe.sleep_echo(ms, value).await.unwrap();
             tx.send(v).unwrap();
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Each is running on the server before the next is sent.
+        assert!(common::eventually(|| observed.started.load(Ordering::SeqCst) > started).await);
     }
     drop(tx);
     let mut order = Vec::new();

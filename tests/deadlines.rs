@@ -126,7 +126,9 @@ async fn the_client_bounds_calls_in_flight_per_connection() {
 
 #[tokio::test]
 async fn a_call_waiting_for_a_slot_still_honours_its_deadline() {
-    let server = start(ProbeImpl::default()).await;
+    let probe_impl = ProbeImpl::default();
+    let observed = probe_impl.observed.clone();
+    let server = start(probe_impl).await;
     let conn = rpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().max_in_flight(1),
@@ -138,7 +140,8 @@ async fn a_call_waiting_for_a_slot_still_honours_its_deadline() {
         let probe = probe.clone();
         async move { probe.sleep_echo(2000, 0).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The blocker holds the only slot.
+    assert!(common::eventually(|| observed.started.load(Ordering::SeqCst) == 1).await);
     let started = Instant::now();
     let error = probe
         .with_timeout(Duration::from_millis(100))

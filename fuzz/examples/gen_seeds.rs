@@ -186,6 +186,10 @@ fn main() {
     )));
     stream_frames.extend(framed(&control(kind::STOP_SENDING, 1, &[])));
     write(&fd, "stream-frames", &stream_frames);
+    // Version 3 keepalive frames.
+    let mut pings = framed(&control(kind::PING, 0, &7u64.to_be_bytes()));
+    pings.extend(framed(&control(kind::PONG, 0, &7u64.to_be_bytes())));
+    write(&fd, "ping-pong", &pings);
     write(&fd, "zero-length", &framed(&[]));
     write(&fd, "over-limit", &u32::MAX.to_be_bytes());
     write(&fd, "truncated", &framed(&requests[1])[..20]);
@@ -211,6 +215,28 @@ fn main() {
     let mut hello_then_streams = hello.to_vec();
     hello_then_streams.extend(stream_frames.iter());
     write(&hs, "hello-then-stream-frames", &hello_then_streams);
+    let mut hello_then_pings = hello.to_vec();
+    hello_then_pings.extend(pings.iter());
+    hello_then_pings.extend(stream.iter());
+    write(&hs, "hello-then-pings-and-calls", &hello_then_pings);
+    let mut v2_then_calls = ClientHello {
+        version: 2,
+        max_frame_size: 1 << 16,
+    }
+    .encode()
+    .to_vec();
+    v2_then_calls.extend(stream.iter());
+    write(&hs, "version-2-then-calls", &v2_then_calls);
+    // A version 3 hello with odd settings: an unknown entry, a large window.
+    let mut odd_settings = ClientHello {
+        version: VERSION,
+        max_frame_size: 1 << 16,
+    }
+    .encode()
+    .to_vec();
+    odd_settings.extend_from_slice(&[0, 11, 0x7f, 3, 1, 2, 3, 0x01, 4, 0, 0x10, 0, 0]);
+    odd_settings.extend(stream.iter());
+    write(&hs, "odd-settings-then-calls", &odd_settings);
     write(
         &hs,
         "future-version",
@@ -300,6 +326,12 @@ fn main() {
     odd.extend(framed(&response(2, status::OK, &enc(&6i64)))); // duplicate
     odd.extend(framed(&response(3, status::INVALID_ARGUMENTS, b"bad")));
     odd.extend(framed(&response(4, 200, b"from the future")));
+    odd.extend(framed(&control(kind::PING, 0, &9u64.to_be_bytes()))); // answered with a PONG
+    odd.extend(framed(&response(
+        1,
+        status::INTERRUPTED,
+        b"grace period over",
+    )));
     odd.extend(framed(&response(5, status::OK, &gib)));
     odd.extend(framed(&control(kind::STREAM_ITEM, 6, &enc(&1u64)))); // not a streaming call
     odd.extend(framed(&control(

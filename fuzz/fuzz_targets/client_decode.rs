@@ -50,6 +50,16 @@ async fn against_scripted_server(script: &[u8]) {
             max_frame_size: MAX_FRAME as u32,
         };
         writer.write_all(&reply.encode()).await.expect("hello sent");
+        writer
+            .write_all(&rpc_core::protocol::Settings::default().encode())
+            .await
+            .expect("settings sent");
+        let settings = reader.read_u16().await.expect("the client's settings") as usize;
+        let mut block = vec![0u8; settings];
+        reader
+            .read_exact(&mut block)
+            .await
+            .expect("the whole block");
         // Wait until every request has arrived, so the script's answers find them.
         let mut requests = FramedRead::new(reader, LengthDelimitedCodec::new());
         for _ in 0..CALLS {

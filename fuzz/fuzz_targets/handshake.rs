@@ -1,4 +1,6 @@
-//! The handshake: `ClientHello::decode` / `ServerHello::decode` on arbitrary 12 bytes, and
+//! The handshake: `ClientHello::decode` / `ServerHello::decode` on arbitrary 12 bytes,
+//! `Settings::decode` on what follows them (never a panic, and a decoded block
+//! re-encodes to what the reference writes), and
 //! arbitrary bytes sent to a real server connection (in-memory transport) in place of a
 //! client. The server must answer exactly as the protocol says (accept the versions it
 //! speaks, refuse others, say nothing to a wrong magic), write only well-formed frames
@@ -8,7 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use rpc_core::protocol::{
-    handshake_status, ClientHello, ServerHello, HANDSHAKE_LEN, MAGIC, MIN_VERSION, VERSION,
+    handshake_status, ClientHello, ServerHello, Settings, HANDSHAKE_LEN, MAGIC, MIN_VERSION,
+    VERSION,
 };
 use rpc_fuzz::{assert_server_serves, exchange, runtime};
 
@@ -34,6 +37,14 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(hello.encode(), canonical);
             }
             Err(_) => assert!(!magic_ok),
+        }
+    }
+
+    if let Some(rest) = data.get(HANDSHAKE_LEN..) {
+        if let Ok(settings) = Settings::decode(rest) {
+            assert!(settings.stream_window > 0);
+            let wire = settings.encode();
+            assert_eq!(Settings::decode(&wire[2..]).unwrap(), settings);
         }
     }
 

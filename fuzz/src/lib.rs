@@ -13,7 +13,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use rpc_core::codec;
 use rpc_core::memory::Connector;
 use rpc_core::protocol::{
-    self, handshake_status, ClientHello, Frame, ServerHello, HANDSHAKE_LEN, MIN_VERSION, VERSION,
+    self, handshake_status, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN, MIN_VERSION,
+    SETTINGS_VERSION, VERSION,
 };
 use rpc_core::{service, ByteBuf, Metadata, Server, ServerConfig};
 use serde::{Deserialize, Serialize};
@@ -350,6 +351,14 @@ pub fn parse_server_output(out: &[u8]) -> ServerOutput {
     if hello.status != handshake_status::ACCEPTED {
         assert!(rest.is_empty(), "data after a refused handshake");
     }
+    if hello.status == handshake_status::ACCEPTED && hello.version >= SETTINGS_VERSION {
+        // Version 3: the server's settings block follows its hello.
+        assert!(rest.len() >= 2, "no settings block after a version 3 hello");
+        let len = rest.get_u16() as usize;
+        assert!(len <= rest.len(), "truncated settings block");
+        Settings::decode(&rest[..len]).expect("the server's settings are well formed");
+        rest = &rest[len..];
+    }
     let mut frames = Vec::new();
     while !rest.is_empty() {
         assert!(rest.len() >= 4, "truncated length prefix");
@@ -373,13 +382,15 @@ pub fn parse_server_output(out: &[u8]) -> ServerOutput {
 
 /// Whether a server may send `frame` on a connection of protocol `version`: responses
 /// and go-aways; from version 2 also stream items, window updates and stop-sending for
-/// streaming calls. Never requests, cancels or the client's stream end.
+/// streaming calls; from version 3 pings and pongs. Never requests, cancels or the
+/// client's stream end.
 pub fn server_may_send(frame: &Frame, version: u16) -> bool {
     match frame {
         Frame::Response(_) | Frame::GoAway { .. } => true,
         Frame::StreamItem { .. } | Frame::WindowUpdate { .. } | Frame::StopSending { .. } => {
             version >= protocol::STREAMING_VERSION
         }
+        Frame::Ping { .. } | Frame::Pong { .. } => version >= SETTINGS_VERSION,
         _ => false,
     }
 }
@@ -392,13 +403,17 @@ pub async fn raw_connection() -> tokio::io::DuplexStream {
         .expect("the memory listener is alive")
 }
 
-/// The client hello this harness sends.
-pub fn client_hello() -> [u8; HANDSHAKE_LEN] {
-    ClientHello {
+/// What this harness's client sends before its frames: its hello and, as this is
+/// version 3, its settings block (sent at once: the server reads it after its reply).
+pub fn client_hello() -> Vec<u8> {
+    let mut out = ClientHello {
         version: VERSION,
         max_frame_size: MAX_FRAME as u32,
     }
     .encode()
+    .to_vec();
+    out.extend_from_slice(&Settings::default().encode());
+    out
 }
 
 /// Sends `bytes` on a new raw connection to the long-lived server and half-closes,
@@ -437,6 +452,13 @@ pub async fn call_raw(body: &[u8], id: u64) -> (ServerHello, Frame) {
         stream.read_exact(&mut hello).await.expect("a server hello");
         let hello = ServerHello::decode(&hello).expect("the server hello has the magic");
         assert_eq!(hello.status, handshake_status::ACCEPTED);
+        let settings = stream.read_u16().await.expect("a settings block") as usize;
+        let mut block = vec![0u8; settings];
+        stream
+            .read_exact(&mut block)
+            .await
+            .expect("the whole block");
+        Settings::decode(&block).expect("well-formed settings");
         let len = stream.read_u32().await.expect("an answer before close") as usize;
         assert!(len <= MAX_FRAME, "a frame over the client's limit");
         let mut body = vec![0u8; len];

@@ -213,7 +213,9 @@ async fn an_idempotent_call_on_a_lost_connection_is_retried_elsewhere() {
 
 #[tokio::test]
 async fn graceful_shutdown_of_a_replica_fails_no_call() {
-    let a = start(ReplicaImpl::new("a")).await;
+    let a_impl = ReplicaImpl::new("a");
+    let a_calls = a_impl.calls.clone();
+    let a = start(a_impl).await;
     let b = start(ReplicaImpl::new("b")).await;
     let channel = BalancedChannel::from_static([a.local_addr(), b.local_addr()]);
     let client = ReplicaClient::new(channel);
@@ -241,7 +243,13 @@ async fn graceful_shutdown_of_a_replica_fails_no_call() {
             failures
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut a down once the load is on it.
+    assert!(
+        within(Duration::from_secs(5), || a_calls.load(Ordering::SeqCst)
+            >= 20)
+        .await
+        .is_some()
+    );
     a.shutdown().await;
     let failures = load.await.unwrap();
     assert!(failures.is_empty(), "{failures:?}");
@@ -250,8 +258,10 @@ async fn graceful_shutdown_of_a_replica_fails_no_call() {
 
 #[tokio::test]
 async fn endpoint_changes_keep_calls_in_flight() {
-    let a = start(ReplicaImpl::new("a")).await;
-    let b = start(ReplicaImpl::new("b")).await;
+    let (a_impl, b_impl) = (ReplicaImpl::new("a"), ReplicaImpl::new("b"));
+    let (a_records, b_records) = (a_impl.records.clone(), b_impl.records.clone());
+    let a = start(a_impl).await;
+    let b = start(b_impl).await;
     let c = start(ReplicaImpl::new("c")).await;
     let discovery = StaticDiscovery::new([a.local_addr(), b.local_addr()]);
     let channel = BalancedChannel::builder(discovery.clone()).build();
@@ -262,7 +272,12 @@ async fn endpoint_changes_keep_calls_in_flight() {
             tokio::spawn(async move { client.record(300).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All four are running on a and b.
+    assert!(within(Duration::from_secs(5), || {
+        a_records.load(Ordering::SeqCst) + b_records.load(Ordering::SeqCst) == 4
+    })
+    .await
+    .is_some());
     discovery.set([c.local_addr()]);
     assert!(
         within(Duration::from_secs(1), || channel.endpoints().len() == 1)
@@ -354,7 +369,14 @@ async fn failing_endpoint_is_ejected_then_probed_back() {
     // Fixed; after the ejection period a probe reaches it and it returns.
     flaky.broken.store(false, Ordering::SeqCst);
     let calls_before = flaky.calls.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    let ejected_at = Instant::now();
+    let probed = calls_until(&client, || {
+        flaky.calls.load(Ordering::SeqCst) > calls_before
+    })
+    .await;
+    // Not before the ejection period is over (a lower bound: a slow machine only waits
+    // longer).
+    assert!(probed.duration_since(ejected_at) >= Duration::from_millis(250));
     for _ in 0..10 {
         client.whoami().await.unwrap();
     }
@@ -383,20 +405,18 @@ async fn a_failed_probe_ejects_again_for_longer() {
         let _ = client.whoami().await;
     }
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    // One probe, which fails, then 600 ms out.
+    // After the 300 ms period, one probe, which fails...
+    let first_probe = calls_until(&client, || flaky.calls.load(Ordering::SeqCst) == 3).await;
     for _ in 0..10 {
         let _ = client.whoami().await;
     }
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3, "exactly one probe");
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    for _ in 0..10 {
-        let _ = client.whoami().await;
-    }
-    assert_eq!(
-        flaky.calls.load(Ordering::SeqCst),
-        3,
-        "still ejected (600 ms)"
+    // ...ejects it again, for twice as long (a lower bound on when the next probe comes).
+    let second_probe = calls_until(&client, || flaky.calls.load(Ordering::SeqCst) == 4).await;
+    assert!(
+        second_probe.duration_since(first_probe) >= Duration::from_millis(550),
+        "the second ejection lasted {:?}",
+        second_probe.duration_since(first_probe)
     );
 }
 
@@ -473,6 +493,17 @@ async fn no_retry_without_budget() {
         "with budget, shed calls are retried on the other replica: {results:?}"
     );
     held.abort();
+}
+
+/// Makes calls (ignoring their results) until `reached` holds, up to 10 s; returns when.
+async fn calls_until(client: &ReplicaClient, reached: impl Fn() -> bool) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reached() {
+        assert!(Instant::now() < deadline, "not reached within 10 s");
+        let _ = client.whoami().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Instant::now()
 }
 
 async fn sequential_calls(client: &ReplicaClient, n: usize) -> Vec<Result<String, RpcError>> {

@@ -84,7 +84,18 @@ async fn cluster_rides_through_a_sigkill_and_follows_membership() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load reaches every server.
+    assert!(
+        within(Duration::from_secs(5), || load
+            .first_answer
+            .lock()
+            .unwrap()
+            .len()
+            == 3)
+        .await
+        .is_some(),
+        "all three servers answer"
+    );
 
     // Non-idempotent calls in flight on every server: a channel of their own, so that
     // round robin puts exactly two on each.
@@ -96,14 +107,20 @@ async fn cluster_rides_through_a_sigkill_and_follows_membership() {
         .await
         .is_some()
     );
-    let records_client = ReplicaClient::new(records_channel);
+    let records_client = ReplicaClient::new(records_channel.clone());
     let records: Vec<_> = (0..6)
         .map(|_| {
             let client = records_client.clone();
             tokio::spawn(async move { client.record(1500).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two in flight on each server (as the channel counts its attempts).
+    assert!(within(Duration::from_secs(5), || {
+        let endpoints = records_channel.endpoints();
+        endpoints.len() == 3 && endpoints.iter().all(|e| e.in_flight == 2)
+    })
+    .await
+    .is_some());
 
     // SIGKILL s1 mid-load.
     let victim = servers.remove(0);
