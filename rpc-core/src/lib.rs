@@ -38,8 +38,8 @@
 //! payloads), [`context`] (deadline, metadata, peer), [`client`] (multiplexed connection,
 //! calls, channels), [`server`] (services, router, interceptor, limits, shutdown),
 //! [`transport`] (stream and listener traits, in-memory transport), [`error`]; privately
-//! `outbox` and `frame_io` (a connection's batched writes and reads) and `stream`
-//! ([`Streaming`] and its flow control).
+//! `outbox` and `frame_io` (a connection's batched writes and reads), `keepalive` (pings
+//! on a silent connection) and `stream` ([`Streaming`] and its flow control).
 
 #![warn(missing_docs)]
 
@@ -66,8 +66,9 @@ pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
 pub use error::{CallError, CallOutcome, RpcError};
 pub use keepalive::Keepalive;
 pub use server::{
-    DispatchError, DuplicateService, HandlerFuture, IncomingCall, Interceptor, Rejection, ReplyTo,
-    Router, Server, ServerConfig, ServerHandle, Service, ShutdownTrigger,
+    Answered, DispatchError, DuplicateService, HandlerFuture, IncomingCall, Interceptor,
+    Middleware, Next, Rejection, ReplyTo, Router, Server, ServerConfig, ServerHandle, Service,
+    ShutdownTrigger,
 };
 pub use stream::Streaming;
 pub use transport::{memory, Established, Listener, SplitIo, Transport};

@@ -30,25 +30,25 @@
 //!   gateway).
 //! - **Balancing** ([`balance`]): round robin, random, smooth weighted round robin, least
 //!   in flight, power of two choices, consistent hashing on the call's routing key.
-//! - **Resilience** ([`BalancedChannel`]): lazy connections reopened with exponential
-//!   backoff and jitter, retries only when safe, within the deadline and a retry budget
-//!   ([`RetryPolicy`]), outlier ejection with probing ([`OutlierPolicy`]).
+//! - **Resilience** ([`BalancedChannel`]): connections made and remade in the background
+//!   (exponential backoff with jitter, keepalive), over any [`Connector`] (TCP, TLS, Unix
+//!   sockets), retries only when safe, within the deadline and a retry budget
+//!   ([`RetryPolicy`]), outlier ejection with probing ([`OutlierPolicy`]), load-aware
+//!   balancing ([`load`]).
 //!
 //! # When a call is retried
 //!
-//! A failed attempt is sent again, to another endpoint when there is one, only if
-//! running the call twice is impossible or harmless:
+//! A failed attempt is sent again, to another endpoint when there is one, only if the
+//! failure is of the path rather than of the call ([`rpc_core::RpcError::is_transient`]:
+//! connect failures, lost or silent connections, a draining or overloaded server, a call
+//! interrupted by a shutdown) **and** running the call twice is impossible or harmless
+//! ([`rpc_core::CallOutcome::retry_is_safe`]): it never reached a handler, or the method
+//! is declared `#[idempotent]` and did not complete.
 //!
-//! - the call certainly never reached a handler ([`rpc_core::RpcError::is_safe_to_retry`]:
-//!   connection refused or failed, refused before sending, refused by a server that is
-//!   shutting down or overloaded), or
-//! - the method is declared `#[idempotent]` and the connection was lost while the call
-//!   was in flight (it may or may not have run).
-//!
-//! Anything else (a lost connection under a non-idempotent call, a deadline, an answer
-//! from the handler) is returned to the caller as is. A retry also needs attempts left,
-//! time before the deadline for its backoff, and a token from the retry budget.
-//! `docs/SCALING.md` in the repository describes the model and every setting.
+//! Anything else (a non-idempotent call that may have run, a deadline, any answer from a
+//! handler) is returned to the caller as is. A retry also needs attempts left, time before
+//! the deadline for its backoff, and a token from the retry budget. `docs/SCALING.md` in
+//! the repository describes the model and every setting.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -18,10 +18,10 @@ use crate::policy::Backoff;
 
 /// When and how often a call is sent again after a failure.
 ///
-/// A call is only retried when that is safe (see the crate documentation): the failure
-/// shows it never reached a handler, or its method is `#[idempotent]` and the failure
-/// is a lost connection. Every retry also needs time left before the call's deadline and
-/// a token from the retry budget.
+/// A call is only retried when that is safe and may help (see [`decide`] and the crate
+/// documentation): a transient failure after which the call never ran, or ran without
+/// completing and its method is `#[idempotent]`. Every retry also needs time left before
+/// the call's deadline and a token from the retry budget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts per call, the first included (default 3; 1 disables retries).

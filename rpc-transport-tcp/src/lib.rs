@@ -243,7 +243,7 @@ impl AsyncRead for SniffingReader {
 }
 
 /// A TCP listener for [`Server::serve`](rpc_core::Server::serve) that sets `TCP_NODELAY`
-/// on every accepted connection.
+/// and TCP keepalive ([`configure`]) on every accepted connection.
 #[derive(Debug)]
 pub struct TcpListener {
     inner: tokio::net::TcpListener,

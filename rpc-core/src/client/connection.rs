@@ -319,6 +319,7 @@ impl Connection {
         E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
         U: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.check_streaming()?;
         let _permit = self.acquire(deadline).await?;
         self.writable(deadline).await?;
         let (slot, response) = oneshot::channel();
@@ -352,6 +353,7 @@ impl Connection {
         E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
         U: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.check_streaming()?;
         self.writable(deadline).await?;
         let inbound = self.shared.streams.new_inbound();
         let (mut guard, outbound) = self.start(
@@ -387,6 +389,18 @@ impl Connection {
             .await
             .map_err(|_| RpcError::DeadlineExceeded)?
             .map_err(|_| RpcError::closed("the connection is closed"))
+    }
+
+    /// Streaming calls need protocol version 2: on an older connection they are refused
+    /// here, unsent.
+    fn check_streaming(&self) -> Result<(), RpcError> {
+        if self.shared.version < protocol::STREAMING_VERSION {
+            return Err(RpcError::VersionMismatch {
+                ours: protocol::STREAMING_VERSION,
+                theirs: self.shared.version,
+            });
+        }
+        Ok(())
     }
 
     /// Waits, within the deadline, until the outbox is below its high-water mark: a

@@ -39,7 +39,7 @@ use crate::transport::{Established, Transport};
 pub(crate) struct Signals {
     /// Stop taking new calls, finish those in flight.
     pub(crate) graceful: CancellationToken,
-    /// Drop the calls still in flight (answering them `SHUTTING_DOWN`) and close.
+    /// Drop the calls still in flight (answering them `INTERRUPTED`) and close.
     pub(crate) hard: CancellationToken,
     /// Drop the connection at once, answering nothing (as if the process died).
     pub(crate) kill: CancellationToken,
@@ -95,7 +95,9 @@ pub(crate) async fn serve_connection<T: Transport>(
         load,
         streams: StreamTable::new(flow),
         version: opened.version,
+        ended: CancellationToken::new(),
     });
+    let _ended = state.ended.clone().drop_guard();
     let now = Instant::now();
     let first_check = now
         + config

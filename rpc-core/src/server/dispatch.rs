@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::connection::{End, ServerConnection};
 use super::interceptor::Rejection;
+use super::middleware::{Next, Terminal};
 use super::service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo};
 use super::state::{ConnectionState, InFlightSlot};
 use crate::context::{self, Context};
@@ -94,46 +95,52 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             request.metadata,
             Arc::clone(&self.info),
         );
-        // The interceptor and argument decoding run user code: a panic there must fail
-        // the call, not the connection.
-        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if let Some(interceptor) = self.router.interceptor() {
-                interceptor.intercept(&context).map_err(Refused::Rejected)?;
+        let payload_len = request.payload.len();
+        let call = IncomingCall::new(
+            request.payload,
+            ReplyTo::registered(Arc::clone(&self.state), id),
+        );
+        let mut handler = match self.router.middleware() {
+            // With middleware, the chain is the handler: it runs before the arguments are
+            // decoded (by its end, the terminal) and may refuse the call, which is then
+            // answered with the refusal's status.
+            Some(layers) => {
+                let service = Arc::clone(service);
+                let method = request.method.clone();
+                let terminal: Terminal = Box::new(move || {
+                    service
+                        .call(method.as_str(), call)
+                        .map_err(|e| dispatch_rejection(e, service.name(), method.as_str()))
+                });
+                let next = Next::new(Arc::clone(layers), context.clone(), payload_len, terminal);
+                let state = Arc::clone(&self.state);
+                Box::pin(async move {
+                    match next.run().await {
+                        Ok(answered) => answered,
+                        Err(rejection) => ReplyTo::registered(state, id)
+                            .error(rejection.code(), rejection.message()),
+                    }
+                })
             }
-            service
-                .call(
-                    request.method.as_str(),
-                    IncomingCall::new(
-                        request.payload,
-                        ReplyTo::registered(Arc::clone(&self.state), id),
-                    ),
-                )
-                .map_err(Refused::Dispatch)
-        }));
-        let mut handler = match dispatched {
-            Ok(Ok(handler)) => handler,
-            Ok(Err(Refused::Rejected(Rejection::Unauthenticated(message)))) => {
-                unregistered().error(status::UNAUTHENTICATED, &message);
-                return Ok(());
-            }
-            Ok(Err(Refused::Rejected(Rejection::PermissionDenied(message)))) => {
-                unregistered().error(status::PERMISSION_DENIED, &message);
-                return Ok(());
-            }
-            Err(panic) => {
-                unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
-                return Ok(());
-            }
-            Ok(Err(Refused::Dispatch(DispatchError::UnknownMethod))) => {
-                unregistered().error(
-                    status::UNKNOWN_METHOD,
-                    &format!("`{}` has no method `{}`", service.name(), request.method),
-                );
-                return Ok(());
-            }
-            Ok(Err(Refused::Dispatch(DispatchError::InvalidArguments(message)))) => {
-                unregistered().error(status::INVALID_ARGUMENTS, &message);
-                return Ok(());
+            // Without, argument decoding runs here, on the connection task. It runs user
+            // code (`Deserialize`): a panic there must fail the call, not the connection.
+            None => {
+                let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    service.call(request.method.as_str(), call)
+                }));
+                match dispatched {
+                    Ok(Ok(handler)) => handler,
+                    Ok(Err(error)) => {
+                        let rejection =
+                            dispatch_rejection(error, service.name(), request.method.as_str());
+                        unregistered().error(rejection.code(), rejection.message());
+                        return Ok(());
+                    }
+                    Err(panic) => {
+                        unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
+                        return Ok(());
+                    }
+                }
             }
         };
 
@@ -169,15 +176,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                         .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 };
-                let task = self.tasks.spawn(context::scope(
-                    context,
-                    run_handler(handler, deadline, Arc::clone(&self.state), id, slot),
-                ));
+                let handler = run_handler(handler, deadline, Arc::clone(&self.state), id, slot);
                 if unanswered {
+                    let task = self.tasks.spawn(context::scope(context, handler));
                     running.insert(id, Some(task.abort_handle()));
+                } else {
+                    // It answered already but goes on (a hand-written service): no CANCEL
+                    // can reach it by its id, so it lives at most as long as its
+                    // connection.
+                    let ended = self.state.ended.clone();
+                    self.tasks.spawn(context::scope(context, async move {
+                        tokio::select! {
+                            _ = handler => {}
+                            _ = ended.cancelled() => {}
+                        }
+                    }));
                 }
             }
-            (Ok(Poll::Ready(())), _) => finished(&self.state, id),
+            (Ok(Poll::Ready(_)), _) => finished(&self.state, id),
             // Unreachable: the context is current while the handler is polled.
             (Ok(Poll::Pending), None) => finished(&self.state, id),
             (Err(panic), _) => panicked(&self.state, id, &*panic),
@@ -186,10 +202,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
     }
 }
 
-/// Why a call did not get as far as a handler.
-enum Refused {
-    Rejected(Rejection),
-    Dispatch(DispatchError),
+/// The refusal a service's [`DispatchError`] means.
+fn dispatch_rejection(error: DispatchError, service: &str, method: &str) -> Rejection {
+    match error {
+        DispatchError::UnknownMethod => Rejection::status(
+            status::UNKNOWN_METHOD,
+            format!("`{service}` has no method `{method}`"),
+        ),
+        DispatchError::InvalidArguments(message) => {
+            Rejection::status(status::INVALID_ARGUMENTS, message)
+        }
+    }
 }
 
 /// After a handler completed: it answered, unless a hand-written service forgot to.
@@ -221,12 +244,14 @@ async fn run_handler(
         None => Some(guarded.await),
     };
     match outcome {
-        Some(Ok(())) => finished(&state, id),
+        Some(Ok(_)) => finished(&state, id),
         Some(Err(panic)) => panicked(&state, id, &*panic),
-        None => ReplyTo::registered(state, id).error(
-            status::DEADLINE_EXCEEDED,
-            "the call's deadline passed before the handler finished",
-        ),
+        None => {
+            ReplyTo::registered(state, id).error(
+                status::DEADLINE_EXCEEDED,
+                "the call's deadline passed before the handler finished",
+            );
+        }
     }
     drop(slot);
 }

@@ -6,6 +6,7 @@ mod connection;
 mod dispatch;
 mod handshake;
 mod interceptor;
+pub mod middleware;
 mod service;
 mod state;
 
@@ -19,8 +20,10 @@ use tokio_util::task::TaskTracker;
 
 pub use config::ServerConfig;
 pub use interceptor::{Interceptor, Rejection};
+pub use middleware::{Middleware, Next};
 pub use service::{
-    DispatchError, DuplicateService, HandlerFuture, IncomingCall, ReplyTo, Router, Service,
+    Answered, DispatchError, DuplicateService, HandlerFuture, IncomingCall, ReplyTo, Router,
+    Service,
 };
 
 use crate::transport::Listener;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::interceptor::Interceptor;
+use super::middleware::{InterceptorLayer, Middleware};
 use super::state::ConnectionState;
 use crate::codec;
 use crate::error::RpcError;
@@ -21,8 +22,62 @@ use crate::protocol::{kind, status, STREAMING_VERSION};
 use crate::stream::{send_items, Sent, StreamPeer};
 use crate::Streaming;
 
-/// The future of one running handler. It answers through its [`ReplyTo`] before it ends.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+/// The future of one running handler. It answers through its [`ReplyTo`] and ends with
+/// what the answer was.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Answered> + Send + 'static>>;
+
+/// How a call was answered, as a [`ReplyTo`] reports it: the status sent (none if the
+/// call had already ended, for example cancelled), the size of the answer, and the
+/// stream items each way. Only a `ReplyTo` makes one, so a handler future that returns
+/// one has answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    status: Option<u8>,
+    response_bytes: usize,
+    items_sent: u64,
+    items_received: u64,
+}
+
+impl Answered {
+    /// The status sent ([`crate::protocol::status`]); `None` if nothing was sent because
+    /// the call had already ended (cancelled, the connection closing).
+    pub fn status(&self) -> Option<u8> {
+        self.status
+    }
+
+    /// Bytes of the answer's frame body (header, status and payload).
+    pub fn response_bytes(&self) -> usize {
+        self.response_bytes
+    }
+
+    /// Items of the call's stream sent to the caller (server streaming).
+    pub fn items_sent(&self) -> u64 {
+        self.items_sent
+    }
+
+    /// Items of the caller's stream received (client streaming).
+    pub fn items_received(&self) -> u64 {
+        self.items_received
+    }
+
+    /// An answer given outside a connection (an HTTP gateway's): `status` and the body's
+    /// size.
+    pub fn external(status: u8, response_bytes: usize) -> Self {
+        Answered {
+            status: Some(status),
+            response_bytes,
+            items_sent: 0,
+            items_received: 0,
+        }
+    }
+
+    /// The same answer with stream item counts.
+    pub fn with_items(mut self, sent: u64, received: u64) -> Self {
+        self.items_sent = sent;
+        self.items_received = received;
+        self
+    }
+}
 
 /// Why a service could not start a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +138,7 @@ impl IncomingCall {
         connection
             .streams
             .add_inbound(self.reply.id, Arc::clone(&inbound));
+        let _ = self.reply.inbound.set(Arc::clone(&inbound));
         Ok(Streaming::remote(
             inbound,
             Arc::clone(connection) as Arc<dyn StreamPeer>,
@@ -106,6 +162,8 @@ pub struct ReplyTo {
     id: u64,
     /// Whether the call is registered as running: then answering first claims it.
     registered: bool,
+    /// The caller's stream, if the handler took it (to count its items).
+    inbound: std::sync::OnceLock<Arc<crate::stream::Inbound>>,
 }
 
 impl fmt::Debug for ReplyTo {
@@ -121,6 +179,7 @@ impl ReplyTo {
             connection,
             id,
             registered: true,
+            inbound: std::sync::OnceLock::new(),
         }
     }
 
@@ -130,6 +189,7 @@ impl ReplyTo {
             connection,
             id,
             registered: false,
+            inbound: std::sync::OnceLock::new(),
         }
     }
 
@@ -138,14 +198,37 @@ impl ReplyTo {
         !self.registered || self.connection.claim(self.id)
     }
 
+    /// What answering nothing (the call already ended) reports.
+    fn unanswered(&self) -> Answered {
+        Answered {
+            status: None,
+            response_bytes: 0,
+            items_sent: 0,
+            items_received: self.items_received(),
+        }
+    }
+
+    fn items_received(&self) -> u64 {
+        self.inbound.get().map_or(0, |i| i.items_received())
+    }
+
+    fn answered(&self, status: u8, response_bytes: usize) -> Answered {
+        Answered {
+            status: Some(status),
+            response_bytes,
+            items_sent: 0,
+            items_received: self.items_received(),
+        }
+    }
+
     /// Answers with the handler's return value.
-    pub fn ok<T: Serialize + ?Sized>(self, value: &T) {
+    pub fn ok<T: Serialize + ?Sized>(self, value: &T) -> Answered {
         self.payload(status::OK, value)
     }
 
     /// Answers with a stream (a server-streaming method): sends its items as the client
     /// grants credit, then ends the call. An `Err` item ends it with status `ABORTED`.
-    pub async fn stream<T: Serialize>(self, mut items: Streaming<T>) {
+    pub async fn stream<T: Serialize>(self, mut items: Streaming<T>) -> Answered {
         let connection = Arc::clone(&self.connection);
         if connection.version < STREAMING_VERSION {
             return self.error(
@@ -154,7 +237,9 @@ impl ReplyTo {
             );
         }
         let outbound = connection.streams.add_outbound(self.id);
-        match send_items(&mut items, &connection.outbox, &outbound, self.id).await {
+        let sent = send_items(&mut items, &connection.outbox, &outbound, self.id).await;
+        let items_sent = outbound.items_sent();
+        let answered = match sent {
             // Stopped: the call ended meanwhile (cancelled, shut down); answering is then a
             // no-op, since the call was claimed.
             Ok(Sent::All | Sent::Stopped) => self.ok(&()),
@@ -170,18 +255,22 @@ impl ReplyTo {
                 ),
             ),
             Err(e) => self.error(status::ABORTED, &e.to_string()),
+        };
+        Answered {
+            items_sent,
+            ..answered
         }
     }
 
     /// Answers with the application error `Err(error)` of a method declared
     /// `-> Result<T, E>`.
-    pub fn application_error<E: Serialize + ?Sized>(self, error: &E) {
+    pub fn application_error<E: Serialize + ?Sized>(self, error: &E) -> Answered {
         self.payload(status::APPLICATION_ERROR, error)
     }
 
-    fn payload<T: Serialize + ?Sized>(self, code: u8, value: &T) {
+    fn payload<T: Serialize + ?Sized>(self, code: u8, value: &T) -> Answered {
         if !self.claim() {
-            return;
+            return self.unanswered();
         }
         // Encoded in place, under a panic guard: a `Serialize` impl that panics fails
         // this call (HANDLER_PANICKED), at once, and nothing else.
@@ -193,7 +282,7 @@ impl ReplyTo {
             |buf| codec::encode_catching(value, buf),
         );
         match outcome {
-            Ok(_) => {}
+            Ok(size) => self.answered(code, size),
             Err(RpcError::FrameTooLarge { size, limit }) => self.push_error(
                 status::FRAME_TOO_LARGE,
                 &format!(
@@ -206,7 +295,7 @@ impl ReplyTo {
                 self.push_error(status::HANDLER_PANICKED, &message)
             }
             // The connection is closing: nobody is left to answer.
-            Err(_) => {}
+            Err(_) => self.unanswered(),
         }
     }
 
@@ -215,9 +304,9 @@ impl ReplyTo {
     /// [`crate::protocol::status`]). `OK` and `APPLICATION_ERROR` carry values, not
     /// messages: answer those with [`ReplyTo::ok`] and [`ReplyTo::application_error`]
     /// (given here, the call is answered `INTERNAL`).
-    pub fn error(self, code: u8, message: &str) {
+    pub fn error(self, code: u8, message: &str) -> Answered {
         if !self.claim() {
-            return;
+            return self.unanswered();
         }
         if code == status::OK || code == status::APPLICATION_ERROR {
             return self.push_error(
@@ -225,13 +314,13 @@ impl ReplyTo {
                 &format!("the service answered status {code} without a value: {message}"),
             );
         }
-        self.push_error(code, message);
+        self.push_error(code, message)
     }
 
     /// Queues an error response, its message cut to fit the client's frame limit.
-    fn push_error(&self, code: u8, message: &str) {
+    fn push_error(&self, code: u8, message: &str) -> Answered {
         let message = fit_message(message, self.connection.outbox.max_frame_size());
-        let _ = self.connection.outbox.push(
+        let pushed = self.connection.outbox.push(
             kind::RESPONSE,
             0,
             self.id,
@@ -241,14 +330,21 @@ impl ReplyTo {
             },
             |_| Ok(()),
         );
+        match pushed {
+            Ok(size) => self.answered(code, size),
+            Err(_) => self.unanswered(),
+        }
     }
 }
 
-/// The services of one server, by name, and the [`Interceptor`] every call passes first.
+/// The services of one server, by name, and the middleware every call passes through
+/// ([`Router::layer`], [`Router::with_interceptor`]).
 #[derive(Clone, Default)]
 pub struct Router {
     services: HashMap<&'static str, Arc<dyn Service>>,
-    interceptor: Option<Arc<dyn Interceptor>>,
+    layers: Vec<Arc<dyn Middleware>>,
+    /// `layers` as the connections share it (rebuilt when a layer is added).
+    chain: Option<Arc<[Arc<dyn Middleware>]>>,
 }
 
 impl fmt::Debug for Router {
@@ -275,15 +371,23 @@ impl Router {
         Ok(self)
     }
 
-    /// Runs `interceptor` before every call of every service (replacing one set before).
-    pub fn with_interceptor(mut self, interceptor: impl Interceptor) -> Self {
-        self.interceptor = Some(Arc::new(interceptor));
+    /// Runs `interceptor` before every call of every service, as a middleware (after the
+    /// layers added before it, before those added after).
+    pub fn with_interceptor(self, interceptor: impl Interceptor) -> Self {
+        self.layer(InterceptorLayer(Arc::new(interceptor)))
+    }
+
+    /// Runs `middleware` around every call of every service. The first layer added is
+    /// the outermost: it sees the call first and its answer last.
+    pub fn layer(mut self, middleware: impl Middleware) -> Self {
+        self.layers.push(Arc::new(middleware));
+        self.chain = Some(self.layers.clone().into());
         self
     }
 
-    /// The interceptor, if one is set.
-    pub fn interceptor(&self) -> Option<&Arc<dyn Interceptor>> {
-        self.interceptor.as_ref()
+    /// The middleware chain, if any layer was added.
+    pub fn middleware(&self) -> Option<&Arc<[Arc<dyn Middleware>]>> {
+        self.chain.as_ref()
     }
 
     /// The service named `name`.

@@ -53,6 +53,9 @@ pub(crate) struct ConnectionState {
     pub(crate) streams: StreamTable,
     /// The protocol version the client speaks (streaming needs 2).
     pub(crate) version: u16,
+    /// Cancelled when the connection has ended: stops handler tasks no one can abort by
+    /// call id any more (they answered and went on).
+    pub(super) ended: tokio_util::sync::CancellationToken,
 }
 
 impl StreamPeer for ConnectionState {

@@ -10,6 +10,7 @@
 //! queue with the framing, and a sender that overfills it breaks flow control.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -68,6 +69,8 @@ pub(super) enum Next {
 pub(crate) struct Inbound {
     flow: Flow,
     state: Mutex<InboundState>,
+    /// Items received so far (for observers).
+    received: AtomicU64,
 }
 
 struct InboundState {
@@ -87,6 +90,7 @@ impl Inbound {
     pub(crate) fn new(flow: Flow) -> Self {
         Inbound {
             flow,
+            received: AtomicU64::new(0),
             state: Mutex::new(InboundState {
                 items: VecDeque::new(),
                 outstanding: 0,
@@ -122,11 +126,17 @@ impl Inbound {
             )));
         }
         state.items.push_back(item);
+        self.received.fetch_add(1, Ordering::Relaxed);
         if let Some(waker) = state.waker.take() {
             drop(state);
             waker.wake();
         }
         Ok(())
+    }
+
+    /// Items received so far.
+    pub(crate) fn items_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Ends the stream (the first end wins); queued items are still delivered.
@@ -168,6 +178,8 @@ impl Inbound {
 pub(crate) struct Outbound {
     overhead: u32,
     state: Mutex<OutboundState>,
+    /// Items sent so far (for observers).
+    sent: AtomicU64,
 }
 
 struct OutboundState {
@@ -183,6 +195,7 @@ impl Outbound {
     pub(crate) fn new(flow: Flow) -> Self {
         Outbound {
             overhead: flow.overhead,
+            sent: AtomicU64::new(0),
             state: Mutex::new(OutboundState {
                 credit: i64::from(flow.send_window),
                 stopped: false,
@@ -243,6 +256,12 @@ impl Outbound {
     pub(super) fn consume(&self, payload: usize) {
         let cost = payload + self.overhead as usize;
         self.lock().credit -= cost as i64;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Items sent so far.
+    pub(crate) fn items_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
