@@ -284,6 +284,11 @@ impl Context {
         self.service
     }
 
+    /// The name of the called service, as the server's own `&'static str`.
+    pub fn service_static(&self) -> &'static str {
+        self.service
+    }
+
     /// The name of the called method.
     pub fn method(&self) -> &str {
         self.method.as_str()

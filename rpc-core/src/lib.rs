@@ -49,6 +49,7 @@ pub mod codec;
 pub mod context;
 pub mod error;
 mod frame_io;
+pub mod health;
 mod keepalive;
 mod outbox;
 pub mod protocol;
@@ -67,8 +68,8 @@ pub use error::{CallError, CallOutcome, RpcError};
 pub use keepalive::Keepalive;
 pub use server::{
     Answered, DispatchError, DuplicateService, HandlerFuture, IncomingCall, Interceptor,
-    Middleware, Next, Rejection, ReplyTo, Router, Server, ServerConfig, ServerHandle, Service,
-    ShutdownTrigger,
+    Middleware, Next, Rejection, ReplyTo, Router, Server, ServerConfig, ServerHandle, ServerStats,
+    Service, ShutdownTrigger,
 };
 pub use stream::Streaming;
 pub use transport::{memory, Established, Listener, SplitIo, Transport};

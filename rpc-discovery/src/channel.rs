@@ -6,10 +6,12 @@
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use rpc_core::client::{ClientMiddleware, ClientNext, Destination};
 use rpc_core::protocol::{status, ResponseFrame};
 use rpc_core::{
     Channel, ChannelFuture, ClientConfig, ConnectionFuture, Keepalive, OutgoingCall, RpcError,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -65,6 +67,8 @@ pub struct Builder {
     retry: RetryPolicy,
     outlier: OutlierPolicy,
     reconnect: Backoff,
+    health_checks: bool,
+    attempt_layers: Vec<Arc<dyn ClientMiddleware>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -145,6 +149,24 @@ impl Builder {
         self
     }
 
+    /// Runs `middleware` around every attempt (first added, outermost), on the endpoint's
+    /// connection: a call retried twice passes three times. (Around the whole call, with
+    /// its retries, use `rpc_core::Client::layer`.)
+    pub fn attempt_layer(mut self, middleware: impl ClientMiddleware) -> Self {
+        self.attempt_layers.push(Arc::new(middleware));
+        self
+    }
+
+    /// Follows each server's health service (`rpc.health.v1.Health`, watched on its
+    /// connection) and routes only to servers that say SERVING (default off). A server
+    /// that says NOT_SERVING — for example because its graceful shutdown began — leaves
+    /// rotation at once, without failing a call; servers without the service count as
+    /// serving.
+    pub fn health_checks(mut self, enabled: bool) -> Self {
+        self.health_checks = enabled;
+        self
+    }
+
     /// Builds the channel and starts following the discovery and connecting. Must be
     /// called inside a tokio runtime (it spawns the pool's tasks).
     pub fn build(self) -> BalancedChannel {
@@ -154,6 +176,7 @@ impl Builder {
             client_config: self.client_config,
             reconnect: self.reconnect,
             outlier: self.outlier,
+            health_checks: self.health_checks,
         });
         let inner = Arc::new(Inner {
             budget: RetryBudget::new(&self.retry),
@@ -161,6 +184,8 @@ impl Builder {
             default_timeout: self.default_timeout,
             retry: self.retry,
             pool,
+            attempt_layers: self.attempt_layers.into(),
+            counters: Counters::default(),
             updates: Mutex::new(None),
             _discovery: self.discovery,
         });
@@ -185,6 +210,9 @@ pub struct EndpointStatus {
     pub reconnecting: bool,
     /// The average latency of its answered calls, if any.
     pub latency: Option<Duration>,
+    /// Whether its health service says it is serving (always true without
+    /// [`Builder::health_checks`]).
+    pub serving: bool,
 }
 
 impl BalancedChannel {
@@ -201,6 +229,8 @@ impl BalancedChannel {
             retry: RetryPolicy::default(),
             outlier: OutlierPolicy::default(),
             reconnect: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+            health_checks: false,
+            attempt_layers: Vec::new(),
         }
     }
 
@@ -223,6 +253,7 @@ impl BalancedChannel {
                 ejected: m.is_ejected(),
                 reconnecting: matches!(m.link(), Link::Backoff(_)),
                 latency: m.load.latency(),
+                serving: m.is_serving(),
             })
             .collect()
     }
@@ -237,6 +268,32 @@ impl BalancedChannel {
     pub fn balancer_name(&self) -> &'static str {
         self.inner.balancer.name()
     }
+
+    /// The channel's counts since it was built, for metrics.
+    pub fn stats(&self) -> ChannelStats {
+        ChannelStats {
+            retries: self.inner.counters.retries.load(Ordering::Relaxed),
+            retry_budget_exhausted: self.inner.counters.budget_exhausted.load(Ordering::Relaxed),
+            ejections: self.inner.pool.ejections(),
+        }
+    }
+}
+
+/// What a [`BalancedChannel`] counted since it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelStats {
+    /// Attempts sent again after a failure.
+    pub retries: u64,
+    /// Retries refused because the retry budget was empty.
+    pub retry_budget_exhausted: u64,
+    /// Times an endpoint was ejected.
+    pub ejections: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    retries: AtomicU64,
+    budget_exhausted: AtomicU64,
 }
 
 impl Channel for BalancedChannel {
@@ -278,6 +335,9 @@ struct Inner {
     retry: RetryPolicy,
     budget: RetryBudget,
     pool: Arc<Pool>,
+    /// Middleware around each attempt.
+    attempt_layers: Arc<[Arc<dyn ClientMiddleware>]>,
+    counters: Counters,
     updates: Mutex<Option<AbortHandle>>,
     /// Kept alive as long as the channel.
     _discovery: Arc<dyn Discovery>,
@@ -354,6 +414,9 @@ impl Inner {
             match decision {
                 Decision::GiveUp(why) => {
                     if why == "retry budget exhausted" {
+                        self.counters
+                            .budget_exhausted
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
                             service = call.method.service, method = call.method.name,
                             endpoint = %member.addr, %error, "retry budget exhausted; not retried"
@@ -368,6 +431,7 @@ impl Inner {
                     return give_up(error, frame);
                 }
                 Decision::Retry(delay) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         service = call.method.service, method = call.method.name,
                         endpoint = %member.addr, %error, attempt = attempt + 1, ?delay,
@@ -485,7 +549,13 @@ impl Inner {
         };
         let mut guard = AttemptGuard::new(member, probe);
         let started = Instant::now();
-        let result = connection.send(call).await;
+        let result = if self.attempt_layers.is_empty() {
+            connection.send(call).await
+        } else {
+            ClientNext::new(&self.attempt_layers, Destination::Connection(&connection))
+                .run(*call)
+                .await
+        };
         let verdict = verdict(&result);
         if verdict == Verdict::Success {
             member.load.observe(started.elapsed());

@@ -11,7 +11,9 @@
 //! unreachable.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use rpc_core::{ClientConfig, Connection, RpcError};
 use tokio::sync::{watch, Notify};
@@ -51,6 +53,9 @@ pub(crate) struct Member {
     pub(crate) load: Arc<EndpointLoad>,
     state: Mutex<MemberState>,
     health: Mutex<Health>,
+    /// What its server's health service says (`true` unless it said NOT_SERVING), when
+    /// the pool watches it.
+    serving: AtomicBool,
     /// Signalled when the member is ejected or restored (its task re-arms its timer).
     health_changed: Notify,
     task: Mutex<Option<AbortHandle>>,
@@ -75,6 +80,7 @@ impl Member {
                 last_error: None,
             }),
             health: Mutex::new(Health::default()),
+            serving: AtomicBool::new(true),
             health_changed: Notify::new(),
             task: Mutex::new(None),
         }
@@ -107,8 +113,13 @@ impl Member {
         lock(&self.health).probe_abandoned();
     }
 
+    /// Whether its server's health service says it is serving (always, unless watched).
+    pub(crate) fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
     fn routable(&self, now: Instant) -> bool {
-        self.connection().is_some() && {
+        self.is_serving() && self.connection().is_some() && {
             let health = lock(&self.health);
             health.ejected_until().is_none_or(|until| until <= now)
         }
@@ -137,6 +148,8 @@ pub(crate) struct PoolSettings {
     pub(crate) client_config: ClientConfig,
     pub(crate) reconnect: Backoff,
     pub(crate) outlier: OutlierPolicy,
+    /// Watch each server's health service and route only to SERVING ones.
+    pub(crate) health_checks: bool,
 }
 
 /// The endpoints of one channel.
@@ -147,6 +160,8 @@ pub(crate) struct Pool {
     /// `None` until discovery resolved the set; then counts the changes to the pool
     /// (set, connections, health), so waiting calls look again.
     changes: watch::Sender<Option<u64>>,
+    /// Ejections so far.
+    ejections: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
@@ -156,6 +171,7 @@ impl Pool {
             members: RwLock::new(Arc::new(Vec::new())),
             routable: RwLock::new(Routable::default()),
             changes: watch::Sender::new(None),
+            ejections: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -270,6 +286,7 @@ impl Pool {
         match transition {
             Transition::None => {}
             Transition::Ejected(until) => {
+                self.ejections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     endpoint = %member.addr, probe,
                     period = ?until.saturating_duration_since(Instant::now()),
@@ -284,6 +301,11 @@ impl Pool {
                 self.republish();
             }
         }
+    }
+
+    /// Ejections so far.
+    pub(crate) fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
     }
 
     /// Why nothing can be reached: the last connection error of any member.
@@ -353,10 +375,12 @@ async fn maintain(pool: std::sync::Weak<Pool>, member: Arc<Member>) {
                     state.connection = Some(connection.clone());
                     state.last_error = None;
                 }
+                member.serving.store(true, Ordering::Release);
+                let health_checks = settings.health_checks;
                 tracing::info!(endpoint = %member.addr, connector = settings.connector.name(), "connected");
                 strong.republish();
                 drop(strong);
-                let drained = hold(&pool, &member, &connection).await;
+                let drained = hold(&pool, &member, &connection, health_checks).await;
                 let Some(strong) = pool.upgrade() else {
                     return;
                 };
@@ -399,9 +423,22 @@ async fn maintain(pool: std::sync::Weak<Pool>, member: Arc<Member>) {
 }
 
 /// Holds a working connection until it becomes unusable; meanwhile republishes the
-/// pool when the member's ejection period ends (it goes back on probation). Returns
-/// whether the connection was drained by its server (rather than lost).
-async fn hold(pool: &std::sync::Weak<Pool>, member: &Member, connection: &Connection) -> bool {
+/// pool when the member's ejection period ends (it goes back on probation), and, with
+/// `health_checks`, follows its server's health. Returns whether the connection was
+/// drained by its server (rather than lost).
+async fn hold(
+    pool: &std::sync::Weak<Pool>,
+    member: &Member,
+    connection: &Connection,
+    health_checks: bool,
+) -> bool {
+    let health = async {
+        if health_checks {
+            follow_health(pool, member, connection).await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(health);
     loop {
         let until = lock(&member.health).ejected_until();
         let wake = until.filter(|&u| u > Instant::now());
@@ -412,6 +449,41 @@ async fn hold(pool: &std::sync::Weak<Pool>, member: &Member, connection: &Connec
                 pool.republish();
             }
             _ = member.health_changed.notified() => {}
+            _ = &mut health => {}
+        }
+    }
+}
+
+/// Watches the server's health service (`""`, the whole server) on `connection`: the
+/// member leaves rotation while it says NOT_SERVING, without failing a call. A server
+/// without the service counts as serving. Returns when there is nothing more to follow.
+async fn follow_health(pool: &std::sync::Weak<Pool>, member: &Member, connection: &Connection) {
+    use futures::StreamExt;
+    use rpc_core::health::{HealthClient, ServingStatus};
+    // A watch lasts as long as the connection; the deadline only bounds one watch.
+    let client = HealthClient::new(connection.clone()).with_timeout(Duration::from_secs(3600));
+    loop {
+        let mut statuses = match client.watch(String::new()).await {
+            Ok(statuses) => statuses,
+            Err(_) => return,
+        };
+        loop {
+            let serving = match statuses.next().await {
+                Some(Ok(status)) => status != ServingStatus::NotServing,
+                // A server without a health service: serving.
+                Some(Err(RpcError::UnknownService { .. } | RpcError::UnknownMethod { .. })) => {
+                    return
+                }
+                // The watch's own deadline: watch again.
+                Some(Err(RpcError::DeadlineExceeded)) => break,
+                // The server is going away (the watch ended after its last status).
+                Some(Err(_)) | None => return,
+            };
+            if member.serving.swap(serving, Ordering::AcqRel) != serving {
+                tracing::info!(endpoint = %member.addr, serving, "endpoint health changed");
+                let Some(pool) = pool.upgrade() else { return };
+                pool.republish();
+            }
         }
     }
 }

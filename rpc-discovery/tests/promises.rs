@@ -231,3 +231,55 @@ async fn a_balanced_channel_reaches_replicas_over_unix_sockets() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_replica_whose_health_says_not_serving_leaves_rotation_without_failing_calls() {
+    use rpc_core::health::ServingStatus;
+    let a = start(ReplicaImpl::new("a")).await;
+    let b = start(ReplicaImpl::new("b")).await;
+    let channel = BalancedChannel::builder(StaticDiscovery::new([a.local_addr(), b.local_addr()]))
+        .health_checks(true)
+        .build();
+    let client = ReplicaClient::new(channel.clone());
+    assert!(within(Duration::from_secs(5), || channel
+        .endpoints()
+        .iter()
+        .all(|e| e.connected))
+    .await
+    .is_some());
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(client.record(0).await.unwrap());
+    }
+    assert_eq!(seen.len(), 2);
+
+    // a says NOT_SERVING: calls (non-idempotent ones too) go to b, none fails.
+    a.health().set("", ServingStatus::NotServing);
+    let a_addr = a.local_addr().to_string();
+    assert!(within(Duration::from_secs(5), || {
+        channel
+            .endpoints()
+            .iter()
+            .any(|e| e.endpoint.addr == a_addr && !e.serving)
+    })
+    .await
+    .is_some());
+    for _ in 0..20 {
+        assert_eq!(client.record(0).await.unwrap(), "b");
+    }
+    // And back.
+    a.health().set("", ServingStatus::Serving);
+    assert!(within(Duration::from_secs(5), || channel
+        .endpoints()
+        .iter()
+        .all(|e| e.serving))
+    .await
+    .is_some());
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(client.record(0).await.unwrap());
+    }
+    assert_eq!(seen.len(), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -37,6 +37,7 @@
 //! | `discovery` | `discovery`, `BalancedChannel`: several replicas behind one client (static lists, balancing, retries, ejection) |
 //! | `dns` | `discovery::dns`: DNS A/AAAA and SRV discovery |
 //! | `etcd` | `discovery::etcd`: registration and discovery in etcd |
+//! | `observability` | `observability`: Prometheus metrics, tracing with W3C trace context, the admin endpoint |
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -89,3 +90,7 @@ pub use rpc_discovery as discovery;
 #[cfg(feature = "discovery")]
 #[cfg_attr(docsrs, doc(cfg(feature = "discovery")))]
 pub use rpc_discovery::BalancedChannel;
+
+#[cfg(feature = "observability")]
+#[cfg_attr(docsrs, doc(cfg(feature = "observability")))]
+pub use rpc_observability as observability;

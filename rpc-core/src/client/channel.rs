@@ -18,6 +18,7 @@ use crate::protocol::ResponseFrame;
 pub type EncodeArgs<'a> = &'a (dyn Fn(&mut BytesMut) -> Result<(), RpcError> + Send + Sync);
 
 /// One call as a [`Channel`] receives it.
+#[derive(Clone, Copy)]
 pub struct OutgoingCall<'a> {
     /// The method called.
     pub method: &'a Method,

@@ -6,42 +6,25 @@ mod channel;
 mod config;
 mod connection;
 mod handshake;
+mod middleware;
+mod routing;
 mod task;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
+/// The buffer [`EncodeArgs`] encode into (re-exported for middleware that wraps them).
+pub use bytes::BytesMut;
 pub use channel::{Channel, ChannelFuture, ConnectionFuture, EncodeArgs, OutgoingCall};
 pub use config::ClientConfig;
 pub use connection::Connection;
 pub use handshake::with_version_fallback;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routing_keys_hash_as_specified() {
-        // FNV-1a 64 test vectors (as in docs/SCALING.md).
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!("a".routing_hash(), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!("foobar".routing_hash(), 0x8594_4171_f739_67e8);
-        assert_eq!(
-            String::from("foobar").routing_hash(),
-            "foobar".routing_hash()
-        );
-        assert_eq!(b"foobar".to_vec().routing_hash(), "foobar".routing_hash());
-        // Integers by their little-endian bytes; usize as 64 bits everywhere.
-        assert_eq!(42u64.routing_hash(), fnv1a(&42u64.to_le_bytes()));
-        assert_eq!(42usize.routing_hash(), 42u64.routing_hash());
-        assert_eq!(7u8.routing_hash(), fnv1a(&[7]));
-    }
-}
+pub use middleware::{ClientMiddleware, ClientNext, Destination};
+pub use routing::{fnv1a, RoutingKey};
 
 use crate::codec;
 use crate::context::{self, Metadata};
@@ -86,73 +69,6 @@ impl CallOptions {
     }
 }
 
-/// A value calls can be routed by (`with_routing_key`): its bytes, hashed with 64-bit
-/// FNV-1a (`docs/SCALING.md` gives the function and test vectors), so that the same key
-/// reaches the same endpoint from any client. Strings hash their UTF-8 bytes, byte
-/// strings themselves, integers their little-endian bytes (`usize`/`isize` as 64 bits).
-pub trait RoutingKey {
-    /// The bytes that identify the key.
-    fn routing_bytes(&self) -> std::borrow::Cow<'_, [u8]>;
-
-    /// FNV-1a (64-bit) over [`RoutingKey::routing_bytes`].
-    fn routing_hash(&self) -> u64 {
-        fnv1a(&self.routing_bytes())
-    }
-}
-
-/// 64-bit FNV-1a: offset basis `0xcbf29ce484222325`, prime `0x100000001b3`.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
-impl<T: RoutingKey + ?Sized> RoutingKey for &T {
-    fn routing_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        (**self).routing_bytes()
-    }
-}
-
-impl RoutingKey for str {
-    fn routing_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.as_bytes().into()
-    }
-}
-
-impl RoutingKey for String {
-    fn routing_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.as_bytes().into()
-    }
-}
-
-impl RoutingKey for [u8] {
-    fn routing_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.into()
-    }
-}
-
-impl RoutingKey for Vec<u8> {
-    fn routing_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.as_slice().into()
-    }
-}
-
-macro_rules! integer_routing_keys {
-    ($($t:ty => $wide:ty),*) => {$(
-        impl RoutingKey for $t {
-            fn routing_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-                (*self as $wide).to_le_bytes().to_vec().into()
-            }
-        }
-    )*};
-}
-
-integer_routing_keys!(u8 => u8, u16 => u16, u32 => u32, u64 => u64, u128 => u128,
-    i8 => i8, i16 => i16, i32 => i32, i64 => i64, i128 => i128, usize => u64, isize => i64);
-
 /// Where a [`Client`] sends its calls.
 #[derive(Clone)]
 enum Target {
@@ -177,10 +93,22 @@ impl std::fmt::Debug for Target {
 /// Cloning is cheap (reference counts). The `with_*` methods return a copy with changed
 /// options, so a single call can be given its own timeout or metadata:
 /// `calc.with_timeout(Duration::from_millis(50)).add(1, 2).await`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     target: Target,
     options: CallOptions,
+    /// Middleware around every call ([`Client::layer`]); `None`: the direct path.
+    layers: Option<Arc<[Arc<dyn ClientMiddleware>]>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &self.target)
+            .field("options", &self.options)
+            .field("layers", &self.layers.as_ref().map_or(0, |l| l.len()))
+            .finish()
+    }
 }
 
 impl From<Connection> for Client {
@@ -195,6 +123,7 @@ impl Client {
         Client {
             target: Target::Connection(connection),
             options: CallOptions::default(),
+            layers: None,
         }
     }
 
@@ -203,6 +132,7 @@ impl Client {
         Client {
             target: Target::Channel(channel),
             options: CallOptions::default(),
+            layers: None,
         }
     }
 
@@ -244,6 +174,32 @@ impl Client {
                 Err(CallError::Application(codec::decode(&response.payload)?))
             }
             other => Err(status_error(method, other, &response.payload).into()),
+        }
+    }
+
+    /// A copy whose calls pass through `middleware` too (after the layers added before):
+    /// it runs around every unary call and may decorate the metadata
+    /// of every call. `{Trait}Client::from_client(client.layer(m))` gives a typed client.
+    pub fn layer(mut self, middleware: impl ClientMiddleware) -> Self {
+        let mut layers: Vec<Arc<dyn ClientMiddleware>> = self
+            .layers
+            .as_deref()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        layers.push(Arc::new(middleware));
+        self.layers = Some(layers.into());
+        self
+    }
+
+    /// The metadata `method`'s calls carry: the options', decorated by the layers.
+    fn metadata_for(&self, method: &Method) -> std::borrow::Cow<'_, Metadata> {
+        match &self.layers {
+            None => std::borrow::Cow::Borrowed(&self.options.metadata),
+            Some(layers) => std::borrow::Cow::Owned(middleware::decorated(
+                layers,
+                method,
+                &self.options.metadata,
+            )),
         }
     }
 
@@ -292,6 +248,22 @@ impl Client {
         args: &A,
     ) -> Result<ResponseFrame, RpcError> {
         let deadline = self.deadline();
+        if let Some(layers) = &self.layers {
+            let metadata = middleware::decorated(layers, method, &self.options.metadata);
+            let encode = |buf: &mut BytesMut| codec::encode_into(args, buf);
+            let call = OutgoingCall {
+                method,
+                metadata: &metadata,
+                deadline,
+                routing_key: self.options.routing_key,
+                encode: &encode,
+            };
+            let destination = match &self.target {
+                Target::Connection(connection) => Destination::Connection(connection),
+                Target::Channel(channel) => Destination::Channel(&**channel),
+            };
+            return ClientNext::new(layers, destination).run(call).await;
+        }
         match &self.target {
             Target::Connection(connection) => {
                 connection
@@ -331,6 +303,7 @@ impl Client {
         method: &Method,
         args: &A,
         deadline: Instant,
+        metadata: &Metadata,
     ) -> Result<Connection, RpcError> {
         match &self.target {
             Target::Connection(connection) => Ok(connection.clone()),
@@ -338,7 +311,7 @@ impl Client {
                 let encode = |buf: &mut BytesMut| codec::encode_into(args, buf);
                 let call = OutgoingCall {
                     method,
-                    metadata: &self.options.metadata,
+                    metadata,
                     deadline,
                     routing_key: self.options.routing_key,
                     encode: &encode,
@@ -361,11 +334,14 @@ impl Client {
         T: DeserializeOwned + Send + 'static,
     {
         let deadline = self.deadline();
-        let connection = self.stream_connection(method, args, deadline).await?;
+        let metadata = self.metadata_for(method);
+        let connection = self
+            .stream_connection(method, args, deadline, &metadata)
+            .await?;
         connection
             .open_stream::<_, (), T>(
                 method,
-                &self.options.metadata,
+                &metadata,
                 deadline,
                 |buf| codec::encode_into(args, buf),
                 None,
@@ -387,11 +363,14 @@ impl Client {
         T: DeserializeOwned + Send + 'static,
     {
         let deadline = self.deadline();
-        let connection = self.stream_connection(method, args, deadline).await?;
+        let metadata = self.metadata_for(method);
+        let connection = self
+            .stream_connection(method, args, deadline, &metadata)
+            .await?;
         connection
             .open_stream(
                 method,
-                &self.options.metadata,
+                &metadata,
                 deadline,
                 |buf| codec::encode_into(args, buf),
                 Some(items),
@@ -410,11 +389,14 @@ impl Client {
         U: Serialize + DeserializeOwned + Send + 'static,
     {
         let deadline = self.deadline();
-        let connection = self.stream_connection(method, args, deadline).await?;
+        let metadata = self.metadata_for(method);
+        let connection = self
+            .stream_connection(method, args, deadline, &metadata)
+            .await?;
         connection
             .call_with_upload(
                 method,
-                &self.options.metadata,
+                &metadata,
                 deadline,
                 |buf| codec::encode_into(args, buf),
                 items,

@@ -24,6 +24,7 @@ pub struct ServerConfig {
     pub(crate) write_timeout: Duration,
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) stream_window: u32,
+    pub(crate) shutdown_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +46,7 @@ impl Default for ServerConfig {
                 Duration::from_secs(20),
             )),
             stream_window: INITIAL_STREAM_WINDOW,
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -144,6 +146,14 @@ impl ServerConfig {
     /// handler reading it. Clients of protocol version 2 always get 256 KiB.
     pub fn stream_window(mut self, bytes: u32) -> Self {
         self.stream_window = bytes.max(1024);
+        self
+    }
+
+    /// How long a graceful shutdown keeps serving after it turned the health service
+    /// NOT_SERVING, before it starts draining (default none): time for balancers that
+    /// probe health (a Kubernetes readiness probe on `/readyz`) to stop sending first.
+    pub fn shutdown_delay(mut self, delay: Duration) -> Self {
+        self.shutdown_delay = delay;
         self
     }
 }

@@ -50,6 +50,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         // read because streams need their items and credit), the call is refused, not
         // queued. It did not run, so the caller may retry it elsewhere.
         if !self.state.has_room() {
+            self.state.load.shed.fetch_add(1, Ordering::Relaxed);
             unregistered().error(
                 status::OVERLOADED,
                 "the connection is at its in-flight limit; the call did not run",
@@ -59,6 +60,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         if self.state.load.calls.fetch_add(1, Ordering::AcqRel) >= self.config.max_concurrent_calls
         {
             self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
+            self.state.load.shed.fetch_add(1, Ordering::Relaxed);
             unregistered().error(
                 status::OVERLOADED,
                 "the server is at its concurrency limit; the call did not run",
@@ -105,6 +107,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             // decoded (by its end, the terminal) and may refuse the call, which is then
             // answered with the refusal's status.
             Some(layers) => {
+                let known_method = service
+                    .methods()
+                    .iter()
+                    .copied()
+                    .find(|m| *m == request.method.as_str());
                 let service = Arc::clone(service);
                 let method = request.method.clone();
                 let terminal: Terminal = Box::new(move || {
@@ -112,7 +119,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                         .call(method.as_str(), call)
                         .map_err(|e| dispatch_rejection(e, service.name(), method.as_str()))
                 });
-                let next = Next::new(Arc::clone(layers), context.clone(), payload_len, terminal);
+                let next = Next::new(
+                    Arc::clone(layers),
+                    context.clone(),
+                    known_method,
+                    payload_len,
+                    terminal,
+                );
                 let state = Arc::clone(&self.state);
                 Box::pin(async move {
                     match next.run().await {

@@ -48,6 +48,9 @@ pub trait Middleware: Send + Sync + 'static {
 /// The rest of a call's chain: the middleware after this one, then the service.
 pub struct Next {
     context: Context,
+    /// The method's name as its service declares it (`None`: the service has no such
+    /// method), for labels that must stay a bounded set.
+    known_method: Option<&'static str>,
     request_bytes: usize,
     layers: Arc<[Arc<dyn Middleware>]>,
     index: usize,
@@ -74,11 +77,13 @@ impl Next {
     pub fn new(
         layers: Arc<[Arc<dyn Middleware>]>,
         context: Context,
+        known_method: Option<&'static str>,
         request_bytes: usize,
         terminal: Terminal,
     ) -> Next {
         Next {
             context,
+            known_method,
             request_bytes,
             layers,
             index: 0,
@@ -89,6 +94,17 @@ impl Next {
     /// The call's context: service, method, metadata, peer, deadline.
     pub fn context(&self) -> &Context {
         &self.context
+    }
+
+    /// The called service's name (`&'static`: one of the server's own).
+    pub fn service(&self) -> &'static str {
+        self.context.service_static()
+    }
+
+    /// The method's name if the service declares it (`None` for an unknown method): a
+    /// bounded set, fit for metric labels (a scanner cannot create new ones).
+    pub fn known_method(&self) -> Option<&'static str> {
+        self.known_method
     }
 
     /// Bytes of the request's payload (its encoded arguments).

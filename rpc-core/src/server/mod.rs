@@ -26,15 +26,18 @@ pub use service::{
     Service,
 };
 
+use crate::health::{self, HealthReporter, HealthServer, ServingStatus};
 use crate::transport::Listener;
 use connection::Signals;
 use state::Load;
 
-/// A server: services plus settings, ready to serve a listener.
+/// A server: services plus settings, ready to serve a listener. It also hosts the health
+/// service ([`crate::health`]) unless its router has one already.
 #[derive(Debug, Clone)]
 pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
+    health: HealthReporter,
 }
 
 impl Server {
@@ -46,10 +49,27 @@ impl Server {
 
     /// A server for `services` with `config`.
     pub fn with_config(services: impl Into<Router>, config: ServerConfig) -> Self {
-        Server {
-            router: Arc::new(services.into()),
-            config: Arc::new(config),
+        let mut router = services.into();
+        let health = HealthReporter::new();
+        for name in router.service_names() {
+            health.set(name, ServingStatus::Serving);
         }
+        if router.get(health::SERVICE_NAME).is_none() {
+            router = router
+                .add_service(HealthServer::new(health.clone()))
+                .expect("the router has no health service");
+            health.set(health::SERVICE_NAME, ServingStatus::Serving);
+        }
+        Server {
+            router: Arc::new(router),
+            config: Arc::new(config),
+            health,
+        }
+    }
+
+    /// The statuses its health service reports.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
     }
 
     /// Spawns the accept loop on the current tokio runtime and returns at once.
@@ -66,6 +86,8 @@ impl Server {
         let accept_signals = signals.clone();
         let connections = tracker.clone();
         let grace = self.config.shutdown_grace;
+        let delay = self.config.shutdown_delay;
+        let health = self.health.clone();
         tracker.spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -100,6 +122,8 @@ impl Server {
                 signals,
                 tracker,
                 grace,
+                delay,
+                health,
             },
             load,
         }
@@ -146,6 +170,18 @@ impl<A> ServerHandle<A> {
         self.load.calls.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The server's counts now, for metrics.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            load: Arc::clone(&self.load),
+        }
+    }
+
+    /// The statuses its health service reports (set them as the application sees fit).
+    pub fn health(&self) -> HealthReporter {
+        self.trigger.health.clone()
+    }
+
     /// A cloneable trigger that stops this server from anywhere (a signal handler, an
     /// admin endpoint, a test).
     pub fn trigger(&self) -> ShutdownTrigger {
@@ -173,9 +209,10 @@ impl<A> ServerHandle<A> {
         self.trigger.stopped().await
     }
 
-    /// Graceful shutdown with the configured grace period (default 30 s): stops
-    /// accepting, tells clients to send no new calls, lets calls in flight finish, then
-    /// closes. Calls still running when the grace period ends are dropped and answered
+    /// Graceful shutdown with the configured grace period (default 30 s): turns every
+    /// service NOT_SERVING in the health service (watchers are told first, and the server
+    /// goes on serving for `ServerConfig::shutdown_delay`), then stops accepting, tells
+    /// clients to send no new calls, lets calls in flight finish, and closes. Calls still running when the grace period ends are dropped and answered
     /// `INTERRUPTED` (`RpcError::Interrupted`: they had started, so they are not retried
     /// unless idempotent).
     pub async fn shutdown(self) {
@@ -194,6 +231,31 @@ impl<A> ServerHandle<A> {
     }
 }
 
+/// A live view of a server's counts (cheap to clone; reads atomics).
+#[derive(Clone, Debug)]
+pub struct ServerStats {
+    load: Arc<Load>,
+}
+
+impl ServerStats {
+    /// Connections being served (including those in their handshake).
+    pub fn connections(&self) -> usize {
+        self.load
+            .connections
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Calls running, across all connections.
+    pub fn calls_in_flight(&self) -> usize {
+        self.load.calls.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Calls shed (answered OVERLOADED by a limit, without running) since the start.
+    pub fn calls_shed(&self) -> u64 {
+        self.load.shed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Stops a server from anywhere: cheap to clone, each clone stops the same server. The
 /// first stop wins; later ones wait for the same end.
 #[derive(Clone)]
@@ -201,6 +263,8 @@ pub struct ShutdownTrigger {
     signals: Signals,
     tracker: TaskTracker,
     grace: Duration,
+    delay: Duration,
+    health: HealthReporter,
 }
 
 impl fmt::Debug for ShutdownTrigger {
@@ -220,6 +284,15 @@ impl ShutdownTrigger {
 
     /// Graceful shutdown with an explicit grace period.
     pub async fn shutdown_with_grace(&self, grace: Duration) {
+        if !self.signals.graceful.is_cancelled() {
+            // Health first: watchers (balancers) hear NOT_SERVING before the GO_AWAY.
+            self.health.shutting_down();
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            // Each watch ends once it has sent its last status.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.health.watchers_gone()).await;
+        }
         self.signals.graceful.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())

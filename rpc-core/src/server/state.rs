@@ -23,6 +23,8 @@ pub(crate) struct Load {
     pub(crate) connections: AtomicUsize,
     /// Calls running across all connections.
     pub(crate) calls: AtomicUsize,
+    /// Calls shed (answered OVERLOADED by a limit) since the server started.
+    pub(crate) shed: std::sync::atomic::AtomicU64,
 }
 
 /// A connection's place in the server's connection count.

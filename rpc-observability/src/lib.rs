@@ -1,0 +1,41 @@
+//! Observability for rrpc services, built on the middleware seams of `rpc-core`
+//! (`Router::layer` on servers, `Client::layer` and a balanced channel's `attempt_layer`
+//! on clients), at no cost to services that do not install it:
+//!
+//! - [`metrics`] (feature `metrics`): Prometheus metrics named after the OpenTelemetry RPC
+//!   conventions (gRFC A66), labelled by bounded sets only;
+//! - [`tracing_layers`]: a `tracing` span per call on both sides, with W3C trace context
+//!   ([`trace_context`]) carried in call metadata so one trace spans a chain of services;
+//! - [`admin`] (feature `admin`): one call starts an HTTP listener serving `/metrics`,
+//!   `/healthz` and `/readyz` (from the server's health service).
+//!
+//! ```no_run
+//! # #[rpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
+//! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
+//! # async fn demo() -> anyhow::Result<()> {
+//! use rpc_observability::{admin, metrics::Metrics, tracing_layers::ServerTracing};
+//!
+//! let metrics = Metrics::new();
+//! let router = rpc_core::Router::from(PingServer::new(P))
+//!     .layer(ServerTracing)
+//!     .layer(metrics.server_layer());
+//! let server = rpc_transport_tcp::serve("127.0.0.1:7000", router).await?;
+//! metrics.observe_server(server.stats());
+//! let admin = admin::serve("127.0.0.1:9000", admin::Admin::new()
+//!     .metrics(metrics.clone())
+//!     .health(server.health())).await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
+pub mod labels;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+pub mod trace_context;
+pub mod tracing_layers;

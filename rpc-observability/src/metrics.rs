@@ -1,0 +1,628 @@
+//! Prometheus metrics (with `prometheus-client`, the OpenMetrics crate), named after the
+//! OpenTelemetry RPC metric conventions of gRFC A66 in Prometheus spelling. One
+//! [`Metrics`] holds a registry; its layers record into it:
+//!
+//! - [`Metrics::server_layer`] records `rpc_server_call_started_total`,
+//!   `rpc_server_call_duration_seconds`, `rpc_server_call_rcvd_message_size_bytes`,
+//!   `rpc_server_call_sent_message_size_bytes`, `rpc_server_stream_items_total`;
+//! - [`Metrics::client_layer`] (around calls) and [`Metrics::attempt_layer`] (around the
+//!   attempts of a balanced channel) record `rpc_client_call_duration_seconds`,
+//!   `rpc_client_attempt_started_total`, `rpc_client_attempt_duration_seconds`,
+//!   `rpc_client_attempt_sent_message_size_bytes`,
+//!   `rpc_client_attempt_rcvd_message_size_bytes`;
+//! - [`Metrics::observe_server`] reports `rpc_server_connections`, `rpc_server_calls_in_flight`,
+//!   `rpc_server_calls_shed_total`;
+//! - `Metrics::observe_channel` (feature `discovery`) reports `rpc_client_endpoints` by state,
+//!   `rpc_client_endpoint_ejections_total`, `rpc_client_retries_total`,
+//!   `rpc_client_retry_budget_exhausted_total`.
+//!
+//! Labels come from bounded sets only: `service` and `method` as the server's services
+//! declare them (an unknown method is `other`), `status` from a fixed list
+//! ([`crate::labels`]), `target` as the application names its channels. So a scanner
+//! sending random method names cannot create series. `docs/OBSERVABILITY.md` lists every
+//! metric with its type, unit and labels.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use rpc_core::client::{ClientMiddleware, ClientNext};
+use rpc_core::server::middleware::MiddlewareFuture;
+use rpc_core::{ChannelFuture, Middleware, Next, OutgoingCall, ServerStats};
+
+use crate::labels::{outcome_name, status_name, CANCELLED, OTHER};
+
+/// Latency buckets in seconds: 50 µs to 10 s, about three per decade.
+const DURATION_BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Message size buckets in bytes: 0 to 16 MiB, powers of four.
+const SIZE_BUCKETS: [f64; 13] = [
+    0.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    service: &'static str,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    service: &'static str,
+    method: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ItemLabels {
+    service: &'static str,
+    method: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    service: &'static str,
+    method: &'static str,
+    target: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientStatusLabels {
+    service: &'static str,
+    method: &'static str,
+    target: Arc<str>,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointStateLabels {
+    target: Arc<str>,
+    state: &'static str,
+}
+
+fn histograms(buckets: &'static [f64]) -> impl Fn() -> Histogram + Clone {
+    move || Histogram::new(buckets.iter().copied())
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    histograms(&DURATION_BUCKETS)()
+}
+
+fn size_histogram() -> Histogram {
+    histograms(&SIZE_BUCKETS)()
+}
+
+struct ServerFamilies {
+    started: Family<MethodLabels, Counter>,
+    duration: HistogramFamily<StatusLabels>,
+    received: HistogramFamily<StatusLabels>,
+    sent: HistogramFamily<StatusLabels>,
+    items: Family<ItemLabels, Counter>,
+    connections: Gauge,
+    in_flight: Gauge,
+    shed: Counter,
+}
+
+struct ClientFamilies {
+    call_duration: HistogramFamily<ClientStatusLabels>,
+    attempt_started: Family<ClientLabels, Counter>,
+    attempt_duration: HistogramFamily<ClientStatusLabels>,
+    attempt_sent: HistogramFamily<ClientStatusLabels>,
+    attempt_received: HistogramFamily<ClientStatusLabels>,
+    endpoints: Family<EndpointStateLabels, Gauge>,
+    ejections: Family<TargetLabels, Counter>,
+    retries: Family<TargetLabels, Counter>,
+    budget_exhausted: Family<TargetLabels, Counter>,
+}
+
+type Refresher = Box<dyn Fn() + Send + Sync>;
+
+struct Inner {
+    registry: Mutex<Registry>,
+    server: ServerFamilies,
+    client: ClientFamilies,
+    /// Read live counts (server stats, channel stats) into their metrics at each scrape.
+    refreshers: Mutex<Vec<Refresher>>,
+}
+
+/// A set of RPC metrics in one Prometheus registry. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every RPC metric, registered in a new registry.
+    pub fn new() -> Self {
+        Self::with_registry(Registry::default())
+    }
+
+    /// Every RPC metric, registered in `registry` (which may hold the application's
+    /// own metrics too; [`Metrics::encode`] writes them all).
+    pub fn with_registry(mut registry: Registry) -> Self {
+        let server = ServerFamilies {
+            started: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            received: Family::new_with_constructor(size_histogram),
+            sent: Family::new_with_constructor(size_histogram),
+            items: Family::default(),
+            connections: Gauge::default(),
+            in_flight: Gauge::default(),
+            shed: Counter::default(),
+        };
+        let client = ClientFamilies {
+            call_duration: Family::new_with_constructor(duration_histogram),
+            attempt_started: Family::default(),
+            attempt_duration: Family::new_with_constructor(duration_histogram),
+            attempt_sent: Family::new_with_constructor(size_histogram),
+            attempt_received: Family::new_with_constructor(size_histogram),
+            endpoints: Family::default(),
+            ejections: Family::default(),
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "rpc_server_call_started",
+            "Calls the server started (after admission: shed calls are not counted here)",
+            server.started.clone(),
+        );
+        r.register_with_unit(
+            "rpc_server_call_duration",
+            "Time from reading a call to answering it",
+            Unit::Seconds,
+            server.duration.clone(),
+        );
+        r.register_with_unit(
+            "rpc_server_call_rcvd_message_size",
+            "Size of a call's encoded arguments",
+            Unit::Bytes,
+            server.received.clone(),
+        );
+        r.register_with_unit(
+            "rpc_server_call_sent_message_size",
+            "Size of a call's answer frame",
+            Unit::Bytes,
+            server.sent.clone(),
+        );
+        r.register(
+            "rpc_server_stream_items",
+            "Stream items the server sent or received",
+            server.items.clone(),
+        );
+        r.register(
+            "rpc_server_connections",
+            "Connections open (including those in their handshake)",
+            server.connections.clone(),
+        );
+        r.register(
+            "rpc_server_calls_in_flight",
+            "Calls running on the server",
+            server.in_flight.clone(),
+        );
+        r.register(
+            "rpc_server_calls_shed",
+            "Calls answered OVERLOADED by a limit, without running",
+            server.shed.clone(),
+        );
+        r.register_with_unit(
+            "rpc_client_call_duration",
+            "Time a client call took, all attempts included",
+            Unit::Seconds,
+            client.call_duration.clone(),
+        );
+        r.register(
+            "rpc_client_attempt_started",
+            "Attempts a client sent (a retried call counts each)",
+            client.attempt_started.clone(),
+        );
+        r.register_with_unit(
+            "rpc_client_attempt_duration",
+            "Time one attempt took",
+            Unit::Seconds,
+            client.attempt_duration.clone(),
+        );
+        r.register_with_unit(
+            "rpc_client_attempt_sent_message_size",
+            "Size of an attempt's encoded arguments",
+            Unit::Bytes,
+            client.attempt_sent.clone(),
+        );
+        r.register_with_unit(
+            "rpc_client_attempt_rcvd_message_size",
+            "Size of an attempt's answer payload",
+            Unit::Bytes,
+            client.attempt_received.clone(),
+        );
+        r.register(
+            "rpc_client_endpoints",
+            "Endpoints of a balanced channel by state",
+            client.endpoints.clone(),
+        );
+        r.register(
+            "rpc_client_endpoint_ejections",
+            "Times an endpoint of a balanced channel was ejected",
+            client.ejections.clone(),
+        );
+        r.register(
+            "rpc_client_retries",
+            "Attempts a balanced channel sent again",
+            client.retries.clone(),
+        );
+        r.register(
+            "rpc_client_retry_budget_exhausted",
+            "Retries a balanced channel refused because its budget was empty",
+            client.budget_exhausted.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(registry),
+                server,
+                client,
+                refreshers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Runs `f` with the registry, to register the application's own metrics next to
+    /// these.
+    pub fn with_registry_mut<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Every metric in the OpenMetrics text format (what `/metrics` serves).
+    pub fn encode(&self) -> String {
+        for refresh in self
+            .inner
+            .refreshers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            refresh();
+        }
+        let mut out = String::new();
+        let registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// The server middleware that records every call's start, duration, sizes and
+    /// stream items: `router.layer(metrics.server_layer())`.
+    pub fn server_layer(&self) -> ServerMetrics {
+        ServerMetrics {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// The client middleware that records each call's duration, all attempts included,
+    /// under `target` (a name for what the client calls, for example the service's
+    /// name): `Client::new(conn).layer(metrics.client_layer("calc"))`.
+    pub fn client_layer(&self, target: &str) -> ClientMetrics {
+        ClientMetrics {
+            inner: Arc::clone(&self.inner),
+            target: target.into(),
+            attempts: false,
+        }
+    }
+
+    /// The middleware that records each attempt (start, duration, sizes) under
+    /// `target`: for a balanced channel's `attempt_layer`, so retries are visible.
+    pub fn attempt_layer(&self, target: &str) -> ClientMetrics {
+        ClientMetrics {
+            inner: Arc::clone(&self.inner),
+            target: target.into(),
+            attempts: true,
+        }
+    }
+
+    /// Reports `stats`' live counts (connections, calls in flight, calls shed) at each
+    /// scrape.
+    pub fn observe_server(&self, stats: ServerStats) {
+        let (connections, in_flight, shed) = (
+            self.inner.server.connections.clone(),
+            self.inner.server.in_flight.clone(),
+            self.inner.server.shed.clone(),
+        );
+        let reported = AtomicU64::new(0);
+        self.refresh(move || {
+            connections.set(stats.connections() as i64);
+            in_flight.set(stats.calls_in_flight() as i64);
+            let now = stats.calls_shed();
+            let before = reported.swap(now, Ordering::Relaxed);
+            shed.inc_by(now.saturating_sub(before));
+        });
+    }
+
+    /// Reports a balanced channel's endpoints by state (`ready`, `connecting`,
+    /// `backoff`, `ejected`, `not_serving`), ejections, retries and exhausted retry
+    /// budget, under `target`, at each scrape.
+    #[cfg(feature = "discovery")]
+    pub fn observe_channel(&self, channel: &rpc_discovery::BalancedChannel, target: &str) {
+        let channel = channel.clone();
+        let target: Arc<str> = target.into();
+        let families = Arc::clone(&self.inner);
+        let reported = Mutex::new(rpc_discovery::ChannelStats::default());
+        self.refresh(move || {
+            let client = &families.client;
+            let mut counts = [0i64; 5];
+            for endpoint in channel.endpoints() {
+                let state = if endpoint.ejected {
+                    3
+                } else if !endpoint.serving {
+                    4
+                } else if endpoint.connected {
+                    0
+                } else if endpoint.reconnecting {
+                    2
+                } else {
+                    1
+                };
+                counts[state] += 1;
+            }
+            for (state, count) in ["ready", "connecting", "backoff", "ejected", "not_serving"]
+                .into_iter()
+                .zip(counts)
+            {
+                client
+                    .endpoints
+                    .get_or_create(&EndpointStateLabels {
+                        target: Arc::clone(&target),
+                        state,
+                    })
+                    .set(count);
+            }
+            let now = channel.stats();
+            let mut before = reported.lock().unwrap_or_else(PoisonError::into_inner);
+            let labels = TargetLabels {
+                target: Arc::clone(&target),
+            };
+            client
+                .ejections
+                .get_or_create(&labels)
+                .inc_by(now.ejections.saturating_sub(before.ejections));
+            client
+                .retries
+                .get_or_create(&labels)
+                .inc_by(now.retries.saturating_sub(before.retries));
+            client.budget_exhausted.get_or_create(&labels).inc_by(
+                now.retry_budget_exhausted
+                    .saturating_sub(before.retry_budget_exhausted),
+            );
+            *before = now;
+        });
+    }
+
+    fn refresh(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.inner
+            .refreshers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(f));
+    }
+}
+
+/// The server middleware of [`Metrics::server_layer`].
+#[derive(Clone)]
+pub struct ServerMetrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerMetrics").finish_non_exhaustive()
+    }
+}
+
+/// Records a server call when it ends, however it ends: answered, refused, or dropped
+/// (cancelled, deadline, panic) before its answer.
+struct ServerCall {
+    inner: Arc<Inner>,
+    service: &'static str,
+    method: &'static str,
+    request_bytes: usize,
+    started: Instant,
+    done: bool,
+}
+
+impl ServerCall {
+    fn record(&mut self, status: &'static str, response_bytes: usize, sent: u64, received: u64) {
+        self.done = true;
+        let server = &self.inner.server;
+        let labels = StatusLabels {
+            service: self.service,
+            method: self.method,
+            status,
+        };
+        server
+            .duration
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        server
+            .received
+            .get_or_create(&labels)
+            .observe(self.request_bytes as f64);
+        server
+            .sent
+            .get_or_create(&labels)
+            .observe(response_bytes as f64);
+        for (direction, count) in [("sent", sent), ("received", received)] {
+            if count > 0 {
+                server
+                    .items
+                    .get_or_create(&ItemLabels {
+                        service: self.service,
+                        method: self.method,
+                        direction,
+                    })
+                    .inc_by(count);
+            }
+        }
+    }
+}
+
+impl Drop for ServerCall {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record(CANCELLED, 0, 0, 0);
+        }
+    }
+}
+
+impl Middleware for ServerMetrics {
+    fn call(&self, next: Next) -> MiddlewareFuture {
+        let service = next.service();
+        let method = next.known_method().unwrap_or(OTHER);
+        self.inner
+            .server
+            .started
+            .get_or_create(&MethodLabels { service, method })
+            .inc();
+        let mut call = ServerCall {
+            inner: Arc::clone(&self.inner),
+            service,
+            method,
+            request_bytes: next.request_bytes(),
+            started: Instant::now(),
+            done: false,
+        };
+        Box::pin(async move {
+            let outcome = next.run().await;
+            match &outcome {
+                Ok(answered) => call.record(
+                    answered.status().map_or(CANCELLED, status_name),
+                    answered.response_bytes(),
+                    answered.items_sent(),
+                    answered.items_received(),
+                ),
+                Err(rejection) => call.record(status_name(rejection.code()), 0, 0, 0),
+            }
+            outcome
+        })
+    }
+}
+
+/// The client middleware of [`Metrics::client_layer`] and [`Metrics::attempt_layer`].
+#[derive(Clone)]
+pub struct ClientMetrics {
+    inner: Arc<Inner>,
+    target: Arc<str>,
+    attempts: bool,
+}
+
+impl std::fmt::Debug for ClientMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientMetrics")
+            .field("target", &self.target)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+impl ClientMiddleware for ClientMetrics {
+    fn call<'a>(&'a self, call: OutgoingCall<'a>, next: ClientNext<'a>) -> ChannelFuture<'a> {
+        let client = &self.inner.client;
+        let (service, method) = (call.method.service, call.method.name);
+        if self.attempts {
+            client
+                .attempt_started
+                .get_or_create(&ClientLabels {
+                    service,
+                    method,
+                    target: Arc::clone(&self.target),
+                })
+                .inc();
+        }
+        let started = Instant::now();
+        Box::pin(async move {
+            // The arguments' size, measured as they are encoded into the frame.
+            let sent = std::sync::atomic::AtomicUsize::new(0);
+            let encode = |buf: &mut rpc_core::client::BytesMut| {
+                let before = buf.len();
+                let encoded = (call.encode)(buf);
+                sent.store(buf.len() - before, Ordering::Relaxed);
+                encoded
+            };
+            let measured = OutgoingCall {
+                encode: &encode,
+                ..call
+            };
+            let outcome = ClientNext::run(next, measured).await;
+            let labels = ClientStatusLabels {
+                service,
+                method,
+                target: Arc::clone(&self.target),
+                status: outcome_name(&outcome),
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            if self.attempts {
+                client
+                    .attempt_duration
+                    .get_or_create(&labels)
+                    .observe(elapsed);
+                client
+                    .attempt_sent
+                    .get_or_create(&labels)
+                    .observe(sent.load(Ordering::Relaxed) as f64);
+                let received = outcome.as_ref().map_or(0, |frame| frame.payload.len());
+                client
+                    .attempt_received
+                    .get_or_create(&labels)
+                    .observe(received as f64);
+            } else {
+                client.call_duration.get_or_create(&labels).observe(elapsed);
+            }
+            outcome
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! `tracing` spans around calls, on both sides, carrying W3C trace context
+//! ([`crate::trace_context`]) so that one trace spans a chain of services:
+//!
+//! - [`ServerTracing`] (a server [`Middleware`]): a span `rpc.server` per call with the
+//!   service, method, call id, peer and final status, and the trace the call's
+//!   `traceparent` says it belongs to (a new one otherwise); it makes that trace current
+//!   while the handler runs.
+//! - [`ClientTracing`] (a [`ClientMiddleware`]): puts `traceparent` (a child of the
+//!   current trace, or a new one) in every call's metadata, streaming ones included, and
+//!   a span `rpc.client` around unary calls.
+//!
+//! Spans are built only when a subscriber is interested in them (`tracing`'s own
+//! check); the trace context is passed on either way, so a service in the middle that
+//! records nothing does not break the chain.
+
+use rpc_core::client::{ClientMiddleware, ClientNext};
+use rpc_core::server::middleware::MiddlewareFuture;
+use rpc_core::{ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall};
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use crate::labels::{outcome_name, status_name, CANCELLED, OTHER};
+use crate::trace_context::{self, TraceContext};
+
+/// A span per call on the server, and its trace current while the handler runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ServerTracing;
+
+impl Middleware for ServerTracing {
+    fn call(&self, next: Next) -> MiddlewareFuture {
+        let context = next.context();
+        let parent = TraceContext::from_metadata(context.metadata());
+        let trace = match &parent {
+            Some(parent) => parent.child(),
+            None => TraceContext::new_root(),
+        };
+        let span = tracing::info_span!(
+            "rpc.server",
+            otel.kind = "server",
+            rpc.service = next.service(),
+            rpc.method = next.known_method().unwrap_or(OTHER),
+            rpc.call_id = context.request_id(),
+            net.peer = %context.peer(),
+            rpc.status = Empty,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+            parent_id = parent.as_ref().map(TraceContext::span_id_hex).as_deref(),
+        );
+        Box::pin(async move {
+            let outcome = trace_context::scope(trace, next.run())
+                .instrument(span.clone())
+                .await;
+            let status = match &outcome {
+                Ok(answered) => answered.status().map_or(CANCELLED, status_name),
+                Err(rejection) => status_name(rejection.code()),
+            };
+            span.record("rpc.status", status);
+            outcome
+        })
+    }
+}
+
+/// Trace context in every call's metadata, and a span per unary call on the client.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClientTracing;
+
+impl ClientMiddleware for ClientTracing {
+    fn decorate(&self, _method: &Method, metadata: &mut Metadata) {
+        let trace = match trace_context::current() {
+            Some(current) => current.child(),
+            None => TraceContext::new_root(),
+        };
+        trace.inject(metadata);
+    }
+
+    fn call<'a>(&'a self, call: OutgoingCall<'a>, next: ClientNext<'a>) -> ChannelFuture<'a> {
+        let trace = TraceContext::from_metadata(call.metadata);
+        let span = tracing::info_span!(
+            "rpc.client",
+            otel.kind = "client",
+            rpc.service = call.method.service,
+            rpc.method = call.method.name,
+            rpc.status = Empty,
+            trace_id = trace.as_ref().map(TraceContext::trace_id_hex).as_deref(),
+            span_id = trace.as_ref().map(TraceContext::span_id_hex).as_deref(),
+        );
+        Box::pin(async move {
+            let outcome = next.run(call).instrument(span.clone()).await;
+            span.record("rpc.status", outcome_name(&outcome));
+            outcome
+        })
+    }
+}
