@@ -18,7 +18,7 @@ use crate::policy::Backoff;
 
 /// When and how often a call is sent again after a failure.
 ///
-/// A call is only retried when that is safe and may help (see [`decide`] and the crate
+/// A call is only retried when that is safe and may help (see the crate
 /// documentation): a transient failure after which the call never ran, or ran without
 /// completing and its method is `#[idempotent]`. Every retry also needs time left before
 /// the call's deadline and a token from the retry budget.
