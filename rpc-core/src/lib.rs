@@ -42,6 +42,7 @@
 //! on a silent connection) and `stream` ([`Streaming`] and its flow control).
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod byte_buf;
 pub mod client;

@@ -3,7 +3,7 @@
 //! [`Context`] (service, method, metadata, peer, deadline) and the request's size, may
 //! refuse the call with a [`Rejection`], and learns how it was answered ([`Answered`]:
 //! status, response size, stream items). Authentication, the [`Interceptor`], metrics
-//! and tracing are middleware; `tower` layers apply through [`crate::server::tower`]
+//! and tracing are middleware; `tower` layers apply through `rpc_core::server::tower`
 //! (feature `tower`).
 //!
 //! A router without middleware runs handlers exactly as before (no allocation or wake-up

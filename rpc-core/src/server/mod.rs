@@ -9,6 +9,9 @@ mod interceptor;
 pub mod middleware;
 mod service;
 mod state;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 use std::fmt;
 use std::future::Future;
