@@ -225,6 +225,37 @@ fn spawn_replica(name: &str, port: u16, log: &std::path::Path) -> ServerProcess 
     ServerProcess::spawn_with(name, &args, false)
 }
 
+/// Ends the test process, saying what the test was doing, if it runs far past its
+/// budget: a hang (in the library or the test) becomes a diagnosis, not a stalled CI run.
+/// Runs on a plain thread, so it fires even if the runtime's workers are stuck.
+fn watchdog(limit: Duration, phase: Arc<Mutex<String>>, tally: Arc<Tally>) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = Arc::clone(&done);
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if finished.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "chaos: WATCHDOG: still running after {limit:?}, in phase {:?}; so far {} idempotent and {} non-idempotent calls succeeded, {} hung, errors {:?}",
+            phase.lock().unwrap(),
+            tally.works_ok.load(Ordering::SeqCst),
+            tally.records_ok.load(Ordering::SeqCst),
+            tally.hung.load(Ordering::SeqCst),
+            tally.errors.lock().unwrap(),
+        );
+        std::process::exit(101);
+    });
+    done
+}
+
+fn set_phase(phase: &Mutex<String>, now: impl Into<String>) {
+    *phase.lock().unwrap() = now.into();
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -250,6 +281,12 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
     let fds_before = open_fds();
     let heap_before = LIVE.load(Ordering::SeqCst);
     let tally = Arc::new(Tally::default());
+    let phase = Arc::new(Mutex::new("starting".to_string()));
+    let finished = watchdog(
+        Duration::from_secs(seconds + 120),
+        Arc::clone(&phase),
+        Arc::clone(&tally),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let ids = Arc::new(AtomicU64::new(1));
     let mut figures = Vec::new();
@@ -290,6 +327,7 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
             tokio::time::sleep(Duration::from_millis(700)).await;
             match round % 3 {
                 0 => {
+                    set_phase(&phase, format!("round {round}: SIGKILL and restart r1"));
                     // SIGKILL r1, then bring it back on its port.
                     let mut victim = replicas.remove(0);
                     blocking(move || victim.kill()).await;
@@ -300,6 +338,7 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
                     replicas.insert(0, replica);
                 }
                 1 => {
+                    set_phase(&phase, format!("round {round}: graceful restart of r2"));
                     // Graceful restart of r2: drain (300 ms grace), exit, start again.
                     let mut leaving = replicas.remove(1);
                     blocking(move || {
@@ -313,6 +352,7 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
                     restarts += 1;
                 }
                 _ => {
+                    set_phase(&phase, format!("round {round}: black hole in front of r3"));
                     // Black-hole r3 for 1.5 s: how long until the client routes around it?
                     proxy.black_hole();
                     black_holes += 1;
@@ -335,6 +375,7 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
             }
             round += 1;
         }
+        set_phase(&phase, "stopping the load");
         stop.store(true, Ordering::SeqCst);
         for worker in workers {
             worker.await.unwrap();
@@ -352,6 +393,10 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
         drop(channel);
     }
 
+    set_phase(
+        &phase,
+        "checking the replicas' logs and the client's baseline",
+    );
     // Every handler start, from the replicas' own logs.
     let mut starts: HashMap<(String, u64), usize> = HashMap::new();
     for log in &logs {
@@ -426,4 +471,5 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
     );
     drop(replicas);
     let _ = std::fs::remove_dir_all(&dir);
+    finished.store(true, Ordering::SeqCst);
 }

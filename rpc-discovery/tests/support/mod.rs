@@ -171,10 +171,23 @@ impl ServerProcess {
         }
     }
 
-    /// Waits for the process to exit after [`stop`](Self::stop).
+    /// Waits for the process to exit after [`stop`](Self::stop). Bounded: a process that
+    /// has not exited 20 s after saying `stopped` is a failure (and is killed), not a hang.
     pub fn wait(&mut self) {
         self.expect_line("stopped");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
+        panic!(
+            "{}: said `stopped` but had not exited 20 s later",
+            self.name
+        );
     }
 }
 
