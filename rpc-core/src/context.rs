@@ -294,6 +294,11 @@ impl Context {
         self.method.as_str()
     }
 
+    /// The method's name as it came off the wire (cheap to clone).
+    pub(crate) fn method_wire(&self) -> &WireStr {
+        &self.method
+    }
+
     /// Whether the caller marked the call idempotent.
     pub fn is_idempotent(&self) -> bool {
         self.flags & crate::protocol::flags::IDEMPOTENT != 0

@@ -7,6 +7,7 @@ mod config;
 mod connection;
 mod handshake;
 mod middleware;
+pub mod observer;
 mod routing;
 mod task;
 
@@ -24,6 +25,9 @@ pub use config::ClientConfig;
 pub use connection::Connection;
 pub use handshake::with_version_fallback;
 pub use middleware::{ClientMiddleware, ClientNext, Destination};
+pub use observer::ClientObserver;
+
+use observer::{ClientObservers, ClientWatch};
 pub use routing::{fnv1a, RoutingKey};
 
 use crate::codec;
@@ -99,6 +103,8 @@ pub struct Client {
     options: CallOptions,
     /// Middleware around every call ([`Client::layer`]); `None`: the direct path.
     layers: Option<Arc<[Arc<dyn ClientMiddleware>]>>,
+    /// Observers of every unary call ([`Client::observe`]).
+    observers: Option<ClientObservers>,
 }
 
 impl std::fmt::Debug for Client {
@@ -124,6 +130,7 @@ impl Client {
             target: Target::Connection(connection),
             options: CallOptions::default(),
             layers: None,
+            observers: None,
         }
     }
 
@@ -133,6 +140,7 @@ impl Client {
             target: Target::Channel(channel),
             options: CallOptions::default(),
             layers: None,
+            observers: None,
         }
     }
 
@@ -191,6 +199,19 @@ impl Client {
         self
     }
 
+    /// A copy whose unary calls `observer` is told of as they end (see [`observer`]):
+    /// what client metrics use, at a fraction of a middleware's cost.
+    pub fn observe(mut self, observer: impl ClientObserver) -> Self {
+        let mut observers: Vec<Arc<dyn ClientObserver>> = self
+            .observers
+            .as_deref()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        observers.push(Arc::new(observer));
+        self.observers = Some(observers.into());
+        self
+    }
+
     /// The metadata `method`'s calls carry: the options', decorated by the layers.
     fn metadata_for(&self, method: &Method) -> std::borrow::Cow<'_, Metadata> {
         match &self.layers {
@@ -227,11 +248,15 @@ impl Client {
     /// The deadline of a call starting now: the timeout (or the connection's default),
     /// shortened to the deadline of the handler this call is made from, if any.
     fn deadline(&self) -> Instant {
+        self.deadline_from(Instant::now())
+    }
+
+    /// The deadline of a call starting at `now`.
+    fn deadline_from(&self, now: Instant) -> Instant {
         let timeout = self.options.timeout.unwrap_or_else(|| match &self.target {
             Target::Connection(c) => c.config().default_timeout,
             Target::Channel(ch) => ch.default_timeout(),
         });
-        let now = Instant::now();
         // A timeout too large to represent means "no practical limit".
         let own = now
             .checked_add(timeout)
@@ -247,10 +272,41 @@ impl Client {
         method: &Method,
         args: &A,
     ) -> Result<ResponseFrame, RpcError> {
-        let deadline = self.deadline();
+        let now = Instant::now();
+        let deadline = self.deadline_from(now);
+        let Some(observers) = &self.observers else {
+            return self
+                .send_encoded(method, deadline, |buf: &mut BytesMut| {
+                    codec::encode_into(args, buf)
+                })
+                .await;
+        };
+        let watch = ClientWatch::start(observers, method, now);
+        let encode = |buf: &mut BytesMut| {
+            let before = buf.len();
+            let encoded = codec::encode_into(args, buf);
+            watch
+                .request_bytes
+                .store(buf.len() - before, std::sync::atomic::Ordering::Relaxed);
+            encoded
+        };
+        let outcome = self.send_encoded(method, deadline, encode).await;
+        watch.end(&outcome);
+        outcome
+    }
+
+    /// Sends one unary call whose arguments `encode` writes.
+    async fn send_encoded<E>(
+        &self,
+        method: &Method,
+        deadline: Instant,
+        encode: E,
+    ) -> Result<ResponseFrame, RpcError>
+    where
+        E: Fn(&mut BytesMut) -> Result<(), RpcError> + Send + Sync,
+    {
         if let Some(layers) = &self.layers {
             let metadata = middleware::decorated(layers, method, &self.options.metadata);
-            let encode = |buf: &mut BytesMut| codec::encode_into(args, buf);
             let call = OutgoingCall {
                 method,
                 metadata: &metadata,
@@ -267,13 +323,10 @@ impl Client {
         match &self.target {
             Target::Connection(connection) => {
                 connection
-                    .call(method, &self.options.metadata, deadline, |buf| {
-                        codec::encode_into(args, buf)
-                    })
+                    .call(method, &self.options.metadata, deadline, &encode)
                     .await
             }
             Target::Channel(channel) => {
-                let encode = |buf: &mut BytesMut| codec::encode_into(args, buf);
                 channel
                     .call(OutgoingCall {
                         method,

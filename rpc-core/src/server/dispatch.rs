@@ -3,10 +3,12 @@
 //! handler's first poll in place; a handler still pending after it gets a task of its own
 //! with its deadline.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -14,9 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::connection::{End, ServerConnection};
-use super::interceptor::Rejection;
-use super::middleware::{Next, Terminal};
-use super::service::{DispatchError, HandlerFuture, IncomingCall, ReplyTo};
+use super::middleware::{dispatch_rejection, MiddlewareFuture, Next};
+use super::observer::CallWatch;
+use super::service::{Answered, HandlerFuture, IncomingCall, ReplyTo};
 use super::state::{ConnectionState, InFlightSlot};
 use crate::context::{self, Context};
 use crate::protocol::{go_away, status, RequestFrame};
@@ -102,38 +104,47 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             request.payload,
             ReplyTo::registered(Arc::clone(&self.state), id),
         );
-        let mut handler = match self.router.middleware() {
+        // Layers and observers label calls by the method's name as the service declares
+        // it: a bounded set.
+        let layers = self.router.middleware();
+        let observers = self.router.observers();
+        let known_method = (layers.is_some() || observers.is_some())
+            .then(|| {
+                service
+                    .methods()
+                    .iter()
+                    .copied()
+                    .find(|m| *m == request.method.as_str())
+            })
+            .flatten();
+        let watch = observers.map(|observers| {
+            CallWatch::start(
+                observers,
+                id,
+                service.name(),
+                known_method,
+                payload_len,
+                now,
+            )
+        });
+        let mut handler = match layers {
             // With middleware, the chain is the handler: it runs before the arguments are
             // decoded (by its end, the terminal) and may refuse the call, which is then
             // answered with the refusal's status.
             Some(layers) => {
-                let known_method = service
-                    .methods()
-                    .iter()
-                    .copied()
-                    .find(|m| *m == request.method.as_str());
-                let service = Arc::clone(service);
-                let method = request.method.clone();
-                let terminal: Terminal = Box::new(move || {
-                    service
-                        .call(method.as_str(), call)
-                        .map_err(|e| dispatch_rejection(e, service.name(), method.as_str()))
-                });
-                let next = Next::new(
+                let next = Next::to_service(
                     Arc::clone(layers),
                     context.clone(),
                     known_method,
                     payload_len,
-                    terminal,
+                    Arc::clone(service),
+                    call,
                 );
-                let state = Arc::clone(&self.state);
-                Box::pin(async move {
-                    match next.run().await {
-                        Ok(answered) => answered,
-                        Err(rejection) => ReplyTo::registered(state, id)
-                            .error(rejection.code(), rejection.message()),
-                    }
-                })
+                Running::Chain {
+                    chain: next.run(),
+                    reply: Some(Arc::clone(&self.state)),
+                    id,
+                }
             }
             // Without, argument decoding runs here, on the connection task. It runs user
             // code (`Deserialize`): a panic there must fail the call, not the connection.
@@ -142,15 +153,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     service.call(request.method.as_str(), call)
                 }));
                 match dispatched {
-                    Ok(Ok(handler)) => handler,
+                    Ok(Ok(handler)) => Running::Handler(handler),
                     Ok(Err(error)) => {
                         let rejection =
                             dispatch_rejection(error, service.name(), request.method.as_str());
-                        unregistered().error(rejection.code(), rejection.message());
+                        let answered = unregistered().error(rejection.code(), rejection.message());
+                        if let Some(watch) = watch {
+                            watch.end(&answered);
+                        }
                         return Ok(());
                     }
                     Err(panic) => {
-                        unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
+                        let answered =
+                            unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
+                        if let Some(watch) = watch {
+                            watch.end(&answered);
+                        }
                         return Ok(());
                     }
                 }
@@ -168,7 +186,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
         slot.counted = true;
         let (first_poll, pending_context) = context::sync_scope(context, || {
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx)));
+            let polled =
+                std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut handler).poll(cx)));
             // Only a handler that goes on needs its context again.
             let context = matches!(polled, Ok(Poll::Pending))
                 .then(context::current)
@@ -189,7 +208,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                         .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 };
-                let handler = run_handler(handler, deadline, Arc::clone(&self.state), id, slot);
+                let handler =
+                    run_handler(handler, watch, deadline, Arc::clone(&self.state), id, slot);
                 if unanswered {
                     let task = self.tasks.spawn(context::scope(context, handler));
                     running.insert(id, Some(task.abort_handle()));
@@ -206,46 +226,90 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     }));
                 }
             }
-            (Ok(Poll::Ready(_)), _) => finished(&self.state, id),
+            (Ok(Poll::Ready(answered)), _) => {
+                let answered = finished(&self.state, id, answered);
+                if let Some(watch) = watch {
+                    watch.end(&answered);
+                }
+            }
             // Unreachable: the context is current while the handler is polled.
-            (Ok(Poll::Pending), None) => finished(&self.state, id),
-            (Err(panic), _) => panicked(&self.state, id, &*panic),
+            (Ok(Poll::Pending), None) => {
+                let answered = finished(&self.state, id, Answered::unanswered());
+                if let Some(watch) = watch {
+                    watch.end(&answered);
+                }
+            }
+            (Err(panic), _) => {
+                let answered = panicked(&self.state, id, &*panic);
+                if let Some(watch) = watch {
+                    watch.end(&answered);
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// The refusal a service's [`DispatchError`] means.
-fn dispatch_rejection(error: DispatchError, service: &str, method: &str) -> Rejection {
-    match error {
-        DispatchError::UnknownMethod => Rejection::status(
-            status::UNKNOWN_METHOD,
-            format!("`{service}` has no method `{method}`"),
-        ),
-        DispatchError::InvalidArguments(message) => {
-            Rejection::status(status::INVALID_ARGUMENTS, message)
+/// A call's future on the server: its handler, or the middleware chain ending in it.
+enum Running {
+    Handler(HandlerFuture),
+    Chain {
+        chain: MiddlewareFuture,
+        /// Where a refusal of the chain is answered (taken when it is).
+        reply: Option<Arc<ConnectionState>>,
+        id: u64,
+    },
+}
+
+impl Future for Running {
+    type Output = Answered;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Answered> {
+        match &mut *self {
+            Running::Handler(handler) => handler.as_mut().poll(cx),
+            Running::Chain { chain, reply, id } => match ready!(Pin::new(chain).poll(cx)) {
+                Ok(answered) => Poll::Ready(answered),
+                Err(rejection) => {
+                    let state = reply
+                        .take()
+                        .expect("a call future polled after it completed");
+                    Poll::Ready(
+                        ReplyTo::registered(state, *id)
+                            .error(rejection.code(), rejection.message()),
+                    )
+                }
+            },
         }
     }
 }
 
-/// After a handler completed: it answered, unless a hand-written service forgot to.
-fn finished(state: &Arc<ConnectionState>, id: u64) {
-    ReplyTo::registered(Arc::clone(state), id).error(
+/// After a handler completed: it answered (`answered`), unless a hand-written service
+/// forgot to. Returns the call's answer.
+fn finished(state: &Arc<ConnectionState>, id: u64, answered: Answered) -> Answered {
+    let late = ReplyTo::registered(Arc::clone(state), id).error(
         status::INTERNAL,
         "the service finished the call without answering",
     );
+    if late.status().is_some() {
+        late
+    } else {
+        answered
+    }
 }
 
 /// After a handler panicked: answers its call, if it is still unanswered.
-fn panicked(state: &Arc<ConnectionState>, id: u64, panic: &(dyn std::any::Any + Send)) {
+fn panicked(state: &Arc<ConnectionState>, id: u64, panic: &(dyn std::any::Any + Send)) -> Answered {
     let message = panic_message(panic);
     tracing::warn!(id, %message, "handler panicked");
-    ReplyTo::registered(Arc::clone(state), id).error(status::HANDLER_PANICKED, &message);
+    ReplyTo::registered(Arc::clone(state), id).error(status::HANDLER_PANICKED, &message)
 }
 
 /// Runs one handler to completion, its deadline, or a panic, and answers the latter two.
+/// An observed call's watch ends with how it was answered; dropped with the task (a
+/// CANCEL, the connection closing), it ends unanswered.
 async fn run_handler(
-    handler: HandlerFuture,
+    handler: Running,
+    watch: Option<CallWatch>,
     deadline: Option<Instant>,
     state: Arc<ConnectionState>,
     id: u64,
@@ -256,15 +320,16 @@ async fn run_handler(
         Some(deadline) => tokio::time::timeout_at(deadline, guarded).await.ok(),
         None => Some(guarded.await),
     };
-    match outcome {
-        Some(Ok(_)) => finished(&state, id),
+    let answered = match outcome {
+        Some(Ok(answered)) => finished(&state, id, answered),
         Some(Err(panic)) => panicked(&state, id, &*panic),
-        None => {
-            ReplyTo::registered(state, id).error(
-                status::DEADLINE_EXCEEDED,
-                "the call's deadline passed before the handler finished",
-            );
-        }
+        None => ReplyTo::registered(state, id).error(
+            status::DEADLINE_EXCEEDED,
+            "the call's deadline passed before the handler finished",
+        ),
+    };
+    if let Some(watch) = watch {
+        watch.end(&answered);
     }
     drop(slot);
 }

@@ -30,13 +30,82 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::task::{Context as TaskContext, Poll};
+
 use super::interceptor::{Interceptor, Rejection};
-use super::service::{Answered, HandlerFuture};
+use super::service::{Answered, DispatchError, HandlerFuture, IncomingCall, Service};
 use crate::context::Context;
+use crate::protocol::status;
+use crate::protocol::WireStr;
 
 /// What a [`Middleware`] returns: the answer of the rest of the chain, or a refusal that
-/// the server sends instead (if the call has not been answered yet).
-pub type MiddlewareFuture = Pin<Box<dyn Future<Output = Result<Answered, Rejection>> + Send>>;
+/// the server sends instead (if the call has not been answered yet). Make one from any
+/// future with [`MiddlewareFuture::new`] (or `.into()` from a boxed one); the chain's own
+/// ends (the handler, a refusal) need no allocation.
+#[must_use = "a middleware future does nothing unless polled"]
+pub struct MiddlewareFuture(Repr);
+
+enum Repr {
+    /// The handler itself, at the end of the chain.
+    Handler(HandlerFuture),
+    /// An outcome known at once (a refusal); `None` once taken.
+    Ready(Option<Result<Answered, Rejection>>),
+    /// Any other future.
+    Boxed(Pin<Box<dyn Future<Output = Result<Answered, Rejection>> + Send>>),
+}
+
+impl MiddlewareFuture {
+    /// A middleware future running `future`.
+    pub fn new<F>(future: F) -> Self
+    where
+        F: Future<Output = Result<Answered, Rejection>> + Send + 'static,
+    {
+        MiddlewareFuture(Repr::Boxed(Box::pin(future)))
+    }
+
+    /// A middleware future that ends at once with `outcome` (a refusal, usually).
+    pub fn ready(outcome: Result<Answered, Rejection>) -> Self {
+        MiddlewareFuture(Repr::Ready(Some(outcome)))
+    }
+
+    /// The handler's future, as the end of the chain.
+    fn handler(handler: HandlerFuture) -> Self {
+        MiddlewareFuture(Repr::Handler(handler))
+    }
+}
+
+impl From<Pin<Box<dyn Future<Output = Result<Answered, Rejection>> + Send>>> for MiddlewareFuture {
+    fn from(future: Pin<Box<dyn Future<Output = Result<Answered, Rejection>> + Send>>) -> Self {
+        MiddlewareFuture(Repr::Boxed(future))
+    }
+}
+
+impl Future for MiddlewareFuture {
+    type Output = Result<Answered, Rejection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Repr::Handler(handler) => handler.as_mut().poll(cx).map(Ok),
+            Repr::Ready(outcome) => Poll::Ready(
+                outcome
+                    .take()
+                    .expect("a middleware future polled after it completed"),
+            ),
+            Repr::Boxed(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for MiddlewareFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0 {
+            Repr::Handler(_) => "handler",
+            Repr::Ready(_) => "ready",
+            Repr::Boxed(_) => "boxed",
+        };
+        f.debug_tuple("MiddlewareFuture").field(&kind).finish()
+    }
+}
 
 /// Runs around every call of a [`Router`](super::Router)'s services.
 pub trait Middleware: Send + Sync + 'static {
@@ -54,12 +123,51 @@ pub struct Next {
     request_bytes: usize,
     layers: Arc<[Arc<dyn Middleware>]>,
     index: usize,
-    terminal: Terminal,
+    end: End,
 }
 
 /// What the chain ends in: starts the call's handler (decoding its arguments), or says
 /// why it cannot.
 pub type Terminal = Box<dyn FnOnce() -> Result<HandlerFuture, Rejection> + Send>;
+
+/// The end of a chain: a service of this crate's server (no allocation), or a
+/// [`Terminal`] of another transport's.
+enum End {
+    Service {
+        service: Arc<dyn Service>,
+        method: WireStr,
+        call: IncomingCall,
+    },
+    Terminal(Terminal),
+}
+
+impl End {
+    fn start(self) -> Result<HandlerFuture, Rejection> {
+        match self {
+            End::Service {
+                service,
+                method,
+                call,
+            } => service
+                .call(method.as_str(), call)
+                .map_err(|e| dispatch_rejection(e, service.name(), method.as_str())),
+            End::Terminal(terminal) => terminal(),
+        }
+    }
+}
+
+/// The refusal a service's [`DispatchError`] means.
+pub(crate) fn dispatch_rejection(error: DispatchError, service: &str, method: &str) -> Rejection {
+    match error {
+        DispatchError::UnknownMethod => Rejection::status(
+            status::UNKNOWN_METHOD,
+            format!("`{service}` has no method `{method}`"),
+        ),
+        DispatchError::InvalidArguments(message) => {
+            Rejection::status(status::INVALID_ARGUMENTS, message)
+        }
+    }
+}
 
 impl std::fmt::Debug for Next {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +195,31 @@ impl Next {
             request_bytes,
             layers,
             index: 0,
-            terminal,
+            end: End::Terminal(terminal),
+        }
+    }
+
+    /// The chain of `layers` for one call of this crate's server, ending in `service`.
+    pub(crate) fn to_service(
+        layers: Arc<[Arc<dyn Middleware>]>,
+        context: Context,
+        known_method: Option<&'static str>,
+        request_bytes: usize,
+        service: Arc<dyn Service>,
+        call: IncomingCall,
+    ) -> Next {
+        let method = context.method_wire().clone();
+        Next {
+            context,
+            known_method,
+            request_bytes,
+            layers,
+            index: 0,
+            end: End::Service {
+                service,
+                method,
+                call,
+            },
         }
     }
 
@@ -122,9 +254,9 @@ impl Next {
             };
             return layer.call(next);
         }
-        match (self.terminal)() {
-            Ok(handler) => Box::pin(async move { Ok(handler.await) }),
-            Err(rejection) => Box::pin(std::future::ready(Err(rejection))),
+        match self.end.start() {
+            Ok(handler) => MiddlewareFuture::handler(handler),
+            Err(rejection) => MiddlewareFuture::ready(Err(rejection)),
         }
     }
 }
@@ -148,7 +280,7 @@ where
     Fut: Future<Output = Result<Answered, Rejection>> + Send + 'static,
 {
     fn call(&self, next: Next) -> MiddlewareFuture {
-        Box::pin((self.0)(next))
+        MiddlewareFuture::new((self.0)(next))
     }
 }
 
@@ -159,7 +291,7 @@ impl Middleware for InterceptorLayer {
     fn call(&self, next: Next) -> MiddlewareFuture {
         match self.0.intercept(next.context()) {
             Ok(()) => next.run(),
-            Err(rejection) => Box::pin(std::future::ready(Err(rejection))),
+            Err(rejection) => MiddlewareFuture::ready(Err(rejection)),
         }
     }
 }

@@ -7,6 +7,7 @@ mod dispatch;
 mod handshake;
 mod interceptor;
 pub mod middleware;
+pub mod observer;
 mod service;
 mod state;
 #[cfg(feature = "tower")]

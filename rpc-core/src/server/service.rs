@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::interceptor::Interceptor;
 use super::middleware::{InterceptorLayer, Middleware};
+use super::observer::{Observers, ServerObserver};
 use super::state::ConnectionState;
 use crate::codec;
 use crate::error::RpcError;
@@ -66,6 +67,16 @@ impl Answered {
         Answered {
             status: Some(status),
             response_bytes,
+            items_sent: 0,
+            items_received: 0,
+        }
+    }
+
+    /// No answer: the call ended before one was sent.
+    pub(crate) fn unanswered() -> Self {
+        Answered {
+            status: None,
+            response_bytes: 0,
             items_sent: 0,
             items_received: 0,
         }
@@ -345,6 +356,8 @@ pub struct Router {
     layers: Vec<Arc<dyn Middleware>>,
     /// `layers` as the connections share it (rebuilt when a layer is added).
     chain: Option<Arc<[Arc<dyn Middleware>]>>,
+    /// The observers, as the connections share them (rebuilt when one is added).
+    observers: Option<Observers>,
 }
 
 impl fmt::Debug for Router {
@@ -383,6 +396,25 @@ impl Router {
         self.layers.push(Arc::new(middleware));
         self.chain = Some(self.layers.clone().into());
         self
+    }
+
+    /// Tells `observer` of every call of every service: when it starts and how it ended
+    /// (see [`super::observer`]). Observers cost far less than middleware; metrics use
+    /// them.
+    pub fn observe(mut self, observer: impl ServerObserver) -> Self {
+        let mut observers: Vec<Arc<dyn ServerObserver>> = self
+            .observers
+            .as_deref()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        observers.push(Arc::new(observer));
+        self.observers = Some(observers.into());
+        self
+    }
+
+    /// The observers, if any was added.
+    pub(crate) fn observers(&self) -> Option<&Observers> {
+        self.observers.as_ref()
     }
 
     /// The middleware chain, if any layer was added.

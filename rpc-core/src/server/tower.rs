@@ -102,7 +102,7 @@ where
 {
     fn call(&self, next: Next) -> MiddlewareFuture {
         let service = Arc::clone(&self.service);
-        Box::pin(async move {
+        MiddlewareFuture::new(async move {
             let call = {
                 let mut service = service.lock().await;
                 std::future::poll_fn(|cx| service.poll_ready(cx))
