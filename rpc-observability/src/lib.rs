@@ -1,6 +1,6 @@
-//! Observability for rrpc services, built on the middleware seams of `rpc-core`
-//! (`Router::layer` on servers, `Client::layer` and a balanced channel's `attempt_layer`
-//! on clients), at no cost to services that do not install it:
+//! Observability for rrpc services, built on the seams of `rpc-core` (observers:
+//! `Router::observe`, `Client::observe`; middleware: `Router::layer`, `Client::layer` and
+//! a balanced channel's `attempt_layer`), at no cost to services that do not install it:
 //!
 //! - [`metrics`] (feature `metrics`): Prometheus metrics named after the OpenTelemetry RPC
 //!   conventions (gRFC A66), labelled by bounded sets only;
@@ -18,7 +18,7 @@
 //! let metrics = Metrics::new();
 //! let router = rpc_core::Router::from(PingServer::new(P))
 //!     .layer(ServerTracing)
-//!     .layer(metrics.server_layer());
+//!     .observe(metrics.server_observer());
 //! let server = rpc_transport_tcp::serve("127.0.0.1:7000", router).await?;
 //! metrics.observe_server(server.stats());
 //! let admin = admin::serve("127.0.0.1:9000", admin::Admin::new()
@@ -33,6 +33,8 @@
 #[cfg(feature = "admin")]
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod admin;
+#[cfg(feature = "metrics")]
+mod histogram;
 pub mod labels;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

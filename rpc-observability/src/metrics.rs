@@ -1,11 +1,11 @@
 //! Prometheus metrics (with `prometheus-client`, the OpenMetrics crate), named after the
 //! OpenTelemetry RPC metric conventions of gRFC A66 in Prometheus spelling. One
-//! [`Metrics`] holds a registry; its layers record into it:
+//! [`Metrics`] holds a registry; its observers and layers record into it:
 //!
-//! - [`Metrics::server_layer`] records `rpc_server_call_started_total`,
+//! - [`Metrics::server_observer`] records `rpc_server_call_started_total`,
 //!   `rpc_server_call_duration_seconds`, `rpc_server_call_rcvd_message_size_bytes`,
 //!   `rpc_server_call_sent_message_size_bytes`, `rpc_server_stream_items_total`;
-//! - [`Metrics::client_layer`] (around calls) and [`Metrics::attempt_layer`] (around the
+//! - [`Metrics::client_observer`] (of calls) and [`Metrics::attempt_layer`] (around the
 //!   attempts of a balanced channel) record `rpc_client_call_duration_seconds`,
 //!   `rpc_client_attempt_started_total`, `rpc_client_attempt_duration_seconds`,
 //!   `rpc_client_attempt_sent_message_size_bytes`,
@@ -21,45 +21,63 @@
 //! ([`crate::labels`]), `target` as the application names its channels. So a scanner
 //! sending random method names cannot create series. `docs/OBSERVABILITY.md` lists every
 //! metric with its type, unit and labels.
+//!
+//! Calls are recorded by observers (`rpc_core::server::observer`, `Client::observe`),
+//! which cost no allocation per call, into lock-free striped histograms; the attempt
+//! layer is a middleware, since it must wrap each attempt a channel makes.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use rpc_core::client::{ClientMiddleware, ClientNext};
-use rpc_core::server::middleware::MiddlewareFuture;
-use rpc_core::{ChannelFuture, Middleware, Next, OutgoingCall, ServerStats};
+use rpc_core::client::observer::ObservedClientCall;
+use rpc_core::client::{ClientMiddleware, ClientNext, ClientObserver};
+use rpc_core::server::observer::{ObservedCall, ServerObserver};
+use rpc_core::{Answered, ChannelFuture, Method, OutgoingCall, ServerStats};
 
-use crate::labels::{outcome_name, status_name, CANCELLED, OTHER};
+use crate::histogram::{stripe_count, thread_stripe, Buckets, StripedHistogram};
+use crate::labels::{Outcome, OTHER};
 
-/// Latency buckets in seconds: 50 µs to 10 s, about three per decade.
-const DURATION_BUCKETS: [f64; 17] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
-];
+/// Latency buckets: 50 µs to 10 s, about three per decade (in nanoseconds, exported as
+/// seconds).
+static DURATION_BUCKETS: Buckets = Buckets {
+    bounds: &[
+        50_000,
+        100_000,
+        250_000,
+        500_000,
+        1_000_000,
+        2_500_000,
+        5_000_000,
+        10_000_000,
+        25_000_000,
+        50_000_000,
+        100_000_000,
+        250_000_000,
+        500_000_000,
+        1_000_000_000,
+        2_500_000_000,
+        5_000_000_000,
+        10_000_000_000,
+    ],
+    scale: 1e-9,
+};
 
-/// Message size buckets in bytes: 0 to 16 MiB, powers of four.
-const SIZE_BUCKETS: [f64; 13] = [
-    0.0,
-    16.0,
-    64.0,
-    256.0,
-    1024.0,
-    4096.0,
-    16384.0,
-    65536.0,
-    262_144.0,
-    1_048_576.0,
-    4_194_304.0,
-    16_777_216.0,
-    67_108_864.0,
-];
+/// Message size buckets in bytes: 0 to 64 MiB, powers of four.
+static SIZE_BUCKETS: Buckets = Buckets {
+    bounds: &[
+        0, 16, 64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576, 4_194_304, 16_777_216,
+        67_108_864,
+    ],
+    scale: 1.0,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
@@ -107,20 +125,19 @@ struct EndpointStateLabels {
     state: &'static str,
 }
 
-fn histograms(buckets: &'static [f64]) -> impl Fn() -> Histogram + Clone {
-    move || Histogram::new(buckets.iter().copied())
-}
+type Histogram = StripedHistogram;
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
-    histograms(&DURATION_BUCKETS)()
+    StripedHistogram::new(&DURATION_BUCKETS)
 }
 
 fn size_histogram() -> Histogram {
-    histograms(&SIZE_BUCKETS)()
+    StripedHistogram::new(&SIZE_BUCKETS)
 }
 
+#[derive(Clone)]
 struct ServerFamilies {
     started: Family<MethodLabels, Counter>,
     duration: HistogramFamily<StatusLabels>,
@@ -132,6 +149,7 @@ struct ServerFamilies {
     shed: Counter,
 }
 
+#[derive(Clone)]
 struct ClientFamilies {
     call_duration: HistogramFamily<ClientStatusLabels>,
     attempt_started: Family<ClientLabels, Counter>,
@@ -150,6 +168,8 @@ struct Inner {
     registry: Mutex<Registry>,
     server: ServerFamilies,
     client: ClientFamilies,
+    /// The handles of each method the server layers have seen.
+    server_methods: HandleCache<ServerMethod>,
     /// Read live counts (server stats, channel stats) into their metrics at each scrape.
     refreshers: Mutex<Vec<Refresher>>,
 }
@@ -300,6 +320,7 @@ impl Metrics {
                 registry: Mutex::new(registry),
                 server,
                 client,
+                server_methods: HandleCache::default(),
                 refreshers: Mutex::new(Vec::new()),
             }),
         }
@@ -337,33 +358,29 @@ impl Metrics {
         out
     }
 
-    /// The server middleware that records every call's start, duration, sizes and
-    /// stream items: `router.layer(metrics.server_layer())`.
-    pub fn server_layer(&self) -> ServerMetrics {
+    /// The server observer that records every call's start, duration, sizes and stream
+    /// items: `router.observe(metrics.server_observer())`.
+    pub fn server_observer(&self) -> ServerMetrics {
         ServerMetrics {
             inner: Arc::clone(&self.inner),
         }
     }
 
-    /// The client middleware that records each call's duration, all attempts included,
+    /// The client observer that records each call's duration, all attempts included,
     /// under `target` (a name for what the client calls, for example the service's
-    /// name): `Client::new(conn).layer(metrics.client_layer("calc"))`.
-    pub fn client_layer(&self, target: &str) -> ClientMetrics {
+    /// name): `Client::new(conn).observe(metrics.client_observer("calc"))`.
+    pub fn client_observer(&self, target: &str) -> ClientMetrics {
         ClientMetrics {
-            inner: Arc::clone(&self.inner),
+            families: self.inner.client.clone(),
             target: target.into(),
-            attempts: false,
+            methods: Arc::default(),
         }
     }
 
     /// The middleware that records each attempt (start, duration, sizes) under
     /// `target`: for a balanced channel's `attempt_layer`, so retries are visible.
-    pub fn attempt_layer(&self, target: &str) -> ClientMetrics {
-        ClientMetrics {
-            inner: Arc::clone(&self.inner),
-            target: target.into(),
-            attempts: true,
-        }
+    pub fn attempt_layer(&self, target: &str) -> AttemptMetrics {
+        AttemptMetrics(self.client_observer(target))
     }
 
     /// Reports `stats`' live counts (connections, calls in flight, calls shed) at each
@@ -452,7 +469,185 @@ impl Metrics {
     }
 }
 
-/// The server middleware of [`Metrics::server_layer`].
+/// Where the handles of each method's metrics are kept once found, so that recording a
+/// call hashes two pointers instead of its label strings. Keyed by the addresses and
+/// lengths of the `&'static` service and method names (a bounded set: the services'
+/// own, and `other`). Striped like the histograms: each thread reads its own copy, so
+/// threads recording at once do not contend on one lock word (the copies hold clones of
+/// the same metrics).
+struct HandleCache<H> {
+    stripes: Box<[CacheStripe<H>]>,
+}
+
+type MethodMap<H> = HashMap<NameKey, Arc<H>, BuildHasherDefault<NameKeyHasher>>;
+
+#[repr(align(128))]
+struct CacheStripe<H>(RwLock<MethodMap<H>>);
+
+impl<H> Default for HandleCache<H> {
+    fn default() -> Self {
+        HandleCache {
+            stripes: (0..stripe_count())
+                .map(|_| CacheStripe(RwLock::new(HashMap::default())))
+                .collect(),
+        }
+    }
+}
+
+/// A service and method name by address and length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct NameKey([usize; 4]);
+
+impl std::hash::Hash for NameKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for word in self.0 {
+            state.write_usize(word);
+        }
+    }
+}
+
+fn name_key(service: &'static str, method: &'static str) -> NameKey {
+    NameKey([
+        service.as_ptr() as usize,
+        service.len(),
+        method.as_ptr() as usize,
+        method.len(),
+    ])
+}
+
+impl<H> HandleCache<H> {
+    /// Runs `f` with the handles of `service.method` (made by `make` the first time this
+    /// thread's stripe needs them).
+    fn with<R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        make: impl FnOnce() -> H,
+        f: impl FnOnce(&H) -> R,
+    ) -> R {
+        self.lookup(service, method, make, |handles| f(handles))
+    }
+
+    /// The handles of `service.method`, to keep.
+    fn get(&self, service: &'static str, method: &'static str, make: impl FnOnce() -> H) -> Arc<H> {
+        self.lookup(service, method, make, Arc::clone)
+    }
+
+    fn lookup<R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        make: impl FnOnce() -> H,
+        found: impl FnOnce(&Arc<H>) -> R,
+    ) -> R {
+        let key = name_key(service, method);
+        let stripe = &self.stripes[thread_stripe()].0;
+        if let Some(handles) = stripe
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return found(handles);
+        }
+        let mut methods = stripe.write().unwrap_or_else(PoisonError::into_inner);
+        found(methods.entry(key).or_insert_with(|| Arc::new(make())))
+    }
+}
+
+/// Hashes a [`NameKey`] (four words, of which the addresses differ): a multiply and a
+/// rotate per word.
+#[derive(Default)]
+struct NameKeyHasher(u64);
+
+impl Hasher for NameKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// One server method's metrics.
+struct ServerMethod {
+    service: &'static str,
+    method: &'static str,
+    families: ServerFamilies,
+    started: Counter,
+    by_outcome: [OnceLock<ServerOutcome>; Outcome::COUNT],
+    items_sent: OnceLock<Counter>,
+    items_received: OnceLock<Counter>,
+}
+
+/// One server method's histograms for one outcome.
+struct ServerOutcome {
+    duration: Histogram,
+    received: Histogram,
+    sent: Histogram,
+}
+
+impl ServerMethod {
+    fn new(families: &ServerFamilies, service: &'static str, method: &'static str) -> Self {
+        ServerMethod {
+            service,
+            method,
+            started: families
+                .started
+                .get_or_create(&MethodLabels { service, method })
+                .clone(),
+            families: families.clone(),
+            by_outcome: std::array::from_fn(|_| OnceLock::new()),
+            items_sent: OnceLock::new(),
+            items_received: OnceLock::new(),
+        }
+    }
+
+    fn outcome(&self, outcome: Outcome) -> &ServerOutcome {
+        self.by_outcome[outcome.index()].get_or_init(|| {
+            let labels = StatusLabels {
+                service: self.service,
+                method: self.method,
+                status: outcome.name(),
+            };
+            ServerOutcome {
+                duration: self.families.duration.get_or_create(&labels).clone(),
+                received: self.families.received.get_or_create(&labels).clone(),
+                sent: self.families.sent.get_or_create(&labels).clone(),
+            }
+        })
+    }
+
+    fn items(&self, direction: &'static str) -> &Counter {
+        let cell = if direction == "sent" {
+            &self.items_sent
+        } else {
+            &self.items_received
+        };
+        cell.get_or_init(|| {
+            self.families
+                .items
+                .get_or_create(&ItemLabels {
+                    service: self.service,
+                    method: self.method,
+                    direction,
+                })
+                .clone()
+        })
+    }
+}
+
+/// The server observer of [`Metrics::server_observer`].
 #[derive(Clone)]
 pub struct ServerMetrics {
     inner: Arc<Inner>,
@@ -464,125 +659,151 @@ impl std::fmt::Debug for ServerMetrics {
     }
 }
 
-/// Records a server call when it ends, however it ends: answered, refused, or dropped
-/// (cancelled, deadline, panic) before its answer.
-struct ServerCall {
-    inner: Arc<Inner>,
-    service: &'static str,
-    method: &'static str,
-    request_bytes: usize,
-    started: Instant,
-    done: bool,
-}
-
-impl ServerCall {
-    fn record(&mut self, status: &'static str, response_bytes: usize, sent: u64, received: u64) {
-        self.done = true;
-        let server = &self.inner.server;
-        let labels = StatusLabels {
-            service: self.service,
-            method: self.method,
-            status,
-        };
-        server
-            .duration
-            .get_or_create(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        server
-            .received
-            .get_or_create(&labels)
-            .observe(self.request_bytes as f64);
-        server
-            .sent
-            .get_or_create(&labels)
-            .observe(response_bytes as f64);
-        for (direction, count) in [("sent", sent), ("received", received)] {
-            if count > 0 {
-                server
-                    .items
-                    .get_or_create(&ItemLabels {
-                        service: self.service,
-                        method: self.method,
-                        direction,
-                    })
-                    .inc_by(count);
-            }
-        }
-    }
-}
-
-impl Drop for ServerCall {
-    fn drop(&mut self) {
-        if !self.done {
-            self.record(CANCELLED, 0, 0, 0);
-        }
-    }
-}
-
-impl Middleware for ServerMetrics {
-    fn call(&self, next: Next) -> MiddlewareFuture {
-        let service = next.service();
-        let method = next.known_method().unwrap_or(OTHER);
-        self.inner
-            .server
-            .started
-            .get_or_create(&MethodLabels { service, method })
-            .inc();
-        let mut call = ServerCall {
-            inner: Arc::clone(&self.inner),
+impl ServerMetrics {
+    fn with_method<R>(&self, call: &ObservedCall, f: impl FnOnce(&ServerMethod) -> R) -> R {
+        let (service, method) = (call.service(), call.known_method().unwrap_or(OTHER));
+        self.inner.server_methods.with(
             service,
             method,
-            request_bytes: next.request_bytes(),
-            started: Instant::now(),
-            done: false,
-        };
-        Box::pin(async move {
-            let outcome = next.run().await;
-            match &outcome {
-                Ok(answered) => call.record(
-                    answered.status().map_or(CANCELLED, status_name),
-                    answered.response_bytes(),
-                    answered.items_sent(),
-                    answered.items_received(),
-                ),
-                Err(rejection) => call.record(status_name(rejection.code()), 0, 0, 0),
+            || ServerMethod::new(&self.inner.server, service, method),
+            f,
+        )
+    }
+}
+
+impl ServerObserver for ServerMetrics {
+    fn call_started(&self, call: &ObservedCall) {
+        self.with_method(call, |method| method.started.inc());
+    }
+
+    fn call_ended(&self, call: &ObservedCall, answered: &Answered, elapsed: Duration) {
+        let outcome = answered
+            .status()
+            .map_or(Outcome::CANCELLED, Outcome::of_status);
+        self.with_method(call, |method| {
+            let histograms = method.outcome(outcome);
+            histograms.duration.observe(nanos(elapsed));
+            histograms.received.observe(call.request_bytes() as u64);
+            histograms.sent.observe(answered.response_bytes() as u64);
+            if answered.items_sent() > 0 {
+                method.items("sent").inc_by(answered.items_sent());
             }
-            outcome
+            if answered.items_received() > 0 {
+                method.items("received").inc_by(answered.items_received());
+            }
+        });
+    }
+}
+
+/// One client method's metrics under one target.
+struct ClientMethod {
+    labels: ClientLabels,
+    families: ClientFamilies,
+    attempt_started: Counter,
+    by_outcome: [OnceLock<ClientOutcome>; Outcome::COUNT],
+}
+
+/// One client method's histograms for one outcome.
+struct ClientOutcome {
+    duration: Histogram,
+    /// Attempt layers only: the sizes.
+    sizes: Option<(Histogram, Histogram)>,
+}
+
+impl ClientMethod {
+    fn new(families: &ClientFamilies, labels: ClientLabels) -> Self {
+        ClientMethod {
+            attempt_started: families.attempt_started.get_or_create(&labels).clone(),
+            labels,
+            families: families.clone(),
+            by_outcome: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn outcome(&self, outcome: Outcome, attempts: bool) -> &ClientOutcome {
+        self.by_outcome[outcome.index()].get_or_init(|| {
+            let labels = ClientStatusLabels {
+                service: self.labels.service,
+                method: self.labels.method,
+                target: Arc::clone(&self.labels.target),
+                status: outcome.name(),
+            };
+            let f = &self.families;
+            if attempts {
+                ClientOutcome {
+                    duration: f.attempt_duration.get_or_create(&labels).clone(),
+                    sizes: Some((
+                        f.attempt_sent.get_or_create(&labels).clone(),
+                        f.attempt_received.get_or_create(&labels).clone(),
+                    )),
+                }
+            } else {
+                ClientOutcome {
+                    duration: f.call_duration.get_or_create(&labels).clone(),
+                    sizes: None,
+                }
+            }
         })
     }
 }
 
-/// The client middleware of [`Metrics::client_layer`] and [`Metrics::attempt_layer`].
+/// The client observer of [`Metrics::client_observer`].
 #[derive(Clone)]
 pub struct ClientMetrics {
-    inner: Arc<Inner>,
+    families: ClientFamilies,
     target: Arc<str>,
-    attempts: bool,
+    methods: Arc<HandleCache<ClientMethod>>,
 }
 
 impl std::fmt::Debug for ClientMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientMetrics")
             .field("target", &self.target)
-            .field("attempts", &self.attempts)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl ClientMiddleware for ClientMetrics {
-    fn call<'a>(&'a self, call: OutgoingCall<'a>, next: ClientNext<'a>) -> ChannelFuture<'a> {
-        let client = &self.inner.client;
-        let (service, method) = (call.method.service, call.method.name);
-        if self.attempts {
-            client
-                .attempt_started
-                .get_or_create(&ClientLabels {
-                    service,
-                    method,
-                    target: Arc::clone(&self.target),
-                })
-                .inc();
+impl ClientMetrics {
+    fn make(&self, method: &Method) -> impl FnOnce() -> ClientMethod + '_ {
+        let (service, name) = (method.service, method.name);
+        move || {
+            let labels = ClientLabels {
+                service,
+                method: name,
+                target: Arc::clone(&self.target),
+            };
+            ClientMethod::new(&self.families, labels)
         }
+    }
+
+    fn method(&self, method: &Method) -> Arc<ClientMethod> {
+        self.methods
+            .get(method.service, method.name, self.make(method))
+    }
+}
+
+impl ClientObserver for ClientMetrics {
+    fn call_ended(&self, call: &ObservedClientCall<'_>) {
+        let outcome = call.outcome().map_or(Outcome::CANCELLED, Outcome::of_call);
+        let method = call.method();
+        self.methods
+            .with(method.service, method.name, self.make(method), |handles| {
+                handles
+                    .outcome(outcome, false)
+                    .duration
+                    .observe(nanos(call.elapsed()))
+            });
+    }
+}
+
+/// The attempt middleware of [`Metrics::attempt_layer`].
+#[derive(Clone, Debug)]
+pub struct AttemptMetrics(ClientMetrics);
+
+impl ClientMiddleware for AttemptMetrics {
+    fn call<'a>(&'a self, call: OutgoingCall<'a>, next: ClientNext<'a>) -> ChannelFuture<'a> {
+        let handles = self.0.method(call.method);
+        handles.attempt_started.inc();
         let started = Instant::now();
         Box::pin(async move {
             // The arguments' size, measured as they are encoded into the frame.
@@ -597,32 +818,20 @@ impl ClientMiddleware for ClientMetrics {
                 encode: &encode,
                 ..call
             };
-            let outcome = ClientNext::run(next, measured).await;
-            let labels = ClientStatusLabels {
-                service,
-                method,
-                target: Arc::clone(&self.target),
-                status: outcome_name(&outcome),
-            };
-            let elapsed = started.elapsed().as_secs_f64();
-            if self.attempts {
-                client
-                    .attempt_duration
-                    .get_or_create(&labels)
-                    .observe(elapsed);
-                client
-                    .attempt_sent
-                    .get_or_create(&labels)
-                    .observe(sent.load(Ordering::Relaxed) as f64);
+            let outcome = next.run(measured).await;
+            let histograms = handles.outcome(Outcome::of_call(&outcome), true);
+            histograms.duration.observe(nanos(started.elapsed()));
+            if let Some((sent_sizes, received_sizes)) = &histograms.sizes {
+                sent_sizes.observe(sent.load(Ordering::Relaxed) as u64);
                 let received = outcome.as_ref().map_or(0, |frame| frame.payload.len());
-                client
-                    .attempt_received
-                    .get_or_create(&labels)
-                    .observe(received as f64);
-            } else {
-                client.call_duration.get_or_create(&labels).observe(elapsed);
+                received_sizes.observe(received as u64);
             }
             outcome
         })
     }
+}
+
+/// A duration in whole nanoseconds (saturating: 584 years).
+fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }

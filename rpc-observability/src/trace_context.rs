@@ -80,40 +80,56 @@ impl TraceContext {
     /// The trace a call's metadata says it belongs to, if its `traceparent` is valid
     /// (version 00, non-zero ids; an invalid one is ignored, as the specification says).
     pub fn from_metadata(metadata: &Metadata) -> Option<Self> {
-        let parent = metadata.get_str(TRACEPARENT)?;
-        let mut context = Self::parse(parent)?;
+        let mut context = Self::parse_bytes(metadata.get(TRACEPARENT)?)?;
         context.state = metadata.get_str(TRACESTATE).map(str::to_string);
         Some(context)
     }
 
-    /// Parses a `traceparent` value: `00-<32 hex>-<16 hex>-<2 hex>`.
+    /// Parses a `traceparent` value: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase (surrounding
+    /// blanks allowed).
     pub fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
-        let (version, trace, span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version != "00" || parts.next().is_some() {
+        Self::parse_bytes(value.as_bytes())
+    }
+
+    fn parse_bytes(value: &[u8]) -> Option<Self> {
+        let value = value.trim_ascii();
+        if value.len() != TRACEPARENT_LEN
+            || &value[..3] != b"00-"
+            || value[35] != b'-'
+            || value[52] != b'-'
+        {
             return None;
         }
         let mut trace_id = [0u8; 16];
         let mut span_id = [0u8; 8];
-        hex_into(trace, &mut trace_id)?;
-        hex_into(span, &mut span_id)?;
-        let mut flag = [0u8; 1];
-        hex_into(flags, &mut flag)?;
+        let mut flags = [0u8; 1];
+        hex_decode(&value[3..35], &mut trace_id)?;
+        hex_decode(&value[36..52], &mut span_id)?;
+        hex_decode(&value[53..55], &mut flags)?;
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
         }
         Some(TraceContext {
             trace_id,
             span_id,
-            flags: flag[0],
+            flags: flags[0],
             state: None,
         })
     }
 
+    /// The `traceparent` value, formatted in place (no allocation).
+    fn traceparent(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = [b'-'; TRACEPARENT_LEN];
+        out[..2].copy_from_slice(b"00");
+        hex_encode(&self.trace_id, &mut out[3..35]);
+        hex_encode(&self.span_id, &mut out[36..52]);
+        hex_encode(&[self.flags], &mut out[53..55]);
+        out
+    }
+
     /// Writes `traceparent` (and `tracestate`, if any) into `metadata`.
     pub fn inject(&self, metadata: &mut Metadata) {
-        let _ = metadata.insert(TRACEPARENT, self.to_string());
+        let _ = metadata.insert(TRACEPARENT, self.traceparent());
         if let Some(state) = &self.state {
             let _ = metadata.insert(TRACESTATE, state);
         }
@@ -133,29 +149,45 @@ impl TraceContext {
 impl fmt::Display for TraceContext {
     /// The `traceparent` value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+        let value = self.traceparent();
+        f.write_str(std::str::from_utf8(&value).expect("hex digits and dashes"))
     }
 }
+
+/// `00-` + 32 + `-` + 16 + `-` + 2.
+const TRACEPARENT_LEN: usize = 55;
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_encode(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits")
 }
 
-fn hex_into(text: &str, out: &mut [u8]) -> Option<()> {
-    if text.len() != out.len() * 2 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_encode(bytes: &[u8], out: &mut [u8]) {
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
+/// Reads lowercase hex `text` (twice as long as `out`) into `out`; `None` for any other
+/// character (the specification allows lowercase only).
+fn hex_decode(text: &[u8], out: &mut [u8]) -> Option<()> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != out.len() * 2 {
         return None;
     }
-    if text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(())
 }

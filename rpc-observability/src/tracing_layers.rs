@@ -46,7 +46,7 @@ impl Middleware for ServerTracing {
             span_id = %trace.span_id_hex(),
             parent_id = parent.as_ref().map(TraceContext::span_id_hex).as_deref(),
         );
-        Box::pin(async move {
+        MiddlewareFuture::new(async move {
             let outcome = trace_context::scope(trace, next.run())
                 .instrument(span.clone())
                 .await;
@@ -74,16 +74,22 @@ impl ClientMiddleware for ClientTracing {
     }
 
     fn call<'a>(&'a self, call: OutgoingCall<'a>, next: ClientNext<'a>) -> ChannelFuture<'a> {
-        let trace = TraceContext::from_metadata(call.metadata);
         let span = tracing::info_span!(
             "rpc.client",
             otel.kind = "client",
             rpc.service = call.method.service,
             rpc.method = call.method.name,
             rpc.status = Empty,
-            trace_id = trace.as_ref().map(TraceContext::trace_id_hex).as_deref(),
-            span_id = trace.as_ref().map(TraceContext::span_id_hex).as_deref(),
+            trace_id = Empty,
+            span_id = Empty,
         );
+        // The ids `decorate` put in the metadata, read back only for a span that records.
+        if !span.is_disabled() {
+            if let Some(trace) = TraceContext::from_metadata(call.metadata) {
+                span.record("trace_id", trace.trace_id_hex());
+                span.record("span_id", trace.span_id_hex());
+            }
+        }
         Box::pin(async move {
             let outcome = next.run(call).instrument(span.clone()).await;
             span.record("rpc.status", outcome_name(&outcome));

@@ -23,7 +23,7 @@ fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
 #[tokio::test]
 async fn calls_are_counted_and_timed_on_both_sides_with_bounded_labels() {
     let metrics = Metrics::new();
-    let router = Router::from(ShopServer::new(ShopImpl)).layer(metrics.server_layer());
+    let router = Router::from(ShopServer::new(ShopImpl)).observe(metrics.server_observer());
     let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
@@ -32,7 +32,7 @@ async fn calls_are_counted_and_timed_on_both_sides_with_bounded_labels() {
         .await
         .unwrap();
     let shop = ShopClient::from_client(
-        Client::new(connection.clone()).layer(metrics.client_layer("shop")),
+        Client::new(connection.clone()).observe(metrics.client_observer("shop")),
     );
     for _ in 0..3 {
         assert_eq!(shop.price("tea".into()).await.unwrap(), 30);
@@ -59,14 +59,27 @@ async fn calls_are_counted_and_timed_on_both_sides_with_bounded_labels() {
         assert!(raw.call::<_, u8>(&method, &()).await.is_err());
     }
 
-    // Let the cancelled call's server side finish being recorded.
-    let text = loop {
-        let text = metrics.encode();
-        if text.contains("method=\"slow\",status=\"CANCELLED\"") {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // Let the timed-out call's server side finish being recorded: its deadline passes on
+    // the server too (DEADLINE_EXCEEDED), unless the client's CANCEL stops it first
+    // (CANCELLED, no answer).
+    let ended = |text: &str| {
+        ["DEADLINE_EXCEEDED", "CANCELLED"].iter().any(|status| {
+            text.contains(&format!(
+                "rpc_server_call_duration_seconds_count{{service=\"Shop\",method=\"slow\",status=\"{status}\"}} 1"
+            ))
+        })
     };
+    let text = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = metrics.encode();
+            if ended(&text) {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the slow call's end is recorded");
     assert_eq!(
         sample(
             &text,
@@ -212,7 +225,7 @@ async fn shed_calls_and_balanced_channels_are_reported() {
 #[tokio::test]
 async fn the_admin_endpoint_serves_metrics_liveness_and_readiness() {
     let metrics = Metrics::new();
-    let router = Router::from(ShopServer::new(ShopImpl)).layer(metrics.server_layer());
+    let router = Router::from(ShopServer::new(ShopImpl)).observe(metrics.server_observer());
     let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();

@@ -1,0 +1,17 @@
+# Sourced by .ci/run (bash). Installs, from Debian's packages and only if missing, the
+# real servers and tools the tests talk to:
+#   - etcd-server: registration and discovery (rpc-discovery's etcd tests);
+#   - prometheus: the real-Prometheus scrape test (rpc-observability/tests/prometheus.rs).
+# One `apt-get update`, then one `apt-get install` of whatever is missing.
+
+_tools_missing=()
+command -v etcd >/dev/null 2>&1 || _tools_missing+=(etcd-server)
+command -v prometheus >/dev/null 2>&1 || _tools_missing+=(prometheus)
+if [ "${#_tools_missing[@]}" -gt 0 ]; then
+    _tools_sudo=""
+    [ "$(id -u)" -ne 0 ] && _tools_sudo="sudo"
+    echo "installing ${_tools_missing[*]}"
+    $_tools_sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $_tools_sudo apt-get install -y -qq --no-install-recommends \
+        "${_tools_missing[@]}" >/dev/null
+fi
