@@ -40,15 +40,22 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 }
 
-/// Runs `calls` sequential echo calls after a warm-up and prints allocations per call.
-pub async fn run(calls: u64) -> Result<()> {
-    let server = rpc_transport_tcp::serve(
-        "127.0.0.1:0",
-        crate::rpc::EchoServer::new(crate::rpc::EchoImpl),
-    )
-    .await?;
-    let client =
-        crate::rpc::EchoClient::new(rpc_transport_tcp::connect(server.local_addr()).await?);
+/// Runs `calls` sequential echo calls of `mode` (`rpc`, `rpc-seam`, `rpc-metrics`,
+/// `rpc-observed`) after a warm-up and prints allocations per call.
+///
+/// Run under `valgrind --tool=callgrind` with two call counts, it also gives the
+/// instructions per round trip (the difference of the totals over the difference of the
+/// counts): a figure that other load on the machine does not move.
+pub async fn run(calls: u64, mode: &str) -> Result<()> {
+    let layers = crate::rpc::Layers::of_mode(mode)
+        .ok_or_else(|| anyhow::anyhow!("allocs: unknown mode `{mode}`"))?;
+    let server = crate::rpc::start_server("127.0.0.1:0", layers).await?;
+    let metrics = rpc_observability::metrics::Metrics::new();
+    let client = crate::rpc::echo_client(
+        rpc_transport_tcp::connect(server.local_addr()).await?,
+        layers,
+        &metrics,
+    );
     for i in 0..1000 {
         client.echo(i).await?;
     }
@@ -61,7 +68,7 @@ pub async fn run(calls: u64) -> Result<()> {
     COUNTING.store(false, Ordering::SeqCst);
     let per_call = ALLOCATIONS.load(Ordering::SeqCst) as f64 / calls as f64;
     println!(
-        "{calls} sequential echo calls: {per_call:.2} allocations per round trip (client + server)"
+        "{mode}: {calls} sequential echo calls: {per_call:.2} allocations per round trip (client + server)"
     );
     println!("RESULT allocations_per_call={per_call:.3}");
     server.shutdown().await;

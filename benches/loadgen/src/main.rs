@@ -1,10 +1,11 @@
 //! Load generator for the RPC framework.
 //!
 //! ```text
-//! loadgen bench  --mode rpc|raw|raw-batched|tarpc [--concurrency 64] [--connections 1]
-//!                [--duration 3] [--warmup 1] [--payload 8]
-//! loadgen serve  --mode rpc|raw|raw-batched|tarpc [--addr 127.0.0.1:0]
-//! loadgen allocs [--calls 20000]
+//! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|raw|raw-batched|tarpc
+//!                [--concurrency 64] [--connections 1] [--duration 3] [--warmup 1] [--payload 8]
+//! loadgen serve  --mode rpc|rpc-metrics|rpc-observed|raw|raw-batched|tarpc [--addr 127.0.0.1:0]
+//! loadgen overhead [--rounds 5] [--duration 3] [--concurrency 64]
+//! loadgen allocs [--calls 20000] [--mode rpc|rpc-seam|rpc-metrics|rpc-observed]
 //! loadgen idle   [--connections 10000]
 //! loadgen matrix [--duration 3] [--warmup 1] [--out FILE]
 //! loadgen soak   [--duration 60] [--warmup 5] [--clients 32] [--tls]
@@ -17,13 +18,16 @@
 //! of `benches/README.md` for `raw`, `raw-batched` and `rpc` (and `tarpc` when built with
 //! `--features tarpc`), then `allocs`, `idle` and `interleave` (small-call latency during
 //! a 100 MiB stream transfer, see `interleave.rs`), and prints Markdown tables of ratios
-//! to `raw`. `soak` churns
+//! to `raw`. `overhead` runs `rpc`,
+//! `rpc-metrics` and `rpc-observed` in alternating rounds and prints the cost of the
+//! observability layers as a ratio of calls/s. `soak` churns
 //! connections against one server process and checks that its descriptors and memory
 //! return to their baseline (see `soak.rs`).
 
 mod allocs;
 mod interleave;
 mod matrix;
+mod overhead;
 mod procstat;
 mod raw;
 mod rpc;
@@ -142,9 +146,13 @@ fn main() -> Result<()> {
             &flags.str("addr", "127.0.0.1:0"),
         )),
         "bench" => runtime()?.block_on(bench(&flags)),
-        "allocs" => runtime()?.block_on(allocs::run(flags.get("calls", 20_000)?)),
+        "allocs" => runtime()?.block_on(allocs::run(
+            flags.get("calls", 20_000)?,
+            &flags.str("mode", "rpc"),
+        )),
         "idle" => runtime()?.block_on(idle(flags.get("connections", 10_000)?)),
         "matrix" => matrix::run(&flags),
+        "overhead" => overhead::run(&flags),
         "soak" => runtime()?.block_on(soak::run(&flags)),
         "soak-serve" => runtime()?.block_on(soak::serve(&flags)),
         "interleave" => runtime()?.block_on(interleave::run(&flags)),
@@ -162,7 +170,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 async fn serve(mode: &str, addr: &str) -> Result<()> {
     procstat::raise_fd_limit();
     let local = match mode {
-        "rpc" => rpc::serve(addr).await?,
+        "rpc" | "rpc-seam" | "rpc-metrics" | "rpc-observed" => {
+            rpc::serve(addr, rpc::Layers::of_mode(mode).expect("an rpc mode")).await?
+        }
         "raw" | "raw-batched" => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
@@ -227,12 +237,13 @@ async fn bench(flags: &Flags) -> Result<()> {
     let server = ServerProcess::start(&mode)?;
     let phase = Arc::new(AtomicU8::new(Phase::Warmup as u8));
     let workers = match mode.as_str() {
-        "rpc" => {
+        "rpc" | "rpc-seam" | "rpc-metrics" | "rpc-observed" => {
             rpc::client(
                 server.addr,
                 connections,
                 concurrency,
                 payload,
+                rpc::Layers::of_mode(&mode).expect("an rpc mode"),
                 Arc::clone(&phase),
             )
             .await?

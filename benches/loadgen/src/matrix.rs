@@ -91,7 +91,7 @@ fn bench_args(point: &str) -> (Vec<&'static str>, bool) {
 }
 
 /// Runs `loadgen ARGS` (pinned to CPU 0 with taskset if asked) and parses its RESULT line.
-fn run_loadgen(args: &[&str], pinned: bool) -> Result<HashMap<String, f64>> {
+pub(crate) fn run_loadgen(args: &[&str], pinned: bool) -> Result<HashMap<String, f64>> {
     let exe = std::env::current_exe()?;
     let mut command = if pinned {
         let mut c = Command::new("taskset");
@@ -124,7 +124,7 @@ fn run_loadgen(args: &[&str], pinned: bool) -> Result<HashMap<String, f64>> {
         .collect())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

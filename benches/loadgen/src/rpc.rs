@@ -1,5 +1,10 @@
 //! This framework: an `Echo` service over one or more multiplexed connections, one task
 //! per call kept in flight (the way an application would drive it).
+//!
+//! Three modes of it: `rpc` (no layer), `rpc-metrics` (Prometheus metrics on both sides,
+//! as `rpc-observability` installs them) and `rpc-observed` (metrics, tracing spans and
+//! trace context on both sides, with no tracing subscriber, as a service runs when its
+//! spans are off).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -7,7 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use rpc_core::{ByteBuf, Streaming};
+use rpc_core::server::middleware::{self, Next};
+use rpc_core::{ByteBuf, Client, Connection, Router, ServerHandle, Streaming};
+use rpc_observability::metrics::Metrics;
+use rpc_observability::tracing_layers::{ClientTracing, ServerTracing};
 
 use crate::{Phase, WorkerResult};
 
@@ -44,11 +52,77 @@ impl Echo for EchoImpl {
     }
 }
 
-/// Serves `Echo` on `addr`; returns the bound address.
-pub async fn serve(addr: &str) -> Result<SocketAddr> {
-    let server = rpc_transport_tcp::serve(addr, EchoServer::new(EchoImpl)).await?;
-    Ok(server.local_addr())
+/// Which layers a mode installs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Layers {
+    /// No layer: the bare framework.
+    None,
+    /// A layer on both sides that only passes calls on: what the seams cost.
+    PassThrough,
+    /// Metrics on both sides.
+    Metrics,
+    /// Metrics and tracing (with trace context) on both sides.
+    Observed,
 }
+
+impl Layers {
+    /// The layers of mode `mode` (`rpc`, `rpc-metrics`, `rpc-observed`), if it is one.
+    pub fn of_mode(mode: &str) -> Option<Layers> {
+        match mode {
+            "rpc" => Some(Layers::None),
+            "rpc-seam" => Some(Layers::PassThrough),
+            "rpc-metrics" => Some(Layers::Metrics),
+            "rpc-observed" => Some(Layers::Observed),
+            _ => None,
+        }
+    }
+}
+
+/// Serves `Echo` on `addr` with `layers`; returns the bound address.
+pub async fn serve(addr: &str, layers: Layers) -> Result<SocketAddr> {
+    // Dropping the handle leaves the server running (until the process is killed).
+    Ok(start_server(addr, layers).await?.local_addr())
+}
+
+/// Starts an `Echo` server on `addr` with `layers`.
+pub async fn start_server(addr: &str, layers: Layers) -> Result<ServerHandle<SocketAddr>> {
+    let mut router = Router::from(EchoServer::new(EchoImpl));
+    if layers == Layers::PassThrough {
+        router = router.layer(middleware::from_fn(|next: Next| next.run()));
+    }
+    if layers == Layers::Observed {
+        router = router.layer(ServerTracing);
+    }
+    let metrics = Metrics::new();
+    if matches!(layers, Layers::Metrics | Layers::Observed) {
+        router = router.observe(metrics.server_observer());
+    }
+    let server = rpc_transport_tcp::serve(addr, router).await?;
+    if matches!(layers, Layers::Metrics | Layers::Observed) {
+        metrics.observe_server(server.stats());
+    }
+    Ok(server)
+}
+
+/// An `Echo` client on `connection` with `layers` (recording into `metrics`).
+pub fn echo_client(connection: Connection, layers: Layers, metrics: &Metrics) -> EchoClient {
+    let mut client = Client::new(connection);
+    if layers == Layers::PassThrough {
+        client = client.layer(PassOn);
+    }
+    if matches!(layers, Layers::Metrics | Layers::Observed) {
+        client = client.observe(metrics.client_observer("echo"));
+    }
+    if layers == Layers::Observed {
+        client = client.layer(ClientTracing);
+    }
+    EchoClient::from_client(client)
+}
+
+/// A client layer that only passes calls on.
+struct PassOn;
+
+impl rpc_core::client::ClientMiddleware for PassOn {}
 
 /// Opens `connections` connections and runs `concurrency` call loops spread across them.
 pub async fn client(
@@ -56,11 +130,14 @@ pub async fn client(
     connections: usize,
     concurrency: usize,
     payload: usize,
+    layers: Layers,
     phase: Arc<AtomicU8>,
 ) -> Result<Vec<tokio::task::JoinHandle<Result<WorkerResult>>>> {
+    let metrics = Metrics::new();
     let mut clients = Vec::new();
     for _ in 0..connections {
-        clients.push(EchoClient::new(rpc_transport_tcp::connect(addr).await?));
+        let connection = rpc_transport_tcp::connect(addr).await?;
+        clients.push(echo_client(connection, layers, &metrics));
     }
     Ok((0..concurrency)
         .map(|i| {
