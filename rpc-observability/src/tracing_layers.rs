@@ -47,16 +47,33 @@ impl Middleware for ServerTracing {
             parent_id = parent.as_ref().map(TraceContext::span_id_hex).as_deref(),
         );
         MiddlewareFuture::new(async move {
+            // A call cancelled by its caller is dropped here, unfinished: its span then
+            // closes as CANCELLED.
+            let mut status = StatusOnClose {
+                span: span.clone(),
+                status: CANCELLED,
+            };
             let outcome = trace_context::scope(trace, next.run())
-                .instrument(span.clone())
+                .instrument(span)
                 .await;
-            let status = match &outcome {
+            status.status = match &outcome {
                 Ok(answered) => answered.status().map_or(CANCELLED, status_name),
                 Err(rejection) => status_name(rejection.code()),
             };
-            span.record("rpc.status", status);
             outcome
         })
+    }
+}
+
+/// Records a span's final status when dropped, whether its call finished or not.
+struct StatusOnClose {
+    span: tracing::Span,
+    status: &'static str,
+}
+
+impl Drop for StatusOnClose {
+    fn drop(&mut self) {
+        self.span.record("rpc.status", self.status);
     }
 }
 

@@ -18,6 +18,8 @@ use tracing_subscriber::Layer;
 pub trait Hop {
     /// The `traceparent` each server on the way saw, from this one on.
     async fn hop(&self, depth: u32) -> Vec<String>;
+    /// Never answers (until its caller gives up).
+    async fn wait(&self);
 }
 
 struct HopImpl {
@@ -37,11 +39,16 @@ impl Hop for HopImpl {
         }
         out
     }
+
+    async fn wait(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 struct CapturedSpan {
     name: String,
+    closed: bool,
     fields: HashMap<String, String>,
 }
 
@@ -70,6 +77,11 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
         };
         attrs.record(&mut Fields(&mut span.fields));
         self.0.lock().unwrap().insert(id.into_u64(), span);
+    }
+    fn on_close(&self, id: Id, _: Context<'_, S>) {
+        if let Some(span) = self.0.lock().unwrap().get_mut(&id.into_u64()) {
+            span.closed = true;
+        }
     }
     fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
         if let Some(span) = self.0.lock().unwrap().get_mut(&id.into_u64()) {
@@ -125,6 +137,27 @@ async fn a_chain_of_services_is_one_trace_with_linked_spans() {
             "{server:?} has a client span as its parent"
         );
     }
+
+    // A call its caller gives up on: the server drops the handler, and its span closes
+    // with the status CANCELLED (not without a status).
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(50), client.wait()).await;
+    assert!(gave_up.is_err());
+    let cancelled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let closed = capture.0.lock().unwrap().values().find_map(|s| {
+                (s.name == "rpc.server" && s.fields["rpc.method"] == "wait" && s.closed)
+                    .then(|| s.fields.get("rpc.status").cloned())
+            });
+            if let Some(status) = closed {
+                break status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the cancelled call's server span closed");
+    assert_eq!(cancelled.as_deref(), Some("CANCELLED"));
+
     a.shutdown().await;
     b.shutdown().await;
 }
