@@ -71,22 +71,35 @@ impl Middleware for OtelServer {
         // client layers).
         let current = from_otel(&span.context());
         MiddlewareFuture::new(async move {
+            // A call cancelled by its caller is dropped here, unfinished: its span then
+            // ends as CANCELLED.
+            let mut status = StatusOnClose {
+                span: span.clone(),
+                status: CANCELLED,
+            };
             let run = next.run();
             let outcome = match current {
-                Some(current) => {
-                    trace_context::scope(current, run)
-                        .instrument(span.clone())
-                        .await
-                }
-                None => run.instrument(span.clone()).await,
+                Some(current) => trace_context::scope(current, run).instrument(span).await,
+                None => run.instrument(span).await,
             };
-            let status = match &outcome {
+            status.status = match &outcome {
                 Ok(answered) => answered.status().map_or(CANCELLED, status_name),
                 Err(rejection) => status_name(rejection.code()),
             };
-            record_status(&span, status);
             outcome
         })
+    }
+}
+
+/// Records a server span's final status when dropped, whether its call finished or not.
+struct StatusOnClose {
+    span: tracing::Span,
+    status: &'static str,
+}
+
+impl Drop for StatusOnClose {
+    fn drop(&mut self) {
+        record_status(&self.span, self.status);
     }
 }
 

@@ -17,6 +17,8 @@ pub trait Back {
 pub trait Front {
     async fn quadruple(&self, x: u64) -> u64;
     async fn fail(&self) -> Result<u8, String>;
+    /// Never answers (until its caller gives up).
+    async fn wait(&self);
 }
 
 struct BackImpl;
@@ -38,6 +40,9 @@ impl Front for FrontImpl {
     }
     async fn fail(&self) -> Result<u8, String> {
         Err("no".into())
+    }
+    async fn wait(&self) {
+        std::future::pending::<()>().await
     }
 }
 
@@ -88,6 +93,26 @@ fn a_chain_of_calls_is_one_trace_in_the_exporter() {
 
         assert_eq!(front.quadruple(3).await.unwrap(), 12);
         assert!(front.fail().await.is_err());
+        // A call its caller gives up on: the server drops its handler, and the span
+        // ends (and is exported) as CANCELLED.
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(50), front.wait()).await;
+        assert!(gave_up.is_err());
+        let exported = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let spans = exporter.get_finished_spans().unwrap();
+                if let Some(span) = spans.iter().find(|s| {
+                    attribute(s, "rpc.method").as_deref() == Some("wait")
+                        && s.span_kind == SpanKind::Server
+                }) {
+                    break attribute(span, "rpc.response.status_code");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the cancelled call's server span was exported");
+        assert_eq!(exported.as_deref(), Some("CANCELLED"));
         a.shutdown().await;
         b.shutdown().await;
     });
