@@ -316,7 +316,7 @@ impl Channel for BalancedChannel {
             });
             if probe {
                 // The stream's outcome is not judged; let the next call probe.
-                member.probe_abandoned();
+                self.inner.pool.probe_abandoned(&member);
             }
             connection
         })
@@ -507,30 +507,55 @@ impl Inner {
                     snapshot_of(&untried)
                 }
             };
+            if let Some(chosen) = self.admit_one(pool, call, now, forced) {
+                return Ok(chosen);
+            }
+            // Every candidate is on probation with its probe out: wait until one
+            // settles (or anything else changes).
+            match tokio::time::timeout_at(call.deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(unavailable("the channel is closed")),
+                Err(_) => return Err(RpcError::DeadlineExceeded),
+            }
+        }
+    }
+
+    /// Lets the balancer pick among `pool`, and admits the pick; a member that cannot
+    /// take the call after all (on probation, its probe out) is set aside and the
+    /// balancer picks among the rest. `None` once every member was set aside. Each
+    /// round removes one member, so this ends without waiting: a balancer that keeps
+    /// preferring the member with the probe out (it is the least loaded) cannot make a
+    /// caller spin.
+    fn admit_one(
+        &self,
+        mut pool: Routable,
+        call: &OutgoingCall<'_>,
+        now: Instant,
+        forced: bool,
+    ) -> Option<(Arc<Member>, bool)> {
+        while !pool.members.is_empty() {
             let index = self
                 .balancer
                 .pick(&pool.candidates, call.routing_key)
                 .min(pool.members.len() - 1);
             let chosen = Arc::clone(&pool.members[index]);
-            let Some(probe) = chosen.admit(now, forced) else {
-                // Another call took the probe slot meanwhile: pick again once something
-                // changes (or at once if another endpoint is free).
-                if pool.members.len() == 1 {
-                    match tokio::time::timeout_at(call.deadline, changes.changed()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(unavailable("the channel is closed")),
-                        Err(_) => return Err(RpcError::DeadlineExceeded),
-                    }
-                }
-                continue;
-            };
-            tracing::debug!(
-                service = call.method.service, method = call.method.name,
-                endpoint = %chosen.addr, balancer = self.balancer.name(), probe,
-                "endpoint chosen"
-            );
-            return Ok((chosen, probe));
+            if let Some(probe) = chosen.admit(now, forced) {
+                tracing::debug!(
+                    service = call.method.service, method = call.method.name,
+                    endpoint = %chosen.addr, balancer = self.balancer.name(), probe,
+                    "endpoint chosen"
+                );
+                return Some((chosen, probe));
+            }
+            let rest: Vec<Arc<Member>> = pool
+                .members
+                .iter()
+                .filter(|m| !Arc::ptr_eq(m, &chosen))
+                .cloned()
+                .collect();
+            pool = snapshot_of(&rest);
         }
+        None
     }
 
     /// One attempt on one member.
@@ -542,12 +567,12 @@ impl Inner {
     ) -> Result<ResponseFrame, RpcError> {
         let Some(connection) = member.connection() else {
             if probe {
-                member.probe_abandoned();
+                self.pool.probe_abandoned(member);
             }
             // Lost between the pick and now; it never left: safe to retry.
             return Err(unavailable(format!("{} lost its connection", member.addr)));
         };
-        let mut guard = AttemptGuard::new(member, probe);
+        let mut guard = AttemptGuard::new(&self.pool, member, probe);
         let started = Instant::now();
         let result = if self.attempt_layers.is_empty() {
             connection.send(call).await
@@ -604,15 +629,17 @@ fn snapshot_of(members: &[Arc<Member>]) -> Routable {
 /// Counts an attempt in flight on its endpoint, and gives a probe slot back if the
 /// attempt is dropped before its outcome is known.
 struct AttemptGuard<'a> {
+    pool: &'a Pool,
     member: &'a Member,
     probe: bool,
     recorded: bool,
 }
 
 impl<'a> AttemptGuard<'a> {
-    fn new(member: &'a Member, probe: bool) -> Self {
+    fn new(pool: &'a Pool, member: &'a Member, probe: bool) -> Self {
         member.load.start();
         AttemptGuard {
+            pool,
             member,
             probe,
             recorded: false,
@@ -624,7 +651,7 @@ impl Drop for AttemptGuard<'_> {
     fn drop(&mut self) {
         self.member.load.end();
         if self.probe && !self.recorded {
-            self.member.probe_abandoned();
+            self.pool.probe_abandoned(self.member);
         }
     }
 }

@@ -109,10 +109,6 @@ impl Member {
         lock(&self.health).admit(now, forced)
     }
 
-    pub(crate) fn probe_abandoned(&self) {
-        lock(&self.health).probe_abandoned();
-    }
-
     /// Whether its server's health service says it is serving (always, unless watched).
     pub(crate) fn is_serving(&self) -> bool {
         self.serving.load(Ordering::Acquire)
@@ -279,11 +275,21 @@ impl Pool {
         self.republish();
     }
 
+    /// A probe of `member` ended without a verdict (dropped, or a stream that is not
+    /// judged): the next call may probe, and calls waiting for the slot look again.
+    pub(crate) fn probe_abandoned(&self, member: &Member) {
+        lock(&member.health).probe_abandoned();
+        self.changed();
+    }
+
     /// Records how an attempt on `member` went; ejects or restores it as the health says.
     pub(crate) fn record(&self, member: &Member, verdict: Verdict, probe: bool) {
         let transition =
             lock(&member.health).record(&self.settings.outlier, verdict, probe, Instant::now());
         match transition {
+            // A probe that settled nothing frees the probe slot: calls waiting for it
+            // may pick the member again.
+            Transition::None if probe => self.changed(),
             Transition::None => {}
             Transition::Ejected(until) => {
                 self.ejections.fetch_add(1, Ordering::Relaxed);

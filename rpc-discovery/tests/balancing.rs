@@ -537,3 +537,84 @@ async fn calls_wait_for_discovery_then_fail_fast_on_an_empty_set() {
     }
     assert!(ok);
 }
+
+/// An endpoint on probation whose one probe is out cannot take another call; a balancer
+/// that still prefers it (it is the least loaded) must not make callers spin: they go to
+/// the other endpoint. (The chaos test's CI hang: with two candidates, P2C picked the
+/// probing endpoint forever and the caller never yielded, until both runtime workers
+/// were stuck.)
+#[tokio::test]
+async fn a_probe_in_flight_sends_other_calls_elsewhere_without_spinning() {
+    let good = ReplicaImpl::new("good");
+    let flaky = ReplicaImpl::new("flaky");
+    flaky.broken.store(true, Ordering::SeqCst);
+    let good_server = start(good.clone()).await;
+    let flaky_server = start(flaky.clone()).await;
+    let ejection = Duration::from_millis(300);
+    let channel = BalancedChannel::builder(StaticDiscovery::new([
+        good_server.local_addr(),
+        flaky_server.local_addr(),
+    ]))
+    .balancer(LeastInFlight::new())
+    .outlier(OutlierPolicy {
+        consecutive_failures: 2,
+        base_ejection: ejection,
+        max_ejection: Duration::from_secs(5),
+    })
+    .build();
+    let client = ReplicaClient::new(channel.clone());
+    let flaky_addr = flaky_server.local_addr().to_string();
+    let ejected = || {
+        channel
+            .endpoints()
+            .into_iter()
+            .any(|e| e.endpoint.addr == flaky_addr && e.ejected)
+    };
+    for _ in 0..20 {
+        if ejected() {
+            break;
+        }
+        let _ = client.whoami().await;
+    }
+    assert!(ejected(), "the flaky endpoint was ejected");
+    flaky.broken.store(false, Ordering::SeqCst);
+
+    // The good endpoint carries three slow calls; once the ejection period is over the
+    // flaky one (no calls) is the least loaded, and the next call there is its probe.
+    let good_before = good.calls.load(Ordering::SeqCst);
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.work(3_000).await })
+        })
+        .collect();
+    within(Duration::from_secs(5), || {
+        good.calls.load(Ordering::SeqCst) >= good_before + 3
+    })
+    .await
+    .expect("the slow calls reached the good endpoint");
+    tokio::time::sleep(ejection + Duration::from_millis(50)).await;
+    let before = flaky.calls.load(Ordering::SeqCst);
+    let probe = {
+        let client = client.clone();
+        tokio::spawn(async move { client.work(3_000).await })
+    };
+    within(Duration::from_secs(5), || {
+        flaky.calls.load(Ordering::SeqCst) > before
+    })
+    .await
+    .expect("the probe reached the flaky endpoint");
+
+    // The balancer prefers the flaky endpoint (1 in flight against 3), which cannot
+    // take the call: it goes to the good one.
+    let answer = client
+        .with_timeout(Duration::from_secs(2))
+        .whoami()
+        .await
+        .expect("answered by the other endpoint, not left spinning to its deadline");
+    assert_eq!(answer, "good");
+    for call in slow {
+        call.await.unwrap().unwrap();
+    }
+    probe.await.unwrap().unwrap();
+}
