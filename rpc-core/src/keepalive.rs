@@ -108,8 +108,11 @@ impl KeepaliveTimer {
 
     fn rearm(&mut self, at: Instant, cx: &mut Context<'_>) {
         self.sleep.as_mut().reset(at);
-        // Register the re-armed timer with the task.
-        let _ = self.sleep.as_mut().poll(cx);
+        // Register the re-armed timer with the task; if `at` has passed already (the
+        // task was preempted), no timer will wake it, so look again at once.
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
     }
 }
 

@@ -47,13 +47,26 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range:
+/// replicas are restarted on their port, and an ephemeral port could meanwhile be taken
+/// as the source port of some outgoing connection.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_start: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = 10_000u64.min(ephemeral_start / 2);
+    let span = ephemeral_start.saturating_sub(low).max(1);
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = low + (seed.wrapping_add(n.wrapping_mul(7919)) % span);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap().port();
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 fn open_fds() -> usize {
@@ -239,14 +252,17 @@ fn watchdog(limit: Duration, phase: Arc<Mutex<String>>, tally: Arc<Tally>) -> Ar
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!(
-            "chaos: WATCHDOG: still running after {limit:?}, in phase {:?}; so far {} idempotent and {} non-idempotent calls succeeded, {} hung, errors {:?}",
+        // Straight to the process's stderr: the test harness captures `eprintln!` and
+        // would drop it on exit.
+        let report = format!(
+            "chaos: WATCHDOG: still running after {limit:?}, in phase {:?}; so far {} idempotent and {} non-idempotent calls succeeded, {} hung, errors {:?}\n",
             phase.lock().unwrap(),
             tally.works_ok.load(Ordering::SeqCst),
             tally.records_ok.load(Ordering::SeqCst),
             tally.hung.load(Ordering::SeqCst),
             tally.errors.lock().unwrap(),
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
         std::process::exit(101);
     });
     done

@@ -122,6 +122,19 @@ pub(crate) async fn connect_tcp(
     let mut last_error = None;
     for candidate in addrs {
         match TcpStream::connect(candidate).await {
+            // Connecting to a local port nobody listens on can, rarely, connect the
+            // socket to itself (TCP simultaneous open, when the kernel picks that port as
+            // the source): it would read its own hello as the server's, and hold the
+            // port the server is about to bind again. Refused like a closed port.
+            Ok(stream) if stream.local_addr().ok() == Some(candidate) => {
+                last_error = Some(connect_error(
+                    candidate,
+                    io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "the socket connected to itself: nothing listens there",
+                    ),
+                ));
+            }
             Ok(stream) => {
                 configure(&stream).map_err(|e| connect_error(candidate, e))?;
                 return Ok((stream, candidate));

@@ -1,8 +1,9 @@
 //! The client's middleware seam: [`ClientMiddleware`] runs around every unary call a
 //! [`Client`](super::Client) makes (`Client::layer`) — and, installed on a balanced
 //! channel, around every attempt of one, so retries are visible — and may add metadata
-//! to every call, streaming ones included (credentials, trace context). Metrics and
-//! tracing are client middleware.
+//! to every call, streaming ones included (credentials, trace context). Tracing and the
+//! per-attempt metrics are client middleware; per-call metrics use the cheaper
+//! [`observer`](super::observer).
 //!
 //! A client without layers sends exactly as before.
 

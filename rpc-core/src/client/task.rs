@@ -50,6 +50,9 @@ struct Task<'a, R, W> {
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RpcError> {
         let shared = self.shared;
+        // A timed-out ping is judged after one read pass: after a stall of this task
+        // (a loaded machine), the answer may be waiting in the socket already.
+        let mut timed_out = None;
         if let Some(keepalive) = &mut self.keepalive {
             match keepalive.poll(cx) {
                 Due::Nothing => {}
@@ -58,11 +61,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
                         .outbox
                         .push_control(kind::PING, 0, &data.to_be_bytes());
                 }
-                Due::TimedOut => {
-                    return Poll::Ready(RpcError::KeepaliveTimeout {
-                        timeout: keepalive.timeout(),
-                    })
-                }
+                Due::TimedOut => timed_out = Some(keepalive.timeout()),
             }
         }
         let mut budget = FRAMES_PER_POLL;
@@ -104,6 +103,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
             if read_any {
                 if let Some(keepalive) = &mut self.keepalive {
                     keepalive.heard(Instant::now());
+                }
+            }
+            if let Some(timeout) = timed_out.take() {
+                if !read_any {
+                    return Poll::Ready(RpcError::KeepaliveTimeout { timeout });
                 }
             }
             if budget == 0 {

@@ -208,6 +208,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 return Poll::Ready(end);
             }
         }
+        // A timed-out ping is judged after one read pass: after a stall of this task
+        // (a loaded machine), the answer may be waiting in the socket already.
+        let mut timed_out = false;
         if let Some(keepalive) = &mut self.keepalive {
             match keepalive.poll(cx) {
                 Due::Nothing => {}
@@ -217,10 +220,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                         .outbox
                         .push_control(kind::PING, 0, &data.to_be_bytes());
                 }
-                Due::TimedOut => {
-                    tracing::debug!(peer = %self.info.peer(), "client did not answer a ping: dropping the connection");
-                    return Poll::Ready(End::Gone);
-                }
+                Due::TimedOut => timed_out = true,
             }
         }
         let mut budget = FRAMES_PER_POLL;
@@ -270,6 +270,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 if let Some(keepalive) = &mut self.keepalive {
                     keepalive.heard(now);
                 }
+            }
+            if std::mem::take(&mut timed_out) && !read_any {
+                tracing::debug!(peer = %self.info.peer(), "client did not answer a ping: dropping the connection");
+                return Poll::Ready(End::Gone);
             }
             if let Poll::Ready(Err(e)) = self.io.poll_write(cx, &self.state.outbox) {
                 tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
