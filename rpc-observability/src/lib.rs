@@ -33,11 +33,11 @@
 #[cfg(feature = "admin")]
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod admin;
-#[cfg(feature = "metrics")]
-mod histogram;
 pub mod labels;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+#[cfg(feature = "metrics")]
+mod striped;
 pub mod trace_context;
 pub mod tracing_layers;

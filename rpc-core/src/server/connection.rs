@@ -23,6 +23,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use super::handshake;
+use super::observer::BatchEnds;
 use super::service::Router;
 use super::state::{ConnectionSlot, ConnectionState, Load};
 use super::ServerConfig;
@@ -122,6 +123,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         last_write_at: now,
         housekeeping: Box::pin(tokio::time::sleep_until(first_check)),
         keepalive,
+        batch_ends: BatchEnds::default(),
         graceful: Box::pin(signals.graceful.clone().cancelled_owned()),
         hard: Box::pin(signals.hard.clone().cancelled_owned()),
         kill: Box::pin(signals.kill.clone().cancelled_owned()),
@@ -184,6 +186,8 @@ pub(super) struct ServerConnection<R, W> {
     pub(super) housekeeping: Pin<Box<tokio::time::Sleep>>,
     /// Pings a silent client (version 3), and drops it if it does not answer.
     pub(super) keepalive: Option<KeepaliveTimer>,
+    /// Observed calls answered in the current batch, ended after its write.
+    pub(super) batch_ends: BatchEnds,
     pub(super) graceful: Cancelled,
     pub(super) hard: Cancelled,
     pub(super) kill: Cancelled,
@@ -275,7 +279,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 tracing::debug!(peer = %self.info.peer(), "client did not answer a ping: dropping the connection");
                 return Poll::Ready(End::Gone);
             }
-            if let Poll::Ready(Err(e)) = self.io.poll_write(cx, &self.state.outbox) {
+            let written = self.io.poll_write(cx, &self.state.outbox);
+            self.batch_ends.end_all();
+            if let Poll::Ready(Err(e)) = written {
                 tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
                 return Poll::Ready(End::Gone);
             }

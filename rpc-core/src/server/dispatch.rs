@@ -229,7 +229,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             (Ok(Poll::Ready(answered)), _) => {
                 let answered = finished(&self.state, id, answered);
                 if let Some(watch) = watch {
-                    watch.end(&answered);
+                    // Its answer leaves with the batch's write: it ends then.
+                    self.batch_ends.push(watch, answered);
                 }
             }
             // Unreachable: the context is current while the handler is polled.

@@ -125,22 +125,58 @@ impl CallWatch {
 
     /// Tells the observers how the call ended.
     pub(crate) fn end(mut self, answered: &Answered) {
-        self.notify(answered);
+        self.notify(answered, Instant::now());
     }
 
-    fn notify(&mut self, answered: &Answered) {
+    /// Tells the observers how the call ended, at `now`.
+    pub(crate) fn end_at(mut self, answered: &Answered, now: Instant) {
+        self.notify(answered, now);
+    }
+
+    fn notify(&mut self, answered: &Answered, now: Instant) {
         self.ended = true;
-        let elapsed = self.read_at.elapsed();
+        let elapsed = now.saturating_duration_since(self.read_at);
         for observer in self.observers.iter() {
             observer.call_ended(&self.call, answered, elapsed);
         }
     }
 }
 
+/// Calls a connection answered in its current batch, whose answers leave with the
+/// batch's write: they end together, when the write has been handed to the socket, on
+/// one clock read (not one per call). Dropped unended (the connection ending), each ends
+/// at once.
+#[derive(Default)]
+pub(crate) struct BatchEnds(Vec<(CallWatch, Answered)>);
+
+impl BatchEnds {
+    /// `watch`'s call was answered with `answered`; it ends with the batch.
+    pub(crate) fn push(&mut self, watch: CallWatch, answered: Answered) {
+        self.0.push((watch, answered));
+    }
+
+    /// Ends every call of the batch now.
+    pub(crate) fn end_all(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for (watch, answered) in self.0.drain(..) {
+            watch.end_at(&answered, now);
+        }
+    }
+}
+
+impl Drop for BatchEnds {
+    fn drop(&mut self) {
+        self.end_all();
+    }
+}
+
 impl Drop for CallWatch {
     fn drop(&mut self) {
         if !self.ended {
-            self.notify(&Answered::unanswered());
+            self.notify(&Answered::unanswered(), Instant::now());
         }
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 struct ClientMethod {
     labels: ClientLabels,
     families: ClientFamilies,
-    attempt_started: Counter,
+    attempt_started: StripedCounter,
     by_outcome: [OnceLock<ClientOutcome>; Outcome::COUNT],
 }
 

@@ -5,24 +5,31 @@ use super::*;
 /// Where the handles of each method's metrics are kept once found, so that recording a
 /// call hashes two pointers instead of its label strings. Keyed by the addresses and
 /// lengths of the `&'static` service and method names (a bounded set: the services'
-/// own, and `other`). Striped like the histograms: each thread reads its own copy, so
-/// threads recording at once do not contend on one lock word (the copies hold clones of
-/// the same metrics).
+/// own, and `other`).
+///
+/// Read-mostly: a lookup is one atomic load of the current map and a probe of it, with
+/// no lock and no write to shared memory, so threads recording at once do not contend.
+/// Adding a method (once per method) copies the map and publishes the copy; every map
+/// published is kept until the cache is dropped, since a reader may still be probing an
+/// older one.
 pub(super) struct HandleCache<H> {
-    stripes: Box<[CacheStripe<H>]>,
+    /// The latest map; never null, always one of `published`.
+    current: AtomicPtr<MethodMap<H>>,
+    /// Every map ever published, oldest first; the lock also serialises writers. Boxed:
+    /// `current` points at a map, which must not move when the vector grows.
+    #[allow(clippy::vec_box)]
+    published: Mutex<Vec<Box<MethodMap<H>>>>,
 }
 
 type MethodMap<H> = HashMap<NameKey, Arc<H>, BuildHasherDefault<NameKeyHasher>>;
 
-#[repr(align(128))]
-struct CacheStripe<H>(RwLock<MethodMap<H>>);
-
 impl<H> Default for HandleCache<H> {
     fn default() -> Self {
+        let mut first = Box::new(MethodMap::default());
+        let current = AtomicPtr::new(&mut *first);
         HandleCache {
-            stripes: (0..stripe_count())
-                .map(|_| CacheStripe(RwLock::new(HashMap::default())))
-                .collect(),
+            current,
+            published: Mutex::new(vec![first]),
         }
     }
 }
@@ -49,8 +56,7 @@ fn name_key(service: &'static str, method: &'static str) -> NameKey {
 }
 
 impl<H> HandleCache<H> {
-    /// Runs `f` with the handles of `service.method` (made by `make` the first time this
-    /// thread's stripe needs them).
+    /// Runs `f` with the handles of `service.method` (made by `make` the first time).
     pub(super) fn with<R>(
         &self,
         service: &'static str,
@@ -58,7 +64,7 @@ impl<H> HandleCache<H> {
         make: impl FnOnce() -> H,
         f: impl FnOnce(&H) -> R,
     ) -> R {
-        self.lookup(service, method, make, |handles| f(handles))
+        f(self.lookup(service, method, make))
     }
 
     /// The handles of `service.method`, to keep.
@@ -68,27 +74,50 @@ impl<H> HandleCache<H> {
         method: &'static str,
         make: impl FnOnce() -> H,
     ) -> Arc<H> {
-        self.lookup(service, method, make, Arc::clone)
+        Arc::clone(self.lookup(service, method, make))
     }
 
-    fn lookup<R>(
+    fn lookup(
         &self,
         service: &'static str,
         method: &'static str,
         make: impl FnOnce() -> H,
-        found: impl FnOnce(&Arc<H>) -> R,
-    ) -> R {
+    ) -> &Arc<H> {
         let key = name_key(service, method);
-        let stripe = &self.stripes[thread_stripe()].0;
-        if let Some(handles) = stripe
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return found(handles);
+        // SAFETY: `current` always points into a map owned by `published`, which keeps
+        // every map until `self` is dropped, and a published map is never written again;
+        // the reference lives no longer than `&self`.
+        let map = unsafe { &*self.current.load(Ordering::Acquire) };
+        if let Some(handles) = map.get(&key) {
+            return handles;
         }
-        let mut methods = stripe.write().unwrap_or_else(PoisonError::into_inner);
-        found(methods.entry(key).or_insert_with(|| Arc::new(make())))
+        self.insert(key, make)
+    }
+
+    /// Publishes a copy of the current map with `key` added (unless another thread
+    /// added it meanwhile), and returns its entry.
+    #[cold]
+    fn insert(&self, key: NameKey, make: impl FnOnce() -> H) -> &Arc<H> {
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let latest = published
+            .last()
+            .expect("the first map is published at creation");
+        if latest.contains_key(&key) {
+            // SAFETY: as in `lookup`: the map is kept until `self` is dropped.
+            let map: &MethodMap<H> = unsafe { &*(&**latest as *const MethodMap<H>) };
+            return &map[&key];
+        }
+        let mut next = Box::new((**latest).clone());
+        next.insert(key, Arc::new(make()));
+        self.current.store(&mut *next, Ordering::Release);
+        // SAFETY: the box's heap allocation does not move when the box is pushed, and is
+        // kept (unwritten) until `self` is dropped.
+        let map: &MethodMap<H> = unsafe { &*(&*next as *const MethodMap<H>) };
+        published.push(next);
+        &map[&key]
     }
 }
 
@@ -114,5 +143,54 @@ impl Hasher for NameKeyHasher {
 
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    // Statics, not consts: the cache keys names by address, and each use of a const may
+    // be a copy of its own.
+    static SERVICE: &str = "Svc";
+    static METHODS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+    #[test]
+    fn each_method_is_made_once_and_found_by_every_thread() {
+        let cache: HandleCache<usize> = HandleCache::default();
+        let made = AtomicUsize::new(0);
+        let found: Vec<Vec<usize>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|t| {
+                    let (cache, made) = (&cache, &made);
+                    s.spawn(move || {
+                        (0..600)
+                            .map(|i| {
+                                let method = METHODS[(i + t) % METHODS.len()];
+                                *cache.get(SERVICE, method, || {
+                                    made.fetch_add(1, Ordering::SeqCst);
+                                    METHODS.iter().position(|m| *m == method).unwrap()
+                                })
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(made.load(Ordering::SeqCst), METHODS.len(), "made once each");
+        for (t, values) in found.iter().enumerate() {
+            for (i, value) in values.iter().enumerate() {
+                assert_eq!(METHODS[*value], METHODS[(i + t) % METHODS.len()]);
+            }
+        }
+        // The same handles, by address, wherever they are found (keyed by the names'
+        // addresses: the same `&'static str`s, as a service's method table gives).
+        let first = cache.get(SERVICE, METHODS[0], || unreachable!());
+        assert!(Arc::ptr_eq(
+            &first,
+            &cache.get(SERVICE, METHODS[0], || unreachable!())
+        ));
     }
 }

@@ -28,8 +28,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -49,8 +49,8 @@ mod server;
 pub use client::{AttemptMetrics, ClientMetrics};
 pub use server::ServerMetrics;
 
-use crate::histogram::{stripe_count, thread_stripe, Buckets, StripedHistogram};
 use crate::labels::{Outcome, OTHER};
+use crate::striped::{Buckets, StripedCounter, StripedHistogram};
 use handle_cache::HandleCache;
 use server::ServerMethod;
 
@@ -148,11 +148,11 @@ fn size_histogram() -> Histogram {
 
 #[derive(Clone)]
 struct ServerFamilies {
-    started: Family<MethodLabels, Counter>,
+    started: Family<MethodLabels, StripedCounter>,
     duration: HistogramFamily<StatusLabels>,
     received: HistogramFamily<StatusLabels>,
     sent: HistogramFamily<StatusLabels>,
-    items: Family<ItemLabels, Counter>,
+    items: Family<ItemLabels, StripedCounter>,
     connections: Gauge,
     in_flight: Gauge,
     shed: Counter,
@@ -161,7 +161,7 @@ struct ServerFamilies {
 #[derive(Clone)]
 struct ClientFamilies {
     call_duration: HistogramFamily<ClientStatusLabels>,
-    attempt_started: Family<ClientLabels, Counter>,
+    attempt_started: Family<ClientLabels, StripedCounter>,
     attempt_duration: HistogramFamily<ClientStatusLabels>,
     attempt_sent: HistogramFamily<ClientStatusLabels>,
     attempt_received: HistogramFamily<ClientStatusLabels>,

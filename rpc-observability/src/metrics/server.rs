@@ -7,10 +7,10 @@ pub(super) struct ServerMethod {
     service: &'static str,
     method: &'static str,
     families: ServerFamilies,
-    started: Counter,
+    started: StripedCounter,
     by_outcome: [OnceLock<ServerOutcome>; Outcome::COUNT],
-    items_sent: OnceLock<Counter>,
-    items_received: OnceLock<Counter>,
+    items_sent: OnceLock<StripedCounter>,
+    items_received: OnceLock<StripedCounter>,
 }
 
 /// One server method's histograms for one outcome.
@@ -51,7 +51,7 @@ impl ServerMethod {
         })
     }
 
-    fn items(&self, direction: &'static str) -> &Counter {
+    fn items(&self, direction: &'static str) -> &StripedCounter {
         let cell = if direction == "sent" {
             &self.items_sent
         } else {
