@@ -263,6 +263,35 @@ impl Context {
         }
     }
 
+    /// The context of a call that arrived by another transport (an HTTP gateway), so
+    /// that middleware and handlers see it like a native call: `method` is one the
+    /// service declares, `request_id` unique among that transport's calls in flight.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_transport(
+        request_id: u64,
+        deadline: Option<Instant>,
+        service: &'static str,
+        method: &'static str,
+        idempotent: bool,
+        metadata: Metadata,
+        connection: Arc<ConnectionInfo>,
+    ) -> Self {
+        let flags = if idempotent {
+            crate::protocol::flags::IDEMPOTENT
+        } else {
+            0
+        };
+        Context::new(
+            request_id,
+            deadline,
+            service,
+            WireStr::from_static(method),
+            flags,
+            metadata,
+            connection,
+        )
+    }
+
     /// The call id, unique among the calls in flight on its connection.
     pub fn request_id(&self) -> u64 {
         self.request_id

@@ -51,6 +51,7 @@ pub mod context;
 pub mod error;
 mod frame_io;
 pub mod health;
+pub mod json;
 mod keepalive;
 mod outbox;
 pub mod protocol;
@@ -115,6 +116,7 @@ pub use rpc_macros::service;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::byte_buf::BytesRef;
+    pub use crate::json::{no_other_args, not_unary, take_arg, to_value};
     pub use serde;
     pub use std::boxed::Box;
     pub use std::sync::Arc;

@@ -377,6 +377,11 @@ impl WireStr {
         Ok(WireStr(bytes))
     }
 
+    /// A name known at compile time.
+    pub(crate) fn from_static(name: &'static str) -> Self {
+        WireStr(Bytes::from_static(name.as_bytes()))
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         // SAFETY: `WireStr::new` is the only constructor and checked that the bytes are

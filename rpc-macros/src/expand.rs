@@ -463,10 +463,108 @@ fn server(def: &ServiceDef) -> TokenStream {
         }
     });
 
+    let json_methods = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let wire = &m.wire_name;
+        let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
+        let params = m
+            .args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != stream_index)
+            .map(|(_, (name, _))| name.unraw_string());
+        let idempotent = m.idempotent;
+        let kind = match (&m.output, m.stream_arg.is_some()) {
+            (Output::Stream { .. }, true) => quote!(BidiStream),
+            (Output::Stream { .. }, false) => quote!(ServerStream),
+            (_, true) => quote!(ClientStream),
+            (_, false) => quote!(Unary),
+        };
+        quote! {
+            #(#cfgs)*
+            __rpc_methods.push(#krate::json::JsonMethod {
+                name: #wire,
+                params: &[#(#params),*],
+                idempotent: #idempotent,
+                kind: #krate::json::MethodKind::#kind,
+            });
+        }
+    });
+    let json_arms = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let ident = &m.ident;
+        let wire = &m.wire_name;
+        if m.stream_arg.is_some() || matches!(m.output, Output::Stream { .. }) {
+            return quote! {
+                #(#cfgs)*
+                #wire => ::core::result::Result::Err(#krate::__private::not_unary(#wire)),
+            };
+        }
+        let locals: Vec<Ident> = (0..m.args.len())
+            .map(|i| format_ident!("__rpc_p{}", i))
+            .collect();
+        let takes = m.args.iter().zip(&locals).map(|((name, ty), local)| {
+            let param = name.unraw_string();
+            quote!(let #local: #ty = #krate::__private::take_arg(&mut __rpc_args, #param)?;)
+        });
+        let answer = match &m.output {
+            Output::Fallible { .. } => quote! {
+                match __rpc_out {
+                    ::core::result::Result::Ok(__rpc_value) => ::core::result::Result::Ok(
+                        #krate::json::JsonOutcome::Ok(#krate::__private::to_value(&__rpc_value)?),
+                    ),
+                    ::core::result::Result::Err(__rpc_error) => ::core::result::Result::Ok(
+                        #krate::json::JsonOutcome::ApplicationError(#krate::__private::to_value(&__rpc_error)?),
+                    ),
+                }
+            },
+            _ => quote! {
+                ::core::result::Result::Ok(#krate::json::JsonOutcome::Ok(#krate::__private::to_value(&__rpc_out)?))
+            },
+        };
+        quote! {
+            #(#cfgs)*
+            #wire => {
+                #(#takes)*
+                #krate::__private::no_other_args(&__rpc_args)?;
+                let __rpc_inner = ::core::clone::Clone::clone(&self.inner);
+                ::core::result::Result::Ok(#krate::__private::Box::pin(async move {
+                    let __rpc_out = #trait_name::#ident(&*__rpc_inner, #(#locals),*).await;
+                    #answer
+                }))
+            }
+        }
+    });
+
     quote! {
         #[doc = #doc]
         #vis struct #name<I> {
             inner: #krate::__private::Arc<I>,
+        }
+
+        impl<I: #trait_name + ::core::marker::Send + ::core::marker::Sync + 'static> #krate::json::JsonService for #name<I> {
+            fn json_methods(&self) -> &'static [#krate::json::JsonMethod] {
+                static __RPC_METHODS: ::std::sync::OnceLock<::std::vec::Vec<#krate::json::JsonMethod>> =
+                    ::std::sync::OnceLock::new();
+                __RPC_METHODS.get_or_init(|| {
+                    #[allow(unused_mut)]
+                    let mut __rpc_methods = ::std::vec::Vec::new();
+                    #(#json_methods)*
+                    __rpc_methods
+                })
+            }
+
+            #[allow(unused_variables, unused_mut, unreachable_code, deprecated, clippy::let_unit_value)]
+            fn call_json(
+                &self,
+                __rpc_method: &str,
+                mut __rpc_args: #krate::json::Map<::std::string::String, #krate::json::Value>,
+            ) -> ::core::result::Result<#krate::json::JsonFuture, #krate::DispatchError> {
+                match __rpc_method {
+                    #(#json_arms)*
+                    _ => ::core::result::Result::Err(#krate::DispatchError::UnknownMethod),
+                }
+            }
         }
 
         impl<I> #name<I> {
@@ -516,6 +614,10 @@ fn server(def: &ServiceDef) -> TokenStream {
                     #(#method_names)*
                     __rpc_names
                 })
+            }
+
+            fn json(&self) -> ::core::option::Option<&dyn #krate::json::JsonService> {
+                ::core::option::Option::Some(self)
             }
 
             #[allow(unused_variables, unreachable_code, deprecated)]

@@ -49,12 +49,12 @@
 pub use rpc_macros::service_for_facade as service;
 
 pub use rpc_core::{
-    client, codec, context, error, health, memory, protocol, server, transport, ByteBuf, CallError,
-    CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, ConnectionFuture,
-    Context, DispatchError, EncodeArgs, Established, HandlerFuture, IncomingCall, Interceptor,
-    Listener, Metadata, Method, OutgoingCall, PeerAddr, PeerIdentity, Rejection, ReplyTo, Router,
-    RoutingKey, RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo, Streaming,
-    Transport,
+    client, codec, context, error, health, json, memory, protocol, server, transport, ByteBuf,
+    CallError, CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection,
+    ConnectionFuture, Context, DispatchError, EncodeArgs, Established, HandlerFuture, IncomingCall,
+    Interceptor, Listener, Metadata, Method, OutgoingCall, PeerAddr, PeerIdentity, Rejection,
+    ReplyTo, Router, RoutingKey, RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo,
+    Streaming, Transport,
 };
 pub use rpc_core::{
     Answered, CallOutcome, DuplicateService, Keepalive, Middleware, Next, ServerStats,

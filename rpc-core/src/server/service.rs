@@ -111,6 +111,12 @@ pub trait Service: Send + Sync + 'static {
     /// Starts `method` for `call`: decodes the arguments and returns the handler future,
     /// which must answer through [`IncomingCall::into_reply`].
     fn call(&self, method: &str, call: IncomingCall) -> Result<HandlerFuture, DispatchError>;
+
+    /// The same service callable in JSON ([`crate::json`]), if it offers that: every
+    /// service `#[service]` generates does. The default offers nothing.
+    fn json(&self) -> Option<&dyn crate::json::JsonService> {
+        None
+    }
 }
 
 /// A call that arrived for a service: its encoded arguments and where to send the answer.
