@@ -1,12 +1,14 @@
 # Sourced by .ci/run (bash). Installs, from Debian's packages and only if missing, the
 # real servers and tools the tests talk to:
 #   - etcd-server: registration and discovery (rpc-discovery's etcd tests);
-#   - prometheus: the real-Prometheus scrape test (rpc-observability/tests/prometheus.rs).
+#   - prometheus: the real-Prometheus scrape test (rpc-observability/tests/prometheus.rs);
+#   - curl: the HTTP gateway tests (rpc-gateway/tests/gateway.rs).
 # One `apt-get update`, then one `apt-get install` of whatever is missing.
 
 _tools_missing=()
 command -v etcd >/dev/null 2>&1 || _tools_missing+=(etcd-server)
 command -v prometheus >/dev/null 2>&1 || _tools_missing+=(prometheus)
+command -v curl >/dev/null 2>&1 || _tools_missing+=(curl)
 if [ "${#_tools_missing[@]}" -gt 0 ]; then
     _tools_sudo=""
     [ "$(id -u)" -ne 0 ] && _tools_sudo="sudo"

@@ -1,0 +1,201 @@
+//! One JSON call through a `Router`: find the method, give it a `Context` like a native
+//! call's (deadline, metadata, peer), run the router's middleware around it (so
+//! authentication and tracing layers apply to HTTP callers too), then the handler.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rpc_core::context::{self, ConnectionInfo};
+use rpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
+use rpc_core::protocol::status;
+use rpc_core::{
+    Answered, Context, DispatchError, HandlerFuture, Metadata, Next, Rejection, Router,
+};
+use tokio::time::Instant;
+
+use crate::connect::Code;
+
+/// What a JSON call came to.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Answer {
+    /// The method's result.
+    Ok(Value),
+    /// A Connect error, with the method's own error for an application error.
+    Error {
+        code: Code,
+        message: String,
+        application_error: Option<Value>,
+    },
+}
+
+impl Answer {
+    pub(crate) fn error(code: Code, message: impl Into<String>) -> Answer {
+        Answer::Error {
+            code,
+            message: message.into(),
+            application_error: None,
+        }
+    }
+}
+
+/// A call as the gateway received it.
+pub(crate) struct JsonCall<'a> {
+    pub service: &'a str,
+    pub method: &'a str,
+    /// The arguments: a JSON object by parameter name.
+    pub args: Value,
+    pub body_bytes: usize,
+    /// `GET` requests may only call idempotent methods.
+    pub is_get: bool,
+    pub deadline: Instant,
+    pub metadata: Metadata,
+    pub connection: Arc<ConnectionInfo>,
+    pub request_id: u64,
+}
+
+fn rejection(error: DispatchError, service: &str, method: &str) -> Rejection {
+    match error {
+        DispatchError::UnknownMethod => Rejection::status(
+            status::UNKNOWN_METHOD,
+            format!("`{service}` has no method `{method}`"),
+        ),
+        DispatchError::InvalidArguments(message) => {
+            Rejection::status(status::INVALID_ARGUMENTS, message)
+        }
+    }
+}
+
+/// Runs `call` on `router` until it ends or its deadline passes (the handler is then
+/// dropped, as a native call's is).
+pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
+    let Some(service) = router.get(call.service) else {
+        return Answer::error(
+            Code::NotFound,
+            format!("no service named `{}`", call.service),
+        );
+    };
+    let Some(json) = service.json() else {
+        return Answer::error(
+            Code::Unimplemented,
+            format!("`{}` is not callable in JSON", call.service),
+        );
+    };
+    let Some(method) = json
+        .json_methods()
+        .iter()
+        .find(|m| m.name == call.method)
+        .copied()
+    else {
+        return Answer::error(
+            Code::NotFound,
+            format!("`{}` has no method `{}`", call.service, call.method),
+        );
+    };
+    if method.kind != MethodKind::Unary {
+        return Answer::error(
+            Code::Unimplemented,
+            format!(
+                "`{}.{}` streams: the gateway serves unary methods",
+                call.service, method.name
+            ),
+        );
+    }
+    if call.is_get && !method.idempotent {
+        return Answer::error(
+            Code::Unimplemented,
+            format!(
+                "`{}.{}` is not idempotent: call it with POST",
+                call.service, method.name
+            ),
+        );
+    }
+    let Value::Object(args) = call.args else {
+        return Answer::error(
+            Code::InvalidArgument,
+            "the arguments are a JSON object keyed by parameter name",
+        );
+    };
+    let context = Context::for_transport(
+        call.request_id,
+        Some(call.deadline),
+        service.name(),
+        method.name,
+        method.idempotent,
+        call.metadata,
+        call.connection,
+    );
+    let service = Arc::clone(service);
+    let service_name = service.name();
+    // The handler's outcome, taken out of the middleware chain's end.
+    let outcome: Arc<Mutex<Option<Answer>>> = Arc::default();
+    let start = {
+        let outcome = Arc::clone(&outcome);
+        let method: JsonMethod = method;
+        move || -> Result<HandlerFuture, Rejection> {
+            let json = service.json().expect("checked above");
+            let future = json
+                .call_json(method.name, args)
+                .map_err(|e| rejection(e, service_name, method.name))?;
+            Ok(Box::pin(async move {
+                let (answer, status, bytes) = match future.await {
+                    Ok(JsonOutcome::Ok(value)) => {
+                        let bytes = value.to_string().len();
+                        (Answer::Ok(value), status::OK, bytes)
+                    }
+                    Ok(JsonOutcome::ApplicationError(error)) => (
+                        Answer::Error {
+                            code: Code::FailedPrecondition,
+                            message: "the method returned an error".into(),
+                            application_error: Some(error),
+                        },
+                        status::APPLICATION_ERROR,
+                        0,
+                    ),
+                    Err(encode) => (
+                        Answer::error(Code::Internal, encode.to_string()),
+                        status::ENCODE_FAILED,
+                        0,
+                    ),
+                };
+                *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
+                Answered::external(status, bytes)
+            }) as HandlerFuture)
+        }
+    };
+    let chain_context = context.clone();
+    let run = async move {
+        match router.middleware() {
+            None => match start() {
+                Ok(handler) => {
+                    handler.await;
+                    Ok(())
+                }
+                Err(rejection) => Err(rejection),
+            },
+            Some(layers) => {
+                let next = Next::new(
+                    Arc::clone(layers),
+                    chain_context,
+                    Some(method.name),
+                    call.body_bytes,
+                    Box::new(start),
+                );
+                next.run().await.map(|_| ())
+            }
+        }
+    };
+    let ran = tokio::time::timeout_at(call.deadline, context::scope(context, run)).await;
+    match ran {
+        Err(_) => Answer::error(Code::DeadlineExceeded, "the call's deadline passed"),
+        Ok(Err(rejection)) => Answer::error(Code::of_status(rejection.code()), rejection.message()),
+        Ok(Ok(())) => outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| {
+                Answer::error(
+                    Code::Internal,
+                    "a middleware answered the call without running it",
+                )
+            }),
+    }
+}

@@ -1,0 +1,216 @@
+//! The Connect protocol's unary JSON shapes: error codes and their HTTP statuses, the
+//! error body, the timeout header, and which request headers become call metadata.
+
+use hyper::header::HeaderMap;
+use hyper::StatusCode;
+use rpc_core::protocol::status;
+use rpc_core::Metadata;
+use serde_json::{json, Value};
+
+/// A Connect error code (the protocol's names) with the HTTP status it travels with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The caller gave up (not sent by this gateway: a dropped request has no answer).
+    Canceled,
+    /// An error without a better code.
+    Unknown,
+    /// Arguments the method cannot take (malformed JSON, a wrong type, a missing or
+    /// unknown parameter).
+    InvalidArgument,
+    /// The deadline (`Connect-Timeout-Ms`, or the gateway's own limit) passed.
+    DeadlineExceeded,
+    /// No such service or method.
+    NotFound,
+    /// The method returned `Err(e)`: `e` is in the body's `error` field.
+    FailedPrecondition,
+    /// The call was stopped after it started (the server shut down under it).
+    Aborted,
+    /// A limit was reached (too many calls, a body too large); the call did not run.
+    ResourceExhausted,
+    /// The method exists but cannot be called this way (a stream, a `GET` of a method
+    /// that is not idempotent).
+    Unimplemented,
+    /// The handler failed (it panicked, its result could not be encoded).
+    Internal,
+    /// The server is shutting down; the call did not run.
+    Unavailable,
+    /// Missing or invalid credentials.
+    Unauthenticated,
+    /// The caller may not make this call.
+    PermissionDenied,
+}
+
+impl Code {
+    /// The code's name in Connect's error body.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Canceled => "canceled",
+            Code::Unknown => "unknown",
+            Code::InvalidArgument => "invalid_argument",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::NotFound => "not_found",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::Aborted => "aborted",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::Unimplemented => "unimplemented",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+            Code::Unauthenticated => "unauthenticated",
+            Code::PermissionDenied => "permission_denied",
+        }
+    }
+
+    /// The HTTP status Connect specifies for the code.
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Code::Canceled => StatusCode::from_u16(499).expect("a valid status"),
+            Code::Unknown | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::Aborted => StatusCode::CONFLICT,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The code for one of the native protocol's statuses (`rpc_core::protocol::status`).
+    pub fn of_status(code: u8) -> Code {
+        match code {
+            status::APPLICATION_ERROR => Code::FailedPrecondition,
+            status::UNKNOWN_SERVICE | status::UNKNOWN_METHOD => Code::NotFound,
+            status::INVALID_ARGUMENTS => Code::InvalidArgument,
+            status::DEADLINE_EXCEEDED => Code::DeadlineExceeded,
+            status::HANDLER_PANICKED | status::ENCODE_FAILED | status::INTERNAL => Code::Internal,
+            status::SHUTTING_DOWN => Code::Unavailable,
+            status::FRAME_TOO_LARGE | status::OVERLOADED => Code::ResourceExhausted,
+            status::UNAUTHENTICATED => Code::Unauthenticated,
+            status::PERMISSION_DENIED => Code::PermissionDenied,
+            status::ABORTED | status::INTERRUPTED => Code::Aborted,
+            _ => Code::Unknown,
+        }
+    }
+}
+
+/// Connect's error body: `{"code": ..., "message": ...}`, with the method's own error as
+/// `error` for an application error.
+pub fn error_body(code: Code, message: &str, application_error: Option<Value>) -> Value {
+    let mut body = json!({ "code": code.name(), "message": message });
+    if let Some(error) = application_error {
+        body["error"] = error;
+    }
+    body
+}
+
+/// The `Connect-Timeout-Ms` header: at most 10 digits (Connect's rule), in milliseconds.
+/// `Err` for a malformed value.
+pub fn timeout_ms(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    let Some(value) = headers.get("connect-timeout-ms") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| "Connect-Timeout-Ms is not text".to_string())?;
+    if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "Connect-Timeout-Ms must be 1 to 10 digits, not {text:?}"
+        ));
+    }
+    Ok(Some(text.parse().expect("at most 10 digits fit a u64")))
+}
+
+/// Headers that are HTTP's or Connect's own, not the application's.
+fn is_transport_header(name: &str) -> bool {
+    name.starts_with("connect-")
+        || name.starts_with("content-")
+        || name.starts_with("accept")
+        || name.starts_with("access-control-")
+        || name.starts_with("sec-")
+        || matches!(
+            name,
+            "host"
+                | "user-agent"
+                | "connection"
+                | "keep-alive"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "origin"
+                | "referer"
+                | "cookie"
+                | "expect"
+                | "priority"
+        )
+}
+
+/// The application's request headers as call metadata (names are lowercase in HTTP),
+/// so middleware and handlers read them as they read a native call's (`authorization`,
+/// `traceparent`, ...). `Err` names a header the metadata cannot carry.
+pub fn metadata(headers: &HeaderMap) -> Result<Metadata, String> {
+    let mut metadata = Metadata::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if is_transport_header(name) {
+            continue;
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| format!("header {name} is not text"))?;
+        metadata
+            .insert(name, value)
+            .map_err(|e| format!("header {name}: {e}"))?;
+    }
+    Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_has_a_code_and_codes_have_connects_http_statuses() {
+        assert_eq!(
+            Code::of_status(status::INVALID_ARGUMENTS),
+            Code::InvalidArgument
+        );
+        assert_eq!(Code::of_status(status::UNKNOWN_METHOD), Code::NotFound);
+        assert_eq!(Code::of_status(200), Code::Unknown);
+        assert_eq!(
+            Code::Unauthenticated.http_status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            Code::DeadlineExceeded.http_status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(Code::Canceled.http_status().as_u16(), 499);
+    }
+
+    #[test]
+    fn timeouts_are_one_to_ten_digits() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(timeout_ms(&headers), Ok(None));
+        headers.insert("connect-timeout-ms", "250".parse().unwrap());
+        assert_eq!(timeout_ms(&headers), Ok(Some(250)));
+        for bad in ["", "-1", "1.5", "12345678901", "ten"] {
+            headers.insert("connect-timeout-ms", bad.parse().unwrap());
+            assert!(timeout_ms(&headers).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn application_headers_become_metadata_and_transport_headers_do_not() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer t".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("connect-protocol-version", "1".parse().unwrap());
+        headers.insert("host", "x".parse().unwrap());
+        let metadata = metadata(&headers).unwrap();
+        assert_eq!(metadata.get_str("authorization"), Some("Bearer t"));
+        assert_eq!(metadata.len(), 1);
+    }
+}

@@ -1,0 +1,271 @@
+//! The HTTP side: connections (hyper 1, HTTP/1.1), then each request from the socket to
+//! a [`JsonCall`](crate::call::JsonCall) and its answer back to a Connect response.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rpc_core::context::ConnectionInfo;
+use rpc_core::PeerAddr;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::call::{self, Answer, JsonCall};
+use crate::connect::{self, Code};
+use crate::Shared;
+
+/// Accepts connections until `stop`, serving each on a task of `tasks`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, stop) = (Arc::clone(&shared), stop.clone());
+        let connection_info = Arc::new(ConnectionInfo::new(PeerAddr::Tcp(peer), None));
+        tasks.spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let (shared, info) = (Arc::clone(&shared), Arc::clone(&connection_info));
+                async move { Ok::<_, Infallible>(handle(&shared, info, peer, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.cancelled() => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+}
+
+/// A JSON response.
+fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
+/// A Connect error response.
+fn error(code: Code, message: &str) -> Response<Full<Bytes>> {
+    json(
+        code.http_status(),
+        &connect::error_body(code, message, None),
+    )
+}
+
+/// The allowed origin to echo for `request`, if CORS allows it.
+fn allowed_origin(shared: &Shared, request: &Request<Incoming>) -> Option<HeaderValue> {
+    let origin = request.headers().get(header::ORIGIN)?;
+    let allowed = shared
+        .config
+        .cors_origins
+        .iter()
+        .any(|o| o == "*" || o.as_bytes() == origin.as_bytes());
+    allowed.then(|| origin.clone())
+}
+
+async fn handle(
+    shared: &Shared,
+    info: Arc<ConnectionInfo>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let origin = allowed_origin(shared, &request);
+    let mut response = if request.method() == Method::OPTIONS && origin.is_some() {
+        preflight(&request)
+    } else {
+        answer(shared, info, request).await
+    };
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    tracing::debug!(%peer, status = response.status().as_u16(), "gateway request");
+    response
+}
+
+/// A CORS preflight: the methods and the headers the page asks for.
+fn preflight(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut response = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "POST, GET")
+        .header(header::ACCESS_CONTROL_MAX_AGE, "600");
+    if let Some(asked) = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+    {
+        response = response.header(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    response
+        .body(Full::new(Bytes::new()))
+        .expect("a valid response")
+}
+
+/// One call: the request read and checked, run, and answered.
+async fn answer(
+    shared: &Shared,
+    info: Arc<ConnectionInfo>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().trim_start_matches('/').to_string();
+    let Some((service, method)) = path.rsplit_once('/') else {
+        return error(
+            Code::NotFound,
+            "the path is /{Service}/{method}, for example /Calculator/add",
+        );
+    };
+    let is_get = match *request.method() {
+        Method::POST => false,
+        Method::GET => true,
+        _ => {
+            let mut response = error(Code::Unimplemented, "calls are POST (or GET if idempotent)");
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            return response;
+        }
+    };
+    // The deadline starts when the request arrived.
+    let arrived = Instant::now();
+    let timeout = match connect::timeout_ms(request.headers()) {
+        Ok(Some(ms)) => std::time::Duration::from_millis(ms).min(shared.config.max_timeout),
+        Ok(None) => shared.config.default_timeout,
+        Err(message) => return error(Code::InvalidArgument, &message),
+    };
+    let metadata = match connect::metadata(request.headers()) {
+        Ok(metadata) => metadata,
+        Err(message) => return error(Code::InvalidArgument, &message),
+    };
+    let (args, body_bytes) = if is_get {
+        match get_message(request.uri().query().unwrap_or("")) {
+            Ok(args) => (args, 0),
+            Err(message) => return error(Code::InvalidArgument, &message),
+        }
+    } else {
+        let json_body = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().unwrap_or("").trim() == "application/json");
+        if !json_body {
+            let mut response = error(
+                Code::Unimplemented,
+                "the body must be Content-Type: application/json",
+            );
+            *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return response;
+        }
+        match read_body(shared, request.into_body()).await {
+            Ok(body) => {
+                let len = body.len();
+                match parse(&body) {
+                    Ok(args) => (args, len),
+                    Err(message) => return error(Code::InvalidArgument, &message),
+                }
+            }
+            Err(response) => return response,
+        }
+    };
+    let Ok(_permit) = shared.in_flight.try_acquire() else {
+        return error(
+            Code::ResourceExhausted,
+            "the gateway is at its in-flight limit; the call did not run",
+        );
+    };
+    let call = JsonCall {
+        service,
+        method,
+        args,
+        body_bytes,
+        is_get,
+        deadline: arrived + timeout,
+        metadata,
+        connection: info,
+        request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+    };
+    match call::run(&shared.router, call).await {
+        Answer::Ok(value) => json(StatusCode::OK, &value),
+        Answer::Error {
+            code,
+            message,
+            application_error,
+        } => json(
+            code.http_status(),
+            &connect::error_body(code, &message, application_error),
+        ),
+    }
+}
+
+/// The request body, within the size and time limits.
+async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    let limit = shared.config.max_body;
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(shared.config.body_timeout, collect).await {
+        Err(_) => Err(error(
+            Code::DeadlineExceeded,
+            &format!(
+                "the request body took longer than {:?} to arrive",
+                shared.config.body_timeout
+            ),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            Code::ResourceExhausted,
+            &format!("the request body is larger than the gateway's limit of {limit} bytes"),
+        )),
+        Ok(Err(e)) => Err(error(
+            Code::InvalidArgument,
+            &format!("the request body could not be read: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The arguments in a body: a JSON value (an empty body is `{}`).
+fn parse(body: &[u8]) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))
+}
+
+/// The arguments of a Connect GET: `message` (percent-encoded JSON; `{}` if absent),
+/// with `encoding=json` if given and no `base64`.
+fn get_message(query: &str) -> Result<Value, String> {
+    let mut message = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "message" => message = Some(value.into_owned()),
+            "encoding" if value != "json" => {
+                return Err(format!("encoding {value} is not served: only json"));
+            }
+            "base64" if value == "1" => {
+                return Err("base64-encoded messages are not served".into());
+            }
+            _ => {}
+        }
+    }
+    parse(message.unwrap_or_default().as_bytes())
+}

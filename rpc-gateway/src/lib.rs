@@ -1,0 +1,179 @@
+//! HTTP/JSON for rrpc services: the unary JSON subset of the
+//! [Connect protocol](https://connectrpc.com/docs/protocol), served from the same
+//! [`Router`] as the native protocol. Every service `#[service]` generates is callable:
+//!
+//! ```text
+//! curl -H 'Content-Type: application/json' -d '{"a": 1, "b": 2}' \
+//!     http://127.0.0.1:8080/Calculator/add
+//! 3
+//! ```
+//!
+//! - `POST /{Service}/{method}`, `Content-Type: application/json`, the arguments as a JSON
+//!   object keyed by parameter name; the answer is `200` with the result as JSON.
+//! - `GET /{Service}/{method}?encoding=json&message={percent-encoded JSON}` for
+//!   `#[idempotent]` methods (cacheable, as Connect's GET).
+//! - Errors are Connect's error JSON (`{"code": "invalid_argument", "message": ...}`) with
+//!   the HTTP status Connect specifies; a method's own error (`Err(e)` of a method
+//!   returning `Result`) is `failed_precondition` with `e` as the body's `error` field.
+//! - `Connect-Timeout-Ms` is the call's deadline (capped by
+//!   [`GatewayConfig::max_timeout`]); other request headers are call metadata, so the
+//!   router's middleware (authentication, tracing) sees HTTP calls as it sees native
+//!   ones.
+//! - Limits: request body size, calls in flight (beyond it: `resource_exhausted`, the
+//!   call did not run), the time to receive a body. CORS for browsers when configured.
+//!
+//! Streaming methods answer `unimplemented` for now. `docs/HTTP.md` in the repository
+//! has the whole mapping.
+//!
+//! ```no_run
+//! # #[rpc_core::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+//! # struct Calc; impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
+//! # async fn demo() -> std::io::Result<()> {
+//! let router = rpc_core::Router::from(CalculatorServer::new(Calc));
+//! let gateway = rpc_gateway::serve("127.0.0.1:8080", router, Default::default()).await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod call;
+pub mod connect;
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::Router;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The gateway's limits and options.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    max_body: usize,
+    max_in_flight: usize,
+    default_timeout: Duration,
+    max_timeout: Duration,
+    body_timeout: Duration,
+    cors_origins: Vec<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_body: 4 * 1024 * 1024,
+            max_in_flight: 1024,
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(300),
+            body_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The largest request body (default 4 MiB, the native protocol's default frame
+    /// size); a larger one is refused with `resource_exhausted` before it is read whole.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Calls running at once (default 1024); beyond, calls are refused with
+    /// `resource_exhausted` without running.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// The deadline of a call without `Connect-Timeout-Ms` (default 30 s).
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// The longest deadline a caller may ask for (default 300 s).
+    pub fn max_timeout(mut self, timeout: Duration) -> Self {
+        self.max_timeout = timeout;
+        self
+    }
+
+    /// How long a request body may take to arrive (default 10 s): a slow sender is
+    /// refused, not waited for.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// Lets pages from `origin` (for example `https://app.example.com`, or `*` for any)
+    /// call the gateway from a browser (CORS).
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.cors_origins.push(origin.into());
+        self
+    }
+}
+
+/// What every connection of a gateway shares.
+pub(crate) struct Shared {
+    pub router: Router,
+    pub config: GatewayConfig,
+    pub in_flight: Semaphore,
+    pub next_id: AtomicU64,
+}
+
+/// A running gateway; [`GatewayHandle::shutdown`] stops it.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl GatewayHandle {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets the requests in progress finish, and returns when they have.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Binds `addr` and serves `router`'s services over HTTP/1.1 there, on the current tokio
+/// runtime. The router may be a clone of the one the native server serves (clones share
+/// the services and their middleware).
+pub async fn serve(
+    addr: impl ToSocketAddrs,
+    router: Router,
+    config: GatewayConfig,
+) -> std::io::Result<GatewayHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        router,
+        in_flight: Semaphore::new(config.max_in_flight),
+        config,
+        next_id: AtomicU64::new(1),
+    });
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(http::accept_loop(
+        listener,
+        shared,
+        stop.clone(),
+        tasks.clone(),
+    ));
+    Ok(GatewayHandle {
+        local_addr,
+        stop,
+        tasks,
+    })
+}

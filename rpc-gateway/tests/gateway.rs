@@ -1,0 +1,313 @@
+//! The HTTP gateway over real loopback sockets, called by curl (a real HTTP client in
+//! another process) and by hand-written requests for hostile input: the same router
+//! answers native and HTTP callers, errors are Connect's, limits hold, and the gateway
+//! stays up for the next caller.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::server::middleware;
+use rpc_core::{Next, Rejection, Router};
+use rpc_gateway::GatewayConfig;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[rpc_core::service]
+pub trait Calc {
+    #[idempotent]
+    async fn add(&self, a: i64, b: i64) -> i64;
+    async fn divide(&self, a: i64, b: i64) -> Result<i64, String>;
+    /// The caller's `authorization` metadata.
+    async fn whoami(&self) -> Option<String>;
+    async fn slow(&self, ms: u64) -> u64;
+    async fn count(&self, n: u32) -> rpc_core::Streaming<u32>;
+}
+
+#[derive(Clone, Default)]
+struct CalcImpl {
+    slow_started: Arc<AtomicUsize>,
+}
+
+impl Calc for CalcImpl {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+    async fn divide(&self, a: i64, b: i64) -> Result<i64, String> {
+        if b == 0 {
+            Err("division by zero".into())
+        } else {
+            Ok(a / b)
+        }
+    }
+    async fn whoami(&self) -> Option<String> {
+        rpc_core::context::current()
+            .and_then(|c| c.metadata().get_str("authorization").map(str::to_string))
+    }
+    async fn slow(&self, ms: u64) -> u64 {
+        self.slow_started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+    async fn count(&self, n: u32) -> rpc_core::Streaming<u32> {
+        rpc_core::Streaming::iter(0..n)
+    }
+}
+
+/// A middleware refusing calls that carry `x-block`: HTTP callers pass through it too.
+fn blocker() -> impl rpc_core::Middleware {
+    middleware::from_fn(|next: Next| async move {
+        if next.context().metadata().get_str("x-block").is_some() {
+            return Err(Rejection::PermissionDenied("blocked by middleware".into()));
+        }
+        next.run().await
+    })
+}
+
+fn router(calc: CalcImpl) -> Router {
+    Router::from(CalcServer::new(calc)).layer(blocker())
+}
+
+/// curl, or a skip (a failure under CI, which installs it).
+fn curl_available() -> bool {
+    let found = Command::new("curl").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "curl is missing; .ci/tools.sh installs it"
+        );
+        eprintln!("SKIPPED: curl is not installed");
+    }
+    found
+}
+
+/// Runs curl with `args` against `url`; returns the HTTP status and the body as JSON.
+fn curl(url: &str, args: &[&str]) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let (body, code) = text.rsplit_once('\n').expect("the status line");
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{body:?} is not JSON: {e}"))
+    };
+    (code.parse().expect("a status"), value)
+}
+
+fn post(url: &str, body: &str, headers: &[&str]) -> (u16, Value) {
+    let mut args = vec!["-H", "Content-Type: application/json", "-d", body];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    curl(url, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_calls_the_same_router_the_native_protocol_serves() {
+    if !curl_available() {
+        return;
+    }
+    let router = router(CalcImpl::default());
+    let native = rpc_transport_tcp::serve("127.0.0.1:0", router.clone())
+        .await
+        .unwrap();
+    let gateway = rpc_gateway::serve("127.0.0.1:0", router, GatewayConfig::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", gateway.local_addr());
+
+    let (status, body) = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || post(&format!("{base}/Calc/add"), r#"{"a": 1, "b": 2}"#, &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!((status, body), (200, json!(3)));
+    // The native protocol, on the same router.
+    let client = CalcClient::new(
+        rpc_transport_tcp::connect(native.local_addr())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(client.add(1, 2).await.unwrap(), 3);
+
+    let checks = tokio::task::spawn_blocking(move || {
+        let url = |m: &str| format!("{base}/Calc/{m}");
+        // GET for an idempotent method, with Connect's query parameters.
+        assert_eq!(
+            curl(
+                &format!(
+                    "{}?encoding=json&message=%7B%22a%22%3A40%2C%22b%22%3A2%7D",
+                    url("add")
+                ),
+                &[]
+            ),
+            (200, json!(42))
+        );
+        let (status, body) = curl(&format!("{}?message=%7B%7D", url("divide")), &[]);
+        assert_eq!(
+            (status, body["code"].clone()),
+            (501, json!("unimplemented"))
+        );
+        // A method's own error: failed_precondition, the error in `error`.
+        let (status, body) = post(&url("divide"), r#"{"a": 1, "b": 0}"#, &[]);
+        assert_eq!(status, 400);
+        assert_eq!(body["code"], "failed_precondition");
+        assert_eq!(body["error"], "division by zero");
+        // Metadata from headers, for handlers and middleware.
+        assert_eq!(
+            post(&url("whoami"), "", &["Authorization: Bearer abc"]),
+            (200, json!("Bearer abc"))
+        );
+        let (status, body) = post(&url("whoami"), "{}", &["X-Block: yes"]);
+        assert_eq!(
+            (status, body["code"].clone()),
+            (403, json!("permission_denied"))
+        );
+        // Bad input: typed errors naming what is wrong.
+        for (body, expect) in [
+            (r#"{"a": 1"#, "not valid JSON"),
+            (r#"{"a": "one", "b": 2}"#, "`a`"),
+            (r#"{"a": 1, "b": 2, "c": 3}"#, "`c`"),
+            (r#"[1, 2]"#, "object"),
+        ] {
+            let (status, answer) = post(&url("add"), body, &[]);
+            assert_eq!(status, 400, "{body}: {answer}");
+            assert_eq!(answer["code"], "invalid_argument");
+            assert!(
+                answer["message"].as_str().unwrap().contains(expect),
+                "{body}: {answer}"
+            );
+        }
+        let (status, body) = post(&url("nope"), "{}", &[]);
+        assert_eq!((status, body["code"].clone()), (404, json!("not_found")));
+        let (status, _) = post(&format!("{base}/Nope/add"), "{}", &[]);
+        assert_eq!(status, 404);
+        let (status, body) = post(&url("count"), r#"{"n": 3}"#, &[]);
+        assert_eq!(
+            (status, body["code"].clone()),
+            (501, json!("unimplemented"))
+        );
+        let (status, _) = curl(&url("add"), &["-H", "Content-Type: text/plain", "-d", "x"]);
+        assert_eq!(status, 415);
+        // The deadline from Connect-Timeout-Ms.
+        let (status, body) = post(
+            &url("slow"),
+            r#"{"ms": 5000}"#,
+            &["Connect-Timeout-Ms: 100"],
+        );
+        assert_eq!(
+            (status, body["code"].clone()),
+            (504, json!("deadline_exceeded"))
+        );
+        let (status, _) = post(
+            &url("add"),
+            r#"{"a":1,"b":1}"#,
+            &["Connect-Timeout-Ms: soon"],
+        );
+        assert_eq!(status, 400);
+    });
+    checks.await.unwrap();
+    gateway.shutdown().await;
+    native.shutdown().await;
+}
+
+/// Sends `request` as raw bytes and returns the status code of the answer.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply).to_string();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (code, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_meet_limits_and_the_gateway_stays_up() {
+    let calc = CalcImpl::default();
+    let config = GatewayConfig::default()
+        .max_body(1024)
+        .max_in_flight(1)
+        .body_timeout(Duration::from_millis(300))
+        .allow_origin("http://app.example");
+    let gateway = rpc_gateway::serve("127.0.0.1:0", router(calc.clone()), config)
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    let post = |body: &str| {
+        format!(
+            "POST /Calc/add HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+
+    // Too large: refused before it is read whole.
+    let huge = format!(
+        "{{\"a\": 1, \"b\": 2, \"pad\": \"{}\"}}",
+        "x".repeat(10_000)
+    );
+    let (code, text) = raw(addr, post(&huge).as_bytes()).await;
+    assert_eq!(code, 429, "{text}");
+    assert!(text.contains("resource_exhausted"));
+    // Nested deeper than the JSON parser's limit: an error, not a crash.
+    let deep = "[".repeat(900);
+    let (code, text) = raw(addr, post(&deep).as_bytes()).await;
+    assert_eq!(code, 400, "{text}");
+    // A body that never arrives: refused after the body timeout.
+    let (code, text) = raw(
+        addr,
+        b"POST /Calc/add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await;
+    assert_eq!(code, 504, "{text}");
+    // CORS: a preflight from an allowed origin, and the header on answers.
+    let (code, text) = raw(
+        addr,
+        b"OPTIONS /Calc/add HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: http://app.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 204, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("access-control-allow-origin: http://app.example"));
+    assert!(lower.contains("access-control-allow-headers: content-type"));
+    let (_, text) = raw(
+        addr,
+        b"POST /Calc/add HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"a\":1,\"b\":2}",
+    )
+    .await;
+    assert!(!text
+        .to_ascii_lowercase()
+        .contains("access-control-allow-origin"));
+
+    // The in-flight limit: with one slow call running, the next is refused (it did not
+    // run) and the one after it, once the slow call is done, runs.
+    let slow_request = "{\"ms\": 3000}".to_string();
+    let slow = tokio::spawn(async move {
+        let request = format!(
+            "POST /Calc/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{slow_request}",
+            slow_request.len()
+        );
+        raw(addr, request.as_bytes()).await
+    });
+    while calc.slow_started.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let (code, text) = raw(addr, post("{\"a\":1,\"b\":2}").as_bytes()).await;
+    assert_eq!(code, 429, "{text}");
+    assert_eq!(slow.await.unwrap().0, 200);
+    let (code, text) = raw(addr, post("{\"a\":1,\"b\":2}").as_bytes()).await;
+    assert_eq!(code, 200, "the gateway still answers: {text}");
+    assert!(text.ends_with('3'), "{text}");
+    gateway.shutdown().await;
+}
