@@ -144,3 +144,16 @@ fn observability() {
         ],
     );
 }
+
+#[test]
+fn http() {
+    assert_prints(
+        "http",
+        &[
+            "native: add(1, 2)    = 3",
+            "-> 200 3",
+            r#"-> 400 {"code":"failed_precondition","error":"division by zero","message":"the method returned an error"}"#,
+            r#"-> 400 {"code":"invalid_argument""#,
+        ],
+    );
+}

@@ -37,6 +37,7 @@
 //! | `discovery` | `discovery`, `BalancedChannel`: several replicas behind one client (static lists, balancing, retries, ejection) |
 //! | `dns` | `discovery::dns`: DNS A/AAAA and SRV discovery |
 //! | `etcd` | `discovery::etcd`: registration and discovery in etcd |
+//! | `gateway` | `gateway`: HTTP/JSON (Connect's unary JSON) for curl, browsers and other languages, from the same router |
 //! | `observability` | `observability`: Prometheus metrics, tracing with W3C trace context, the admin endpoint |
 
 #![warn(missing_docs)]
@@ -97,3 +98,7 @@ pub use rpc_discovery::BalancedChannel;
 #[cfg(feature = "observability")]
 #[cfg_attr(docsrs, doc(cfg(feature = "observability")))]
 pub use rpc_observability as observability;
+
+#[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
+pub use rpc_gateway as gateway;
