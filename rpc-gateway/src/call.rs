@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::FutureExt;
 use rpc_core::context::{self, ConnectionInfo};
 use rpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
 use rpc_core::protocol::status;
@@ -183,11 +184,19 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
             }
         }
     };
+    // A panic in a layer or the handler fails this call (internal), not the connection.
+    let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     let ran = tokio::time::timeout_at(call.deadline, context::scope(context, run)).await;
     match ran {
         Err(_) => Answer::error(Code::DeadlineExceeded, "the call's deadline passed"),
-        Ok(Err(rejection)) => Answer::error(Code::of_status(rejection.code()), rejection.message()),
-        Ok(Ok(())) => outcome
+        Ok(Err(panic)) => Answer::error(
+            Code::Internal,
+            format!("the handler panicked: {}", panic_text(&*panic)),
+        ),
+        Ok(Ok(Err(rejection))) => {
+            Answer::error(Code::of_status(rejection.code()), rejection.message())
+        }
+        Ok(Ok(Ok(()))) => outcome
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
@@ -198,4 +207,13 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
                 )
             }),
     }
+}
+
+/// A panic's message, if it has one.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

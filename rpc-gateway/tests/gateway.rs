@@ -23,6 +23,7 @@ pub trait Calc {
     async fn whoami(&self) -> Option<String>;
     async fn slow(&self, ms: u64) -> u64;
     async fn count(&self, n: u32) -> rpc_core::Streaming<u32>;
+    async fn boom(&self) -> u8;
 }
 
 #[derive(Clone, Default)]
@@ -52,6 +53,9 @@ impl Calc for CalcImpl {
     }
     async fn count(&self, n: u32) -> rpc_core::Streaming<u32> {
         rpc_core::Streaming::iter(0..n)
+    }
+    async fn boom(&self) -> u8 {
+        panic!("the handler exploded")
     }
 }
 
@@ -194,6 +198,11 @@ async fn curl_calls_the_same_router_the_native_protocol_serves() {
             (status, body["code"].clone()),
             (501, json!("unimplemented"))
         );
+        // A panicking handler fails its call, and the gateway answers the next one.
+        let (status, body) = post(&url("boom"), "{}", &[]);
+        assert_eq!((status, body["code"].clone()), (500, json!("internal")));
+        assert!(body["message"].as_str().unwrap().contains("exploded"));
+        assert_eq!(post(&url("add"), r#"{"a":2,"b":2}"#, &[]), (200, json!(4)));
         let (status, _) = curl(&url("add"), &["-H", "Content-Type: text/plain", "-d", "x"]);
         assert_eq!(status, 415);
         // The deadline from Connect-Timeout-Ms.

@@ -140,10 +140,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     Arc::clone(service),
                     call,
                 );
-                Running::Chain {
-                    chain: next.run(),
-                    reply: Some(Arc::clone(&self.state)),
-                    id,
+                // A layer runs its synchronous part (an interceptor, say) here: a panic
+                // in it fails the call, not the connection.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| next.run())) {
+                    Ok(chain) => Running::Chain {
+                        chain,
+                        reply: Some(Arc::clone(&self.state)),
+                        id,
+                    },
+                    Err(panic) => {
+                        let answered =
+                            unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
+                        if let Some(watch) = watch {
+                            watch.end(&answered);
+                        }
+                        return Ok(());
+                    }
                 }
             }
             // Without, argument decoding runs here, on the connection task. It runs user
