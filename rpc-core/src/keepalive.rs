@@ -88,7 +88,13 @@ impl KeepaliveTimer {
         }
         let now = Instant::now();
         match self.pinged_at {
-            Some(pinged) if now >= pinged + self.settings.timeout => Due::TimedOut,
+            Some(pinged) if now >= pinged + self.settings.timeout => {
+                // Keep the timer armed: the caller may still hear from the peer in the
+                // read pass that judges this timeout (`heard`), and the connection then
+                // goes on and needs its next ping.
+                self.rearm(now + self.settings.timeout, cx);
+                Due::TimedOut
+            }
             Some(pinged) => {
                 self.rearm(pinged + self.settings.timeout, cx);
                 Due::Nothing
@@ -143,5 +149,38 @@ mod tests {
         assert_eq!(timer.poll(&mut cx), Due::Nothing);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(timer.poll(&mut cx), Due::TimedOut);
+    }
+
+    /// Counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_answered_in_the_judging_read_pass_keeps_the_timer_running() {
+        let settings = Keepalive::new(Duration::from_secs(10), Duration::from_secs(5));
+        let mut timer = KeepaliveTimer::new(settings, Instant::now());
+        let wakes = std::sync::Arc::new(Wakes(Default::default()));
+        let waker = std::task::Waker::from(std::sync::Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(timer.poll(&mut cx), Due::Ping(1));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(timer.poll(&mut cx), Due::TimedOut);
+        // The read pass that judges it finds the answer: the connection goes on, and its
+        // task must still be woken for the next ping.
+        timer.heard(Instant::now());
+        let before = wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(
+            wakes.0.load(std::sync::atomic::Ordering::SeqCst) > before,
+            "the timer woke the task"
+        );
+        assert_eq!(timer.poll(&mut cx), Due::Nothing);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(timer.poll(&mut cx), Due::Ping(2));
     }
 }

@@ -129,6 +129,8 @@ pub(crate) async fn serve_connection<T: Transport>(
         kill: Box::pin(signals.kill.clone().cancelled_owned()),
     };
     let end = std::future::poll_fn(|cx| connection.poll(cx)).await;
+    // Calls answered in the last pass end now, not after the closing flush.
+    connection.batch_ends.end_all();
 
     match end {
         End::Gone => state.abort_all(None),
