@@ -142,6 +142,7 @@ fn is_transport_header(name: &str) -> bool {
                 | "origin"
                 | "referer"
                 | "cookie"
+                | "proxy-authorization"
                 | "expect"
                 | "priority"
         )

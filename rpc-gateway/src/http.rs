@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rpc_core::context::ConnectionInfo;
 use rpc_core::PeerAddr;
 use serde_json::Value;
@@ -36,18 +36,35 @@ pub(crate) async fn accept_loop(
             _ = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, peer)) = accepted else {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, usually: wait a little rather than spin.
+                tracing::warn!(%error, "gateway accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Beyond the connection limit, the connection is closed at once.
+        let Ok(slot) = Arc::clone(&shared.connections).try_acquire_owned() else {
+            drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (shared, stop) = (Arc::clone(&shared), stop.clone());
         let connection_info = Arc::new(ConnectionInfo::new(PeerAddr::Tcp(peer), None));
         tasks.spawn(async move {
+            let _slot = slot;
+            let grace = shared.config.shutdown_grace;
+            let header_timeout = shared.config.header_timeout;
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let (shared, info) = (Arc::clone(&shared), Arc::clone(&connection_info));
                 async move { Ok::<_, Infallible>(handle(&shared, info, peer, request).await) }
             });
+            // hyper enforces the header timeout only with a timer.
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
@@ -55,7 +72,8 @@ pub(crate) async fn accept_loop(
                 _ = stop.cancelled() => {}
             }
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            // A request still arriving or running has `grace` to finish.
+            let _ = tokio::time::timeout(grace, connection).await;
         });
     }
 }
@@ -100,10 +118,13 @@ async fn handle(
     } else {
         answer(shared, info, request).await
     };
-    if let Some(origin) = origin {
+    if !shared.config.cors_origins.is_empty() {
+        // Answers differ by origin: caches must know.
         let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if let Some(origin) = origin {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        }
     }
     tracing::debug!(%peer, status = response.status().as_u16(), "gateway request");
     response
@@ -159,6 +180,14 @@ async fn answer(
         Ok(metadata) => metadata,
         Err(message) => return error(Code::InvalidArgument, &message),
     };
+    // The permit first: a body is read only for a call that may run, so bodies held in
+    // memory are bounded by the in-flight limit times the body limit.
+    let Ok(_permit) = shared.in_flight.try_acquire() else {
+        return error(
+            Code::ResourceExhausted,
+            "the gateway is at its in-flight limit; the call did not run",
+        );
+    };
     let (args, body_bytes) = if is_get {
         match get_message(request.uri().query().unwrap_or("")) {
             Ok(args) => (args, 0),
@@ -189,11 +218,8 @@ async fn answer(
             Err(response) => return response,
         }
     };
-    let Ok(_permit) = shared.in_flight.try_acquire() else {
-        return error(
-            Code::ResourceExhausted,
-            "the gateway is at its in-flight limit; the call did not run",
-        );
+    let Some(deadline) = arrived.checked_add(timeout) else {
+        return error(Code::InvalidArgument, "the timeout is too long");
     };
     let call = JsonCall {
         service,
@@ -201,7 +227,7 @@ async fn answer(
         args,
         body_bytes,
         is_get,
-        deadline: arrived + timeout,
+        deadline,
         metadata,
         connection: info,
         request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),

@@ -19,8 +19,9 @@
 //!   [`GatewayConfig::max_timeout`]); other request headers are call metadata, so the
 //!   router's middleware (authentication, tracing) sees HTTP calls as it sees native
 //!   ones.
-//! - Limits: request body size, calls in flight (beyond it: `resource_exhausted`, the
-//!   call did not run), the time to receive a body. CORS for browsers when configured.
+//! - Limits: connections, the time to receive headers and body, request body size,
+//!   calls in flight (beyond it: `resource_exhausted`, the call did not run). CORS for
+//!   browsers when configured.
 //!
 //! Streaming methods answer `unimplemented` for now. `docs/HTTP.md` in the repository
 //! has the whole mapping.
@@ -59,6 +60,9 @@ pub struct GatewayConfig {
     default_timeout: Duration,
     max_timeout: Duration,
     body_timeout: Duration,
+    header_timeout: Duration,
+    max_connections: usize,
+    shutdown_grace: Duration,
     cors_origins: Vec<String>,
 }
 
@@ -70,6 +74,9 @@ impl Default for GatewayConfig {
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
             cors_origins: Vec::new(),
         }
     }
@@ -109,6 +116,26 @@ impl GatewayConfig {
         self
     }
 
+    /// How long a request's headers may take to arrive, on a new connection or between
+    /// requests of a kept-alive one (default 10 s): a slow or silent client is dropped.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Connections open at once (default 10 000); beyond, new ones are closed at once.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long [`GatewayHandle::shutdown`] waits for requests in progress (default
+    /// 10 s) before it closes their connections.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
     /// Lets pages from `origin` (for example `https://app.example.com`, or `*` for any)
     /// call the gateway from a browser (CORS).
     pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
@@ -122,6 +149,7 @@ pub(crate) struct Shared {
     pub router: Router,
     pub config: GatewayConfig,
     pub in_flight: Semaphore,
+    pub connections: Arc<Semaphore>,
     pub next_id: AtomicU64,
 }
 
@@ -139,7 +167,9 @@ impl GatewayHandle {
         self.local_addr
     }
 
-    /// Stops accepting, lets the requests in progress finish, and returns when they have.
+    /// Stops accepting, lets the requests in progress finish (up to
+    /// [`GatewayConfig::shutdown_grace`], then their connections are closed), and returns
+    /// when every connection is gone.
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.tasks.close();
@@ -160,6 +190,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         router,
         in_flight: Semaphore::new(config.max_in_flight),
+        connections: Arc::new(Semaphore::new(config.max_connections)),
         config,
         next_id: AtomicU64::new(1),
     });

@@ -320,3 +320,76 @@ async fn hostile_requests_meet_limits_and_the_gateway_stays_up() {
     assert!(text.ends_with('3'), "{text}");
     gateway.shutdown().await;
 }
+
+/// Reads until the gateway closes the connection (at most 10 s): the bytes it sent.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .ok()
+        .map(|_| reply)
+}
+
+#[tokio::test]
+async fn slow_and_surplus_connections_are_dropped_and_shutdown_is_bounded() {
+    // A client that never finishes its headers is dropped after the header timeout.
+    let gateway = rpc_gateway::serve(
+        "127.0.0.1:0",
+        router(CalcImpl::default()),
+        GatewayConfig::default().header_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let mut slow = tokio::net::TcpStream::connect(gateway.local_addr())
+        .await
+        .unwrap();
+    slow.write_all(b"POST /Calc/add HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    assert!(
+        until_closed(&mut slow).await.is_some(),
+        "a client stuck in its headers is not held"
+    );
+    gateway.shutdown().await;
+
+    // Beyond the connection limit, a connection is closed unanswered; and shutdown
+    // returns although two clients are stuck in their requests.
+    let gateway = rpc_gateway::serve(
+        "127.0.0.1:0",
+        router(CalcImpl::default()),
+        GatewayConfig::default()
+            .max_connections(2)
+            .header_timeout(Duration::from_secs(60))
+            .shutdown_grace(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let addr = gateway.local_addr();
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /Calc/add HTTP/1.1\r\nHo").await.unwrap();
+        stuck.push(s);
+    }
+    // Both are being served once a third connection is refused: retry until then
+    // (accepting is asynchronous).
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = b"POST /Calc/add HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"a\":1,\"b\":2}";
+            if third.write_all(request).await.is_err() {
+                break;
+            }
+            match until_closed(&mut third).await {
+                Some(reply) if reply.is_empty() => break,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "a third connection is closed unanswered");
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown())
+        .await
+        .expect("shutdown is bounded by its grace period");
+    drop(stuck);
+}
