@@ -15,21 +15,41 @@ use super::*;
 pub(super) struct HandleCache<H> {
     /// The latest map; never null, always one of `published`.
     current: AtomicPtr<MethodMap<H>>,
-    /// Every map ever published, oldest first; the lock also serialises writers. Boxed:
-    /// `current` points at a map, which must not move when the vector grows.
-    #[allow(clippy::vec_box)]
-    published: Mutex<Vec<Box<MethodMap<H>>>>,
+    /// Every map ever published (from `Box::into_raw`, freed on drop), oldest first; the
+    /// lock also serialises writers. Raw pointers, not boxes: a box asserts unique
+    /// access whenever it moves (the vector growing), which readers' shared references
+    /// into the map must not meet.
+    published: Mutex<Vec<*mut MethodMap<H>>>,
 }
 
 type MethodMap<H> = HashMap<NameKey, Arc<H>, BuildHasherDefault<NameKeyHasher>>;
 
+// SAFETY: the maps behind the pointers are owned by the cache and only read after they
+// are published (writers hold the lock and write only maps not yet published); sending or
+// sharing the cache sends or shares `Arc<H>`s, as a `HashMap<_, Arc<H>>` would.
+unsafe impl<H: Send + Sync> Send for HandleCache<H> {}
+// SAFETY: as above.
+unsafe impl<H: Send + Sync> Sync for HandleCache<H> {}
+
 impl<H> Default for HandleCache<H> {
     fn default() -> Self {
-        let mut first = Box::new(MethodMap::default());
-        let current = AtomicPtr::new(&mut *first);
+        let first = Box::into_raw(Box::new(MethodMap::default()));
         HandleCache {
-            current,
+            current: AtomicPtr::new(first),
             published: Mutex::new(vec![first]),
+        }
+    }
+}
+
+impl<H> Drop for HandleCache<H> {
+    fn drop(&mut self) {
+        let published = self
+            .published
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for map in published.drain(..) {
+            // SAFETY: each came from `Box::into_raw` once, and no reader is left (`&mut self`).
+            drop(unsafe { Box::from_raw(map) });
         }
     }
 }
@@ -102,21 +122,22 @@ impl<H> HandleCache<H> {
             .published
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let latest = published
+        let latest = *published
             .last()
             .expect("the first map is published at creation");
+        // SAFETY: published maps are kept until `self` is dropped and never written
+        // again; the reference lives no longer than `&self`.
+        let latest: &MethodMap<H> = unsafe { &*latest };
         if latest.contains_key(&key) {
-            // SAFETY: as in `lookup`: the map is kept until `self` is dropped.
-            let map: &MethodMap<H> = unsafe { &*(&**latest as *const MethodMap<H>) };
-            return &map[&key];
+            return &latest[&key];
         }
-        let mut next = Box::new((**latest).clone());
+        let mut next = latest.clone();
         next.insert(key, Arc::new(make()));
-        self.current.store(&mut *next, Ordering::Release);
-        // SAFETY: the box's heap allocation does not move when the box is pushed, and is
-        // kept (unwritten) until `self` is dropped.
-        let map: &MethodMap<H> = unsafe { &*(&*next as *const MethodMap<H>) };
+        let next = Box::into_raw(Box::new(next));
         published.push(next);
+        self.current.store(next, Ordering::Release);
+        // SAFETY: as above; `next` is published now and not written again.
+        let map: &MethodMap<H> = unsafe { &*next };
         &map[&key]
     }
 }
