@@ -2,7 +2,8 @@
 # real servers and tools the tests talk to:
 #   - etcd-server: registration and discovery (rpc-discovery's etcd tests);
 #   - prometheus: the real-Prometheus scrape test (rpc-observability/tests/prometheus.rs);
-#   - curl: the HTTP gateway tests (rpc-gateway/tests/gateway.rs).
+#   - curl: the HTTP gateway tests (rpc-gateway/tests/gateway.rs);
+#   - openapi-spec-validator (pip): the gateway's OpenAPI document is checked with it.
 # One `apt-get update`, then one `apt-get install` of whatever is missing.
 
 _tools_missing=()
@@ -16,4 +17,10 @@ if [ "${#_tools_missing[@]}" -gt 0 ]; then
     $_tools_sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $_tools_sudo apt-get install -y -qq --no-install-recommends \
         "${_tools_missing[@]}" >/dev/null
+fi
+
+# The gateway's OpenAPI document is checked with openapi-spec-validator (PyPI).
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+    echo "installing openapi-spec-validator (pip)"
+    python3 -m pip install -q openapi-spec-validator >/dev/null
 fi

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::call::{self, Answer, JsonCall};
 use crate::connect::{self, Code};
+use crate::describe;
 use crate::Shared;
 
 /// Accepts connections until `stop`, serving each on a task of `tasks`.
@@ -153,6 +154,17 @@ async fn answer(
     info: Arc<ConnectionInfo>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if request.method() == Method::GET {
+        match request.uri().path() {
+            describe::SERVICES_PATH => {
+                return json(StatusCode::OK, &describe::listing(&shared.router))
+            }
+            describe::OPENAPI_PATH => {
+                return json(StatusCode::OK, &describe::openapi(&shared.router))
+            }
+            _ => {}
+        }
+    }
     let path = request.uri().path().trim_start_matches('/').to_string();
     let Some((service, method)) = path.rsplit_once('/') else {
         return error(

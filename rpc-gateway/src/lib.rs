@@ -23,6 +23,10 @@
 //!   calls in flight (beyond it: `resource_exhausted`, the call did not run). CORS for
 //!   browsers when configured.
 //!
+//! - `GET /.well-known/rrpc/services` lists the services and methods (parameter names,
+//!   kind, idempotence); `GET /openapi.json` is an OpenAPI 3.1 document of the paths
+//!   ([`describe`]), so other languages can generate clients with their usual tools.
+//!
 //! Streaming methods answer `unimplemented` for now. `docs/HTTP.md` in the repository
 //! has the whole mapping.
 //!
@@ -39,6 +43,7 @@
 
 mod call;
 pub mod connect;
+pub mod describe;
 mod http;
 
 use std::net::SocketAddr;

@@ -104,6 +104,37 @@ fn curl(url: &str, args: &[&str]) -> (u16, Value) {
     (code.parse().expect("a status"), value)
 }
 
+/// Validates `document` with the `openapi-spec-validator` Python package (installed by
+/// `.ci/tools.sh`; the check is skipped, with a message, where it is missing outside CI).
+fn validate_openapi(document: &Value) {
+    let path = std::env::temp_dir().join(format!("rrpc-openapi-{}.json", std::process::id()));
+    std::fs::write(&path, document.to_string()).unwrap();
+    let out = Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    match out {
+        Ok(out) if out.status.success() => {}
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named") => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "openapi-spec-validator is missing; .ci/tools.sh installs it"
+            );
+            eprintln!("SKIPPED OpenAPI validation: pip install openapi-spec-validator");
+        }
+        Ok(out) => panic!(
+            "the OpenAPI document does not validate:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "python3: {e}");
+            eprintln!("SKIPPED OpenAPI validation: no python3 ({e})");
+        }
+    }
+}
+
 fn post(url: &str, body: &str, headers: &[&str]) -> (u16, Value) {
     let mut args = vec!["-H", "Content-Type: application/json", "-d", body];
     for h in headers {
@@ -198,6 +229,33 @@ async fn curl_calls_the_same_router_the_native_protocol_serves() {
             (status, body["code"].clone()),
             (501, json!("unimplemented"))
         );
+        // Reflection and the OpenAPI document describe what is served.
+        let (status, listing) = curl(&format!("{base}/.well-known/rrpc/services"), &[]);
+        assert_eq!(status, 200);
+        let calc = &listing["services"][0];
+        assert_eq!(calc["name"], "Calc");
+        let add = calc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "add")
+            .unwrap();
+        assert_eq!(add["params"], json!(["a", "b"]));
+        assert_eq!(add["idempotent"], json!(true));
+        let (status, openapi) = curl(&format!("{base}/openapi.json"), &[]);
+        assert_eq!(status, 200);
+        assert_eq!(openapi["openapi"], "3.1.0");
+        assert!(
+            openapi["paths"]["/Calc/add"]["get"].is_object(),
+            "idempotent: GET too"
+        );
+        assert!(openapi["paths"]["/Calc/divide"]["get"].is_null());
+        assert!(openapi["paths"]["/Calc/divide"]["post"].is_object());
+        assert!(
+            openapi["paths"]["/Calc/count"].is_null(),
+            "streams are not served"
+        );
+        validate_openapi(&openapi);
         // A panicking handler fails its call, and the gateway answers the next one.
         let (status, body) = post(&url("boom"), "{}", &[]);
         assert_eq!((status, body["code"].clone()), (500, json!("internal")));

@@ -197,8 +197,8 @@ async fn shed_calls_and_balanced_channels_are_reported() {
         ),
         Some(1.0)
     );
-    // The dead endpoint is between attempts (backoff) or in one (connecting, briefly):
-    // one of the two, whichever the scrape caught.
+    // The dead endpoint is between attempts (backoff), in one (connecting, briefly), or,
+    // after enough failed connects, ejected: one of these, whichever the scrape caught.
     let state = |state: &str| {
         sample(
             &text,
@@ -206,7 +206,11 @@ async fn shed_calls_and_balanced_channels_are_reported() {
         )
         .unwrap_or(0.0)
     };
-    assert_eq!(state("backoff") + state("connecting"), 1.0, "{text}");
+    assert_eq!(
+        state("backoff") + state("connecting") + state("ejected"),
+        1.0,
+        "{text}"
+    );
     assert!(
         sample(
             &text,
