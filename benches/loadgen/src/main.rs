@@ -1,9 +1,9 @@
 //! Load generator for the RPC framework.
 //!
 //! ```text
-//! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|raw|raw-batched|tarpc
+//! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc
 //!                [--concurrency 64] [--connections 1] [--duration 3] [--warmup 1] [--payload 8]
-//! loadgen serve  --mode rpc|rpc-metrics|rpc-observed|raw|raw-batched|tarpc [--addr 127.0.0.1:0]
+//! loadgen serve  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc [--addr 127.0.0.1:0]
 //! loadgen overhead [--rounds 5] [--duration 3] [--concurrency 64]
 //! loadgen allocs [--calls 20000] [--mode rpc|rpc-seam|rpc-metrics|rpc-observed]
 //! loadgen idle   [--connections 10000]
@@ -25,6 +25,7 @@
 //! return to their baseline (see `soak.rs`).
 
 mod allocs;
+mod handrpc;
 mod interleave;
 mod matrix;
 mod overhead;
@@ -173,6 +174,12 @@ async fn serve(mode: &str, addr: &str) -> Result<()> {
         "rpc" | "rpc-seam" | "rpc-metrics" | "rpc-observed" => {
             rpc::serve(addr, rpc::Layers::of_mode(mode).expect("an rpc mode")).await?
         }
+        "handrpc" => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tokio::spawn(handrpc::serve(listener));
+            local
+        }
         "raw" | "raw-batched" => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
@@ -244,6 +251,16 @@ async fn bench(flags: &Flags) -> Result<()> {
                 concurrency,
                 payload,
                 rpc::Layers::of_mode(&mode).expect("an rpc mode"),
+                Arc::clone(&phase),
+            )
+            .await?
+        }
+        "handrpc" => {
+            handrpc::client(
+                server.addr,
+                connections,
+                concurrency,
+                payload,
                 Arc::clone(&phase),
             )
             .await?
