@@ -24,6 +24,17 @@ impl Hasher for IdHasher {
     }
 }
 
+/// A new shared list: `list`'s items (if any), then `item`. For the layer and observer
+/// lists of clients and routers, which are built once and then only read.
+pub(crate) fn appended<T: ?Sized>(
+    list: Option<&[std::sync::Arc<T>]>,
+    item: std::sync::Arc<T>,
+) -> std::sync::Arc<[std::sync::Arc<T>]> {
+    let mut items = list.map(<[_]>::to_vec).unwrap_or_default();
+    items.push(item);
+    items.into()
+}
+
 /// The text of a panic payload (`panic!` with a literal or a format string).
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

@@ -8,9 +8,7 @@ use futures::FutureExt;
 use rpc_core::context::{self, ConnectionInfo};
 use rpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
 use rpc_core::protocol::status;
-use rpc_core::{
-    Answered, Context, DispatchError, HandlerFuture, Metadata, Next, Rejection, Router,
-};
+use rpc_core::{Answered, Context, HandlerFuture, Metadata, Next, Rejection, Router};
 use tokio::time::Instant;
 
 use crate::connect::Code;
@@ -18,8 +16,9 @@ use crate::connect::Code;
 /// What a JSON call came to.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Answer {
-    /// The method's result.
-    Ok(Value),
+    /// The method's result, as the JSON text of the response body (encoded once: its
+    /// length is also what observers of the call are told).
+    Ok(String),
     /// A Connect error, with the method's own error for an application error.
     Error {
         code: Code,
@@ -51,18 +50,6 @@ pub(crate) struct JsonCall<'a> {
     pub metadata: Metadata,
     pub connection: Arc<ConnectionInfo>,
     pub request_id: u64,
-}
-
-fn rejection(error: DispatchError, service: &str, method: &str) -> Rejection {
-    match error {
-        DispatchError::UnknownMethod => Rejection::status(
-            status::UNKNOWN_METHOD,
-            format!("`{service}` has no method `{method}`"),
-        ),
-        DispatchError::InvalidArguments(message) => {
-            Rejection::status(status::INVALID_ARGUMENTS, message)
-        }
-    }
 }
 
 /// Runs `call` on `router` until it ends or its deadline passes (the handler is then
@@ -135,12 +122,13 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
             let json = service.json().expect("checked above");
             let future = json
                 .call_json(method.name, args)
-                .map_err(|e| rejection(e, service_name, method.name))?;
+                .map_err(|e| e.into_rejection(service_name, method.name))?;
             Ok(Box::pin(async move {
                 let (answer, status, bytes) = match future.await {
                     Ok(JsonOutcome::Ok(value)) => {
-                        let bytes = value.to_string().len();
-                        (Answer::Ok(value), status::OK, bytes)
+                        let body = value.to_string();
+                        let bytes = body.len();
+                        (Answer::Ok(body), status::OK, bytes)
                     }
                     Ok(JsonOutcome::ApplicationError(error)) => (
                         Answer::Error {

@@ -81,10 +81,15 @@ pub(crate) async fn accept_loop(
 
 /// A JSON response.
 fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    json_text(status, body.to_string())
+}
+
+/// A JSON response whose body is encoded already.
+fn json_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
 }
 
@@ -245,7 +250,7 @@ async fn answer(
         request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
     };
     match call::run(&shared.router, call).await {
-        Answer::Ok(value) => json(StatusCode::OK, &value),
+        Answer::Ok(body) => json_text(StatusCode::OK, body),
         Answer::Error {
             code,
             message,

@@ -15,7 +15,9 @@
 
 use rpc_core::client::{ClientMiddleware, ClientNext};
 use rpc_core::server::middleware::MiddlewareFuture;
-use rpc_core::{ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall};
+use rpc_core::{
+    Answered, ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall, Rejection,
+};
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -49,31 +51,51 @@ impl Middleware for ServerTracing {
         MiddlewareFuture::new(async move {
             // A call cancelled by its caller is dropped here, unfinished: its span then
             // closes as CANCELLED.
-            let mut status = StatusOnClose {
-                span: span.clone(),
-                status: CANCELLED,
-            };
+            let mut status = StatusOnClose::new(span.clone(), |span, status| {
+                span.record("rpc.status", status);
+            });
             let outcome = trace_context::scope(trace, next.run())
                 .instrument(span)
                 .await;
-            status.status = match &outcome {
-                Ok(answered) => answered.status().map_or(CANCELLED, status_name),
-                Err(rejection) => status_name(rejection.code()),
-            };
+            status.set_from(&outcome);
             outcome
         })
     }
 }
 
-/// Records a span's final status when dropped, whether its call finished or not.
-struct StatusOnClose {
+/// Records a server span's final status when dropped, whether its call finished or not:
+/// a call its caller gave up on is dropped unfinished, and its span then closes as
+/// `CANCELLED`. For server middleware that make spans (this module's and `rpc-otel`'s).
+pub struct StatusOnClose {
     span: tracing::Span,
     status: &'static str,
+    record: fn(&tracing::Span, &'static str),
+}
+
+impl StatusOnClose {
+    /// Will `record` the status (a name from [`crate::labels`]) in `span` when dropped;
+    /// `CANCELLED` unless told otherwise.
+    pub fn new(span: tracing::Span, record: fn(&tracing::Span, &'static str)) -> Self {
+        StatusOnClose {
+            span,
+            status: CANCELLED,
+            record,
+        }
+    }
+
+    /// The call ended with `outcome` (the middleware chain's): its status, `CANCELLED`
+    /// if it ended without an answer.
+    pub fn set_from(&mut self, outcome: &Result<Answered, Rejection>) {
+        self.status = match outcome {
+            Ok(answered) => answered.status().map_or(CANCELLED, status_name),
+            Err(rejection) => status_name(rejection.code()),
+        };
+    }
 }
 
 impl Drop for StatusOnClose {
     fn drop(&mut self) {
-        self.span.record("rpc.status", self.status);
+        (self.record)(&self.span, self.status);
     }
 }
 

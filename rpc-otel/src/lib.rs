@@ -33,8 +33,9 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 use rpc_core::client::{ClientMiddleware, ClientNext};
 use rpc_core::server::middleware::MiddlewareFuture;
 use rpc_core::{ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall};
-use rpc_observability::labels::{outcome_name, status_name, CANCELLED, OTHER};
+use rpc_observability::labels::{outcome_name, OTHER};
 use rpc_observability::trace_context::{self, TraceContext};
+use rpc_observability::tracing_layers::StatusOnClose;
 use tracing::field::Empty;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -73,33 +74,15 @@ impl Middleware for OtelServer {
         MiddlewareFuture::new(async move {
             // A call cancelled by its caller is dropped here, unfinished: its span then
             // ends as CANCELLED.
-            let mut status = StatusOnClose {
-                span: span.clone(),
-                status: CANCELLED,
-            };
+            let mut status = StatusOnClose::new(span.clone(), record_status);
             let run = next.run();
             let outcome = match current {
                 Some(current) => trace_context::scope(current, run).instrument(span).await,
                 None => run.instrument(span).await,
             };
-            status.status = match &outcome {
-                Ok(answered) => answered.status().map_or(CANCELLED, status_name),
-                Err(rejection) => status_name(rejection.code()),
-            };
+            status.set_from(&outcome);
             outcome
         })
-    }
-}
-
-/// Records a server span's final status when dropped, whether its call finished or not.
-struct StatusOnClose {
-    span: tracing::Span,
-    status: &'static str,
-}
-
-impl Drop for StatusOnClose {
-    fn drop(&mut self) {
-        record_status(&self.span, self.status);
     }
 }
 

@@ -14,21 +14,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::{Phase, WorkerResult};
+use crate::raw::{self, codec};
+use crate::WorkerResult;
 
 /// The one method: echo.
 const ECHO: u8 = 1;
-
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(64 * 1024 * 1024)
-        .new_codec()
-}
 
 /// Serves the hand-written RPC on `listener` until the process is killed.
 pub async fn serve(listener: TcpListener) -> Result<()> {
@@ -55,7 +50,7 @@ pub async fn serve(listener: TcpListener) -> Result<()> {
                 if writer.feed(answer.freeze()).await.is_err() {
                     return;
                 }
-                next = match reader.next().now_or_never() {
+                next = match raw::ready_now(&mut reader, true) {
                     Some(frame) => frame,
                     None => {
                         if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
@@ -164,10 +159,8 @@ pub async fn client(
                     let started = Instant::now();
                     let back = client.echo(&body).await?;
                     anyhow::ensure!(back.len() == payload, "short echo");
-                    match phase.load(Ordering::Relaxed) {
-                        p if p == Phase::Measure as u8 => result.record(started.elapsed(), payload),
-                        p if p == Phase::Stop as u8 => return Ok(result),
-                        _ => {}
+                    if result.account(&phase, started, payload) {
+                        return Ok(result);
                     }
                 }
             })

@@ -87,6 +87,18 @@ impl WorkerResult {
         self.bytes += 2 * payload as u64;
     }
 
+    /// After a call that started at `started`: records it if the run is being measured,
+    /// and says whether the run has stopped (the caller then returns its result).
+    pub fn account(&mut self, phase: &AtomicU8, started: Instant, payload: usize) -> bool {
+        match phase.load(Ordering::Relaxed) {
+            p if p == Phase::Measure as u8 => {
+                self.record(started.elapsed(), payload);
+                false
+            }
+            p => p == Phase::Stop as u8,
+        }
+    }
+
     fn merge(&mut self, other: WorkerResult) {
         let _ = self.latency_ns.add(other.latency_ns);
         self.calls += other.calls;

@@ -17,7 +17,8 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::{Phase, WorkerResult};
 
-fn codec() -> LengthDelimitedCodec {
+/// Length-delimited frames up to 64 MiB (the hand-written RPC's too).
+pub(crate) fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(64 * 1024 * 1024)
         .new_codec()
@@ -105,7 +106,7 @@ pub async fn client(
 
 /// The next frame if it is already buffered, when batching; `None` means "flush first".
 /// Never polls when not batching, so no frame is taken and dropped.
-fn ready_now<R: tokio::io::AsyncRead + Unpin>(
+pub(crate) fn ready_now<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FramedRead<R, LengthDelimitedCodec>,
     batched: bool,
 ) -> Option<Option<std::io::Result<BytesMut>>> {

@@ -7,7 +7,7 @@
 //! spans are off).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use rpc_core::{ByteBuf, Client, Connection, Router, ServerHandle, Streaming};
 use rpc_observability::metrics::Metrics;
 use rpc_observability::tracing_layers::{ClientTracing, ServerTracing};
 
-use crate::{Phase, WorkerResult};
+use crate::WorkerResult;
 
 #[rpc_core::service]
 pub trait Echo {
@@ -164,10 +164,8 @@ async fn call_loop(
             let back = client.echo_bytes(data.clone()).await?;
             anyhow::ensure!(back.len() == payload, "short echo");
         }
-        match phase.load(Ordering::Relaxed) {
-            p if p == Phase::Measure as u8 => result.record(started.elapsed(), payload),
-            p if p == Phase::Stop as u8 => return Ok(result),
-            _ => {}
+        if result.account(&phase, started, payload) {
+            return Ok(result);
         }
     }
 }

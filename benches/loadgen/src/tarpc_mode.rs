@@ -2,7 +2,7 @@
 //! other modes), driven exactly like the `rpc` mode: one task per call kept in flight.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use tarpc::{client, context, server};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::{Phase, WorkerResult};
+use crate::WorkerResult;
 
 #[tarpc::service]
 pub trait TarpcEcho {
@@ -93,10 +93,8 @@ pub async fn client(
                     } else {
                         client.echo_bytes(ctx, data.clone()).await?;
                     }
-                    match phase.load(Ordering::Relaxed) {
-                        p if p == Phase::Measure as u8 => result.record(started.elapsed(), payload),
-                        p if p == Phase::Stop as u8 => return Ok(result),
-                        _ => {}
+                    if result.account(&phase, started, payload) {
+                        return Ok(result);
                     }
                 }
             })

@@ -189,26 +189,16 @@ impl Client {
     /// it runs around every unary call and may decorate the metadata
     /// of every call. `{Trait}Client::from_client(client.layer(m))` gives a typed client.
     pub fn layer(mut self, middleware: impl ClientMiddleware) -> Self {
-        let mut layers: Vec<Arc<dyn ClientMiddleware>> = self
-            .layers
-            .as_deref()
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
-        layers.push(Arc::new(middleware));
-        self.layers = Some(layers.into());
+        let middleware: Arc<dyn ClientMiddleware> = Arc::new(middleware);
+        self.layers = Some(crate::util::appended(self.layers.as_deref(), middleware));
         self
     }
 
     /// A copy whose unary calls `observer` is told of as they end (see [`observer`]):
     /// what client metrics use, at a fraction of a middleware's cost.
     pub fn observe(mut self, observer: impl ClientObserver) -> Self {
-        let mut observers: Vec<Arc<dyn ClientObserver>> = self
-            .observers
-            .as_deref()
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
-        observers.push(Arc::new(observer));
-        self.observers = Some(observers.into());
+        let observer: Arc<dyn ClientObserver> = Arc::new(observer);
+        self.observers = Some(crate::util::appended(self.observers.as_deref(), observer));
         self
     }
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::connection::{End, ServerConnection};
-use super::middleware::{dispatch_rejection, MiddlewareFuture, Next};
+use super::middleware::{MiddlewareFuture, Next};
 use super::observer::CallWatch;
 use super::service::{Answered, HandlerFuture, IncomingCall, ReplyTo};
 use super::state::{ConnectionState, InFlightSlot};
@@ -127,6 +127,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 now,
             )
         });
+        // A call refused before it runs: answered at once, and ended for its observers.
+        let refuse = |watch: Option<CallWatch>, code: u8, message: &str| {
+            let answered = unregistered().error(code, message);
+            if let Some(watch) = watch {
+                watch.end(&answered);
+            }
+        };
         let mut handler = match layers {
             // With middleware, the chain is the handler: it runs before the arguments are
             // decoded (by its end, the terminal) and may refuse the call, which is then
@@ -149,11 +156,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                         id,
                     },
                     Err(panic) => {
-                        let answered =
-                            unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
-                        if let Some(watch) = watch {
-                            watch.end(&answered);
-                        }
+                        refuse(watch, status::HANDLER_PANICKED, &panic_message(&*panic));
                         return Ok(());
                     }
                 }
@@ -168,19 +171,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     Ok(Ok(handler)) => Running::Handler(handler),
                     Ok(Err(error)) => {
                         let rejection =
-                            dispatch_rejection(error, service.name(), request.method.as_str());
-                        let answered = unregistered().error(rejection.code(), rejection.message());
-                        if let Some(watch) = watch {
-                            watch.end(&answered);
-                        }
+                            error.into_rejection(service.name(), request.method.as_str());
+                        refuse(watch, rejection.code(), rejection.message());
                         return Ok(());
                     }
                     Err(panic) => {
-                        let answered =
-                            unregistered().error(status::HANDLER_PANICKED, &panic_message(&*panic));
-                        if let Some(watch) = watch {
-                            watch.end(&answered);
-                        }
+                        refuse(watch, status::HANDLER_PANICKED, &panic_message(&*panic));
                         return Ok(());
                     }
                 }

@@ -33,9 +33,8 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use super::interceptor::{Interceptor, Rejection};
-use super::service::{Answered, DispatchError, HandlerFuture, IncomingCall, Service};
+use super::service::{Answered, HandlerFuture, IncomingCall, Service};
 use crate::context::Context;
-use crate::protocol::status;
 use crate::protocol::WireStr;
 
 /// What a [`Middleware`] returns: the answer of the rest of the chain, or a refusal that
@@ -150,21 +149,8 @@ impl End {
                 call,
             } => service
                 .call(method.as_str(), call)
-                .map_err(|e| dispatch_rejection(e, service.name(), method.as_str())),
+                .map_err(|e| e.into_rejection(service.name(), method.as_str())),
             End::Terminal(terminal) => terminal(),
-        }
-    }
-}
-
-/// The refusal a service's [`DispatchError`] means.
-pub(crate) fn dispatch_rejection(error: DispatchError, service: &str, method: &str) -> Rejection {
-    match error {
-        DispatchError::UnknownMethod => Rejection::status(
-            status::UNKNOWN_METHOD,
-            format!("`{service}` has no method `{method}`"),
-        ),
-        DispatchError::InvalidArguments(message) => {
-            Rejection::status(status::INVALID_ARGUMENTS, message)
         }
     }
 }

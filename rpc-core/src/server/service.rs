@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::interceptor::Interceptor;
+use super::interceptor::{Interceptor, Rejection};
 use super::middleware::{InterceptorLayer, Middleware};
 use super::observer::{Observers, ServerObserver};
 use super::state::ConnectionState;
@@ -97,6 +97,22 @@ pub enum DispatchError {
     UnknownMethod,
     /// The arguments did not decode as the method's parameters.
     InvalidArguments(String),
+}
+
+impl DispatchError {
+    /// The refusal the error means for a call of `service.method` (UNKNOWN_METHOD or
+    /// INVALID_ARGUMENTS), for any transport that answers it.
+    pub fn into_rejection(self, service: &str, method: &str) -> Rejection {
+        match self {
+            DispatchError::UnknownMethod => Rejection::status(
+                status::UNKNOWN_METHOD,
+                format!("`{service}` has no method `{method}`"),
+            ),
+            DispatchError::InvalidArguments(message) => {
+                Rejection::status(status::INVALID_ARGUMENTS, message)
+            }
+        }
+    }
 }
 
 /// A service a server can host: the `#[service]` macro implements it for each generated
@@ -408,13 +424,8 @@ impl Router {
     /// (see [`super::observer`]). Observers cost far less than middleware; metrics use
     /// them.
     pub fn observe(mut self, observer: impl ServerObserver) -> Self {
-        let mut observers: Vec<Arc<dyn ServerObserver>> = self
-            .observers
-            .as_deref()
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
-        observers.push(Arc::new(observer));
-        self.observers = Some(observers.into());
+        let observer: Arc<dyn ServerObserver> = Arc::new(observer);
+        self.observers = Some(crate::util::appended(self.observers.as_deref(), observer));
         self
     }
 
