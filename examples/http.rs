@@ -1,15 +1,22 @@
-//! One implementation, two protocols: a calculator served natively and over HTTP/JSON
-//! (Connect's unary JSON) from the same router, so curl, a browser's `fetch` or a program
-//! in any language can call it.
+//! One implementation, reachable from everywhere: a calculator served natively (bincode
+//! for Rust clients, JSON for other languages and tools) and over HTTP/JSON (Connect's
+//! protocol) from the same router, so curl, a browser's `fetch`, the Python client or the
+//! `rrpc` command line can call it.
 //!
 //! ```text
 //! cargo run --example http              # calls itself both ways and exits
-//! cargo run --example http -- --serve   # keeps serving on 127.0.0.1:8080; try:
+//! cargo run --example http -- --serve   # keeps serving (native 127.0.0.1:7070, HTTP
+//!                                       # 127.0.0.1:8080) until Ctrl-C
 //! curl -H 'Content-Type: application/json' -d '{"a":1,"b":2}' http://127.0.0.1:8080/Calculator/add
 //! ```
+//!
+//! `--native ADDR` and `--http ADDR` choose the addresses (`127.0.0.1:0`: any free port;
+//! the first line printed names both).
+
+use std::time::Duration;
 
 use rrpc::gateway::{self, GatewayConfig};
-use rrpc::{service, Router};
+use rrpc::{service, Router, Streaming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[service]
@@ -19,6 +26,13 @@ pub trait Calculator {
     async fn add(&self, a: i64, b: i64) -> i64;
     /// `a / b`, or an error for `b == 0`.
     async fn divide(&self, a: i64, b: i64) -> Result<i64, String>;
+    /// `1, 2, ..., to`, one item every `every_ms` milliseconds.
+    async fn count(&self, to: u32, every_ms: u64) -> Streaming<u32>;
+    /// Answers after `ms` milliseconds (deadlines and cancellation at work).
+    async fn sleep(&self, ms: u64) -> u64;
+    /// The call's metadata value for `key`, if the caller sent one.
+    #[idempotent]
+    async fn metadata(&self, key: String) -> Option<String>;
 }
 
 struct Calc;
@@ -33,19 +47,52 @@ impl Calculator for Calc {
             Ok(a / b)
         }
     }
+    async fn count(&self, to: u32, every_ms: u64) -> Streaming<u32> {
+        let every = Duration::from_millis(every_ms);
+        Streaming::from_stream(futures::stream::unfold(1, move |n| async move {
+            if n > to {
+                return None;
+            }
+            if n > 1 && !every.is_zero() {
+                tokio::time::sleep(every).await;
+            }
+            Some((n, n + 1))
+        }))
+    }
+    async fn sleep(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+    async fn metadata(&self, key: String) -> Option<String> {
+        let context = rrpc::context::current()?;
+        context.metadata().get_str(&key).map(str::to_owned)
+    }
+}
+
+/// The value after `flag` on the command line, or `default`.
+fn flag(flag: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let serve = std::env::args().any(|a| a == "--serve");
+    let (native_addr, http_addr) = if serve {
+        (
+            flag("--native", "127.0.0.1:7070"),
+            flag("--http", "127.0.0.1:8080"),
+        )
+    } else {
+        ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string())
+    };
     let router = Router::from(CalculatorServer::new(Calc));
-    let native = rrpc::serve("127.0.0.1:0", router.clone()).await?;
+    let native = rrpc::serve(native_addr.as_str(), router.clone()).await?;
     let http = gateway::serve(
-        if serve {
-            "127.0.0.1:8080"
-        } else {
-            "127.0.0.1:0"
-        },
+        http_addr.as_str(),
         router,
         GatewayConfig::default().allow_origin("*"),
     )
@@ -58,6 +105,18 @@ async fn main() -> anyhow::Result<()> {
 
     let calculator = CalculatorClient::new(rrpc::connect(native.local_addr()).await?);
     println!("native: add(1, 2)    = {}", calculator.add(1, 2).await?);
+    // The same port in JSON, for callers without the Rust types (tools, other languages).
+    let json_connection = rrpc::connect_with_config(
+        native.local_addr(),
+        rrpc::ClientConfig::default().codec(rrpc::PayloadCodec::Json),
+    )
+    .await?;
+    let json = rrpc::json::JsonClient::new(json_connection)?;
+    let args = serde_json::json!({"a": 1, "b": 2});
+    println!(
+        "native JSON: Calculator.add {args} -> {}",
+        json.call("Calculator", "add", &args).await?
+    );
     let addr = http.local_addr();
     println!(
         "HTTP:   POST /Calculator/add {{\"a\":1,\"b\":2}} -> {}",

@@ -144,6 +144,15 @@ pub enum RpcError {
         /// The version the peer announced.
         theirs: u16,
     },
+    /// The client asked for a payload codec the server does not accept (a server of
+    /// protocol version 3 or older accepts bincode only).
+    #[error("the server does not accept the {codec:?} payload codec (protocol version {version})")]
+    CodecUnsupported {
+        /// The codec asked for.
+        codec: crate::protocol::PayloadCodec,
+        /// The version spoken with the server.
+        version: u16,
+    },
     /// The request (or a stream item) would exceed the peer's frame size limit; it was
     /// not sent.
     #[error("a frame of {size} bytes exceeds the peer's limit of {limit} bytes")]
@@ -231,6 +240,7 @@ impl RpcError {
             RpcError::Connect { .. }
             | RpcError::Unavailable { .. }
             | RpcError::VersionMismatch { .. }
+            | RpcError::CodecUnsupported { .. }
             | RpcError::FrameTooLarge { .. }
             | RpcError::Encode(_) => CallOutcome::NotSent,
             RpcError::UnknownService { .. }

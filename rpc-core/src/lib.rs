@@ -55,6 +55,7 @@ pub mod json;
 mod keepalive;
 mod outbox;
 pub mod protocol;
+pub mod reflection;
 pub mod server;
 mod stream;
 pub mod transport;
@@ -68,6 +69,11 @@ pub use client::{
 pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
 pub use error::{CallError, CallOutcome, RpcError};
 pub use keepalive::Keepalive;
+pub use protocol::PayloadCodec;
+/// The JSON Schema derive and types (feature `schema`), for `#[derive(JsonSchema)]` next
+/// to `Serialize` on argument and result types.
+#[cfg(feature = "schema")]
+pub use schemars;
 pub use server::{
     Answered, DispatchError, DuplicateService, HandlerFuture, IncomingCall, Interceptor,
     Middleware, Next, Rejection, ReplyTo, Router, Server, ServerConfig, ServerHandle, ServerStats,
@@ -116,7 +122,8 @@ pub use rpc_macros::service;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::byte_buf::BytesRef;
-    pub use crate::json::{no_other_args, not_unary, take_arg, to_value};
+    pub use crate::json::schema::{method_schemas, SchemaProbe, ViaJsonSchema, WithoutSchema};
+    pub use crate::json::{json_stream, no_other_args, not_unary, take_arg, to_value};
     pub use serde;
     pub use std::boxed::Box;
     pub use std::sync::Arc;

@@ -15,8 +15,9 @@ use crate::error::RpcError;
 /// The four bytes that open both handshake messages.
 pub const MAGIC: [u8; 4] = *b"RRPC";
 /// The protocol version this implementation speaks: 2 added streaming, 3 settings in the
-/// handshake, keepalive pings and stream credit that counts each item's framing.
-pub const VERSION: u16 = 3;
+/// handshake, keepalive pings and stream credit that counts each item's framing, 4 the
+/// choice of payload codec (bincode or JSON) in the settings.
+pub const VERSION: u16 = 4;
 /// The oldest client version the server still accepts (unary calls only).
 pub const MIN_VERSION: u16 = 1;
 /// The first version with streaming frames.
@@ -31,6 +32,9 @@ pub const INITIAL_STREAM_WINDOW: u32 = 256 * 1024;
 /// What a `STREAM_ITEM` costs in credit on top of its payload from version 3: its length
 /// prefix and header, so that an empty item is not free.
 pub const STREAM_ITEM_OVERHEAD: usize = LENGTH_PREFIX_LEN + HEADER_LEN;
+/// The first version whose settings choose the connection's payload codec
+/// ([`setting::CODECS`], [`setting::CODEC`]).
+pub const CODEC_VERSION: u16 = 4;
 /// The largest settings block a peer may send (its `u16` length).
 pub const MAX_SETTINGS_LEN: usize = 1024;
 /// Length in bytes of each handshake message (client hello and server reply).
@@ -72,6 +76,49 @@ pub mod setting {
     /// `u32`: the credit the sender of this setting grants the peer for each stream the
     /// peer sends it (per call and direction). Absent: [`super::INITIAL_STREAM_WINDOW`].
     pub const STREAM_WINDOW: u8 = 0x01;
+    /// `u8`, server to client (version 4): the payload codecs the server accepts, one
+    /// bit per [`super::PayloadCodec`] (`1 << id`). Absent: bincode only.
+    pub const CODECS: u8 = 0x02;
+    /// `u8`, client to server (version 4): the [`super::PayloadCodec`] id of every
+    /// payload on the connection, both ways. Absent: bincode.
+    pub const CODEC: u8 = 0x03;
+}
+
+/// How the payloads of a connection (arguments, results, application errors, stream
+/// items) are encoded: chosen by the client in its version 4 settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum PayloadCodec {
+    /// bincode 2, "standard" (section 11 of `docs/PROTOCOL.md`): what generated clients
+    /// speak.
+    #[default]
+    Bincode,
+    /// UTF-8 JSON, arguments as an object by parameter name: for callers without the
+    /// compiled-in types (command-line tools, other languages).
+    Json,
+}
+
+impl PayloadCodec {
+    /// Its id on the wire.
+    pub fn id(self) -> u8 {
+        match self {
+            PayloadCodec::Bincode => 0,
+            PayloadCodec::Json => 1,
+        }
+    }
+
+    /// The codec with wire id `id`, if there is one.
+    pub fn from_id(id: u8) -> Option<Self> {
+        match id {
+            0 => Some(PayloadCodec::Bincode),
+            1 => Some(PayloadCodec::Json),
+            _ => None,
+        }
+    }
+
+    /// Its bit in a [`setting::CODECS`] mask.
+    pub fn bit(self) -> u8 {
+        1 << self.id()
+    }
 }
 
 /// Frame flags: the second byte of every frame body. Unknown bits are ignored.
@@ -212,12 +259,19 @@ pub struct Settings {
     /// The window this side grants the peer for each stream it receives
     /// ([`setting::STREAM_WINDOW`]).
     pub stream_window: u32,
+    /// The server's accepted payload codecs, a mask of [`PayloadCodec::bit`]s
+    /// ([`setting::CODECS`]; `None`: not sent).
+    pub accepted_codecs: Option<u8>,
+    /// The client's payload codec ([`setting::CODEC`]; `None`: not sent, bincode).
+    pub codec: Option<PayloadCodec>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             stream_window: INITIAL_STREAM_WINDOW,
+            accepted_codecs: None,
+            codec: None,
         }
     }
 }
@@ -225,10 +279,16 @@ impl Default for Settings {
 impl Settings {
     /// The block on the wire, its `u16` length first.
     pub fn encode(&self) -> Vec<u8> {
-        let mut entries = Vec::with_capacity(8);
+        let mut entries = Vec::with_capacity(12);
         entries.push(setting::STREAM_WINDOW);
         entries.push(4);
         entries.extend_from_slice(&self.stream_window.to_be_bytes());
+        if let Some(mask) = self.accepted_codecs {
+            entries.extend_from_slice(&[setting::CODECS, 1, mask]);
+        }
+        if let Some(codec) = self.codec {
+            entries.extend_from_slice(&[setting::CODEC, 1, codec.id()]);
+        }
         let mut out = Vec::with_capacity(2 + entries.len());
         out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
         out.extend_from_slice(&entries);
@@ -236,7 +296,8 @@ impl Settings {
     }
 
     /// Parses the entries of a block (its length already read). Unknown ids are skipped;
-    /// a truncated entry, a known id of the wrong size or a zero window is an error.
+    /// a truncated entry, a known id of the wrong size, a zero window or an unknown codec
+    /// is an error.
     pub fn decode(mut entries: &[u8]) -> Result<Settings, RpcError> {
         let bad = |what: &str| RpcError::Protocol(format!("malformed settings: {what}"));
         let mut settings = Settings::default();
@@ -256,6 +317,17 @@ impl Settings {
                 if settings.stream_window == 0 {
                     return Err(bad("a stream window of 0"));
                 }
+            } else if id == setting::CODECS {
+                let [mask] = value else {
+                    return Err(bad("the codec mask is not 1 byte"));
+                };
+                settings.accepted_codecs = Some(*mask);
+            } else if id == setting::CODEC {
+                let [codec] = value else {
+                    return Err(bad("the codec is not 1 byte"));
+                };
+                settings.codec =
+                    Some(PayloadCodec::from_id(*codec).ok_or_else(|| bad("an unknown codec"))?);
             }
             entries = &entries[2 + len..];
         }
@@ -629,6 +701,7 @@ mod tests {
     fn settings_round_trip_and_skip_unknown_entries() {
         let settings = Settings {
             stream_window: 1 << 20,
+            ..Settings::default()
         };
         let wire = settings.encode();
         assert_eq!(wire, [0, 6, 0x01, 4, 0x00, 0x10, 0x00, 0x00]);
@@ -642,11 +715,36 @@ mod tests {
             &[0x01, 4, 0, 0],
             &[0x01, 2, 0, 1],
             &[0x01, 4, 0, 0, 0, 0],
+            &[0x02, 2, 0, 3],
+            &[0x03, 1, 9],
         ] {
             assert!(
                 matches!(Settings::decode(bad), Err(RpcError::Protocol(_))),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn version_4_settings_carry_the_codecs() {
+        let server = Settings {
+            accepted_codecs: Some(0b11),
+            ..Settings::default()
+        };
+        assert_eq!(
+            server.encode(),
+            [0, 9, 0x01, 4, 0, 4, 0, 0, 0x02, 1, 0x03],
+            "docs/PROTOCOL.md, section 21"
+        );
+        let client = Settings {
+            codec: Some(PayloadCodec::Json),
+            ..Settings::default()
+        };
+        assert_eq!(client.encode(), [0, 9, 0x01, 4, 0, 4, 0, 0, 0x03, 1, 0x01]);
+        assert_eq!(Settings::decode(&client.encode()[2..]).unwrap(), client);
+        assert_eq!(Settings::decode(&server.encode()[2..]).unwrap(), server);
+        for codec in [PayloadCodec::Bincode, PayloadCodec::Json] {
+            assert_eq!(PayloadCodec::from_id(codec.id()), Some(codec));
         }
     }
 

@@ -1,10 +1,12 @@
 //! One JSON call through a `Router`: find the method, give it a `Context` like a native
 //! call's (deadline, metadata, peer), run the router's middleware around it (so
-//! authentication and tracing layers apply to HTTP callers too), then the handler.
+//! authentication and tracing layers apply to HTTP callers too), then the handler. A
+//! server stream's items go to the call's sink as they come, within the same deadline,
+//! middleware and panic guard.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rpc_core::context::{self, ConnectionInfo};
 use rpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
 use rpc_core::protocol::status;
@@ -19,6 +21,8 @@ pub(crate) enum Answer {
     /// The method's result, as the JSON text of the response body (encoded once: its
     /// length is also what observers of the call are told).
     Ok(String),
+    /// A server stream ended normally (its items went to the call's sink).
+    StreamEnded,
     /// A Connect error, with the method's own error for an application error.
     Error {
         code: Code,
@@ -50,6 +54,10 @@ pub(crate) struct JsonCall<'a> {
     pub metadata: Metadata,
     pub connection: Arc<ConnectionInfo>,
     pub request_id: u64,
+    /// Where a server stream's items go, each as its JSON text (`None`: a unary call).
+    /// The call waits while the sink is full; a closed sink (the caller went away) stops
+    /// it.
+    pub stream: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 /// Runs `call` on `router` until it ends or its deadline passes (the handler is then
@@ -78,13 +86,23 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
             format!("`{}` has no method `{}`", call.service, call.method),
         );
     };
-    if method.kind != MethodKind::Unary {
+    let wanted = match call.stream {
+        None => MethodKind::Unary,
+        Some(_) => MethodKind::ServerStream,
+    };
+    if method.kind != wanted {
+        let how = match method.kind {
+            MethodKind::Unary => "it is unary: call it with Content-Type: application/json",
+            MethodKind::ServerStream => {
+                "it streams its answer: call it with Content-Type: application/connect+json"
+            }
+            MethodKind::ClientStream | MethodKind::BidiStream => {
+                "it takes a stream, which the gateway does not serve"
+            }
+        };
         return Answer::error(
             Code::Unimplemented,
-            format!(
-                "`{}.{}` streams: the gateway serves unary methods",
-                call.service, method.name
-            ),
+            format!("`{}.{}`: {how}", call.service, method.name),
         );
     }
     if call.is_get && !method.idempotent {
@@ -115,6 +133,7 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
     let service_name = service.name();
     // The handler's outcome, taken out of the middleware chain's end.
     let outcome: Arc<Mutex<Option<Answer>>> = Arc::default();
+    let sink = call.stream;
     let start = {
         let outcome = Arc::clone(&outcome);
         let method: JsonMethod = method;
@@ -139,6 +158,19 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
                         status::APPLICATION_ERROR,
                         0,
                     ),
+                    Ok(JsonOutcome::Stream(items)) => match &sink {
+                        Some(sink) => {
+                            let (answer, status, bytes, sent) = forward(items, sink).await;
+                            *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
+                            return Answered::external(status, bytes).with_items(sent, 0);
+                        }
+                        // The method's kind was checked above: a unary call has no stream.
+                        None => (
+                            Answer::error(Code::Internal, "a unary method answered with a stream"),
+                            status::INTERNAL,
+                            0,
+                        ),
+                    },
                     Err(encode) => (
                         Answer::error(Code::Internal, encode.to_string()),
                         status::ENCODE_FAILED,
@@ -194,6 +226,43 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
                     "a middleware answered the call without running it",
                 )
             }),
+    }
+}
+
+/// Sends a server stream's items to `sink` until it ends, fails, or the caller goes away:
+/// how it ended, its status, the bytes and the items sent.
+async fn forward(
+    mut items: rpc_core::Streaming<Value>,
+    sink: &tokio::sync::mpsc::Sender<String>,
+) -> (Answer, u8, usize, u64) {
+    let (mut bytes, mut sent) = (0, 0);
+    loop {
+        match items.next().await {
+            None => return (Answer::StreamEnded, status::OK, bytes, sent),
+            Some(Ok(item)) => {
+                let text = item.to_string();
+                bytes += text.len();
+                if sink.send(text).await.is_err() {
+                    // Nobody reads the answer any more; dropping `items` stops the producer.
+                    let answer = Answer::error(Code::Canceled, "the caller went away");
+                    return (answer, status::ABORTED, bytes, sent);
+                }
+                sent += 1;
+            }
+            Some(Err(error)) => {
+                let (code, status) = match &error {
+                    rpc_core::RpcError::DeadlineExceeded => {
+                        (Code::DeadlineExceeded, status::DEADLINE_EXCEEDED)
+                    }
+                    rpc_core::RpcError::Encode(_) => (Code::Internal, status::ENCODE_FAILED),
+                    rpc_core::RpcError::HandlerPanicked { .. } => {
+                        (Code::Internal, status::HANDLER_PANICKED)
+                    }
+                    _ => (Code::Aborted, status::ABORTED),
+                };
+                return (Answer::error(code, error.to_string()), status, bytes, sent);
+            }
+        }
     }
 }
 

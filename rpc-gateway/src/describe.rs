@@ -1,12 +1,16 @@
 //! What the gateway says about itself: the services and methods it serves (reflection,
-//! `GET /.well-known/rrpc/services`) and an OpenAPI 3.1 document of its paths
-//! (`GET /openapi.json`), both built from the services' own JSON method lists, so they
-//! cannot disagree with what is served.
+//! `GET /.well-known/rrpc/services`, the same descriptions as the native reflection
+//! service `rpc.reflection.v1.Reflection`) and an OpenAPI 3.1 document of its paths
+//! (`GET /openapi.json`), both built from the services' own JSON method lists and
+//! schemas, so they cannot disagree with what is served.
 //!
-//! Argument and result types are not described yet (their schemas are `{}`, any JSON):
-//! the document gives every path, parameter name, method and error shape.
+//! Argument and result types are described exactly when the services are built with the
+//! `schema` feature and their types derive `schemars::JsonSchema`; otherwise as `{}` (any
+//! JSON).
 
-use rpc_core::json::{JsonMethod, MethodKind};
+use rpc_core::json::schema::relocate_defs;
+use rpc_core::json::MethodKind;
+use rpc_core::reflection::{describe_router, MethodDescription};
 use rpc_core::Router;
 use serde_json::{json, Map, Value};
 
@@ -16,157 +20,179 @@ pub const SERVICES_PATH: &str = "/.well-known/rrpc/services";
 /// The path of the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/openapi.json";
 
-fn kind_name(kind: MethodKind) -> &'static str {
-    match kind {
-        MethodKind::Unary => "unary",
-        MethodKind::ServerStream => "server_stream",
-        MethodKind::ClientStream => "client_stream",
-        MethodKind::BidiStream => "bidi_stream",
-    }
-}
-
-/// Every JSON-callable service with its methods, sorted by name.
-fn services(router: &Router) -> Vec<(&'static str, &'static [JsonMethod])> {
-    let mut services: Vec<_> = router
-        .service_names()
-        .filter_map(|name| {
-            let json = router.get(name)?.json()?;
-            Some((name, json.json_methods()))
-        })
-        .collect();
-    services.sort_by_key(|(name, _)| *name);
-    services
-}
-
-/// The reflection listing: `{"services": [{"name", "methods": [{"name", "params",
-/// "kind", "idempotent", "path"}]}]}`.
+/// The reflection listing: `{"services": [{"name", "methods": [{"name", "kind",
+/// "idempotent", "params", "arguments", "result", "error", "path"}]}]}`, the schemas as
+/// JSON Schema objects.
 pub fn listing(router: &Router) -> Value {
-    let services: Vec<Value> = services(router)
+    let services: Vec<Value> = describe_router(router)
         .into_iter()
-        .map(|(service, methods)| {
-            let methods: Vec<Value> = methods
+        .map(|service| {
+            let methods: Vec<Value> = service
+                .methods
                 .iter()
                 .map(|m| {
-                    json!({
-                        "name": m.name,
-                        "params": m.params,
-                        "kind": kind_name(m.kind),
-                        "idempotent": m.idempotent,
-                        "path": format!("/{service}/{}", m.name),
-                    })
+                    let mut method = serde_json::to_value(m).expect("descriptions are JSON");
+                    method["path"] = Value::from(format!("/{}/{}", service.name, m.name));
+                    method
                 })
                 .collect();
-            json!({ "name": service, "methods": methods })
+            json!({ "name": service.name, "methods": methods })
         })
         .collect();
     json!({ "services": services })
 }
 
-/// The OpenAPI 3.1 document of every unary method (streaming methods are not served over
-/// HTTP yet).
+/// Where the OpenAPI document keeps the types the schemas refer to.
+const COMPONENT_SCHEMAS: &str = "#/components/schemas/";
+
+/// A method's schema for the OpenAPI document: its references moved to the components.
+fn component_schema(
+    schema: &rpc_core::reflection::JsonText,
+    defs: &mut Map<String, Value>,
+) -> Value {
+    let mut schema = schema.value();
+    relocate_defs(&mut schema, COMPONENT_SCHEMAS, defs);
+    schema
+}
+
+/// The OpenAPI 3.1 document of every method the gateway serves: unary methods as JSON
+/// request/response pairs, server streams as Connect streaming (`application/connect+json`).
 pub fn openapi(router: &Router) -> Value {
     let mut paths = Map::new();
-    for (service, methods) in services(router) {
-        for method in methods.iter().filter(|m| m.kind == MethodKind::Unary) {
-            let properties: Map<String, Value> = method
-                .params
-                .iter()
-                .map(|p| (p.to_string(), json!({})))
-                .collect();
-            let arguments = json!({
-                "type": "object",
-                "properties": properties,
-                "additionalProperties": false,
-            });
-            let responses = json!({
-                "200": {
-                    "description": "The method's result.",
-                    "content": { "application/json": { "schema": {} } },
-                },
-                "default": {
-                    "description": "A Connect error (a method's own error is `failed_precondition`, with it as `error`).",
-                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ConnectError" } } },
-                },
-            });
-            let timeout = json!({
-                "name": "Connect-Timeout-Ms",
-                "in": "header",
-                "required": false,
-                "description": "The call's deadline in milliseconds.",
-                "schema": { "type": "string", "pattern": "^[0-9]{1,10}$" },
-            });
-            let operation = format!("{service}.{}", method.name);
-            let mut item = Map::new();
-            item.insert(
-                "post".into(),
-                json!({
-                    "operationId": operation,
-                    "tags": [service],
-                    "parameters": [timeout],
-                    "requestBody": {
-                        "required": false,
-                        "content": { "application/json": { "schema": arguments } },
-                    },
-                    "responses": responses,
-                }),
-            );
-            if method.idempotent {
-                item.insert(
-                    "get".into(),
-                    json!({
-                        "operationId": format!("{operation}.get"),
-                        "tags": [service],
-                        "parameters": [
-                            timeout,
-                            {
-                                "name": "message",
-                                "in": "query",
-                                "required": false,
-                                "description": "The arguments as JSON.",
-                                "content": { "application/json": { "schema": arguments } },
-                            },
-                            {
-                                "name": "encoding",
-                                "in": "query",
-                                "required": false,
-                                "schema": { "type": "string", "enum": ["json"] },
-                            },
-                        ],
-                        "responses": responses,
-                    }),
-                );
-            }
-            paths.insert(format!("/{service}/{}", method.name), Value::Object(item));
+    let mut components = Map::new();
+    for service in describe_router(router) {
+        let served = service
+            .methods
+            .iter()
+            .filter(|m| matches!(m.kind, MethodKind::Unary | MethodKind::ServerStream));
+        for method in served {
+            let item = path_item(&service.name, method, &mut components);
+            paths.insert(format!("/{}/{}", service.name, method.name), item);
         }
     }
+    components.insert(
+        "ConnectError".into(),
+        json!({
+            "type": "object",
+            "required": ["code"],
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "enum": [
+                        "canceled", "unknown", "invalid_argument", "deadline_exceeded",
+                        "not_found", "failed_precondition", "aborted",
+                        "resource_exhausted", "unimplemented", "internal",
+                        "unavailable", "unauthenticated", "permission_denied",
+                    ],
+                },
+                "message": { "type": "string" },
+                "error": { "description": "The method's own error, for failed_precondition." },
+            },
+        }),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "rrpc services",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Generated by rpc-gateway from the services it serves (the unary JSON subset of the Connect protocol).",
+            "description": "Generated by rpc-gateway from the services it serves (Connect's JSON: unary calls, and server streams in Connect's streaming envelopes).",
         },
         "paths": paths,
-        "components": {
-            "schemas": {
-                "ConnectError": {
-                    "type": "object",
-                    "required": ["code"],
-                    "properties": {
-                        "code": {
-                            "type": "string",
-                            "enum": [
-                                "canceled", "unknown", "invalid_argument", "deadline_exceeded",
-                                "not_found", "failed_precondition", "aborted",
-                                "resource_exhausted", "unimplemented", "internal",
-                                "unavailable", "unauthenticated", "permission_denied",
-                            ],
-                        },
-                        "message": { "type": "string" },
-                        "error": { "description": "The method's own error, for failed_precondition." },
+        "components": { "schemas": components },
+    })
+}
+
+/// The OpenAPI path item of one method.
+fn path_item(service: &str, method: &MethodDescription, defs: &mut Map<String, Value>) -> Value {
+    let arguments = component_schema(&method.arguments, defs);
+    let result = component_schema(&method.result, defs);
+    let mut error = json!({ "$ref": format!("{COMPONENT_SCHEMAS}ConnectError") });
+    if let Some(own) = &method.error {
+        let own = component_schema(own, defs);
+        error = json!({
+            "allOf": [error, { "properties": { "error": own } }],
+        });
+    }
+    let timeout = json!({
+        "name": "Connect-Timeout-Ms",
+        "in": "header",
+        "required": false,
+        "description": "The call's deadline in milliseconds.",
+        "schema": { "type": "string", "pattern": "^[0-9]{1,10}$" },
+    });
+    let operation = format!("{service}.{}", method.name);
+    let mut item = Map::new();
+    if method.kind == MethodKind::ServerStream {
+        item.insert(
+            "post".into(),
+            json!({
+                "operationId": operation,
+                "tags": [service],
+                "summary": "A server stream (Connect streaming, JSON).",
+                "description": "The request body is one Connect envelope (flags 0, u32 big-endian length) around the arguments; the response is a sequence of envelopes, one per item (each item as `result` describes), then an end-of-stream envelope (flags 0x02) with `{}` or `{\"error\": ConnectError}`.",
+                "parameters": [timeout],
+                "requestBody": {
+                    "required": false,
+                    "content": { "application/connect+json": { "schema": arguments } },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The stream's envelopes: items, then the end of the stream.",
+                        "content": { "application/connect+json": { "schema": result } },
                     },
                 },
-            },
+            }),
+        );
+        return Value::Object(item);
+    }
+    let responses = json!({
+        "200": {
+            "description": "The method's result.",
+            "content": { "application/json": { "schema": result } },
         },
-    })
+        "default": {
+            "description": "A Connect error (a method's own error is `failed_precondition`, with it as `error`).",
+            "content": { "application/json": { "schema": error } },
+        },
+    });
+    item.insert(
+        "post".into(),
+        json!({
+            "operationId": operation,
+            "tags": [service],
+            "parameters": [timeout],
+            "requestBody": {
+                "required": false,
+                "content": { "application/json": { "schema": arguments } },
+            },
+            "responses": responses,
+        }),
+    );
+    if method.idempotent {
+        item.insert(
+            "get".into(),
+            json!({
+                "operationId": format!("{operation}.get"),
+                "tags": [service],
+                "parameters": [
+                    timeout,
+                    {
+                        "name": "message",
+                        "in": "query",
+                        "required": false,
+                        "description": "The arguments as JSON.",
+                        "content": { "application/json": { "schema": arguments } },
+                    },
+                    {
+                        "name": "encoding",
+                        "in": "query",
+                        "required": false,
+                        "schema": { "type": "string", "enum": ["json"] },
+                    },
+                ],
+                "responses": responses,
+            }),
+        );
+    }
+    Value::Object(item)
 }

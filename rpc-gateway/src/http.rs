@@ -1,5 +1,6 @@
 //! The HTTP side: connections (hyper 1, HTTP/1.1), then each request from the socket to
-//! a [`JsonCall`](crate::call::JsonCall) and its answer back to a Connect response.
+//! a [`JsonCall`](crate::call::JsonCall) and its answer back to a Connect response (a
+//! JSON body, or for a server stream a body of envelopes, [`crate::stream`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -23,7 +25,11 @@ use tokio_util::task::TaskTracker;
 use crate::call::{self, Answer, JsonCall};
 use crate::connect::{self, Code};
 use crate::describe;
+use crate::stream::{self, Envelopes};
 use crate::Shared;
+
+/// Every response's body: JSON in one piece, or a stream's envelopes as they come.
+type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Accepts connections until `stop`, serving each on a task of `tasks`.
 pub(crate) async fn accept_loop(
@@ -60,7 +66,7 @@ pub(crate) async fn accept_loop(
             let header_timeout = shared.config.header_timeout;
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let (shared, info) = (Arc::clone(&shared), Arc::clone(&connection_info));
-                async move { Ok::<_, Infallible>(handle(&shared, info, peer, request).await) }
+                async move { Ok::<_, Infallible>(handle(shared, info, peer, request).await) }
             });
             // hyper enforces the header timeout only with a timer.
             let connection = hyper::server::conn::http1::Builder::new()
@@ -80,21 +86,21 @@ pub(crate) async fn accept_loop(
 }
 
 /// A JSON response.
-fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, body: &Value) -> Response<HttpBody> {
     json_text(status, body.to_string())
 }
 
 /// A JSON response whose body is encoded already.
-fn json_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+fn json_text(status: StatusCode, body: String) -> Response<HttpBody> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
         .expect("a valid response")
 }
 
 /// A Connect error response.
-fn error(code: Code, message: &str) -> Response<Full<Bytes>> {
+fn error(code: Code, message: &str) -> Response<HttpBody> {
     json(
         code.http_status(),
         &connect::error_body(code, message, None),
@@ -113,16 +119,16 @@ fn allowed_origin(shared: &Shared, request: &Request<Incoming>) -> Option<Header
 }
 
 async fn handle(
-    shared: &Shared,
+    shared: Arc<Shared>,
     info: Arc<ConnectionInfo>,
     peer: SocketAddr,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let origin = allowed_origin(shared, &request);
+) -> Response<HttpBody> {
+    let origin = allowed_origin(&shared, &request);
     let mut response = if request.method() == Method::OPTIONS && origin.is_some() {
         preflight(&request)
     } else {
-        answer(shared, info, request).await
+        answer(&shared, info, request).await
     };
     if !shared.config.cors_origins.is_empty() {
         // Answers differ by origin: caches must know.
@@ -137,7 +143,7 @@ async fn handle(
 }
 
 /// A CORS preflight: the methods and the headers the page asks for.
-fn preflight(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn preflight(request: &Request<Incoming>) -> Response<HttpBody> {
     let mut response = Response::builder()
         .status(StatusCode::NO_CONTENT)
         .header(header::ACCESS_CONTROL_ALLOW_METHODS, "POST, GET")
@@ -149,16 +155,16 @@ fn preflight(request: &Request<Incoming>) -> Response<Full<Bytes>> {
         response = response.header(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
     }
     response
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(Bytes::new()).boxed_unsync())
         .expect("a valid response")
 }
 
 /// One call: the request read and checked, run, and answered.
 async fn answer(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     info: Arc<ConnectionInfo>,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<HttpBody> {
     if request.method() == Method::GET {
         match request.uri().path() {
             describe::SERVICES_PATH => {
@@ -171,7 +177,10 @@ async fn answer(
         }
     }
     let path = request.uri().path().trim_start_matches('/').to_string();
-    let Some((service, method)) = path.rsplit_once('/') else {
+    let Some((service, method)) = path
+        .rsplit_once('/')
+        .map(|(s, m)| (s.to_string(), m.to_string()))
+    else {
         return error(
             Code::NotFound,
             "the path is /{Service}/{method}, for example /Calculator/add",
@@ -199,27 +208,34 @@ async fn answer(
     };
     // The permit first: a body is read only for a call that may run, so bodies held in
     // memory are bounded by the in-flight limit times the body limit.
-    let Ok(_permit) = shared.in_flight.try_acquire() else {
+    let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
         return error(
             Code::ResourceExhausted,
             "the gateway is at its in-flight limit; the call did not run",
         );
     };
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let streaming = !is_get && content_type.as_deref() == Some(stream::CONTENT_TYPE);
     let (args, body_bytes) = if is_get {
         match get_message(request.uri().query().unwrap_or("")) {
             Ok(args) => (args, 0),
             Err(message) => return error(Code::InvalidArgument, &message),
         }
     } else {
-        let json_body = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().unwrap_or("").trim() == "application/json");
-        if !json_body {
+        if !streaming && content_type.as_deref() != Some("application/json") {
             let mut response = error(
                 Code::Unimplemented,
-                "the body must be Content-Type: application/json",
+                "the body must be Content-Type: application/json (a server stream: application/connect+json)",
             );
             *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
             return response;
@@ -227,7 +243,12 @@ async fn answer(
         match read_body(shared, request.into_body()).await {
             Ok(body) => {
                 let len = body.len();
-                match parse(&body) {
+                let parsed = if streaming {
+                    stream::parse_arguments(&body)
+                } else {
+                    parse(&body)
+                };
+                match parsed {
                     Ok(args) => (args, len),
                     Err(message) => return error(Code::InvalidArgument, &message),
                 }
@@ -238,19 +259,53 @@ async fn answer(
     let Some(deadline) = arrived.checked_add(timeout) else {
         return error(Code::InvalidArgument, "the timeout is too long");
     };
+    let request_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    if streaming {
+        // The call runs on a task of its own while its items stream out; it holds the
+        // in-flight permit until it ends. The body ends with how it ended.
+        let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
+        let (end, end_out) = tokio::sync::mpsc::channel(1);
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let call = JsonCall {
+                service: &service,
+                method: &method,
+                args,
+                body_bytes,
+                is_get,
+                deadline,
+                metadata,
+                connection: info,
+                request_id,
+                stream: Some(items),
+            };
+            let answer = call::run(&shared.router, call).await;
+            let _ = end.send(stream::end_message(&answer)).await;
+            drop(permit);
+        });
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, stream::CONTENT_TYPE)
+            .body(Envelopes::new(items_out, end_out).boxed_unsync())
+            .expect("a valid response");
+    }
     let call = JsonCall {
-        service,
-        method,
+        service: &service,
+        method: &method,
         args,
         body_bytes,
         is_get,
         deadline,
         metadata,
         connection: info,
-        request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        request_id,
+        stream: None,
     };
-    match call::run(&shared.router, call).await {
+    let answer = call::run(&shared.router, call).await;
+    drop(permit);
+    match answer {
         Answer::Ok(body) => json_text(StatusCode::OK, body),
+        Answer::StreamEnded => json_text(StatusCode::OK, "null".into()),
         Answer::Error {
             code,
             message,
@@ -263,7 +318,7 @@ async fn answer(
 }
 
 /// The request body, within the size and time limits.
-async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<HttpBody>> {
     let limit = shared.config.max_body;
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(shared.config.body_timeout, collect).await {

@@ -45,6 +45,7 @@ mod call;
 pub mod connect;
 pub mod describe;
 mod http;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -153,7 +154,7 @@ impl GatewayConfig {
 pub(crate) struct Shared {
     pub router: Router,
     pub config: GatewayConfig,
-    pub in_flight: Semaphore,
+    pub in_flight: Arc<Semaphore>,
     pub connections: Arc<Semaphore>,
     pub next_id: AtomicU64,
 }
@@ -194,7 +195,7 @@ pub async fn serve(
     let local_addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         router,
-        in_flight: Semaphore::new(config.max_in_flight),
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config,
         next_id: AtomicU64::new(1),

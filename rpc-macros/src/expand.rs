@@ -78,6 +78,19 @@ fn arg_types(method: &MethodDef) -> Vec<&syn::Type> {
     method.args.iter().map(|(_, ty)| ty).collect()
 }
 
+/// Whether `ty` is written `Option<..>` (optionally with a `std::option::`/`core::option::`
+/// path): such a parameter may be left out of a JSON call.
+fn is_option(ty: &syn::Type) -> bool {
+    let syn::Type::Path(path) = ty else {
+        return false;
+    };
+    path.qself.is_none()
+        && path.path.segments.last().is_some_and(|last| {
+            last.ident == "Option"
+                && matches!(last.arguments, syn::PathArguments::AngleBracketed(_))
+        })
+}
+
 /// Whether `ty` is written `Vec<u8>` (optionally `std::vec::Vec<u8>` or
 /// `alloc::vec::Vec<u8>`): such values take the byte-string fast path, which bincode
 /// encodes to the same bytes as a sequence of `u8`s.
@@ -494,7 +507,8 @@ fn server(def: &ServiceDef) -> TokenStream {
         let cfgs = &m.cfgs;
         let ident = &m.ident;
         let wire = &m.wire_name;
-        if m.stream_arg.is_some() || matches!(m.output, Output::Stream { .. }) {
+        // Client and bidirectional streams take a stream of typed items: not in JSON.
+        if m.stream_arg.is_some() {
             return quote! {
                 #(#cfgs)*
                 #wire => ::core::result::Result::Err(#krate::__private::not_unary(#wire)),
@@ -518,7 +532,10 @@ fn server(def: &ServiceDef) -> TokenStream {
                     ),
                 }
             },
-            _ => quote! {
+            Output::Stream { .. } => quote! {
+                ::core::result::Result::Ok(#krate::json::JsonOutcome::Stream(#krate::__private::json_stream(__rpc_out)))
+            },
+            Output::Value(_) => quote! {
                 ::core::result::Result::Ok(#krate::json::JsonOutcome::Ok(#krate::__private::to_value(&__rpc_out)?))
             },
         };
@@ -533,6 +550,40 @@ fn server(def: &ServiceDef) -> TokenStream {
                     #answer
                 }))
             }
+        }
+    });
+
+    let probe = |ty: &syn::Type| quote!((&&#krate::__private::SchemaProbe::<#ty>::new()).schema());
+    let schema_arms = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let wire = &m.wire_name;
+        let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
+        let params = m
+            .args
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != stream_index)
+            .map(|(_, (name, ty))| {
+                let param = name.unraw_string();
+                let schema = probe(ty);
+                let optional = is_option(ty);
+                quote!((#param, #schema, #optional))
+            });
+        let (result, error) = match &m.output {
+            Output::Value(ty) => (probe(ty), quote!(::core::option::Option::None)),
+            Output::Fallible { ok, err, .. } => {
+                let error = probe(err);
+                (probe(ok), quote!(::core::option::Option::Some(#error)))
+            }
+            Output::Stream { item, .. } => (probe(item), quote!(::core::option::Option::None)),
+        };
+        quote! {
+            #(#cfgs)*
+            #wire => ::core::option::Option::Some(#krate::__private::method_schemas(
+                &[#(#params),*],
+                #result,
+                #error,
+            )),
         }
     });
 
@@ -563,6 +614,15 @@ fn server(def: &ServiceDef) -> TokenStream {
                 match __rpc_method {
                     #(#json_arms)*
                     _ => ::core::result::Result::Err(#krate::DispatchError::UnknownMethod),
+                }
+            }
+
+            #[allow(unused_imports)]
+            fn json_schemas(&self, __rpc_method: &str) -> ::core::option::Option<#krate::json::MethodSchemas> {
+                use #krate::__private::{ViaJsonSchema as _, WithoutSchema as _};
+                match __rpc_method {
+                    #(#schema_arms)*
+                    _ => ::core::option::Option::None,
                 }
             }
         }

@@ -37,7 +37,8 @@
 //! | `discovery` | `discovery`, `BalancedChannel`: several replicas behind one client (static lists, balancing, retries, ejection) |
 //! | `dns` | `discovery::dns`: DNS A/AAAA and SRV discovery |
 //! | `etcd` | `discovery::etcd`: registration and discovery in etcd |
-//! | `gateway` | `gateway`: HTTP/JSON (Connect's unary JSON) for curl, browsers and other languages, from the same router |
+//! | `gateway` | `gateway`: HTTP/JSON (Connect's JSON, unary and server streams) for curl, browsers and other languages, from the same router |
+//! | `schema` | JSON Schemas of arguments and results in reflection and the gateway's OpenAPI document, for types deriving `schemars::JsonSchema` (re-exported as `schemars`) |
 //! | `observability` | `observability`: Prometheus metrics, tracing with W3C trace context, the admin endpoint |
 
 #![warn(missing_docs)]
@@ -50,16 +51,16 @@
 pub use rpc_macros::service_for_facade as service;
 
 pub use rpc_core::{
-    client, codec, context, error, health, json, memory, protocol, server, transport, ByteBuf,
-    CallError, CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection,
+    client, codec, context, error, health, json, memory, protocol, reflection, server, transport,
+    ByteBuf, CallError, CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection,
     ConnectionFuture, Context, DispatchError, EncodeArgs, Established, HandlerFuture, IncomingCall,
     Interceptor, Listener, Metadata, Method, OutgoingCall, PeerAddr, PeerIdentity, Rejection,
     ReplyTo, Router, RoutingKey, RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo,
     Streaming, Transport,
 };
 pub use rpc_core::{
-    Answered, CallOutcome, DuplicateService, Keepalive, Middleware, Next, ServerStats,
-    ShutdownTrigger,
+    Answered, CallOutcome, DuplicateService, Keepalive, Middleware, Next, PayloadCodec,
+    ServerStats, ShutdownTrigger,
 };
 
 /// Items the generated code refers to. Not a public API.
@@ -98,6 +99,10 @@ pub use rpc_discovery::BalancedChannel;
 #[cfg(feature = "observability")]
 #[cfg_attr(docsrs, doc(cfg(feature = "observability")))]
 pub use rpc_observability as observability;
+
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub use rpc_core::schemars;
 
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]

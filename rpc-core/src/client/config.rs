@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::keepalive::Keepalive;
-use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, INITIAL_STREAM_WINDOW, MIN_VERSION, VERSION};
+use crate::protocol::{
+    PayloadCodec, DEFAULT_MAX_FRAME_SIZE, INITIAL_STREAM_WINDOW, MIN_VERSION, VERSION,
+};
 
 /// Settings of a client connection. Build with [`ClientConfig::default`] and the setters.
 #[derive(Debug, Clone)]
@@ -16,6 +18,7 @@ pub struct ClientConfig {
     pub(crate) stream_window: u32,
     pub(crate) max_write_buffer: usize,
     pub(crate) protocol_version: u16,
+    pub(crate) codec: PayloadCodec,
 }
 
 impl Default for ClientConfig {
@@ -32,6 +35,7 @@ impl Default for ClientConfig {
             stream_window: INITIAL_STREAM_WINDOW,
             max_write_buffer: 4 * 1024 * 1024,
             protocol_version: VERSION,
+            codec: PayloadCodec::Bincode,
         }
     }
 }
@@ -98,6 +102,15 @@ impl ClientConfig {
     /// itself; set this to pin an older version, for example to test compatibility.
     pub fn max_protocol_version(mut self, version: u16) -> Self {
         self.protocol_version = version.clamp(MIN_VERSION, VERSION);
+        self
+    }
+
+    /// The payload codec of the connection (default bincode, what generated clients
+    /// speak). [`PayloadCodec::Json`] is for callers without compiled-in types
+    /// ([`crate::json::JsonClient`]); it needs a server of protocol version 4, and
+    /// connecting to an older one fails with `RpcError::CodecUnsupported`.
+    pub fn codec(mut self, codec: PayloadCodec) -> Self {
+        self.codec = codec;
         self
     }
 }

@@ -223,6 +223,11 @@ impl Connection {
         })
     }
 
+    /// The payload codec of this connection, as the handshake settled it.
+    pub fn codec(&self) -> crate::protocol::PayloadCodec {
+        self.shared.config.codec
+    }
+
     /// The protocol version spoken on this connection.
     pub fn protocol_version(&self) -> u16 {
         self.shared.version

@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::ClientConfig;
 use crate::error::RpcError;
 use crate::protocol::{
-    handshake_status, ClientHello, ServerHello, Settings, HANDSHAKE_LEN, MAX_SETTINGS_LEN,
-    MIN_VERSION, SETTINGS_VERSION,
+    handshake_status, ClientHello, PayloadCodec, ServerHello, Settings, CODEC_VERSION,
+    HANDSHAKE_LEN, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION,
 };
 
 /// What the handshake settled.
@@ -66,6 +66,12 @@ where
         )));
     }
     let mut server_settings = Settings::default();
+    if version < SETTINGS_VERSION && config.codec != PayloadCodec::Bincode {
+        return Err(RpcError::CodecUnsupported {
+            codec: config.codec,
+            version,
+        });
+    }
     if version >= SETTINGS_VERSION {
         let mut len = [0u8; 2];
         reader.read_exact(&mut len).await.map_err(io_error)?;
@@ -78,8 +84,22 @@ where
         let mut block = vec![0u8; len];
         reader.read_exact(&mut block).await.map_err(io_error)?;
         server_settings = Settings::decode(&block)?;
+        let codec = config.codec;
+        if codec != PayloadCodec::Bincode {
+            let accepted = version >= CODEC_VERSION
+                && server_settings
+                    .accepted_codecs
+                    .is_some_and(|mask| mask & codec.bit() != 0);
+            if !accepted {
+                return Err(RpcError::CodecUnsupported { codec, version });
+            }
+        }
         let ours = Settings {
             stream_window: config.stream_window,
+            accepted_codecs: None,
+            // Said only when it is not the default, so that the block stays as short as
+            // version 3's for bincode connections.
+            codec: (codec != PayloadCodec::Bincode).then_some(codec),
         };
         writer.write_all(&ours.encode()).await.map_err(io_error)?;
     }

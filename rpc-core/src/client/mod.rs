@@ -330,6 +330,40 @@ impl Client {
         }
     }
 
+    /// A unary call with the JSON `args` as its payload (a connection of the JSON codec):
+    /// its answer undecoded.
+    pub(crate) async fn send_json(
+        &self,
+        method: &Method,
+        args: &serde_json::Value,
+    ) -> Result<ResponseFrame, RpcError> {
+        let deadline = self.deadline();
+        self.send_encoded(method, deadline, |buf: &mut BytesMut| {
+            crate::json::write_json(args, buf)
+        })
+        .await
+    }
+
+    /// A server-streaming call with the JSON `args` as its payload, on `connection`.
+    pub(crate) async fn open_json_stream(
+        &self,
+        connection: &Connection,
+        method: &Method,
+        args: &serde_json::Value,
+    ) -> Result<Streaming<serde_json::Value>, RpcError> {
+        let deadline = self.deadline();
+        let metadata = self.metadata_for(method);
+        connection
+            .open_stream::<_, (), _>(
+                method,
+                &metadata,
+                deadline,
+                |buf| crate::json::write_json(args, buf),
+                None,
+            )
+            .await
+    }
+
     /// Calls `method` with `args` (a tuple of the arguments) and decodes its return value.
     pub async fn call<A, R>(&self, method: &Method, args: &A) -> Result<R, RpcError>
     where

@@ -31,7 +31,9 @@ use crate::context::{ConnectionInfo, PeerAddr};
 use crate::frame_io::{FrameIo, ReadError};
 use crate::keepalive::{Due, KeepaliveTimer};
 use crate::outbox::Outbox;
-use crate::protocol::{go_away, kind, status, Frame, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD};
+use crate::protocol::{
+    go_away, kind, status, Frame, PayloadCodec, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
+};
 use crate::stream::{Flow, StreamEnd, StreamTable};
 use crate::transport::{Established, Transport};
 
@@ -73,6 +75,11 @@ pub(crate) async fn serve_connection<T: Transport>(
     let Some(opened) = handshake::open(establishing, &peer, &config, over_limit, &signals).await
     else {
         return;
+    };
+    // A JSON connection is served through every service's JSON dispatcher.
+    let router = match opened.codec {
+        PayloadCodec::Bincode => router,
+        PayloadCodec::Json => Arc::new(crate::json::native::json_view(&router)),
     };
     let flow = if opened.version >= SETTINGS_VERSION {
         Flow {

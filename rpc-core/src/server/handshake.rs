@@ -11,8 +11,8 @@ use super::connection::Signals;
 use super::ServerConfig;
 use crate::context::{PeerAddr, PeerIdentity};
 use crate::protocol::{
-    handshake_status, ClientHello, ServerHello, Settings, HANDSHAKE_LEN, MAX_SETTINGS_LEN,
-    MIN_VERSION, SETTINGS_VERSION, VERSION,
+    handshake_status, ClientHello, PayloadCodec, ServerHello, Settings, CODEC_VERSION,
+    HANDSHAKE_LEN, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION, VERSION,
 };
 use crate::transport::{Established, Transport};
 
@@ -27,7 +27,12 @@ pub(super) struct Opened<T: Transport> {
     pub(super) client_max_frame: usize,
     /// The client's settings (the defaults before version 3).
     pub(super) client_settings: Settings,
+    /// The payload codec the client chose (bincode before version 4).
+    pub(super) codec: PayloadCodec,
 }
+
+/// The codecs a server accepts (setting `CODECS`): every one it knows.
+const ACCEPTED_CODECS: u8 = 0b11;
 
 /// Opens one accepted connection; `None` if it was refused, failed, timed out, or the
 /// server began shutting down first (all logged at debug level).
@@ -66,6 +71,8 @@ pub(super) async fn open<T: Transport>(
         if settings {
             let ours = Settings {
                 stream_window: config.stream_window,
+                accepted_codecs: (hello.version >= CODEC_VERSION).then_some(ACCEPTED_CODECS),
+                codec: None,
             };
             out.extend_from_slice(&ours.encode());
         }
@@ -92,6 +99,11 @@ pub(super) async fn open<T: Transport>(
                 Err(e) => return Ok(Err(e.to_string())),
             };
         }
+        // Only version 4 defines the codec setting; older clients speak bincode.
+        let codec = match client_settings.codec {
+            Some(codec) if hello.version >= CODEC_VERSION => codec,
+            _ => PayloadCodec::Bincode,
+        };
         Ok::<_, std::io::Error>(Ok(Opened {
             reader,
             writer,
@@ -99,6 +111,7 @@ pub(super) async fn open<T: Transport>(
             version: hello.version,
             client_max_frame: (hello.max_frame_size as usize).max(64),
             client_settings,
+            codec,
         }))
     };
     let outcome = tokio::select! {

@@ -31,6 +31,7 @@ pub use service::{
 };
 
 use crate::health::{self, HealthReporter, HealthServer, ServingStatus};
+use crate::reflection;
 use crate::transport::Listener;
 use connection::Signals;
 use state::Load;
@@ -63,6 +64,13 @@ impl Server {
                 .add_service(HealthServer::new(health.clone()))
                 .expect("the router has no health service");
             health.set(health::SERVICE_NAME, ServingStatus::Serving);
+        }
+        if router.get(reflection::SERVICE_NAME).is_none() {
+            let catalog = reflection::Catalog::of(&router);
+            router = router
+                .add_service(reflection::ReflectionServer::new(catalog))
+                .expect("the router has no reflection service");
+            health.set(reflection::SERVICE_NAME, ServingStatus::Serving);
         }
         Server {
             router: Arc::new(router),

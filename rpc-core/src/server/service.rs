@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -20,7 +20,7 @@ use crate::codec;
 use crate::error::RpcError;
 use crate::protocol::fit_message;
 use crate::protocol::{kind, status, STREAMING_VERSION};
-use crate::stream::{send_items, Sent, StreamPeer};
+use crate::stream::{send_items_with, Sent, StreamPeer};
 use crate::Streaming;
 
 /// The future of one running handler. It answers through its [`ReplyTo`] and ends with
@@ -261,7 +261,21 @@ impl ReplyTo {
 
     /// Answers with a stream (a server-streaming method): sends its items as the client
     /// grants credit, then ends the call. An `Err` item ends it with status `ABORTED`.
-    pub async fn stream<T: Serialize>(self, mut items: Streaming<T>) -> Answered {
+    pub async fn stream<T: Serialize>(self, items: Streaming<T>) -> Answered {
+        self.stream_with(items, |item, buf| codec::encode_catching(item, buf))
+            .await
+    }
+
+    /// Answers with a stream of JSON values (a connection of the JSON codec).
+    pub(crate) async fn stream_json(self, items: Streaming<serde_json::Value>) -> Answered {
+        self.stream_with(items, crate::json::write_json).await
+    }
+
+    /// Answers with a stream whose items `encode` writes.
+    async fn stream_with<T, E>(self, mut items: Streaming<T>, encode: E) -> Answered
+    where
+        E: Fn(&T, &mut BytesMut) -> Result<(), RpcError>,
+    {
         let connection = Arc::clone(&self.connection);
         if connection.version < STREAMING_VERSION {
             return self.error(
@@ -270,7 +284,8 @@ impl ReplyTo {
             );
         }
         let outbound = connection.streams.add_outbound(self.id);
-        let sent = send_items(&mut items, &connection.outbox, &outbound, self.id).await;
+        let sent =
+            send_items_with(&mut items, &connection.outbox, &outbound, self.id, encode).await;
         let items_sent = outbound.items_sent();
         let answered = match sent {
             // Stopped: the call ended meanwhile (cancelled, shut down); answering is then a
@@ -301,19 +316,36 @@ impl ReplyTo {
         self.payload(status::APPLICATION_ERROR, error)
     }
 
+    /// Answers with a JSON result (a connection of the JSON codec).
+    pub(crate) fn ok_json(self, value: &serde_json::Value) -> Answered {
+        self.payload_with(status::OK, |buf| crate::json::write_json(value, buf))
+    }
+
+    /// Answers with a JSON application error (a connection of the JSON codec).
+    pub(crate) fn application_error_json(self, error: &serde_json::Value) -> Answered {
+        self.payload_with(status::APPLICATION_ERROR, |buf| {
+            crate::json::write_json(error, buf)
+        })
+    }
+
     fn payload<T: Serialize + ?Sized>(self, code: u8, value: &T) -> Answered {
+        self.payload_with(code, |buf| codec::encode_catching(value, buf))
+    }
+
+    /// Answers with status `code` and the payload `encode` writes.
+    fn payload_with<E>(self, code: u8, encode: E) -> Answered
+    where
+        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+    {
         if !self.claim() {
             return self.unanswered();
         }
         // Encoded in place, under a panic guard: a `Serialize` impl that panics fails
         // this call (HANDLER_PANICKED), at once, and nothing else.
-        let outcome = self.connection.outbox.push(
-            kind::RESPONSE,
-            0,
-            self.id,
-            |buf| buf.put_u8(code),
-            |buf| codec::encode_catching(value, buf),
-        );
+        let outcome =
+            self.connection
+                .outbox
+                .push(kind::RESPONSE, 0, self.id, |buf| buf.put_u8(code), encode);
         match outcome {
             Ok(size) => self.answered(code, size),
             Err(RpcError::FrameTooLarge { size, limit }) => self.push_error(
@@ -442,6 +474,22 @@ impl Router {
     /// The service named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Service>> {
         self.services.get(name)
+    }
+
+    /// The same router with every service replaced by `wrap(service)` (middleware and
+    /// observers kept).
+    pub(crate) fn map_services(
+        &self,
+        wrap: impl Fn(Arc<dyn Service>) -> Arc<dyn Service>,
+    ) -> Router {
+        Router {
+            services: self
+                .services
+                .iter()
+                .map(|(name, service)| (*name, wrap(Arc::clone(service))))
+                .collect(),
+            ..self.clone()
+        }
     }
 
     /// The names of the hosted services.

@@ -38,7 +38,7 @@ use crate::protocol::{kind, status, ResponseFrame};
 
 use flow::Next;
 pub(crate) use flow::{Flow, Inbound, Outbound};
-pub(crate) use send::{send_items, Sent};
+pub(crate) use send::{send_items, send_items_with, Sent};
 pub(crate) use table::StreamTable;
 
 /// A stream of `T` that can cross the wire: the type of a streaming method's argument or
@@ -168,6 +168,28 @@ impl<T> Streaming<T> {
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
                 ended: false,
             }),
+        }
+    }
+
+    /// The next item of a received stream as its payload, undecoded (`None` once it has
+    /// ended); a local stream has no payloads and ends at once.
+    pub(crate) fn poll_payload(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, RpcError>>> {
+        match &mut self.source {
+            Source::Remote(remote) => match remote.poll_next(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    self.source = Source::Done;
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Ready(None) => {
+                    self.source = Source::Done;
+                    Poll::Ready(None)
+                }
+                other => other,
+            },
+            Source::Local(_) | Source::Done => Poll::Ready(None),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::task::Poll;
 
+use bytes::BytesMut;
 use serde::Serialize;
 
 use super::flow::Outbound;
@@ -29,6 +30,23 @@ pub(crate) async fn send_items<T: Serialize>(
     outbound: &Outbound,
     id: u64,
 ) -> Result<Sent, RpcError> {
+    send_items_with(source, outbox, outbound, id, |item, buf| {
+        codec::encode_catching(item, buf)
+    })
+    .await
+}
+
+/// [`send_items`] with each item written by `encode` (the connection's payload codec).
+pub(crate) async fn send_items_with<T, E>(
+    source: &mut Streaming<T>,
+    outbox: &Outbox,
+    outbound: &Outbound,
+    id: u64,
+    encode: E,
+) -> Result<Sent, RpcError>
+where
+    E: Fn(&T, &mut BytesMut) -> Result<(), RpcError>,
+{
     loop {
         // Credit first: a producer without credit is not even asked for its next item.
         if !std::future::poll_fn(|cx| outbound.poll_ready(cx)).await {
@@ -55,7 +73,7 @@ pub(crate) async fn send_items<T: Serialize>(
             id,
             |_| {},
             |buf| match &item {
-                Outgoing::Value(value) => codec::encode_catching(value, buf),
+                Outgoing::Value(value) => encode(value, buf),
                 Outgoing::Encoded(bytes) => {
                     bytes::BufMut::put_slice(buf, bytes);
                     Ok(())

@@ -9,18 +9,38 @@
 //! application error carrying `E` as JSON. Values are converted with `serde_json`, from
 //! the same `Serialize`/`Deserialize` implementations the native protocol uses.
 //!
-//! Unary methods are served; streaming methods are listed (with their kind) but not
-//! callable in JSON yet.
+//! Unary and server-streaming methods are served (a stream's items are JSON values);
+//! methods that take a stream are listed, with their kind, but not callable in JSON.
+//!
+//! - this module: what a JSON-callable service offers ([`JsonService`]);
+//! - `native`: JSON over the native protocol (a connection whose client chose the JSON
+//!   payload codec in its handshake, protocol version 4);
+//! - `client`: [`JsonClient`], calls by name with JSON values, for tools without the
+//!   compiled-in types;
+//! - [`schema`]: JSON Schemas of arguments and results (feature `schema`).
 
+mod client;
+pub(crate) mod native;
+pub mod schema;
+
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 pub use serde_json::{Map, Value};
 
+pub use client::{JsonClient, JsonStream};
+pub use schema::MethodSchemas;
+
 use crate::server::DispatchError;
+use crate::{RpcError, Streaming};
 
 /// How a method exchanges values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MethodKind {
     /// One request, one answer.
     Unary,
@@ -46,12 +66,35 @@ pub struct JsonMethod {
 }
 
 /// How a JSON call ended, when the handler ran to its end.
-#[derive(Debug, Clone, PartialEq)]
 pub enum JsonOutcome {
     /// The method's result.
     Ok(Value),
     /// The method returned `Err(e)`: `e` as JSON.
     ApplicationError(Value),
+    /// A server-streaming method's answer: its items as JSON (an item that fails to
+    /// encode ends the stream with [`RpcError::Encode`]).
+    Stream(Streaming<Value>),
+}
+
+impl fmt::Debug for JsonOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonOutcome::Ok(value) => f.debug_tuple("Ok").field(value).finish(),
+            JsonOutcome::ApplicationError(e) => f.debug_tuple("ApplicationError").field(e).finish(),
+            JsonOutcome::Stream(stream) => f.debug_tuple("Stream").field(stream).finish(),
+        }
+    }
+}
+
+/// Values compare equal; streams never do (their items are not known yet).
+impl PartialEq for JsonOutcome {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (JsonOutcome::Ok(a), JsonOutcome::Ok(b)) => a == b,
+            (JsonOutcome::ApplicationError(a), JsonOutcome::ApplicationError(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// Why a JSON call's result could not be made.
@@ -75,6 +118,13 @@ pub trait JsonService: Send + Sync {
         method: &str,
         args: Map<String, Value>,
     ) -> Result<JsonFuture, DispatchError>;
+
+    /// The JSON Schemas of `method`'s arguments and result ([`schema`]); `None` for an
+    /// unknown method. The default describes nothing.
+    fn json_schemas(&self, method: &str) -> Option<MethodSchemas> {
+        let _ = method;
+        None
+    }
 }
 
 /// Used by generated code: takes parameter `name` out of `args` as a `T`.
@@ -105,10 +155,29 @@ pub fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, EncodeError> {
     serde_json::to_value(value).map_err(|e| EncodeError(e.to_string()))
 }
 
-/// Used by generated code: the refusal of a streaming method called in JSON.
+/// Used by generated code: the refusal of a method taking a stream, called in JSON.
 #[doc(hidden)]
 pub fn not_unary(method: &str) -> DispatchError {
     DispatchError::InvalidArguments(format!(
-        "`{method}` streams: only unary methods can be called in JSON"
+        "`{method}` takes a stream: only unary and server-streaming methods can be called in JSON"
     ))
+}
+
+/// Used by generated code: a server stream's items as JSON values.
+#[doc(hidden)]
+pub fn json_stream<T>(items: Streaming<T>) -> Streaming<Value>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    Streaming::from_results(items.map(|item| {
+        item.and_then(|item| {
+            serde_json::to_value(&item).map_err(|e| RpcError::Encode(e.to_string()))
+        })
+    }))
+}
+
+/// The UTF-8 JSON text of `value` appended to `buf`: how the JSON codec writes payloads.
+pub(crate) fn write_json(value: &Value, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
+    use bytes::BufMut;
+    serde_json::to_writer(buf.writer(), value).map_err(|e| RpcError::Encode(e.to_string()))
 }

@@ -1,0 +1,104 @@
+//! JSON over the native protocol: on a connection whose client chose the JSON payload
+//! codec (protocol version 4, `docs/PROTOCOL.md` section 21), every service is served
+//! through its JSON dispatcher instead of its bincode one. Framing, deadlines, metadata,
+//! cancellation, flow control, middleware and observers are the native protocol's own;
+//! only the payloads differ.
+//!
+//! The connection swaps its router for [`json_view`], whose services are [`OverJson`]
+//! wrappers: the rest of the server does not know which codec a connection speaks.
+
+use std::sync::Arc;
+
+use super::{JsonOutcome, JsonService, Map, MethodKind, Value};
+use crate::protocol::status;
+use crate::server::{DispatchError, HandlerFuture, IncomingCall, Router, Service};
+
+/// `router` with every service answering in JSON (those without a JSON dispatcher refuse
+/// every call with INVALID_ARGUMENTS), its middleware and observers unchanged.
+pub(crate) fn json_view(router: &Router) -> Router {
+    router.map_services(|service| Arc::new(OverJson(service)) as Arc<dyn Service>)
+}
+
+/// A service served through its JSON dispatcher.
+struct OverJson(Arc<dyn Service>);
+
+impl Service for OverJson {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn methods(&self) -> &'static [&'static str] {
+        self.0.methods()
+    }
+
+    fn call(&self, method: &str, call: IncomingCall) -> Result<HandlerFuture, DispatchError> {
+        let Some(json) = self.0.json() else {
+            return Err(DispatchError::InvalidArguments(format!(
+                "`{}` is not callable in JSON",
+                self.0.name()
+            )));
+        };
+        let args = arguments(json, method, call.payload())?;
+        let running = json.call_json(method, args)?;
+        let reply = call.into_reply();
+        Ok(Box::pin(async move {
+            match running.await {
+                Ok(JsonOutcome::Ok(value)) => reply.ok_json(&value),
+                Ok(JsonOutcome::ApplicationError(error)) => reply.application_error_json(&error),
+                Ok(JsonOutcome::Stream(items)) => reply.stream_json(items).await,
+                Err(encode) => reply.error(status::ENCODE_FAILED, &encode.to_string()),
+            }
+        }))
+    }
+
+    fn json(&self) -> Option<&dyn JsonService> {
+        self.0.json()
+    }
+}
+
+/// The arguments of a JSON REQUEST: an object by parameter name, an array in parameter
+/// order, or an empty payload (no arguments, `{}`).
+pub(crate) fn arguments(
+    json: &dyn JsonService,
+    method: &str,
+    payload: &[u8],
+) -> Result<Map<String, Value>, DispatchError> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let invalid = |message: String| DispatchError::InvalidArguments(message);
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| invalid(format!("the arguments are not JSON: {e}")))?;
+    match value {
+        Value::Object(args) => Ok(args),
+        Value::Array(values) => {
+            let described = json
+                .json_methods()
+                .iter()
+                .find(|m| m.name == method)
+                .ok_or(DispatchError::UnknownMethod)?;
+            if described.kind != MethodKind::Unary && described.kind != MethodKind::ServerStream {
+                // Let the dispatcher say why it refuses the method.
+                return Ok(Map::new());
+            }
+            if values.len() != described.params.len() {
+                return Err(invalid(format!(
+                    "`{method}` takes {} arguments ({}), {} were given",
+                    described.params.len(),
+                    described.params.join(", "),
+                    values.len()
+                )));
+            }
+            Ok(described
+                .params
+                .iter()
+                .map(|name| name.to_string())
+                .zip(values)
+                .collect())
+        }
+        _ => Err(invalid(
+            "the arguments are a JSON object by parameter name, or an array in parameter order"
+                .into(),
+        )),
+    }
+}

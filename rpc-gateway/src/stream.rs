@@ -1,0 +1,176 @@
+//! Server streams over HTTP, in Connect's streaming protocol (JSON codec): the request is
+//! `POST` with `Content-Type: application/connect+json` and one enveloped message (the
+//! arguments); the response is `200` with a body of enveloped messages, one per item,
+//! then an end-of-stream message that says how the stream ended (`{}`, or `{"error":
+//! {"code", "message"}}`).
+//!
+//! An envelope is 1 byte of flags, a 4-byte big-endian length, and that many bytes of
+//! JSON. Flag `0x02` marks the end-of-stream message; flag `0x01` (compressed) is not
+//! accepted. Connect clients (connect-web, connect-go, ...) read this as they read any
+//! Connect server stream; a page's `fetch` reads it with a `ReadableStream` reader
+//! (`docs/HTTP.md` shows how).
+//!
+//! Chosen over newline-delimited JSON or server-sent events because it is a protocol
+//! with clients in many languages already, its end message carries the error of a stream
+//! that fails midway, and it needs nothing but `fetch` in a browser.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::body::{Body, Frame};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::call::Answer;
+use crate::connect::error_body;
+
+/// The content type of Connect's streaming JSON.
+pub(crate) const CONTENT_TYPE: &str = "application/connect+json";
+
+/// The flag of the end-of-stream message.
+const END_STREAM: u8 = 0x02;
+/// The flag of a compressed message.
+const COMPRESSED: u8 = 0x01;
+/// Items queued between the call and the socket: the call waits beyond them, so a slow
+/// reader slows the stream down instead of filling memory.
+pub(crate) const SINK_CAPACITY: usize = 16;
+
+/// The arguments in a streaming request's body: exactly one enveloped JSON message (an
+/// empty body, or an empty message, is `{}`).
+pub(crate) fn request_message(body: &[u8]) -> Result<&[u8], String> {
+    if body.is_empty() {
+        return Ok(b"");
+    }
+    let Some((header, rest)) = body.split_first_chunk::<5>() else {
+        return Err("the body is not an enveloped message: it has less than 5 bytes".into());
+    };
+    let flags = header[0];
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if flags & COMPRESSED != 0 {
+        return Err("compressed messages are not served".into());
+    }
+    if flags != 0 {
+        return Err(format!("unexpected envelope flags {flags:#04x}"));
+    }
+    if length != rest.len() {
+        return Err(format!(
+            "the envelope says {length} bytes but {} follow: send exactly one message",
+            rest.len()
+        ));
+    }
+    Ok(rest)
+}
+
+/// One envelope around `message`.
+fn envelope(flags: u8, message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(flags);
+    out.put_u32(message.len() as u32);
+    out.put_slice(message);
+    out.freeze()
+}
+
+/// The end-of-stream message for how the call ended.
+pub(crate) fn end_message(answer: &Answer) -> Bytes {
+    let body = match answer {
+        Answer::Ok(_) | Answer::StreamEnded => json!({}),
+        Answer::Error {
+            code,
+            message,
+            application_error,
+        } => json!({ "error": error_body(*code, message, application_error.clone()) }),
+    };
+    envelope(END_STREAM, body.to_string().as_bytes())
+}
+
+/// A response body of envelopes: items from the call's sink as they come, then the
+/// end-of-stream message the call's task sends last.
+pub(crate) struct Envelopes {
+    items: mpsc::Receiver<String>,
+    end: mpsc::Receiver<Bytes>,
+    done: bool,
+}
+
+impl Envelopes {
+    /// The body of a stream whose items arrive on `items` and whose end on `end`.
+    pub(crate) fn new(items: mpsc::Receiver<String>, end: mpsc::Receiver<Bytes>) -> Self {
+        Envelopes {
+            items,
+            end,
+            done: false,
+        }
+    }
+}
+
+impl Body for Envelopes {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // Items first: the end is sent only after the last item was queued.
+        match this.items.poll_recv(cx) {
+            Poll::Ready(Some(item)) => {
+                return Poll::Ready(Some(Ok(Frame::data(envelope(0, item.as_bytes())))))
+            }
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {}
+        }
+        match this.end.poll_recv(cx) {
+            Poll::Ready(end) => {
+                this.done = true;
+                // A call task that ended without an end (it cannot: see `http.rs`) ends
+                // the body as it is.
+                Poll::Ready(end.map(|end| Ok(Frame::data(end))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The JSON arguments of a streaming request, parsed (`{}` for none).
+pub(crate) fn parse_arguments(body: &[u8]) -> Result<Value, String> {
+    let message = request_message(body)?;
+    if message.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(message).map_err(|e| format!("the message is not valid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_exactly_one_uncompressed_envelope() {
+        let mut body = vec![0, 0, 0, 0, 7];
+        body.extend_from_slice(br#"{"a":1}"#);
+        assert_eq!(request_message(&body), Ok(&br#"{"a":1}"#[..]));
+        assert_eq!(request_message(b""), Ok(&b""[..]));
+        assert!(request_message(&body[..4]).is_err(), "short header");
+        assert!(request_message(&body[..8]).is_err(), "short message");
+        let mut two = body.clone();
+        two.extend_from_slice(&body);
+        assert!(request_message(&two).is_err(), "two messages");
+        body[0] = COMPRESSED;
+        assert!(request_message(&body).unwrap_err().contains("compressed"));
+    }
+
+    #[test]
+    fn the_end_message_carries_the_error() {
+        let end = end_message(&Answer::error(crate::connect::Code::Aborted, "boom"));
+        assert_eq!(end[0], END_STREAM);
+        let json: Value = serde_json::from_slice(&end[5..]).unwrap();
+        assert_eq!(json["error"]["code"], "aborted");
+        assert_eq!(json["error"]["message"], "boom");
+        assert_eq!(&end_message(&Answer::StreamEnded)[5..], b"{}");
+    }
+}
