@@ -23,6 +23,8 @@ pub trait Calc {
     async fn whoami(&self) -> Option<String>;
     async fn slow(&self, ms: u64) -> u64;
     async fn count(&self, n: u32) -> rpc_core::Streaming<u32>;
+    /// `n` items, then an error.
+    async fn failing(&self, n: u32) -> rpc_core::Streaming<u32>;
     async fn boom(&self) -> u8;
 }
 
@@ -53,6 +55,14 @@ impl Calc for CalcImpl {
     }
     async fn count(&self, n: u32) -> rpc_core::Streaming<u32> {
         rpc_core::Streaming::iter(0..n)
+    }
+    async fn failing(&self, n: u32) -> rpc_core::Streaming<u32> {
+        let items = (0..n)
+            .map(Ok)
+            .chain(std::iter::once(Err(rpc_core::RpcError::Aborted {
+                message: "ran out".into(),
+            })));
+        rpc_core::Streaming::from_results(futures::stream::iter(items))
     }
     async fn boom(&self) -> u8 {
         panic!("the handler exploded")
@@ -252,8 +262,10 @@ async fn curl_calls_the_same_router_the_native_protocol_serves() {
         assert!(openapi["paths"]["/Calc/divide"]["get"].is_null());
         assert!(openapi["paths"]["/Calc/divide"]["post"].is_object());
         assert!(
-            openapi["paths"]["/Calc/count"].is_null(),
-            "streams are not served"
+            openapi["paths"]["/Calc/count"]["post"]["requestBody"]["content"]
+                ["application/connect+json"]
+                .is_object(),
+            "server streams are served in Connect's streaming protocol"
         );
         validate_openapi(&openapi);
         // A panicking handler fails its call, and the gateway answers the next one.
@@ -450,4 +462,126 @@ async fn slow_and_surplus_connections_are_dropped_and_shutdown_is_bounded() {
         .await
         .expect("shutdown is bounded by its grace period");
     drop(stuck);
+}
+
+/// A Connect envelope: flags, a big-endian length, the message.
+fn envelope(flags: u8, message: &[u8]) -> Vec<u8> {
+    let mut out = vec![flags];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Calls a server stream with curl in Connect's streaming protocol: the HTTP status and
+/// the envelopes of the answer (flags, JSON).
+fn curl_stream(url: &str, args: &str, headers: &[&str]) -> (u16, Vec<(u8, Value)>) {
+    let body = std::env::temp_dir().join(format!(
+        "rrpc-stream-{}-{}.bin",
+        std::process::id(),
+        url.len() + args.len()
+    ));
+    std::fs::write(&body, envelope(0, args.as_bytes())).unwrap();
+    let mut command = Command::new("curl");
+    command.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-o",
+        "-",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Content-Type: application/connect+json",
+        "--data-binary",
+    ]);
+    command.arg(format!("@{}", body.display()));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let out = command.arg(url).output().expect("run curl");
+    let _ = std::fs::remove_file(&body);
+    let (mut data, status) = out.stdout.split_at(out.stdout.len() - 3);
+    let status: u16 = std::str::from_utf8(status).unwrap().parse().unwrap();
+    let mut envelopes = Vec::new();
+    while !data.is_empty() {
+        let flags = data[0];
+        let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+        let message = serde_json::from_slice(&data[5..5 + len]).unwrap();
+        envelopes.push((flags, message));
+        data = &data[5 + len..];
+    }
+    (status, envelopes)
+}
+
+#[tokio::test]
+async fn server_streams_arrive_as_connect_envelopes() {
+    if !curl_available() {
+        return;
+    }
+    let gateway = rpc_gateway::serve(
+        "127.0.0.1:0",
+        router(CalcImpl::default()),
+        GatewayConfig::default(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", gateway.local_addr());
+    tokio::task::spawn_blocking(move || {
+        let url = |m: &str| format!("{base}/Calc/{m}");
+        // Items, then an end-of-stream message without an error.
+        let (status, envelopes) = curl_stream(&url("count"), r#"{"n": 3}"#, &[]);
+        assert_eq!(status, 200);
+        assert_eq!(
+            envelopes,
+            [(0, json!(0)), (0, json!(1)), (0, json!(2)), (2, json!({}))]
+        );
+        // Many items: the stream goes on past the gateway's queue.
+        let (_, envelopes) = curl_stream(&url("count"), r#"{"n": 20000}"#, &[]);
+        assert_eq!(envelopes.len(), 20_001);
+        assert_eq!(envelopes[19_999], (0, json!(19_999)));
+        // A stream that fails midway ends with the error.
+        let (status, envelopes) = curl_stream(&url("failing"), r#"{"n": 2}"#, &[]);
+        assert_eq!(status, 200);
+        assert_eq!(envelopes.len(), 3);
+        let (flags, end) = &envelopes[2];
+        assert_eq!(*flags, 2);
+        assert_eq!(end["error"]["code"], "aborted");
+        assert!(end["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ran out"));
+        // Errors before the first item come in the end message too.
+        for (method, args, headers, code) in [
+            ("count", r#"{"n": "three"}"#, &[][..], "invalid_argument"),
+            ("add", r#"{"a": 1, "b": 2}"#, &[][..], "unimplemented"),
+            (
+                "count",
+                r#"{"n": 1}"#,
+                &["X-Block: yes"][..],
+                "permission_denied",
+            ),
+        ] {
+            let (status, envelopes) = curl_stream(&url(method), args, headers);
+            assert_eq!(status, 200, "{method}");
+            assert_eq!(envelopes.len(), 1, "{method}: {envelopes:?}");
+            assert_eq!(envelopes[0].1["error"]["code"], code, "{method}");
+        }
+        // A body that is not one envelope is refused before the call.
+        let (status, body) = curl(
+            &url("count"),
+            &[
+                "-H",
+                "Content-Type: application/connect+json",
+                "-d",
+                r#"{"n": 1}"#,
+            ],
+        );
+        assert_eq!(
+            (status, body["code"].clone()),
+            (400, json!("invalid_argument"))
+        );
+    })
+    .await
+    .unwrap();
+    gateway.shutdown().await;
 }
