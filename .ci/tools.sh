@@ -3,6 +3,7 @@
 #   - etcd-server: registration and discovery (rpc-discovery's etcd tests);
 #   - prometheus: the real-Prometheus scrape test (rpc-observability/tests/prometheus.rs);
 #   - curl: the HTTP gateway tests (rpc-gateway/tests/gateway.rs);
+#   - chromium (and a font): the browser test (examples/tests/browser.rs);
 #   - openapi-spec-validator (pip): the gateway's OpenAPI document is checked with it.
 # One `apt-get update`, then one `apt-get install` of whatever is missing.
 
@@ -10,6 +11,7 @@ _tools_missing=()
 command -v etcd >/dev/null 2>&1 || _tools_missing+=(etcd-server)
 command -v prometheus >/dev/null 2>&1 || _tools_missing+=(prometheus)
 command -v curl >/dev/null 2>&1 || _tools_missing+=(curl)
+command -v chromium >/dev/null 2>&1 || _tools_missing+=(chromium fonts-dejavu-core)
 if [ "${#_tools_missing[@]}" -gt 0 ]; then
     _tools_sudo=""
     [ "$(id -u)" -ne 0 ] && _tools_sudo="sudo"

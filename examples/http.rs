@@ -10,6 +10,9 @@
 //! curl -H 'Content-Type: application/json' -d '{"a":1,"b":2}' http://127.0.0.1:8080/Calculator/add
 //! ```
 //!
+//! `http://127.0.0.1:8080/` is a page that calls it from the browser with `fetch`
+//! (`examples/web/index.html`: a unary call and a server stream).
+//!
 //! `--native ADDR` and `--http ADDR` choose the addresses (`127.0.0.1:0`: any free port;
 //! the first line printed names both).
 
@@ -94,7 +97,11 @@ async fn main() -> anyhow::Result<()> {
     let http = gateway::serve(
         http_addr.as_str(),
         router,
-        GatewayConfig::default().allow_origin("*"),
+        GatewayConfig::default().allow_origin("*").asset(
+            "/",
+            "text/html; charset=utf-8",
+            include_str!("web/index.html"),
+        ),
     )
     .await?;
     println!(

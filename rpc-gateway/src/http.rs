@@ -173,7 +173,15 @@ async fn answer(
             describe::OPENAPI_PATH => {
                 return json(StatusCode::OK, &describe::openapi(&shared.router))
             }
-            _ => {}
+            path => {
+                if let Some(asset) = shared.config.assets.iter().find(|a| a.path == path) {
+                    return Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, asset.content_type.as_str())
+                        .body(Full::new(asset.body.clone()).boxed_unsync())
+                        .expect("a valid response");
+                }
+            }
         }
     }
     let path = request.uri().path().trim_start_matches('/').to_string();

@@ -70,6 +70,15 @@ pub struct GatewayConfig {
     max_connections: usize,
     shutdown_grace: Duration,
     cors_origins: Vec<String>,
+    assets: Vec<Asset>,
+}
+
+/// A file the gateway serves as it is on `GET` ([`GatewayConfig::asset`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Asset {
+    pub path: String,
+    pub content_type: String,
+    pub body: bytes::Bytes,
 }
 
 impl Default for GatewayConfig {
@@ -84,6 +93,7 @@ impl Default for GatewayConfig {
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
             cors_origins: Vec::new(),
+            assets: Vec::new(),
         }
     }
 }
@@ -139,6 +149,23 @@ impl GatewayConfig {
     /// 10 s) before it closes their connections.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Serves `body` as it is, with `content_type`, on `GET path` (for example a page
+    /// that calls the services from the browser, from the same origin: no CORS needed).
+    /// Assets are looked up before service paths.
+    pub fn asset(
+        mut self,
+        path: impl Into<String>,
+        content_type: impl Into<String>,
+        body: impl Into<bytes::Bytes>,
+    ) -> Self {
+        self.assets.push(Asset {
+            path: path.into(),
+            content_type: content_type.into(),
+            body: body.into(),
+        });
         self
     }
 
