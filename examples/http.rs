@@ -93,17 +93,19 @@ async fn main() -> anyhow::Result<()> {
         ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string())
     };
     let router = Router::from(CalculatorServer::new(Calc));
-    let native = rrpc::serve(native_addr.as_str(), router.clone()).await?;
-    let http = gateway::serve(
-        http_addr.as_str(),
-        router,
-        GatewayConfig::default().allow_origin("*").asset(
-            "/",
-            "text/html; charset=utf-8",
-            include_str!("web/index.html"),
-        ),
-    )
-    .await?;
+    let http_config = GatewayConfig::default().allow_origin("*").asset(
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("web/index.html"),
+    );
+    // The native port speaks HTTP too (one address for everything); the gateway also
+    // listens on a port of its own.
+    let listener = rrpc::tcp::TcpListener::bind(native_addr.as_str()).await?;
+    let native_local = listener.local_addr()?;
+    let native = rrpc::Server::new(router.clone())
+        .share_port(gateway::on_native_port(router.clone(), http_config.clone()))
+        .serve(listener, native_local);
+    let http = gateway::serve(http_addr.as_str(), router, http_config).await?;
     println!(
         "native protocol on {}, HTTP/JSON on http://{}",
         native.local_addr(),
@@ -136,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "HTTP:   POST /Calculator/add {{\"a\":\"one\"}} -> {}",
         post(addr, "/Calculator/add", r#"{"a":"one"}"#).await?
+    );
+    println!(
+        "HTTP on the native port: POST /Calculator/add {{\"a\":2,\"b\":2}} -> {}",
+        post(native.local_addr(), "/Calculator/add", r#"{"a":2,"b":2}"#).await?
     );
     println!(
         "\ntry: curl -H 'Content-Type: application/json' -d '{{\"a\":1,\"b\":2}}' http://{addr}/Calculator/add"

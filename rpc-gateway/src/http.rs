@@ -3,7 +3,6 @@
 //! JSON body, or for a server stream a body of envelopes, [`crate::stream`]).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -58,31 +57,57 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (shared, stop) = (Arc::clone(&shared), stop.clone());
-        let connection_info = Arc::new(ConnectionInfo::new(PeerAddr::Tcp(peer), None));
+        let stop = stop.clone();
+        let shared = Arc::clone(&shared);
         tasks.spawn(async move {
             let _slot = slot;
-            let grace = shared.config.shutdown_grace;
-            let header_timeout = shared.config.header_timeout;
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (shared, info) = (Arc::clone(&shared), Arc::clone(&connection_info));
-                async move { Ok::<_, Infallible>(handle(shared, info, peer, request).await) }
-            });
-            // hyper enforces the header timeout only with a timer.
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = stop.cancelled() => {}
-            }
-            connection.as_mut().graceful_shutdown();
-            // A request still arriving or running has `grace` to finish.
-            let _ = tokio::time::timeout(grace, connection).await;
+            serve_connection(
+                TokioIo::new(stream),
+                PeerAddr::Tcp(peer),
+                None,
+                shared,
+                stop,
+            )
+            .await;
         });
     }
+}
+
+/// Serves one HTTP/1.1 connection until it closes, or until `stop` and then the grace
+/// period (requests in progress may finish).
+pub(crate) async fn serve_connection<I>(
+    io: TokioIo<I>,
+    peer: PeerAddr,
+    identity: Option<rpc_core::PeerIdentity>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let connection_info = Arc::new(ConnectionInfo::new(peer.clone(), identity));
+    let grace = shared.config.shutdown_grace;
+    let header_timeout = shared.config.header_timeout;
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let (shared, info, peer) = (
+            Arc::clone(&shared),
+            Arc::clone(&connection_info),
+            peer.clone(),
+        );
+        async move { Ok::<_, Infallible>(handle(shared, info, peer, request).await) }
+    });
+    // hyper enforces the header timeout only with a timer.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stop.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    // A request still arriving or running has `grace` to finish.
+    let _ = tokio::time::timeout(grace, connection).await;
 }
 
 /// A JSON response.
@@ -121,7 +146,7 @@ fn allowed_origin(shared: &Shared, request: &Request<Incoming>) -> Option<Header
 async fn handle(
     shared: Arc<Shared>,
     info: Arc<ConnectionInfo>,
-    peer: SocketAddr,
+    peer: PeerAddr,
     request: Request<Incoming>,
 ) -> Response<HttpBody> {
     let origin = allowed_origin(&shared, &request);

@@ -1,6 +1,8 @@
-//! HTTP/JSON for rrpc services: the unary JSON subset of the
-//! [Connect protocol](https://connectrpc.com/docs/protocol), served from the same
-//! [`Router`] as the native protocol. Every service `#[service]` generates is callable:
+//! HTTP/JSON for rrpc services: the JSON side of the
+//! [Connect protocol](https://connectrpc.com/docs/protocol) (unary calls and server
+//! streams), served from the same [`Router`] as the native protocol, on a port of its own
+//! ([`serve`]) or on the native server's port ([`on_native_port`]). Every service
+//! `#[service]` generates is callable:
 //!
 //! ```text
 //! curl -H 'Content-Type: application/json' -d '{"a": 1, "b": 2}' \
@@ -27,8 +29,12 @@
 //!   kind, idempotence); `GET /openapi.json` is an OpenAPI 3.1 document of the paths
 //!   ([`describe`]), so other languages can generate clients with their usual tools.
 //!
-//! Streaming methods answer `unimplemented` for now. `docs/HTTP.md` in the repository
-//! has the whole mapping.
+//! - Server-streaming methods: `POST` with `Content-Type: application/connect+json` and
+//!   the arguments in one Connect envelope; the answer is a body of envelopes, one per
+//!   item, then an end-of-stream message carrying the error of a stream that failed.
+//!   Methods that take a stream answer `unimplemented`.
+//!
+//! `docs/HTTP.md` in the repository has the whole mapping.
 //!
 //! ```no_run
 //! # #[rpc_core::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
@@ -210,6 +216,75 @@ impl GatewayHandle {
     }
 }
 
+impl Shared {
+    fn new(router: Router, config: GatewayConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            router,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            next_id: AtomicU64::new(1),
+        })
+    }
+}
+
+/// The gateway as a protocol a native [`Server`](rpc_core::Server) shares its port with:
+/// `Server::new(router.clone()).share_port(rpc_gateway::on_native_port(router, config))`.
+/// The server hands it every connection that opens with an HTTP request line (the native
+/// hello opens with `RRPC`), so one address serves native clients, curl and browsers; the
+/// server's graceful shutdown lets requests in progress finish within
+/// [`GatewayConfig::shutdown_grace`] (and the server's own grace period).
+pub fn on_native_port(router: Router, config: GatewayConfig) -> NativePort {
+    NativePort {
+        shared: Shared::new(router, config),
+    }
+}
+
+/// HTTP on a native server's port: see [`on_native_port`].
+pub struct NativePort {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NativePort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativePort").finish_non_exhaustive()
+    }
+}
+
+/// HTTP/1.1 request lines begin with one of these.
+const HTTP_METHODS: [&[u8]; 7] = [
+    b"GET ",
+    b"POST ",
+    b"OPTIONS ",
+    b"HEAD ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+];
+
+impl rpc_core::server::foreign::ForeignProtocol for NativePort {
+    fn recognizes(&self, prefix: &[u8]) -> bool {
+        HTTP_METHODS.iter().any(|method| prefix.starts_with(method))
+    }
+
+    fn serve(
+        &self,
+        connection: rpc_core::server::foreign::ForeignConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            // The gateway's own connection limit applies too.
+            let Ok(_slot) = Arc::clone(&shared.connections).try_acquire_owned() else {
+                return;
+            };
+            let (peer, identity) = (connection.peer().clone(), connection.identity().cloned());
+            let stop = connection.shutdown();
+            let io = hyper_util::rt::TokioIo::new(connection.into_io());
+            http::serve_connection(io, peer, identity, shared, stop).await;
+        })
+    }
+}
+
 /// Binds `addr` and serves `router`'s services over HTTP/1.1 there, on the current tokio
 /// runtime. The router may be a clone of the one the native server serves (clones share
 /// the services and their middleware).
@@ -220,13 +295,7 @@ pub async fn serve(
 ) -> std::io::Result<GatewayHandle> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
-    let shared = Arc::new(Shared {
-        router,
-        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-        connections: Arc::new(Semaphore::new(config.max_connections)),
-        config,
-        next_id: AtomicU64::new(1),
-    });
+    let shared = Shared::new(router, config);
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(http::accept_loop(

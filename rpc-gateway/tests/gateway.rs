@@ -585,3 +585,56 @@ async fn server_streams_arrive_as_connect_envelopes() {
     .unwrap();
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_port_serves_native_clients_curl_and_streams() {
+    if !curl_available() {
+        return;
+    }
+    let router = router(CalcImpl::default());
+    let server = rpc_core::Server::new(router.clone()).share_port(rpc_gateway::on_native_port(
+        router,
+        GatewayConfig::default(),
+    ));
+    let listener = rpc_transport_tcp::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = server.serve(listener, addr);
+
+    let native = CalcClient::new(rpc_transport_tcp::connect(addr).await.unwrap());
+    assert_eq!(native.add(1, 2).await.unwrap(), 3);
+    let base = format!("http://{addr}");
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            post(&format!("{base}/Calc/add"), r#"{"a": 2, "b": 3}"#, &[]),
+            (200, json!(5))
+        );
+        let (status, envelopes) = curl_stream(&format!("{base}/Calc/count"), r#"{"n": 2}"#, &[]);
+        assert_eq!(status, 200);
+        assert_eq!(envelopes, [(0, json!(0)), (0, json!(1)), (2, json!({}))]);
+        let (status, body) = post(&format!("{base}/Calc/whoami"), "{}", &["X-Block: yes"]);
+        assert_eq!(
+            (status, body["code"].clone()),
+            (403, json!("permission_denied")),
+            "the router's middleware applies on the shared port too"
+        );
+    })
+    .await
+    .unwrap();
+    // Neither protocol: closed without an answer, and both still served afterwards.
+    let mut stranger = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stranger
+        .write_all(b"SSH-2.0-OpenSSH_9.2\r\n")
+        .await
+        .unwrap();
+    assert_eq!(until_closed(&mut stranger).await, Some(Vec::new()));
+    assert_eq!(native.add(2, 2).await.unwrap(), 4);
+    let (status, _) = raw(
+        addr,
+        b"POST /Calc/add HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"a\":1,\"b\":1}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
+use super::foreign::SharedPort;
 use super::handshake;
 use super::observer::BatchEnds;
 use super::service::Router;
@@ -69,12 +70,34 @@ pub(crate) async fn serve_connection<T: Transport>(
     load: Arc<Load>,
     signals: Signals,
     tasks: TaskTracker,
+    shared_port: SharedPort,
 ) {
     let _slot = ConnectionSlot(Arc::clone(&load));
     let over_limit = load.connections.fetch_add(1, Ordering::AcqRel) >= config.max_connections;
-    let Some(opened) = handshake::open(establishing, &peer, &config, over_limit, &signals).await
-    else {
-        return;
+    let opening = handshake::open(
+        establishing,
+        &peer,
+        &config,
+        over_limit,
+        &signals,
+        shared_port.0.as_ref(),
+    )
+    .await;
+    let opened = match opening {
+        None => return,
+        Some(handshake::Opening::Native(opened)) => opened,
+        Some(handshake::Opening::Foreign(connection)) => {
+            let protocol = shared_port
+                .0
+                .expect("only a shared port hands connections over");
+            // Told of a graceful shutdown through the connection; dropped at its end.
+            tokio::select! {
+                _ = protocol.serve(connection) => {}
+                _ = signals.hard.cancelled() => {}
+                _ = signals.kill.cancelled() => {}
+            }
+            return;
+        }
     };
     // A JSON connection is served through every service's JSON dispatcher.
     let router = match opened.codec {

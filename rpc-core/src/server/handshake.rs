@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use std::sync::Arc;
+
 use super::connection::Signals;
+use super::foreign::{ForeignConnection, ForeignProtocol};
 use super::ServerConfig;
 use crate::context::{PeerAddr, PeerIdentity};
 use crate::protocol::{
     handshake_status, ClientHello, PayloadCodec, ServerHello, Settings, CODEC_VERSION,
-    HANDSHAKE_LEN, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION, VERSION,
+    HANDSHAKE_LEN, MAGIC, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION, VERSION,
 };
 use crate::transport::{Established, Transport};
 
@@ -34,20 +37,48 @@ pub(super) struct Opened<T: Transport> {
 /// The codecs a server accepts (setting `CODECS`): every one it knows.
 const ACCEPTED_CODECS: u8 = 0b11;
 
+/// What an accepted connection turned out to be.
+pub(super) enum Opening<T: Transport> {
+    /// A client of this protocol, through its handshake.
+    Native(Opened<T>),
+    /// A connection for the protocol the port is shared with ([`super::foreign`]).
+    Foreign(ForeignConnection),
+}
+
 /// Opens one accepted connection; `None` if it was refused, failed, timed out, or the
-/// server began shutting down first (all logged at debug level).
+/// server began shutting down first (all logged at debug level). A connection that does
+/// not open with this protocol's magic goes to `foreign`, if that protocol recognises it.
 pub(super) async fn open<T: Transport>(
     establishing: impl Future<Output = std::io::Result<Established<T>>>,
     peer: &PeerAddr,
     config: &ServerConfig,
     over_limit: bool,
     signals: &Signals,
-) -> Option<Opened<T>> {
+    foreign: Option<&Arc<dyn ForeignProtocol>>,
+) -> Option<Opening<T>> {
     let opening = async {
         let established = establishing.await?;
         let (mut reader, mut writer) = established.io.split();
         let mut hello = [0u8; HANDSHAKE_LEN];
-        reader.read_exact(&mut hello).await?;
+        let read = read_up_to(&mut reader, &mut hello).await?;
+        if let Some(foreign) = foreign {
+            if hello[..4] != MAGIC && foreign.recognizes(&hello[..read]) {
+                if over_limit {
+                    return Ok(Err("a foreign connection over the connection limit".into()));
+                }
+                return Ok(Ok(Opening::Foreign(ForeignConnection::new(
+                    hello[..read].to_vec(),
+                    Box::new(reader),
+                    Box::new(writer),
+                    peer.clone(),
+                    established.identity,
+                    signals.graceful.clone(),
+                ))));
+            }
+        }
+        if read < HANDSHAKE_LEN {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         let hello = match ClientHello::decode(&hello) {
             Ok(hello) => hello,
             Err(e) => return Ok(Err(e.to_string())),
@@ -104,7 +135,7 @@ pub(super) async fn open<T: Transport>(
             Some(codec) if hello.version >= CODEC_VERSION => codec,
             _ => PayloadCodec::Bincode,
         };
-        Ok::<_, std::io::Error>(Ok(Opened {
+        Ok::<_, std::io::Error>(Ok(Opening::Native(Opened {
             reader,
             writer,
             identity: established.identity,
@@ -112,7 +143,7 @@ pub(super) async fn open<T: Transport>(
             client_max_frame: (hello.max_frame_size as usize).max(64),
             client_settings,
             codec,
-        }))
+        })))
     };
     let outcome = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, opening) => r,
@@ -134,4 +165,19 @@ pub(super) async fn open<T: Transport>(
             None
         }
     }
+}
+
+/// Reads until `buf` is full or the peer closes; returns how much was read.
+async fn read_up_to(
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut read = 0;
+    while read < buf.len() {
+        match reader.read(&mut buf[read..]).await? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(read)
 }

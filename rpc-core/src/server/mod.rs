@@ -4,6 +4,7 @@
 mod config;
 mod connection;
 mod dispatch;
+pub mod foreign;
 mod handshake;
 mod interceptor;
 pub mod middleware;
@@ -43,6 +44,7 @@ pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     health: HealthReporter,
+    shared_port: foreign::SharedPort,
 }
 
 impl Server {
@@ -76,7 +78,17 @@ impl Server {
             router: Arc::new(router),
             config: Arc::new(config),
             health,
+            shared_port: foreign::SharedPort::default(),
         }
+    }
+
+    /// Serves `protocol` on this server's port too: a connection that does not open with
+    /// this protocol's hello, and that `protocol` recognises, is handed to it
+    /// ([`foreign`]). For example HTTP/JSON with `rpc_gateway::on_native_port`, so one
+    /// port serves native clients, curl and browsers.
+    pub fn share_port(mut self, protocol: impl foreign::ForeignProtocol) -> Self {
+        self.shared_port = foreign::SharedPort(Some(Arc::new(protocol)));
+        self
     }
 
     /// The statuses its health service reports.
@@ -117,6 +129,7 @@ impl Server {
                             Arc::clone(&accept_load),
                             accept_signals.clone(),
                             connections.clone(),
+                            self.shared_port.clone(),
                         ));
                     }
                     Err(e) => {
