@@ -60,18 +60,33 @@ pub(super) enum End {
     /// Killed: drop everything, write nothing more.
     Killed,
 }
+/// What every connection of a server shares: its services, settings, counts, signals and
+/// tasks, and the protocol its port is shared with.
+#[derive(Clone)]
+pub(crate) struct ServerParts {
+    pub(crate) router: Arc<Router>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) load: Arc<Load>,
+    pub(crate) signals: Signals,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shared_port: SharedPort,
+}
+
 /// Establishes one accepted connection, then serves it until it closes or the server
 /// stops.
 pub(crate) async fn serve_connection<T: Transport>(
     establishing: impl Future<Output = std::io::Result<Established<T>>>,
     peer: PeerAddr,
-    router: Arc<Router>,
-    config: Arc<ServerConfig>,
-    load: Arc<Load>,
-    signals: Signals,
-    tasks: TaskTracker,
-    shared_port: SharedPort,
+    parts: ServerParts,
 ) {
+    let ServerParts {
+        router,
+        config,
+        load,
+        signals,
+        tasks,
+        shared_port,
+    } = parts;
     let _slot = ConnectionSlot(Arc::clone(&load));
     let over_limit = load.connections.fetch_add(1, Ordering::AcqRel) >= config.max_connections;
     let opening = handshake::open(

@@ -106,9 +106,16 @@ impl Server {
         };
         let tracker = TaskTracker::new();
         let load = Arc::new(Load::default());
-        let accept_load = Arc::clone(&load);
         let accept_signals = signals.clone();
         let connections = tracker.clone();
+        let parts = connection::ServerParts {
+            router: Arc::clone(&self.router),
+            config: Arc::clone(&self.config),
+            load: Arc::clone(&load),
+            signals: signals.clone(),
+            tasks: tracker.clone(),
+            shared_port: self.shared_port.clone(),
+        };
         let grace = self.config.shutdown_grace;
         let delay = self.config.shutdown_delay;
         let health = self.health.clone();
@@ -124,12 +131,7 @@ impl Server {
                         connections.spawn(connection::serve_connection(
                             listener.establish(accepted),
                             peer,
-                            Arc::clone(&self.router),
-                            Arc::clone(&self.config),
-                            Arc::clone(&accept_load),
-                            accept_signals.clone(),
-                            connections.clone(),
-                            self.shared_port.clone(),
+                            parts.clone(),
                         ));
                     }
                     Err(e) => {
