@@ -100,9 +100,13 @@ async fn main() -> anyhow::Result<()> {
     );
     // The native port speaks HTTP too (one address for everything); the gateway also
     // listens on a port of its own.
+    // The server's router has the health and reflection services it adds: HTTP callers
+    // get them too.
+    let server = rrpc::Server::new(router);
+    let router = server.router().clone();
     let listener = rrpc::tcp::TcpListener::bind(native_addr.as_str()).await?;
     let native_local = listener.local_addr()?;
-    let native = rrpc::Server::new(router.clone())
+    let native = server
         .share_port(gateway::on_native_port(router.clone(), http_config.clone()))
         .serve(listener, native_local);
     let http = gateway::serve(http_addr.as_str(), router, http_config).await?;

@@ -240,6 +240,17 @@ async fn json_calls_by_name_reach_the_same_implementation() {
         .await;
     assert_eq!(items.len(), 50_000);
     assert!(items.iter().all(|i| matches!(i, Ok(v) if *v == json!(9))));
+    // A unary method taken for a stream says so instead of ending empty.
+    let mistaken: Vec<_> = calls
+        .server_stream("Calculator", "add", &json!([1, 2]))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    match &mistaken[..] {
+        [Err(RpcError::Protocol(message))] => assert!(message.contains("unary"), "{message}"),
+        other => panic!("expected one error, got {other:?}"),
+    }
     // The typed client still works on its own (bincode) connection to the same port.
     let typed = CalculatorClient::new(
         rpc_transport_tcp::connect(server.local_addr())

@@ -41,6 +41,7 @@ pub const SERVICE_NAME: &str = "rpc.health.v1.Health";
 
 /// A service's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ServingStatus {
     /// Not known (not set yet).
     Unknown,

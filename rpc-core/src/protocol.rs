@@ -335,14 +335,23 @@ impl Settings {
     }
 }
 
+/// Bytes as text if they are printable ASCII (`"HTTP"`), else in hex (`0x16030100`).
+fn shown(bytes: &[u8]) -> String {
+    if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(bytes))
+    } else {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("0x{hex}")
+    }
+}
+
 fn check_magic(bytes: &[u8], peer: &str) -> Result<(), RpcError> {
     if bytes[..4] == MAGIC {
         Ok(())
     } else {
         Err(RpcError::Protocol(format!(
-            "the {peer} does not speak this protocol (handshake magic {:02x?}, expected {:02x?})",
-            &bytes[..4],
-            MAGIC
+            "the {peer} does not speak this protocol (it opened with {}, expected \"RRPC\")",
+            shown(&bytes[..4])
         )))
     }
 }

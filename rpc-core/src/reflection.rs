@@ -59,6 +59,18 @@ impl From<&Value> for JsonText {
     }
 }
 
+/// In JSON a schema document: any JSON.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for JsonText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "JsonDocument".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "description": "A JSON document (here a JSON Schema)." })
+    }
+}
+
 impl Serialize for JsonText {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
@@ -81,6 +93,7 @@ impl<'de> Deserialize<'de> for JsonText {
 
 /// A hosted service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ServiceDescription {
     /// Its wire name.
     pub name: String,
@@ -90,6 +103,7 @@ pub struct ServiceDescription {
 
 /// One method of a hosted service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MethodDescription {
     /// Its wire name.
     pub name: String,

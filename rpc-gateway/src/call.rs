@@ -114,12 +114,41 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
             ),
         );
     }
-    let Value::Object(args) = call.args else {
-        return Answer::error(
-            Code::InvalidArgument,
-            "the arguments are a JSON object keyed by parameter name",
-        );
+    let args = match call.args {
+        Value::Object(args) => args,
+        // In parameter order, as on the native protocol's JSON codec.
+        Value::Array(values) if values.len() == method.params.len() => method
+            .params
+            .iter()
+            .map(|name| name.to_string())
+            .zip(values)
+            .collect(),
+        Value::Array(values) => {
+            return Answer::error(
+                Code::InvalidArgument,
+                format!(
+                    "`{}` takes {} arguments ({}), {} were given",
+                    method.name,
+                    method.params.len(),
+                    method.params.join(", "),
+                    values.len()
+                ),
+            )
+        }
+        _ => {
+            return Answer::error(
+                Code::InvalidArgument,
+                "the arguments are a JSON object keyed by parameter name, or an array in parameter order",
+            )
+        }
     };
+    // The router's observers (metrics) see HTTP calls as they see native ones.
+    let watch = router.watch_call(
+        call.request_id,
+        service.name(),
+        method.name,
+        call.body_bytes,
+    );
     let context = Context::for_transport(
         call.request_id,
         Some(call.deadline),
@@ -132,7 +161,7 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
     let service = Arc::clone(service);
     let service_name = service.name();
     // The handler's outcome, taken out of the middleware chain's end.
-    let outcome: Arc<Mutex<Option<Answer>>> = Arc::default();
+    let outcome: Arc<Mutex<Option<(Answer, Answered)>>> = Arc::default();
     let sink = call.stream;
     let start = {
         let outcome = Arc::clone(&outcome);
@@ -161,8 +190,10 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
                     Ok(JsonOutcome::Stream(items)) => match &sink {
                         Some(sink) => {
                             let (answer, status, bytes, sent) = forward(items, sink).await;
-                            *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
-                            return Answered::external(status, bytes).with_items(sent, 0);
+                            let answered = Answered::external(status, bytes).with_items(sent, 0);
+                            *outcome.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some((answer, answered));
+                            return answered;
                         }
                         // The method's kind was checked above: a unary call has no stream.
                         None => (
@@ -177,8 +208,9 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
                         0,
                     ),
                 };
-                *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
-                Answered::external(status, bytes)
+                let answered = Answered::external(status, bytes);
+                *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some((answer, answered));
+                answered
             }) as HandlerFuture)
         }
     };
@@ -207,26 +239,41 @@ pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
     // A panic in a layer or the handler fails this call (internal), not the connection.
     let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     let ran = tokio::time::timeout_at(call.deadline, context::scope(context, run)).await;
-    match ran {
-        Err(_) => Answer::error(Code::DeadlineExceeded, "the call's deadline passed"),
-        Ok(Err(panic)) => Answer::error(
+    let refused = |code: Code, status: u8, message: String| {
+        (Answer::error(code, message), Answered::external(status, 0))
+    };
+    let (answer, answered) = match ran {
+        Err(_) => refused(
+            Code::DeadlineExceeded,
+            status::DEADLINE_EXCEEDED,
+            "the call's deadline passed".into(),
+        ),
+        Ok(Err(panic)) => refused(
             Code::Internal,
+            status::HANDLER_PANICKED,
             format!("the handler panicked: {}", panic_text(&*panic)),
         ),
-        Ok(Ok(Err(rejection))) => {
-            Answer::error(Code::of_status(rejection.code()), rejection.message())
-        }
+        Ok(Ok(Err(rejection))) => refused(
+            Code::of_status(rejection.code()),
+            rejection.code(),
+            rejection.message().to_string(),
+        ),
         Ok(Ok(Ok(()))) => outcome
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .unwrap_or_else(|| {
-                Answer::error(
+                refused(
                     Code::Internal,
-                    "a middleware answered the call without running it",
+                    status::INTERNAL,
+                    "a middleware answered the call without running it".into(),
                 )
             }),
+    };
+    if let Some(watch) = watch {
+        watch.end(&answered);
     }
+    answer
 }
 
 /// Sends a server stream's items to `sink` until it ends, fails, or the caller goes away:

@@ -220,7 +220,8 @@ async fn curl_calls_the_same_router_the_native_protocol_serves() {
             (r#"{"a": 1"#, "not valid JSON"),
             (r#"{"a": "one", "b": 2}"#, "`a`"),
             (r#"{"a": 1, "b": 2, "c": 3}"#, "`c`"),
-            (r#"[1, 2]"#, "object"),
+            (r#"[1]"#, "takes 2 arguments"),
+            (r#""text""#, "object"),
         ] {
             let (status, answer) = post(&url("add"), body, &[]);
             assert_eq!(status, 400, "{body}: {answer}");
@@ -230,6 +231,11 @@ async fn curl_calls_the_same_router_the_native_protocol_serves() {
                 "{body}: {answer}"
             );
         }
+        assert_eq!(
+            post(&url("add"), "[40, 2]", &[]),
+            (200, json!(42)),
+            "arguments in parameter order"
+        );
         let (status, body) = post(&url("nope"), "{}", &[]);
         assert_eq!((status, body["code"].clone()), (404, json!("not_found")));
         let (status, _) = post(&format!("{base}/Nope/add"), "{}", &[]);
@@ -637,4 +643,87 @@ async fn one_port_serves_native_clients_curl_and_streams() {
     .await;
     assert_eq!(status, 200);
     server.shutdown().await;
+}
+
+/// An ended call as an observer saw it: method, status, stream items sent.
+type Ended = (&'static str, Option<u8>, u64);
+
+/// Counts the calls observers are told of, by status.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<Ended>>>);
+
+impl rpc_core::server::observer::ServerObserver for Seen {
+    fn call_started(&self, _call: &rpc_core::server::observer::ObservedCall) {}
+    fn call_ended(
+        &self,
+        call: &rpc_core::server::observer::ObservedCall,
+        answered: &rpc_core::Answered,
+        _elapsed: Duration,
+    ) {
+        self.0.lock().unwrap().push((
+            call.known_method().unwrap_or("?"),
+            answered.status(),
+            answered.items_sent(),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn observers_see_gateway_calls_as_native_ones() {
+    let seen = Seen::default();
+    let router = router(CalcImpl::default()).observe(seen.clone());
+    let gateway = rpc_gateway::serve("127.0.0.1:0", router, GatewayConfig::default())
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    let post = |path: &str, body: &str, headers: &str| {
+        format!(
+            "POST {path} HTTP/1.0\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(
+        raw(addr, post("/Calc/add", r#"{"a":1,"b":2}"#, "").as_bytes())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        raw(
+            addr,
+            post("/Calc/divide", r#"{"a":1,"b":0}"#, "").as_bytes()
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        raw(addr, post("/Calc/add", "{}", "X-Block: yes\r\n").as_bytes())
+            .await
+            .0,
+        403
+    );
+    let mut stream = b"POST /Calc/count HTTP/1.0\r\nContent-Type: application/connect+json\r\nContent-Length: 12\r\n\r\n".to_vec();
+    stream.extend_from_slice(&envelope(0, br#"{"n":3}"#));
+    assert_eq!(raw(addr, &stream).await.0, 200);
+    gateway.shutdown().await;
+    let mut seen = seen.0.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("add", Some(rpc_core::protocol::status::OK), 0),
+            (
+                "add",
+                Some(rpc_core::protocol::status::PERMISSION_DENIED),
+                0
+            ),
+            ("count", Some(rpc_core::protocol::status::OK), 3),
+            (
+                "divide",
+                Some(rpc_core::protocol::status::APPLICATION_ERROR),
+                0
+            ),
+        ]
+    );
 }

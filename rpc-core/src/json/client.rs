@@ -31,6 +31,8 @@ use crate::Streaming;
 #[derive(Debug, Clone)]
 pub struct JsonClient {
     client: Client,
+    /// Whether calls say their method is idempotent (safe to retry).
+    idempotent: bool,
 }
 
 impl JsonClient {
@@ -45,13 +47,24 @@ impl JsonClient {
         }
         Ok(JsonClient {
             client: Client::new(connection),
+            idempotent: false,
         })
+    }
+
+    /// A copy whose calls say that their method is `#[idempotent]` (reflection tells),
+    /// as a generated client's calls of such a method do. The default is not.
+    pub fn idempotent(&self, idempotent: bool) -> Self {
+        JsonClient {
+            idempotent,
+            ..self.clone()
+        }
     }
 
     /// A copy whose calls have `timeout` as their deadline.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         JsonClient {
             client: self.client.clone().with_timeout(timeout),
+            idempotent: self.idempotent,
         }
     }
 
@@ -59,6 +72,7 @@ impl JsonClient {
     pub fn with_metadata(&self, metadata: Metadata) -> Self {
         JsonClient {
             client: self.client.clone().with_metadata(metadata),
+            idempotent: self.idempotent,
         }
     }
 
@@ -70,7 +84,7 @@ impl JsonClient {
         method: &str,
         args: &Value,
     ) -> Result<Value, CallError<Value>> {
-        let method = method_named(service, method);
+        let method = method_named(service, method, self.idempotent);
         let response = self.client.send_json(&method, args).await?;
         match response.status {
             status::OK => Ok(parse(&response.payload)?),
@@ -87,7 +101,7 @@ impl JsonClient {
         method: &str,
         args: &Value,
     ) -> Result<JsonStream, RpcError> {
-        let method = method_named(service, method);
+        let method = method_named(service, method, self.idempotent);
         let connection = self
             .client
             .connection()
@@ -128,11 +142,11 @@ fn parse(payload: &[u8]) -> Result<Value, RpcError> {
 
 /// The [`Method`] of `service.method`. Its names are kept for the life of the process
 /// (each distinct name once), since a `Method` names them `'static`.
-fn method_named(service: &str, method: &str) -> Method {
+fn method_named(service: &str, method: &str, idempotent: bool) -> Method {
     Method {
         service: interned(service),
         name: interned(method),
-        idempotent: false,
+        idempotent,
     }
 }
 

@@ -40,6 +40,7 @@ use crate::{RpcError, Streaming};
 
 /// How a method exchanges values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MethodKind {
     /// One request, one answer.

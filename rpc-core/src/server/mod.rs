@@ -91,6 +91,13 @@ impl Server {
         self
     }
 
+    /// Its router, with the health and reflection services it added: give this one to
+    /// an HTTP gateway (`rpc_gateway::serve`, `rpc_gateway::on_native_port`) so HTTP
+    /// callers reach those too.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
     /// The statuses its health service reports.
     pub fn health(&self) -> HealthReporter {
         self.health.clone()

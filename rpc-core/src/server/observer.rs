@@ -88,8 +88,10 @@ impl ObservedCall {
 pub(crate) type Observers = Arc<[Arc<dyn ServerObserver>]>;
 
 /// One observed call: started when made, ended once, by [`CallWatch::end`] or, if the
-/// call is dropped before, with no answer.
-pub(crate) struct CallWatch {
+/// call is dropped before, with no answer. Native connections make them; other
+/// transports of a router's calls (the HTTP gateway) start them with
+/// [`Router::watch_call`](super::Router::watch_call), so observers see every call.
+pub struct CallWatch {
     observers: Observers,
     call: ObservedCall,
     read_at: Instant,
@@ -124,7 +126,7 @@ impl CallWatch {
     }
 
     /// Tells the observers how the call ended.
-    pub(crate) fn end(mut self, answered: &Answered) {
+    pub fn end(mut self, answered: &Answered) {
         self.notify(answered, Instant::now());
     }
 
@@ -170,6 +172,15 @@ impl BatchEnds {
 impl Drop for BatchEnds {
     fn drop(&mut self) {
         self.end_all();
+    }
+}
+
+impl std::fmt::Debug for CallWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallWatch")
+            .field("id", &self.call.id)
+            .field("service", &self.call.service)
+            .finish_non_exhaustive()
     }
 }
 

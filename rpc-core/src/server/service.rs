@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::interceptor::{Interceptor, Rejection};
 use super::middleware::{InterceptorLayer, Middleware};
-use super::observer::{Observers, ServerObserver};
+use super::observer::{CallWatch, Observers, ServerObserver};
 use super::state::ConnectionState;
 use crate::codec;
 use crate::error::RpcError;
@@ -464,6 +464,27 @@ impl Router {
     /// The observers, if any was added.
     pub(crate) fn observers(&self) -> Option<&Observers> {
         self.observers.as_ref()
+    }
+
+    /// Tells the observers that a call of `service.method` arrived by another transport
+    /// (the HTTP gateway), with `request_bytes` of arguments; end it with
+    /// [`CallWatch::end`]. `None` if the router has no observers.
+    pub fn watch_call(
+        &self,
+        id: u64,
+        service: &'static str,
+        method: &'static str,
+        request_bytes: usize,
+    ) -> Option<CallWatch> {
+        let observers = self.observers.as_ref()?;
+        Some(CallWatch::start(
+            observers,
+            id,
+            service,
+            Some(method),
+            request_bytes,
+            tokio::time::Instant::now(),
+        ))
     }
 
     /// The middleware chain, if any layer was added.

@@ -276,7 +276,15 @@ impl Remote {
     /// The error a stream ended with, if it did not end normally.
     fn end_error(&self, end: StreamEnd) -> Option<RpcError> {
         match end {
-            StreamEnd::Response(response) if response.status == status::OK => None,
+            // A stream ends with an empty OK; a value there is a unary method's answer
+            // to a caller that took it for a stream (a tool without the types).
+            StreamEnd::Response(response) if response.status == status::OK => {
+                (!response.payload.is_empty()).then(|| {
+                    RpcError::Protocol(
+                        "the method answered with one value, not a stream: it is unary".into(),
+                    )
+                })
+            }
             StreamEnd::Response(response) => Some(match &self.method {
                 Some(method) => {
                     crate::client::status_error(method, response.status, &response.payload)
