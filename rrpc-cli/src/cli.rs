@@ -1,0 +1,293 @@
+//! The command line: the subcommands, their options, and the parsers of the values that
+//! clap checks for us (addresses, durations, metadata entries). A value clap refuses is a
+//! usage error: clap prints it with the usage line and exits with status 2.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::target::Target;
+
+/// What `rrpc --help` says after the list of commands.
+const MAIN_AFTER_HELP: &str = "\
+ADDR is where the server listens:
+  host:port          the native protocol (JSON payloads), e.g. 127.0.0.1:7070
+  unix:PATH          the native protocol over a Unix domain socket
+  http://host:port   the HTTP gateway (Connect's JSON), e.g. http://127.0.0.1:8080
+
+Exit status:
+  0  success (for `health`: the status is Serving)
+  1  the call failed: connection, deadline, server or application error; for
+     `health`: any status but Serving
+  2  usage error: unknown command or option, malformed ADDR, --timeout,
+     --metadata or JSON arguments
+
+Examples:
+  rrpc list 127.0.0.1:7070
+  rrpc describe 127.0.0.1:7070 Calculator.add
+  rrpc call 127.0.0.1:7070 Calculator.add '{\"a\": 1, \"b\": 2}'
+  rrpc call http://127.0.0.1:8080 Calculator.count '{\"to\": 3, \"every_ms\": 100}'
+  echo '[1, 2]' | rrpc call 127.0.0.1:7070 Calculator.add -
+  rrpc health 127.0.0.1:7070";
+
+/// Calls the services of an rrpc server without compiled-in types.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rrpc",
+    version,
+    about = "Calls the services of an rrpc server without compiled-in types",
+    long_about = "Calls the services of an rrpc server without compiled-in types: lists \
+        and describes them with the server's reflection service, and calls any method \
+        with JSON arguments, over the native protocol (JSON payloads) or the HTTP gateway.",
+    after_help = MAIN_AFTER_HELP
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the services and their methods, one line per method
+    #[command(after_help = "\
+Each line is SERVICE.METHOD(PARAMS), its kind (unary, server_stream, client_stream,
+bidi_stream) and `idempotent` for methods safe to retry.
+
+Examples:
+  rrpc list 127.0.0.1:7070
+  rrpc list http://127.0.0.1:8080
+    Calculator.add(a, b)  unary idempotent")]
+    List {
+        /// The server: host:port, unix:PATH or http://host:port
+        #[arg(value_name = "ADDR", value_parser = Target::parse)]
+        target: Target,
+        /// Connection options.
+        #[command(flatten)]
+        options: Options,
+    },
+
+    /// Show a service's methods, or one method, with the JSON Schemas of their
+    /// arguments, results and errors
+    #[command(after_help = "\
+NAME is a service (Calculator, rpc.health.v1.Health) or one of its methods
+(Calculator.add, or Calculator/add as in the HTTP path).
+
+Examples:
+  rrpc describe 127.0.0.1:7070 Calculator
+  rrpc describe 127.0.0.1:7070 Calculator.add
+  rrpc describe --json http://127.0.0.1:8080 Calculator.add")]
+    Describe {
+        /// The server: host:port, unix:PATH or http://host:port
+        #[arg(value_name = "ADDR", value_parser = Target::parse)]
+        target: Target,
+        /// A service, or Service.method
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Print the server's description as one JSON document instead
+        #[arg(long)]
+        json: bool,
+        /// Connection options.
+        #[command(flatten)]
+        options: Options,
+    },
+
+    /// Call a method with JSON arguments and print its result as JSON
+    #[command(after_help = "\
+The arguments are a JSON object by parameter name ({\"a\": 1, \"b\": 2}) or an array in
+parameter order ([1, 2]); without them, {} (no arguments). `-` reads them from stdin.
+
+The result is printed as JSON on stdout. A server stream prints one JSON line per item
+as the items arrive. The method's kind comes from the server's reflection (unary if
+that fails); --stream takes the stream path without asking.
+
+An error is printed on stderr and the exit status is 1; the method's own error reads
+`error: the method returned an error: <its JSON>`.
+
+Examples:
+  rrpc call 127.0.0.1:7070 Calculator.add '{\"a\": 1, \"b\": 2}'
+  rrpc call 127.0.0.1:7070 Calculator.add '[1, 2]'
+  rrpc call http://127.0.0.1:8080 Calculator.divide '{\"a\": 1, \"b\": 0}'
+  rrpc call 127.0.0.1:7070 Calculator.count '{\"to\": 5, \"every_ms\": 200}'
+  rrpc call --timeout 500ms 127.0.0.1:7070 Calculator.sleep '{\"ms\": 2000}'
+  rrpc call -H authorization='Bearer t0k3n' 127.0.0.1:7070 Account.balance
+  cat args.json | rrpc call 127.0.0.1:7070 Calculator.add -")]
+    Call {
+        /// The server: host:port, unix:PATH or http://host:port
+        #[arg(value_name = "ADDR", value_parser = Target::parse)]
+        target: Target,
+        /// The method: Service.method (or Service/method)
+        #[arg(value_name = "METHOD")]
+        method: String,
+        /// The arguments as JSON (default {}; `-` reads them from stdin)
+        #[arg(value_name = "JSON")]
+        args: Option<String>,
+        /// Call it as a server stream, without asking reflection for its kind
+        #[arg(long)]
+        stream: bool,
+        /// Print a unary result on one line instead of indented
+        #[arg(long)]
+        compact: bool,
+        /// Connection options.
+        #[command(flatten)]
+        options: Options,
+    },
+
+    /// Ask the health service for a status; exit status 0 only when Serving
+    #[command(after_help = "\
+Prints Serving, NotServing, Unknown or ServiceUnknown. Without SERVICE, the status of
+the whole server. Over HTTP, a gateway without a health service is Serving when it
+answers and lists SERVICE (a note on stderr says so).
+
+Examples:
+  rrpc health 127.0.0.1:7070
+  rrpc health 127.0.0.1:7070 Calculator && echo up")]
+    Health {
+        /// The server: host:port, unix:PATH or http://host:port
+        #[arg(value_name = "ADDR", value_parser = Target::parse)]
+        target: Target,
+        /// The service to check (default: the whole server)
+        #[arg(value_name = "SERVICE", default_value = "")]
+        service: String,
+        /// Connection options.
+        #[command(flatten)]
+        options: Options,
+    },
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Call metadata KEY=VALUE (also `KEY: VALUE`), repeatable; over HTTP, a request
+    /// header (names arrive lowercase)
+    #[arg(
+        long = "metadata",
+        short = 'H',
+        visible_alias = "header",
+        value_name = "KEY=VALUE",
+        value_parser = parse_metadata
+    )]
+    pub metadata: Vec<(String, String)>,
+    /// Deadline of each call, and of connecting: 500ms, 5s, 1.5s, 2m, 1h (a bare number
+    /// is seconds)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// A duration as `500ms`, `5s`, `1.5s`, `2m`, `1h` or a bare number of seconds: more than
+/// zero, at most a year.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use ms, s, m or h"
+            ))
+        }
+    };
+    if seconds <= 0.0 {
+        return Err("the duration must be more than zero".into());
+    }
+    if seconds > 365.0 * 24.0 * 3600.0 {
+        return Err("the duration must be at most a year".into());
+    }
+    Ok(Duration::from_secs_f64(seconds).max(Duration::from_millis(1)))
+}
+
+/// A metadata entry `key=value` or `key: value` (split at whichever of `=` and `:` comes
+/// first); the key is 1 to 255 bytes, the value at most 65,535.
+pub fn parse_metadata(text: &str) -> Result<(String, String), String> {
+    let Some(at) = text.find(['=', ':']) else {
+        return Err(format!("`{text}` is not KEY=VALUE"));
+    };
+    let key = text[..at].trim();
+    let mut value = &text[at + 1..];
+    if text.as_bytes()[at] == b':' {
+        value = value.trim_start();
+    }
+    if key.is_empty() {
+        return Err(format!("`{text}` has no key before the `=`"));
+    }
+    if key.len() > 255 {
+        return Err(format!("the key is {} bytes; at most 255", key.len()));
+    }
+    if value.len() > 65_535 {
+        return Err(format!("the value is {} bytes; at most 65535", value.len()));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Prints a duration as it is written on the command line (`500ms`, `30s`, `1.5s`).
+pub fn show_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 || ms % 1000 != 0 {
+        if ms >= 1000 {
+            return format!("{}s", duration.as_secs_f64());
+        }
+        return format!("{ms}ms");
+    }
+    let s = duration.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_have_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "0s", "ms", "5 parsecs", "-1s", "1e3s", "99999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(show_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(show_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(show_duration(Duration::from_secs(120)), "2m");
+    }
+
+    #[test]
+    fn metadata_is_key_value() {
+        let entry = |k: &str, v: &str| Ok((k.to_string(), v.to_string()));
+        assert_eq!(parse_metadata("user=alice"), entry("user", "alice"));
+        assert_eq!(parse_metadata("a=b=c"), entry("a", "b=c"));
+        assert_eq!(parse_metadata("empty="), entry("empty", ""));
+        assert_eq!(
+            parse_metadata("Authorization: Bearer x=y"),
+            entry("Authorization", "Bearer x=y")
+        );
+        assert_eq!(parse_metadata("url=http://x"), entry("url", "http://x"));
+        assert!(parse_metadata("novalue").is_err());
+        assert!(parse_metadata("=v").is_err());
+        assert!(parse_metadata(&format!("{}=v", "k".repeat(256))).is_err());
+    }
+}
