@@ -22,6 +22,7 @@ pub trait Geometry {
     async fn r#type(&self, r#match: String) -> String;
     async fn nothing(&self);
     async fn count(&self, n: u32) -> Streaming<u32>;
+    async fn total(&self, items: Streaming<u32>) -> u32;
 }
 
 struct Shapes;
@@ -50,6 +51,9 @@ impl Geometry for Shapes {
     async fn nothing(&self) {}
     async fn count(&self, n: u32) -> Streaming<u32> {
         Streaming::iter(0..n)
+    }
+    async fn total(&self, _items: Streaming<u32>) -> u32 {
+        0
     }
 }
 
@@ -90,6 +94,16 @@ async fn unary_methods_answer_json_by_parameter_name() {
 }
 
 #[tokio::test]
+async fn a_server_stream_answers_its_items_as_json() {
+    use futures::StreamExt;
+    let Ok(JsonOutcome::Stream(items)) = call("count", json!({"n": 3})).await else {
+        panic!("a server-streaming method answers a stream");
+    };
+    let items: Vec<_> = items.map(Result::unwrap).collect().await;
+    assert_eq!(items, [json!(0), json!(1), json!(2)]);
+}
+
+#[tokio::test]
 async fn bad_arguments_are_typed_errors_naming_the_parameter() {
     let invalid = |r: Result<JsonOutcome, DispatchError>| match r {
         Err(DispatchError::InvalidArguments(message)) => message,
@@ -98,7 +112,7 @@ async fn bad_arguments_are_typed_errors_naming_the_parameter() {
     assert!(invalid(call("add", json!({"a": 1})).await).contains("`b`"));
     assert!(invalid(call("add", json!({"a": "one", "b": 2})).await).contains("`a`"));
     assert!(invalid(call("add", json!({"a": 1, "b": 2, "c": 3})).await).contains("`c`"));
-    assert!(invalid(call("count", json!({"n": 3})).await).contains("streams"));
+    assert!(invalid(call("total", json!({})).await).contains("takes a stream"));
     assert!(matches!(
         call("nope", json!({})).await,
         Err(DispatchError::UnknownMethod)
@@ -121,5 +135,5 @@ fn methods_are_listed_with_parameters_and_kinds() {
     );
     let count = methods.iter().find(|m| m.name == "count").unwrap();
     assert_eq!(count.kind, MethodKind::ServerStream);
-    assert_eq!(methods.len(), 6);
+    assert_eq!(methods.len(), 7);
 }

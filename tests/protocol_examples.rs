@@ -60,15 +60,17 @@ async fn the_worked_examples_are_what_a_server_sends_and_accepts() {
     let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
 
     // Section 12: hellos and settings.
-    let client_hello = "52 52 50 43 00 03 00 00 01 00 00 00";
+    let client_hello = "52 52 50 43 00 04 00 00 01 00 00 00";
+    let server_settings = "00 09 01 04 00 04 00 00 02 01 03";
     let settings = "00 06 01 04 00 04 00 00";
     documented(settings);
+    documented(server_settings);
     stream.write_all(&hex(client_hello)).await.unwrap();
     assert_eq!(
         read_exact(&mut stream, 12).await,
-        hex("52 52 50 43 00 03 00 00 01 00 00 00")
+        hex("52 52 50 43 00 04 00 00 01 00 00 00")
     );
-    assert_eq!(read_exact(&mut stream, 8).await, hex(settings));
+    assert_eq!(read_exact(&mut stream, 11).await, hex(server_settings));
     stream.write_all(&hex(settings)).await.unwrap();
 
     // add(1, 2), call id 1, a budget of 1,000,000 µs, no metadata.
@@ -117,10 +119,10 @@ async fn the_worked_examples_are_what_a_server_sends_and_accepts() {
     // A version from the future is refused with the server's own version.
     let mut future = TcpStream::connect(server.local_addr()).await.unwrap();
     future
-        .write_all(&hex("52 52 50 43 00 04 00 00 01 00 00 00"))
+        .write_all(&hex("52 52 50 43 00 05 00 00 01 00 00 00"))
         .await
         .unwrap();
-    let refusal = "52 52 50 43 00 03 01 00 01 00 00 00";
+    let refusal = "52 52 50 43 00 04 01 00 01 00 00 00";
     documented(refusal);
     assert_eq!(read_exact(&mut future, 12).await, hex(refusal));
     server.shutdown().await;
