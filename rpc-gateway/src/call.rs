@@ -42,9 +42,9 @@ impl Answer {
 }
 
 /// A call as the gateway received it.
-pub(crate) struct JsonCall<'a> {
-    pub service: &'a str,
-    pub method: &'a str,
+pub(crate) struct JsonCall {
+    pub service: String,
+    pub method: String,
     /// The arguments: a JSON object by parameter name.
     pub args: Value,
     pub body_bytes: usize,
@@ -62,8 +62,8 @@ pub(crate) struct JsonCall<'a> {
 
 /// Runs `call` on `router` until it ends or its deadline passes (the handler is then
 /// dropped, as a native call's is).
-pub(crate) async fn run(router: &Router, call: JsonCall<'_>) -> Answer {
-    let Some(service) = router.get(call.service) else {
+pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
+    let Some(service) = router.get(&call.service) else {
         return Answer::error(
             Code::NotFound,
             format!("no service named `{}`", call.service),

@@ -292,26 +292,26 @@ async fn answer(
     let Some(deadline) = arrived.checked_add(timeout) else {
         return error(Code::InvalidArgument, "the timeout is too long");
     };
-    let request_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut call = JsonCall {
+        service,
+        method,
+        args,
+        body_bytes,
+        is_get,
+        deadline,
+        metadata,
+        connection: info,
+        request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        stream: None,
+    };
     if streaming {
         // The call runs on a task of its own while its items stream out; it holds the
         // in-flight permit until it ends. The body ends with how it ended.
         let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
         let (end, end_out) = tokio::sync::mpsc::channel(1);
+        call.stream = Some(items);
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let call = JsonCall {
-                service: &service,
-                method: &method,
-                args,
-                body_bytes,
-                is_get,
-                deadline,
-                metadata,
-                connection: info,
-                request_id,
-                stream: Some(items),
-            };
             let answer = call::run(&shared.router, call).await;
             let _ = end.send(stream::end_message(&answer)).await;
             drop(permit);
@@ -322,18 +322,6 @@ async fn answer(
             .body(Envelopes::new(items_out, end_out).boxed_unsync())
             .expect("a valid response");
     }
-    let call = JsonCall {
-        service: &service,
-        method: &method,
-        args,
-        body_bytes,
-        is_get,
-        deadline,
-        metadata,
-        connection: info,
-        request_id,
-        stream: None,
-    };
     let answer = call::run(&shared.router, call).await;
     drop(permit);
     match answer {

@@ -252,13 +252,9 @@ fn client(def: &ServiceDef) -> TokenStream {
             &#krate::Method { service: #service, name: #wire, idempotent: #idempotent }
         };
         // The stream argument, if any, travels as stream items, not in the request.
-        let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
         let args = m
-            .args
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != stream_index)
-            .map(|(_, (name, ty))| wire_value(krate, ty, quote!(#name)));
+            .request_args()
+            .map(|(name, ty)| wire_value(krate, ty, quote!(#name)));
         let args = quote!(&( #(#args,)* ));
         let upload = m.stream_arg.as_ref().map(|(i, item)| (&m.args[*i].0, item));
         let (ret, body) = match (&m.output, upload) {
@@ -401,12 +397,7 @@ fn server(def: &ServiceDef) -> TokenStream {
         let ident = &m.ident;
         let wire = &m.wire_name;
         let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
-        let types = m
-            .args
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != stream_index)
-            .map(|(_, (_, ty))| wire_type(krate, ty));
+        let types = m.request_args().map(|(_, ty)| wire_type(krate, ty));
         let mut decoded = 0;
         let fields: Vec<TokenStream> = m
             .args
@@ -479,13 +470,7 @@ fn server(def: &ServiceDef) -> TokenStream {
     let json_methods = def.methods.iter().map(|m| {
         let cfgs = &m.cfgs;
         let wire = &m.wire_name;
-        let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
-        let params = m
-            .args
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != stream_index)
-            .map(|(_, (name, _))| name.unraw_string());
+        let params = m.request_args().map(|(name, _)| name.unraw_string());
         let idempotent = m.idempotent;
         let kind = match (&m.output, m.stream_arg.is_some()) {
             (Output::Stream { .. }, true) => quote!(BidiStream),
@@ -557,18 +542,12 @@ fn server(def: &ServiceDef) -> TokenStream {
     let schema_arms = def.methods.iter().map(|m| {
         let cfgs = &m.cfgs;
         let wire = &m.wire_name;
-        let stream_index = m.stream_arg.as_ref().map(|(i, _)| *i);
-        let params = m
-            .args
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != stream_index)
-            .map(|(_, (name, ty))| {
-                let param = name.unraw_string();
-                let schema = probe(ty);
-                let optional = is_option(ty);
-                quote!((#param, #schema, #optional))
-            });
+        let params = m.request_args().map(|(name, ty)| {
+            let param = name.unraw_string();
+            let schema = probe(ty);
+            let optional = is_option(ty);
+            quote!((#param, #schema, #optional))
+        });
         let (result, error) = match &m.output {
             Output::Value(ty) => (probe(ty), quote!(::core::option::Option::None)),
             Output::Fallible { ok, err, .. } => {

@@ -115,6 +115,18 @@ pub struct MethodDef {
     pub stream_arg: Option<(usize, Type)>,
 }
 
+impl MethodDef {
+    /// The arguments that travel in the request (all but a `Streaming<T>` one), in order.
+    pub fn request_args(&self) -> impl Iterator<Item = &(Ident, Type)> {
+        let stream_index = self.stream_arg.as_ref().map(|(i, _)| *i);
+        self.args
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| Some(*i) != stream_index)
+            .map(|(_, arg)| arg)
+    }
+}
+
 /// What a method returns.
 pub enum Output {
     /// A plain value (`()` when none is declared).
