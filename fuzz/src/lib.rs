@@ -416,6 +416,23 @@ pub fn client_hello() -> Vec<u8> {
     out
 }
 
+/// [`client_hello`] choosing JSON payloads (protocol version 4, `docs/PROTOCOL.md`
+/// section 21).
+pub fn json_client_hello() -> Vec<u8> {
+    let mut out = ClientHello {
+        version: VERSION,
+        max_frame_size: MAX_FRAME as u32,
+    }
+    .encode()
+    .to_vec();
+    let settings = Settings {
+        codec: Some(rpc_core::protocol::PayloadCodec::Json),
+        ..Settings::default()
+    };
+    out.extend_from_slice(&settings.encode());
+    out
+}
+
 /// Sends `bytes` on a new raw connection to the long-lived server and half-closes,
 /// while reading everything the server sends until it closes.
 pub async fn exchange(bytes: &[u8]) -> ServerOutput {
@@ -442,8 +459,13 @@ pub async fn exchange(bytes: &[u8]) -> ServerOutput {
 /// server, and returns the server's hello and its first answer: the RESPONSE to call `id`
 /// or a GO_AWAY. Panics if neither comes.
 pub async fn call_raw(body: &[u8], id: u64) -> (ServerHello, Frame) {
+    call_raw_after(client_hello(), body, id).await
+}
+
+/// [`call_raw`] on a connection opened with `hello` (its hello and settings).
+pub async fn call_raw_after(hello: Vec<u8>, body: &[u8], id: u64) -> (ServerHello, Frame) {
     let mut stream = raw_connection().await;
-    let mut wire = client_hello().to_vec();
+    let mut wire = hello;
     wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
     wire.extend_from_slice(body);
     stream.write_all(&wire).await.expect("the server reads");
