@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 
 use bytes::{BufMut, BytesMut};
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -48,19 +49,32 @@ pub(super) enum State {
 
 /// What waits for a call's outcome.
 pub(super) enum Pending {
-    /// A unary response.
-    Unary(oneshot::Sender<Reply>),
+    /// A unary call: its answer is left here for its caller, who takes it (no channel
+    /// per call: the slot lives in the map entry).
+    Unary(Answer),
     /// A streamed response: its items, then its `RESPONSE`, go to the stream.
     Stream(Arc<Inbound>),
 }
 
-impl Pending {
-    pub(super) fn fail(self, error: RpcError) {
+/// A unary call's answer slot.
+pub(super) enum Answer {
+    /// Not answered yet; the caller's waker, once it has waited.
+    Waiting(Option<Waker>),
+    /// Answered: the caller takes it.
+    Ready(Reply),
+}
+
+impl Answer {
+    /// Leaves `reply` for the caller; returns the waker to wake (after the lock is
+    /// released). An answer already left stays.
+    pub(super) fn answer(&mut self, reply: Reply) -> Option<Waker> {
         match self {
-            Pending::Unary(slot) => {
-                let _ = slot.send(Err(error));
+            Answer::Waiting(waker) => {
+                let waker = waker.take();
+                *self = Answer::Ready(reply);
+                waker
             }
-            Pending::Stream(inbound) => inbound.end(StreamEnd::Error(error)),
+            Answer::Ready(_) => None,
         }
     }
 }
@@ -96,7 +110,7 @@ impl Shared {
     /// After a graceful go-away, calls the server never saw get `ShuttingDown` instead:
     /// they did not run, so they are safe to send elsewhere.
     fn fail_all(&self, error: RpcError, later: RpcError) {
-        let (pending, unseen_above) = {
+        let pending = {
             let mut calls = self.calls();
             let unseen_above = match calls.state {
                 State::Draining { last_id } => Some(last_id),
@@ -106,14 +120,29 @@ impl Shared {
                 calls.state = State::Closed(later);
             }
             self.usable.send_replace(false);
-            (std::mem::take(&mut calls.pending), unseen_above)
-        };
-        for (id, pending) in pending {
-            let error = match unseen_above {
+            let error_of = |id: u64| match unseen_above {
                 Some(last_id) if id > last_id => RpcError::ShuttingDown,
                 _ => error.clone(),
             };
-            pending.fail(error);
+            // Unary callers find their error in their slot; streams end now.
+            let mut wakers = Vec::new();
+            let mut streams = Vec::new();
+            calls.pending.retain(|&id, pending| match pending {
+                Pending::Unary(answer) => {
+                    wakers.extend(answer.answer(Err(error_of(id))));
+                    true
+                }
+                Pending::Stream(inbound) => {
+                    streams.push((Arc::clone(inbound), error_of(id)));
+                    false
+                }
+            });
+            (wakers, streams)
+        };
+        let (wakers, streams) = pending;
+        wakers.into_iter().for_each(Waker::wake);
+        for (inbound, error) in streams {
+            inbound.end(StreamEnd::Error(error));
         }
         self.streams.fail_all(&error);
         self.outbox.close();
@@ -298,16 +327,15 @@ impl Connection {
     {
         let _permit = self.acquire(deadline).await?;
         self.writable(deadline).await?;
-        let (slot, response) = oneshot::channel();
         let (mut guard, _) = self.start(
             method,
             metadata,
             deadline,
             encode,
-            Pending::Unary(slot),
+            Pending::Unary(Answer::Waiting(None)),
             false,
         )?;
-        Self::wait(&mut guard, deadline, response).await
+        Self::wait(&mut guard, deadline).await
     }
 
     /// A call whose arguments end with a stream (client streaming): sends the request,
@@ -327,19 +355,18 @@ impl Connection {
         self.check_streaming()?;
         let _permit = self.acquire(deadline).await?;
         self.writable(deadline).await?;
-        let (slot, response) = oneshot::channel();
         let (mut guard, outbound) = self.start(
             method,
             metadata,
             deadline,
             encode,
-            Pending::Unary(slot),
+            Pending::Unary(Answer::Waiting(None)),
             true,
         )?;
         if let Some(outbound) = outbound {
             self.spawn_upload(guard.id, outbound, upload);
         }
-        Self::wait(&mut guard, deadline, response).await
+        Self::wait(&mut guard, deadline).await
     }
 
     /// A call whose answer is a stream (server streaming, or bidirectional with
@@ -489,16 +516,35 @@ impl Connection {
         Ok((guard, outbound))
     }
 
-    /// Waits for a unary response until the deadline.
+    /// Waits for a unary response until the deadline: takes it from the call's slot
+    /// once the connection's task has left it there.
     async fn wait(
         guard: &mut PendingCall<'_>,
         deadline: Instant,
-        response: oneshot::Receiver<Reply>,
     ) -> Result<ResponseFrame, RpcError> {
-        match tokio::time::timeout_at(deadline, response).await {
+        let (shared, id) = (guard.shared, guard.id);
+        let answer = std::future::poll_fn(|cx| {
+            let mut calls = shared.calls();
+            match calls.pending.get_mut(&id) {
+                Some(Pending::Unary(Answer::Waiting(waker))) => {
+                    match waker {
+                        Some(known) if known.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+                Some(Pending::Unary(Answer::Ready(_))) => match calls.pending.remove(&id) {
+                    Some(Pending::Unary(Answer::Ready(reply))) => Poll::Ready(reply),
+                    _ => unreachable!("the entry was just seen answered"),
+                },
+                // Not ours any more: only the connection ending takes entries away.
+                _ => Poll::Ready(Err(RpcError::closed("the connection is closed"))),
+            }
+        });
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(reply) => {
                 guard.finished = true;
-                reply.unwrap_or_else(|_| Err(RpcError::closed("the connection is closed")))
+                reply
             }
             // The guard cancels the call on the server.
             Err(_) => Err(RpcError::DeadlineExceeded),
@@ -564,7 +610,11 @@ impl Drop for PendingCall<'_> {
         if self.finished {
             return;
         }
-        let was_pending = self.shared.calls().pending.remove(&self.id).is_some();
+        // A call answered meanwhile needs no CANCEL.
+        let was_pending = !matches!(
+            self.shared.calls().pending.remove(&self.id),
+            None | Some(Pending::Unary(Answer::Ready(_)))
+        );
         self.shared
             .streams
             .finish(self.id, || StreamEnd::Error(RpcError::Cancelled));

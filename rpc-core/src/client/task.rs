@@ -128,13 +128,24 @@ fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
             // A response to a call that is no longer waiting (cancelled, timed out) or
             // that was never made is dropped.
             let id = response.id;
-            let pending = shared.calls().pending.remove(&id);
-            match pending {
-                Some(Pending::Unary(slot)) => {
-                    let _ = slot.send(Ok(response));
+            let mut calls = shared.calls();
+            match calls.pending.get_mut(&id) {
+                Some(Pending::Unary(answer)) => {
+                    // Left for the caller, who takes it when woken.
+                    let waker = answer.answer(Ok(response));
+                    drop(calls);
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
                 }
-                Some(Pending::Stream(inbound)) => inbound.end(StreamEnd::Response(response)),
-                None => {}
+                Some(Pending::Stream(_)) => {
+                    let Some(Pending::Stream(inbound)) = calls.pending.remove(&id) else {
+                        unreachable!("the entry was just seen streaming")
+                    };
+                    drop(calls);
+                    inbound.end(StreamEnd::Response(response));
+                }
+                None => drop(calls),
             }
             // The call is over: stop sending its client stream, if any.
             shared
