@@ -8,10 +8,12 @@
 //! Needs Debian's `chromium` (`.ci/tools.sh` installs it); without it the test fails under
 //! `CI` and is skipped elsewhere.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -19,23 +21,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
-/// A child process killed when dropped (also when the test panics).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
-}
+use common::{target_dir, KillOnDrop};
 
 /// The first line `child` prints on `stream` that contains `marker`, within `limit`.
 fn line_with(stream: impl Read + Send + 'static, marker: &'static str, limit: Duration) -> String {
@@ -50,34 +36,6 @@ fn line_with(stream: impl Read + Send + 'static, marker: &'static str, limit: Du
     });
     line.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("no line with {marker:?} within {limit:?}"))
-}
-
-/// The `http` example serving on free loopback ports, and its gateway's address.
-fn start_example() -> (Killed, String) {
-    let path = target_dir()
-        .join("examples")
-        .join(format!("http{}", std::env::consts::EXE_SUFFIX));
-    let mut child = Command::new(&path)
-        .args([
-            "--serve",
-            "--native",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
-    let stdout = child.stdout.take().unwrap();
-    let child = Killed(child);
-    let line = line_with(stdout, "HTTP/JSON on http://", Duration::from_secs(30));
-    let http = line
-        .rsplit("HTTP/JSON on ")
-        .next()
-        .expect("the address")
-        .to_string();
-    (child, http)
 }
 
 /// A DevTools session: commands by id, with the page's session id once attached.
@@ -168,7 +126,8 @@ fn chromium_calls_a_unary_method_and_a_server_stream_through_the_gateway() {
         eprintln!("chromium not found: skipping the browser test");
         return;
     }
-    let (_server, http) = start_example();
+    let example = common::start_http_example();
+    let http = example.http.clone();
     let profile = target_dir().join(format!("chromium-profile-{}", std::process::id()));
     let mut chromium = Command::new("chromium")
         .args([
@@ -188,7 +147,7 @@ fn chromium_calls_a_unary_method_and_a_server_stream_through_the_gateway() {
         .spawn()
         .expect("start chromium");
     let stderr = chromium.stderr.take().unwrap();
-    let chromium = Killed(chromium);
+    let chromium = KillOnDrop(chromium);
     let listening = line_with(stderr, "DevTools listening on ", Duration::from_secs(60));
     let browser_url = listening
         .rsplit("DevTools listening on ")

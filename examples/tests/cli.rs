@@ -3,70 +3,14 @@
 //! native port. `cargo test --workspace` builds the `rrpc` binary with everything else;
 //! under `CI` a missing binary fails the test, elsewhere it is skipped with a note.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
-}
-
-/// The `http` example serving on free ports: (process, native address, gateway URL).
-fn start_example() -> (Killed, String, String) {
-    let path = target_dir()
-        .join("examples")
-        .join(format!("http{}", std::env::consts::EXE_SUFFIX));
-    let mut child = Command::new(&path)
-        .args([
-            "--serve",
-            "--native",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
-    let stdout = child.stdout.take().unwrap();
-    let child = Killed(child);
-    let (first, line) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(text)) = lines.next() {
-            let _ = first.send(text);
-        }
-        for _ in lines {}
-    });
-    let line = line
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the example names its addresses");
-    // "native protocol on A, HTTP/JSON on http://B"
-    let native = line
-        .trim_start_matches("native protocol on ")
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
-    let http = line.rsplit("HTTP/JSON on ").next().unwrap().to_string();
-    (child, native, http)
-}
+use common::target_dir;
 
 /// Runs `rrpc args...`, bounded in time.
 fn rrpc(binary: &PathBuf, args: &[&str]) -> Output {
@@ -104,7 +48,8 @@ fn the_command_line_calls_the_example_natively_and_over_http() {
         eprintln!("{} is not built: skipping", binary.display());
         return;
     }
-    let (_example, native, http) = start_example();
+    let example = common::start_http_example();
+    let (native, http) = (example.native.clone(), example.http.clone());
     let shared = format!("http://{native}");
     for addr in [native.as_str(), http.as_str(), shared.as_str()] {
         let listed = rrpc(&binary, &["list", addr]);

@@ -2,23 +2,13 @@
 //! process (built by `cargo test` next to this test), bounded in time, and its output
 //! checked for the lines that show it worked.
 
+mod common;
+
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The built example `name`: `target/<profile>/examples/<name>`, beside this test's
-/// `deps/` directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
-    profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-}
+use common::example;
 
 /// Runs example `name` (killed after 60 s) and returns its standard output.
 fn run(name: &str) -> String {
