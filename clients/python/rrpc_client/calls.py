@@ -5,30 +5,15 @@ stream's queue), and the encoding and decoding of JSON payloads (PROTOCOL.md sec
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import math
-import socket
-import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import protocol as p
 from .errors import (
     ApplicationError,
-    CodecUnsupported,
-    ConnectFailed,
-    ConnectionClosed,
-    DeadlineExceeded,
     DecodeError,
-    FrameTooLarge,
-    GoAway,
-    KeepaliveTimeout,
-    Outcome,
-    Overloaded,
     ProtocolError,
     RpcError,
-    ShuttingDown,
-    VersionMismatch,
     error_for_status,
 )
 

@@ -14,44 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
-import socket
 import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import protocol as p
 from .errors import (
-    ApplicationError,
-    CodecUnsupported,
-    ConnectFailed,
     ConnectionClosed,
     DeadlineExceeded,
-    DecodeError,
     FrameTooLarge,
     GoAway,
     KeepaliveTimeout,
     Outcome,
-    Overloaded,
     ProtocolError,
     RpcError,
     ShuttingDown,
-    VersionMismatch,
-    error_for_status,
 )
 
 
 from .calls import (
-    _END,
-    _ERROR,
-    _ITEM,
     _MAX_BUDGET_US,
     Args,
     _answer,
     _Call,
-    _decode_json,
     _encode_args,
-    _error_of,
     _StreamCall,
     _UnaryCall,
 )

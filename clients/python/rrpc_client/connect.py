@@ -5,31 +5,18 @@ choice (PROTOCOL.md sections 2, 19 and 21).
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import math
 import socket
-import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 from . import protocol as p
 from .errors import (
-    ApplicationError,
     CodecUnsupported,
     ConnectFailed,
     ConnectionClosed,
-    DeadlineExceeded,
-    DecodeError,
-    FrameTooLarge,
-    GoAway,
-    KeepaliveTimeout,
     Outcome,
     Overloaded,
     ProtocolError,
-    RpcError,
-    ShuttingDown,
     VersionMismatch,
-    error_for_status,
 )
 
 

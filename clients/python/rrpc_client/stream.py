@@ -5,36 +5,18 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import math
-import socket
-import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Optional
 
 from . import protocol as p
 from .errors import (
-    ApplicationError,
-    CodecUnsupported,
-    ConnectFailed,
-    ConnectionClosed,
-    DeadlineExceeded,
     DecodeError,
-    FrameTooLarge,
-    GoAway,
-    KeepaliveTimeout,
     Outcome,
-    Overloaded,
     ProtocolError,
-    RpcError,
-    ShuttingDown,
-    VersionMismatch,
-    error_for_status,
 )
 
 from typing import TYPE_CHECKING
 
-from .calls import _END, _ERROR, _ITEM, Args, _decode_json, _encode_args, _error_of, _StreamCall
+from .calls import _ERROR, _ITEM, _decode_json, _error_of, _StreamCall
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
