@@ -37,7 +37,9 @@
 //! Modules, one concept each: [`protocol`] (handshake and frames), [`codec`] (bincode
 //! payloads), [`context`] (deadline, metadata, peer), [`client`] (multiplexed connection,
 //! calls, channels), [`server`] (services, router, interceptor, limits, shutdown),
-//! [`transport`] (stream and listener traits, in-memory transport), [`error`]; privately
+//! [`transport`] (stream and listener traits, in-memory transport), [`error`], [`json`]
+//! (JSON calls: the dispatcher every service has, JSON on the native protocol,
+//! `JsonClient`, schemas), [`health`] and [`reflection`] (the built-in services); privately
 //! `outbox` and `frame_io` (a connection's batched writes and reads), `keepalive` (pings
 //! on a silent connection) and `stream` ([`Streaming`] and its flow control).
 
