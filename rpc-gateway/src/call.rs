@@ -75,14 +75,42 @@ pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
             format!("`{}` is not callable in JSON", call.service),
         );
     };
-    let Some(method) = json
+    let method = json
         .json_methods()
         .iter()
         .find(|m| m.name == call.method)
-        .copied()
-    else {
-        return Answer::error(
+        .copied();
+    // The router's observers (metrics) see HTTP calls as they see native ones, refused
+    // ones included.
+    let watch = router.watch_call(
+        call.request_id,
+        service.name(),
+        method.map(|m| m.name),
+        call.body_bytes,
+    );
+    let (answer, answered) = run_method(router, service, method, call).await;
+    if let Some(watch) = watch {
+        watch.end(&answered);
+    }
+    answer
+}
+
+/// A refusal before the handler runs: its answer, and its status for the observers.
+fn refused(code: Code, status: u8, message: impl Into<String>) -> (Answer, Answered) {
+    (Answer::error(code, message), Answered::external(status, 0))
+}
+
+/// Runs `call` of `method` (`None`: the service has none of that name).
+async fn run_method(
+    router: &Router,
+    service: &Arc<dyn rpc_core::Service>,
+    method: Option<JsonMethod>,
+    call: JsonCall,
+) -> (Answer, Answered) {
+    let Some(method) = method else {
+        return refused(
             Code::NotFound,
+            status::UNKNOWN_METHOD,
             format!("`{}` has no method `{}`", call.service, call.method),
         );
     };
@@ -100,14 +128,16 @@ pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
                 "it takes a stream, which the gateway does not serve"
             }
         };
-        return Answer::error(
+        return refused(
             Code::Unimplemented,
+            status::INVALID_ARGUMENTS,
             format!("`{}.{}`: {how}", call.service, method.name),
         );
     }
     if call.is_get && !method.idempotent {
-        return Answer::error(
+        return refused(
             Code::Unimplemented,
+            status::INVALID_ARGUMENTS,
             format!(
                 "`{}.{}` is not idempotent: call it with POST",
                 call.service, method.name
@@ -124,8 +154,9 @@ pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
             .zip(values)
             .collect(),
         Value::Array(values) => {
-            return Answer::error(
+            return refused(
                 Code::InvalidArgument,
+                status::INVALID_ARGUMENTS,
                 format!(
                     "`{}` takes {} arguments ({}), {} were given",
                     method.name,
@@ -136,19 +167,13 @@ pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
             )
         }
         _ => {
-            return Answer::error(
+            return refused(
                 Code::InvalidArgument,
+                status::INVALID_ARGUMENTS,
                 "the arguments are a JSON object keyed by parameter name, or an array in parameter order",
             )
         }
     };
-    // The router's observers (metrics) see HTTP calls as they see native ones.
-    let watch = router.watch_call(
-        call.request_id,
-        service.name(),
-        method.name,
-        call.body_bytes,
-    );
     let context = Context::for_transport(
         call.request_id,
         Some(call.deadline),
@@ -239,14 +264,11 @@ pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
     // A panic in a layer or the handler fails this call (internal), not the connection.
     let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     let ran = tokio::time::timeout_at(call.deadline, context::scope(context, run)).await;
-    let refused = |code: Code, status: u8, message: String| {
-        (Answer::error(code, message), Answered::external(status, 0))
-    };
     let (answer, answered) = match ran {
         Err(_) => refused(
             Code::DeadlineExceeded,
             status::DEADLINE_EXCEEDED,
-            "the call's deadline passed".into(),
+            "the call's deadline passed",
         ),
         Ok(Err(panic)) => refused(
             Code::Internal,
@@ -266,14 +288,11 @@ pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
                 refused(
                     Code::Internal,
                     status::INTERNAL,
-                    "a middleware answered the call without running it".into(),
+                    "a middleware answered the call without running it",
                 )
             }),
     };
-    if let Some(watch) = watch {
-        watch.end(&answered);
-    }
-    answer
+    (answer, answered)
 }
 
 /// Sends a server stream's items to `sink` until it ends, fails, or the caller goes away:

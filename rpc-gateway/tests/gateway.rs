@@ -703,6 +703,16 @@ async fn observers_see_gateway_calls_as_native_ones() {
             .0,
         403
     );
+    assert_eq!(
+        raw(addr, post("/Calc/nope", "{}", "").as_bytes()).await.0,
+        404
+    );
+    assert_eq!(
+        raw(addr, post("/Calc/add", r#"{"a":"x"}"#, "").as_bytes())
+            .await
+            .0,
+        400
+    );
     let mut stream = b"POST /Calc/count HTTP/1.0\r\nContent-Type: application/connect+json\r\nContent-Length: 12\r\n\r\n".to_vec();
     stream.extend_from_slice(&envelope(0, br#"{"n":3}"#));
     assert_eq!(raw(addr, &stream).await.0, 200);
@@ -712,7 +722,13 @@ async fn observers_see_gateway_calls_as_native_ones() {
     assert_eq!(
         seen,
         [
+            ("?", Some(rpc_core::protocol::status::UNKNOWN_METHOD), 0),
             ("add", Some(rpc_core::protocol::status::OK), 0),
+            (
+                "add",
+                Some(rpc_core::protocol::status::INVALID_ARGUMENTS),
+                0
+            ),
             (
                 "add",
                 Some(rpc_core::protocol::status::PERMISSION_DENIED),

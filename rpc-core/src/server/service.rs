@@ -468,12 +468,13 @@ impl Router {
 
     /// Tells the observers that a call of `service.method` arrived by another transport
     /// (the HTTP gateway), with `request_bytes` of arguments; end it with
-    /// [`CallWatch::end`]. `None` if the router has no observers.
+    /// [`CallWatch::end`]. `method` is `None` for a name the service does not have
+    /// (observers label it as an unknown method). `None` if the router has no observers.
     pub fn watch_call(
         &self,
         id: u64,
         service: &'static str,
-        method: &'static str,
+        method: Option<&'static str>,
         request_bytes: usize,
     ) -> Option<CallWatch> {
         let observers = self.observers.as_ref()?;
@@ -481,7 +482,7 @@ impl Router {
             observers,
             id,
             service,
-            Some(method),
+            method,
             request_bytes,
             tokio::time::Instant::now(),
         ))
