@@ -101,12 +101,14 @@ async fn cluster_rides_through_a_sigkill_and_follows_membership() {
     // round robin puts exactly two on each.
     let records_channel =
         BalancedChannel::builder(EtcdDiscovery::new(client.clone(), &service)).build();
-    assert!(
-        within(Duration::from_secs(5), || records_channel.endpoints().len()
-            == 3)
-        .await
-        .is_some()
-    );
+    // Connected to all three first: round robin only picks among connected endpoints,
+    // so on a loaded machine a late connection would take no share of the calls.
+    assert!(within(Duration::from_secs(5), || {
+        let endpoints = records_channel.endpoints();
+        endpoints.len() == 3 && endpoints.iter().all(|e| e.connected)
+    })
+    .await
+    .is_some());
     let records_client = ReplicaClient::new(records_channel.clone());
     let records: Vec<_> = (0..6)
         .map(|_| {

@@ -60,6 +60,7 @@ pub(super) enum End {
     /// Killed: drop everything, write nothing more.
     Killed,
 }
+
 /// What every connection of a server shares: its services, settings, counts, signals and
 /// tasks, and the protocol its port is shared with.
 #[derive(Clone)]
