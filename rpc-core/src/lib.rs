@@ -96,6 +96,10 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 ///   options.
 /// - `FooServer<I>`: wraps an implementation `I: Foo` as a [`Service`] to pass to a
 ///   server. `FooServer::handle` dispatches a `FooRequest` in-process.
+/// - `FooServer<I>` is also callable in JSON ([`Service::json`], [`json::JsonService`]):
+///   arguments by parameter name, unary and server-streaming methods, with the JSON
+///   Schemas of arguments and results ([`json::schema`]; exact with the `schema`
+///   feature). That is what the HTTP gateway, reflection and JSON clients use.
 /// - `FooRequest` / `FooResponse`: one variant per method (the method name in
 ///   UpperCamelCase) holding its arguments / its return value.
 /// - `FooClient::SERVICE_NAME`: the service's name on the wire. A method's wire identity

@@ -251,8 +251,8 @@ impl ServerHello {
     }
 }
 
-/// What each side announces after the 12-byte hellos on a version 3 connection (the
-/// server first, then the client): a `u16` length, then entries of `u8` id, `u8` length
+/// What each side announces after the 12-byte hellos on a connection of version 3 or
+/// later (the server first, then the client; version 4 adds the codec settings): a `u16` length, then entries of `u8` id, `u8` length
 /// and value. Unknown ids are skipped, so settings can be added without a version bump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {

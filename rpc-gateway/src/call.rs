@@ -144,34 +144,15 @@ async fn run_method(
             ),
         );
     }
-    let args = match call.args {
-        Value::Object(args) => args,
-        // In parameter order, as on the native protocol's JSON codec.
-        Value::Array(values) if values.len() == method.params.len() => method
-            .params
-            .iter()
-            .map(|name| name.to_string())
-            .zip(values)
-            .collect(),
-        Value::Array(values) => {
+    let args = match rpc_core::json::named_arguments(&method, call.args) {
+        Ok(args) => args,
+        Err(refusal) => {
+            let rejection = refusal.into_rejection(service.name(), method.name);
             return refused(
                 Code::InvalidArgument,
-                status::INVALID_ARGUMENTS,
-                format!(
-                    "`{}` takes {} arguments ({}), {} were given",
-                    method.name,
-                    method.params.len(),
-                    method.params.join(", "),
-                    values.len()
-                ),
-            )
-        }
-        _ => {
-            return refused(
-                Code::InvalidArgument,
-                status::INVALID_ARGUMENTS,
-                "the arguments are a JSON object keyed by parameter name, or an array in parameter order",
-            )
+                rejection.code(),
+                rejection.message().to_string(),
+            );
         }
     };
     let context = Context::for_transport(

@@ -364,10 +364,7 @@ async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<Ht
 
 /// The arguments in a body: a JSON value (an empty body is `{}`).
 fn parse(body: &[u8]) -> Result<Value, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
-    }
-    serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))
+    rpc_core::json::parse_arguments(body).map_err(|e| format!("the body is not valid JSON: {e}"))
 }
 
 /// The arguments of a Connect GET: `message` (percent-encoded JSON; `{}` if absent),

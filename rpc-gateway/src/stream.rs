@@ -139,10 +139,8 @@ impl Body for Envelopes {
 /// The JSON arguments of a streaming request, parsed (`{}` for none).
 pub(crate) fn parse_arguments(body: &[u8]) -> Result<Value, String> {
     let message = request_message(body)?;
-    if message.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
-    }
-    serde_json::from_slice(message).map_err(|e| format!("the message is not valid JSON: {e}"))
+    rpc_core::json::parse_arguments(message)
+        .map_err(|e| format!("the message is not valid JSON: {e}"))
 }
 
 #[cfg(test)]

@@ -128,6 +128,45 @@ pub trait JsonService: Send + Sync {
     }
 }
 
+/// A JSON argument payload as a value: its text parsed, `{}` when it is empty or blank
+/// (no arguments). The same rule for every transport (native JSON, HTTP bodies, Connect
+/// envelopes).
+pub fn parse_arguments(payload: &[u8]) -> Result<Value, serde_json::Error> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(payload)
+}
+
+/// `args` keyed by `method`'s parameter names: an object as it is, an array taken in
+/// parameter order (it must have one value per parameter); anything else is
+/// `InvalidArguments`.
+pub fn named_arguments(
+    method: &JsonMethod,
+    args: Value,
+) -> Result<Map<String, Value>, DispatchError> {
+    match args {
+        Value::Object(args) => Ok(args),
+        Value::Array(values) if values.len() == method.params.len() => Ok(method
+            .params
+            .iter()
+            .map(|name| name.to_string())
+            .zip(values)
+            .collect()),
+        Value::Array(values) => Err(DispatchError::InvalidArguments(format!(
+            "`{}` takes {} arguments ({}), {} were given",
+            method.name,
+            method.params.len(),
+            method.params.join(", "),
+            values.len()
+        ))),
+        _ => Err(DispatchError::InvalidArguments(
+            "the arguments are a JSON object keyed by parameter name, or an array in parameter order"
+                .into(),
+        )),
+    }
+}
+
 /// Used by generated code: takes parameter `name` out of `args` as a `T`.
 #[doc(hidden)]
 pub fn take_arg<T: serde::de::DeserializeOwned>(

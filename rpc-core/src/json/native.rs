@@ -63,42 +63,16 @@ pub(crate) fn arguments(
     method: &str,
     payload: &[u8],
 ) -> Result<Map<String, Value>, DispatchError> {
-    if payload.iter().all(u8::is_ascii_whitespace) {
+    let value = super::parse_arguments(payload)
+        .map_err(|e| DispatchError::InvalidArguments(format!("the arguments are not JSON: {e}")))?;
+    let described = json
+        .json_methods()
+        .iter()
+        .find(|m| m.name == method)
+        .ok_or(DispatchError::UnknownMethod)?;
+    if described.kind != MethodKind::Unary && described.kind != MethodKind::ServerStream {
+        // Let the dispatcher say why it refuses the method.
         return Ok(Map::new());
     }
-    let invalid = |message: String| DispatchError::InvalidArguments(message);
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| invalid(format!("the arguments are not JSON: {e}")))?;
-    match value {
-        Value::Object(args) => Ok(args),
-        Value::Array(values) => {
-            let described = json
-                .json_methods()
-                .iter()
-                .find(|m| m.name == method)
-                .ok_or(DispatchError::UnknownMethod)?;
-            if described.kind != MethodKind::Unary && described.kind != MethodKind::ServerStream {
-                // Let the dispatcher say why it refuses the method.
-                return Ok(Map::new());
-            }
-            if values.len() != described.params.len() {
-                return Err(invalid(format!(
-                    "`{method}` takes {} arguments ({}), {} were given",
-                    described.params.len(),
-                    described.params.join(", "),
-                    values.len()
-                )));
-            }
-            Ok(described
-                .params
-                .iter()
-                .map(|name| name.to_string())
-                .zip(values)
-                .collect())
-        }
-        _ => Err(invalid(
-            "the arguments are a JSON object by parameter name, or an array in parameter order"
-                .into(),
-        )),
-    }
+    super::named_arguments(described, value)
 }

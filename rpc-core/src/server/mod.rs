@@ -38,7 +38,8 @@ use connection::Signals;
 use state::Load;
 
 /// A server: services plus settings, ready to serve a listener. It also hosts the health
-/// service ([`crate::health`]) unless its router has one already.
+/// ([`crate::health`]) and reflection ([`crate::reflection`]) services, each unless its
+/// router has one of that name already.
 #[derive(Debug, Clone)]
 pub struct Server {
     router: Arc<Router>,
