@@ -494,8 +494,8 @@ async fn a_go_away_code_this_client_does_not_know_is_a_typed_error() {
         stream.read_exact(&mut settings).await.unwrap();
         // Wait for a request, then go away with a code from the future.
         let _ = stream.read_u32().await;
-        let mut body = vec![protocol::kind::GO_AWAY, 0];
-        body.extend_from_slice(&0u64.to_be_bytes());
+        // Version 5 layout: kind, flags, call id 0 as a varint.
+        let mut body = vec![protocol::kind::GO_AWAY, 0, 0];
         body.push(99);
         body.extend_from_slice(b"moving to the moon");
         stream.write_u32(body.len() as u32).await.unwrap();

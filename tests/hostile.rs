@@ -200,12 +200,14 @@ async fn a_client_ignores_responses_it_did_not_ask_for() {
             };
             let mut body = vec![0u8; len as usize];
             stream.read_exact(&mut body).await.unwrap();
-            let Ok(Frame::Request(req)) = Frame::decode(body.into()) else {
+            let Ok(Frame::Request(req)) =
+                Frame::decode_with(body.into(), protocol::FrameLayout::Compact)
+            else {
                 continue;
             };
             for id in [req.id + 1000, req.id, req.id] {
                 let mut out = vec![kind::RESPONSE, 0];
-                out.extend_from_slice(&id.to_be_bytes());
+                protocol::varint::put(&mut out, id);
                 out.push(status::OK);
                 out.extend_from_slice(&req.payload);
                 stream.write_u32(out.len() as u32).await.unwrap();

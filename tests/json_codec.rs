@@ -82,7 +82,7 @@ async fn json_client(addr: std::net::SocketAddr) -> JsonClient {
     let connection = rpc_transport_tcp::connect_with_config(addr, config)
         .await
         .unwrap();
-    assert_eq!(connection.protocol_version(), 4);
+    assert_eq!(connection.protocol_version(), protocol::VERSION);
     JsonClient::new(connection).unwrap()
 }
 

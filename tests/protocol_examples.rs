@@ -119,10 +119,10 @@ async fn the_worked_examples_are_what_a_server_sends_and_accepts() {
     // A version from the future is refused with the server's own version.
     let mut future = TcpStream::connect(server.local_addr()).await.unwrap();
     future
-        .write_all(&hex("52 52 50 43 00 05 00 00 01 00 00 00"))
+        .write_all(&hex("52 52 50 43 00 06 00 00 01 00 00 00"))
         .await
         .unwrap();
-    let refusal = "52 52 50 43 00 04 01 00 01 00 00 00";
+    let refusal = "52 52 50 43 00 05 01 00 01 00 00 00";
     documented(refusal);
     assert_eq!(read_exact(&mut future, 12).await, hex(refusal));
     server.shutdown().await;

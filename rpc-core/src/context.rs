@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::error::RpcError;
-use crate::protocol::WireStr;
+use crate::protocol::{varint, FrameLayout, WireStr};
 
 /// The address of the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -94,21 +94,13 @@ impl ConnectionInfo {
 /// Keys are UTF-8 strings of at most 255 bytes, values are byte strings of at most
 /// 65,535 bytes, and there are at most 65,535 entries. It is kept in its wire encoding, so
 /// receiving it costs nothing until it is read, and cloning is a reference count.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Metadata {
-    /// The wire encoding: `u16` count, then per entry `u8` key length, key, `u16` value
-    /// length, value.
-    raw: Bytes,
-}
-
-static EMPTY_METADATA: [u8; 2] = [0, 0];
-
-impl Default for Metadata {
-    fn default() -> Self {
-        Metadata {
-            raw: Bytes::from_static(&EMPTY_METADATA),
-        }
-    }
+    /// Number of entries.
+    count: u16,
+    /// The entries' wire encoding: per entry `u8` key length, key, `u16` value length,
+    /// value.
+    entries: Bytes,
 }
 
 impl Metadata {
@@ -119,12 +111,12 @@ impl Metadata {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        u16::from_be_bytes([self.raw[0], self.raw[1]]) as usize
+        self.count as usize
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.count == 0
     }
 
     /// The value of the first entry named `key`.
@@ -139,7 +131,7 @@ impl Metadata {
 
     /// All entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        let mut rest = &self.raw[2..];
+        let mut rest = &self.entries[..];
         (0..self.len()).map(move |_| {
             // The encoding was checked when it was built or received.
             let key_len = rest[0] as usize;
@@ -171,37 +163,51 @@ impl Metadata {
         if kept.len() >= u16::MAX as usize {
             return Err(RpcError::Encode("more than 65535 metadata entries".into()));
         }
-        let mut buf = BytesMut::with_capacity(self.raw.len() + 3 + key.len() + value.len());
-        buf.put_u16(kept.len() as u16 + 1);
+        let mut buf = BytesMut::with_capacity(self.entries.len() + 3 + key.len() + value.len());
+        let count = kept.len() as u16 + 1;
         for (k, v) in kept.into_iter().chain(std::iter::once((key, value))) {
             buf.put_u8(k.len() as u8);
             buf.put_slice(k.as_bytes());
             buf.put_u16(v.len() as u16);
             buf.put_slice(v);
         }
-        self.raw = buf.freeze();
+        self.count = count;
+        self.entries = buf.freeze();
         Ok(())
     }
 
-    /// Appends the wire encoding to `buf`.
-    pub(crate) fn write_to(&self, buf: &mut BytesMut) {
-        buf.put_slice(&self.raw);
+    /// Appends the wire encoding to `buf`: the count (`u16`, or a varint from version
+    /// 5), then the entries.
+    pub(crate) fn write_to(&self, buf: &mut BytesMut, layout: FrameLayout) {
+        match layout {
+            FrameLayout::Fixed => buf.put_u16(self.count),
+            FrameLayout::Compact => varint::put(buf, u64::from(self.count)),
+        }
+        buf.put_slice(&self.entries);
     }
 
     /// Splits a metadata section off the front of a received frame, checking every length
     /// and key so that later reads cannot fail.
-    pub(crate) fn split_from_wire(body: &mut Bytes) -> Result<Metadata, RpcError> {
+    pub(crate) fn split_from_wire(
+        body: &mut Bytes,
+        layout: FrameLayout,
+    ) -> Result<Metadata, RpcError> {
         let bad = |what: &str| RpcError::Protocol(format!("malformed metadata: {what}"));
-        if body.len() < 2 {
-            return Err(bad("truncated entry count"));
-        }
-        let count = u16::from_be_bytes([body[0], body[1]]) as usize;
+        let count = match layout {
+            FrameLayout::Fixed => {
+                if body.len() < 2 {
+                    return Err(bad("truncated entry count"));
+                }
+                bytes::Buf::get_u16(body)
+            }
+            FrameLayout::Compact => u16::try_from(varint::take(body, "metadata count")?)
+                .map_err(|_| bad("more than 65535 entries"))?,
+        };
         if count == 0 {
             // The common case: no slice of the frame (no reference count) is kept.
-            bytes::Buf::advance(body, 2);
             return Ok(Metadata::default());
         }
-        let mut at = 2;
+        let mut at = 0;
         for _ in 0..count {
             let key_len = *body.get(at).ok_or_else(|| bad("truncated key"))? as usize;
             let key = body
@@ -216,8 +222,8 @@ impl Metadata {
             }
             at += 2 + value_len;
         }
-        let raw = body.split_to(at);
-        Ok(Metadata { raw })
+        let entries = body.split_to(at);
+        Ok(Metadata { count, entries })
     }
 }
 
@@ -409,10 +415,10 @@ mod tests {
         let mut md = Metadata::new();
         md.insert("token", "secret").unwrap();
         let mut buf = BytesMut::new();
-        md.write_to(&mut buf);
+        md.write_to(&mut buf, FrameLayout::Fixed);
         buf.put_slice(b"payload");
         let mut body = buf.freeze();
-        let parsed = Metadata::split_from_wire(&mut body).unwrap();
+        let parsed = Metadata::split_from_wire(&mut body, FrameLayout::Fixed).unwrap();
         assert_eq!(parsed, md);
         assert_eq!(&body[..], b"payload");
     }
@@ -427,7 +433,10 @@ mod tests {
             &[0, 1, 1, b'a', 0, 5, 1][..],
         ] {
             let mut body = Bytes::copy_from_slice(raw);
-            assert!(Metadata::split_from_wire(&mut body).is_err(), "{raw:?}");
+            assert!(
+                Metadata::split_from_wire(&mut body, FrameLayout::Fixed).is_err(),
+                "{raw:?}"
+            );
         }
     }
 }

@@ -55,6 +55,7 @@ mod frame_io;
 pub mod health;
 pub mod json;
 mod keepalive;
+mod method_ids;
 mod outbox;
 pub mod protocol;
 pub mod reflection;

@@ -13,8 +13,10 @@ use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use crate::context::Metadata;
 use crate::error::RpcError;
-use crate::protocol;
+use crate::method_ids::MethodIds;
+use crate::protocol::{self, kind, FrameLayout, Naming};
 
 /// Initial capacity of the buffer once a first frame is queued.
 const INITIAL_CAPACITY: usize = 8 * 1024;
@@ -32,6 +34,8 @@ pub(crate) struct Outbox {
     writer: AtomicWaker,
     /// The largest frame the peer accepts.
     max_frame_size: usize,
+    /// How the connection's frames are laid out.
+    layout: FrameLayout,
     /// Bytes queued and not yet written to the socket.
     unwritten: AtomicUsize,
     /// At or above this many unwritten bytes, [`Outbox::writable`] waits.
@@ -44,20 +48,24 @@ struct State {
     buf: BytesMut,
     /// Set once no more frames may be queued; the writer drains what is left and stops.
     closed: bool,
+    /// A client's method ids (version 5), bound in the order requests are queued.
+    methods: MethodIds,
 }
 
 impl Outbox {
-    /// An outbox for a peer that accepts frames of up to `max_frame_size` bytes, whose
-    /// waiting senders wait at `high_water` unwritten bytes.
-    pub(crate) fn new(max_frame_size: usize, high_water: usize) -> Self {
+    /// An outbox for a peer that accepts frames of up to `max_frame_size` bytes laid out
+    /// as `layout`, whose waiting senders wait at `high_water` unwritten bytes.
+    pub(crate) fn new(max_frame_size: usize, layout: FrameLayout, high_water: usize) -> Self {
         Outbox {
             state: Mutex::new(State {
                 // Allocated on first use, so idle connections hold no write buffer.
                 buf: BytesMut::new(),
                 closed: false,
+                methods: MethodIds::default(),
             }),
             writer: AtomicWaker::new(),
             max_frame_size,
+            layout,
             unwritten: AtomicUsize::new(0),
             high_water: high_water.max(1),
             space: Notify::new(),
@@ -105,9 +113,14 @@ impl Outbox {
         self.max_frame_size
     }
 
-    /// Queues one frame (see [`protocol::write_frame`]) and returns its size. Fails
-    /// without queueing anything if the outbox is closed, the payload fails to encode, or
-    /// the frame is too large.
+    /// How the connection's frames are laid out.
+    pub(crate) fn layout(&self) -> FrameLayout {
+        self.layout
+    }
+
+    /// Queues one frame (see [`protocol::write_frame`]) and returns the size of its
+    /// payload (what `payload` wrote). Fails without queueing anything if the outbox is
+    /// closed, the payload fails to encode, or the frame is too large.
     pub(crate) fn push<F, P>(
         &self,
         kind: u8,
@@ -120,6 +133,75 @@ impl Outbox {
         F: FnOnce(&mut BytesMut),
         P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
+        self.queue(|buf, _| self.write(buf, kind, flags, id, fields, payload))
+    }
+
+    /// Queues a client's `REQUEST` for `service`'s `method` with a budget of
+    /// `budget_micros`: on version 5 it names the method by the id the connection bound
+    /// to it, or binds one, in the order the requests are written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push_request<P>(
+        &self,
+        flags: u8,
+        id: u64,
+        budget_micros: u64,
+        (service, method): (&str, &str),
+        metadata: &Metadata,
+        payload: P,
+    ) -> Result<usize, RpcError>
+    where
+        P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+    {
+        let layout = self.layout;
+        self.queue(|buf, methods| {
+            let naming = match layout {
+                FrameLayout::Fixed => Naming::Inline(service, method),
+                FrameLayout::Compact => methods.naming(service, method),
+            };
+            let fields = |buf: &mut BytesMut| {
+                protocol::put_request_fields(buf, layout, budget_micros, naming, metadata)
+            };
+            let flags = flags | naming.flags(layout);
+            let size = self.write(buf, kind::REQUEST, flags, id, fields, payload)?;
+            methods.queued(naming);
+            Ok(size)
+        })
+    }
+
+    fn write<F, P>(
+        &self,
+        buf: &mut BytesMut,
+        kind: u8,
+        flags: u8,
+        id: u64,
+        fields: F,
+        payload: P,
+    ) -> Result<usize, RpcError>
+    where
+        F: FnOnce(&mut BytesMut),
+        P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+    {
+        let framing = protocol::Framing {
+            layout: self.layout,
+            max_frame_size: self.max_frame_size,
+        };
+        protocol::write_frame(
+            buf,
+            framing,
+            kind,
+            flags,
+            id,
+            fields,
+            payload,
+        )
+    }
+
+    /// Runs `write` on the buffer under the lock, counts what it appended and wakes the
+    /// writer if the outbox was empty.
+    fn queue<W>(&self, write: W) -> Result<usize, RpcError>
+    where
+        W: FnOnce(&mut BytesMut, &mut MethodIds) -> Result<usize, RpcError>,
+    {
         let mut state = self.lock();
         if state.closed {
             return Err(RpcError::closed("the connection is closing"));
@@ -129,24 +211,16 @@ impl Outbox {
             state.buf.reserve(INITIAL_CAPACITY);
         }
         let before = state.buf.len();
-        protocol::write_frame(
-            &mut state.buf,
-            self.max_frame_size,
-            kind,
-            flags,
-            id,
-            fields,
-            payload,
-        )?;
-        let size = state.buf.len() - before - protocol::LENGTH_PREFIX_LEN;
-        self.unwritten
-            .fetch_add(size + protocol::LENGTH_PREFIX_LEN, Ordering::AcqRel);
+        let State { buf, methods, .. } = &mut *state;
+        let payload = write(buf, methods)?;
+        let size = state.buf.len() - before;
+        self.unwritten.fetch_add(size, Ordering::AcqRel);
         drop(state);
         if was_empty {
             // A non-empty outbox already has a wake-up pending.
             self.writer.wake();
         }
-        Ok(size)
+        Ok(payload)
     }
 
     /// Queues a frame that is only a header plus `body` (control frames: CANCEL,

@@ -4,15 +4,20 @@
 use std::time::Duration;
 
 use rpc_core::protocol::{
-    kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN, SETTINGS_VERSION, VERSION,
+    kind, ClientHello, Frame, ServerHello, Settings, COMPACT_VERSION, HANDSHAKE_LEN,
+    SETTINGS_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A raw connection of the current protocol version, through its handshake (hellos and,
-/// when accepted, settings), with the server's hello.
+/// The newest version whose frames have the fixed layout these helpers write (version 5
+/// frames are compact: `tests/compact_wire.rs`).
+pub const FIXED_LAYOUT_VERSION: u16 = COMPACT_VERSION - 1;
+
+/// A raw connection of the newest fixed-layout protocol version, through its handshake
+/// (hellos and, when accepted, settings), with the server's hello.
 pub async fn handshaken(addr: std::net::SocketAddr) -> (TcpStream, ServerHello) {
-    handshaken_as(addr, VERSION).await
+    handshaken_as(addr, FIXED_LAYOUT_VERSION).await
 }
 
 /// [`handshaken`] announcing protocol `version` (an older client).

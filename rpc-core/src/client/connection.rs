@@ -9,11 +9,10 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
@@ -25,7 +24,9 @@ use super::ClientConfig;
 use crate::error::RpcError;
 use crate::frame_io::FrameIo;
 use crate::outbox::Outbox;
-use crate::protocol::{self, kind, status, ResponseFrame, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD};
+use crate::protocol::{
+    self, kind, status, FrameLayout, ResponseFrame, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
+};
 use crate::stream::{
     send_items, Flow, Inbound, Outbound, Sent, StreamEnd, StreamPeer, StreamTable,
 };
@@ -82,6 +83,13 @@ impl Answer {
 pub(super) struct Calls {
     pub(super) pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
     pub(super) state: State,
+    /// The next id never used on the connection.
+    next_id: u64,
+    /// Ids of unary calls that were answered, for reuse (version 5): the server forgot
+    /// them before it answered, and no frame of theirs can follow. Reused smallest-first
+    /// in effect (last freed first), so ids stay as small as the calls in flight are
+    /// few, and take one byte on the wire.
+    free_ids: Vec<u64>,
 }
 
 /// State shared by the handles, the connection's task and upload tasks.
@@ -90,7 +98,6 @@ pub(super) struct Shared {
     /// Streams of calls on this connection (flow control).
     pub(super) streams: StreamTable,
     calls: Mutex<Calls>,
-    next_id: AtomicU64,
     in_flight: Semaphore,
     pub(super) config: ClientConfig,
     pub(super) remote: String,
@@ -228,13 +235,18 @@ impl Connection {
             Flow::legacy(config.max_frame_size)
         };
         let shared = Arc::new(Shared {
-            outbox: Outbox::new(negotiated.server_max_frame, config.max_write_buffer),
+            outbox: Outbox::new(
+                negotiated.server_max_frame,
+                FrameLayout::for_version(negotiated.version),
+                config.max_write_buffer,
+            ),
             streams: StreamTable::new(flow),
             calls: Mutex::new(Calls {
                 pending: HashMap::default(),
                 state: State::Open,
+                next_id: 1,
+                free_ids: Vec::new(),
             }),
-            next_id: AtomicU64::new(1),
             in_flight: Semaphore::new(config.max_in_flight),
             remote: remote.to_string(),
             config,
@@ -477,21 +489,31 @@ impl Connection {
             0
         };
         let shared = &*self.shared;
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        {
+        // Only a unary call without an upload gives its id back once answered.
+        let recycle = shared.outbox.layout() == FrameLayout::Compact
+            && matches!(pending, Pending::Unary(_))
+            && !with_upload;
+        let id = {
             let mut calls = shared.calls();
             match &calls.state {
                 State::Open => {}
                 State::Draining { .. } => return Err(RpcError::ShuttingDown),
                 State::Closed(error) => return Err(error.clone()),
             }
+            let reused = if recycle { calls.free_ids.pop() } else { None };
+            let id = reused.unwrap_or_else(|| {
+                calls.next_id += 1;
+                calls.next_id - 1
+            });
             calls.pending.insert(id, pending);
-        }
+            id
+        };
         let mut guard = PendingCall {
             shared,
             id,
             sent: false,
             finished: false,
+            recycle,
         };
         let outbound = with_upload.then(|| shared.streams.add_outbound(id));
 
@@ -500,18 +522,9 @@ impl Connection {
             .saturating_duration_since(now)
             .as_micros()
             .clamp(1, u64::MAX as u128) as u64;
-        shared.outbox.push(
-            kind::REQUEST,
-            flags,
-            id,
-            |buf| {
-                buf.put_u64(budget);
-                protocol::put_short_str(buf, service);
-                protocol::put_short_str(buf, method_name);
-                metadata.write_to(buf);
-            },
-            encode,
-        )?;
+        shared
+            .outbox
+            .push_request(flags, id, budget, (service, method_name), metadata, encode)?;
         guard.sent = true;
         Ok((guard, outbound))
     }
@@ -534,7 +547,12 @@ impl Connection {
                     Poll::Pending
                 }
                 Some(Pending::Unary(Answer::Ready(_))) => match calls.pending.remove(&id) {
-                    Some(Pending::Unary(Answer::Ready(reply))) => Poll::Ready(reply),
+                    Some(Pending::Unary(Answer::Ready(reply))) => {
+                        if guard.recycle {
+                            calls.free_ids.push(id);
+                        }
+                        Poll::Ready(reply)
+                    }
                     _ => unreachable!("the entry was just seen answered"),
                 },
                 // Not ours any more: only the connection ending takes entries away.
@@ -603,6 +621,8 @@ struct PendingCall<'a> {
     id: u64,
     sent: bool,
     finished: bool,
+    /// The id may be used again once the call is answered ([`Calls::free_ids`]).
+    recycle: bool,
 }
 
 impl Drop for PendingCall<'_> {

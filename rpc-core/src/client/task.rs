@@ -123,7 +123,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
 
 /// Applies one frame from the server; `Err` ends the connection.
 fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
-    match Frame::decode(frame)? {
+    match Frame::decode_with(frame, shared.outbox.layout())? {
         Frame::Response(response) => {
             // A response to a call that is no longer waiting (cancelled, timed out) or
             // that was never made is dropped.

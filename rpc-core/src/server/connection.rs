@@ -31,9 +31,10 @@ use super::ServerConfig;
 use crate::context::{ConnectionInfo, PeerAddr};
 use crate::frame_io::{FrameIo, ReadError};
 use crate::keepalive::{Due, KeepaliveTimer};
+use crate::method_ids::BoundMethods;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    go_away, kind, status, Frame, PayloadCodec, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
+    go_away, kind, status, Frame, FrameLayout, PayloadCodec, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
 };
 use crate::stream::{Flow, StreamEnd, StreamTable};
 use crate::transport::{Established, Transport};
@@ -134,7 +135,11 @@ pub(crate) async fn serve_connection<T: Transport>(
         // Answers do not wait on the outbox (what bounds them is the in-flight limit and
         // `max_write_buffer`, above which the connection is not read); its mark holds
         // stream items back.
-        outbox: Outbox::new(opened.client_max_frame, config.max_write_buffer),
+        outbox: Outbox::new(
+            opened.client_max_frame,
+            FrameLayout::for_version(opened.version),
+            config.max_write_buffer,
+        ),
         running: Mutex::new(HashMap::default()),
         inline_call: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
@@ -164,6 +169,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         info: Arc::new(ConnectionInfo::new(peer, opened.identity)),
         draining: false,
         last_id: 0,
+        methods: BoundMethods::default(),
         last_frame_at: now,
         partial_since: None,
         last_write_at: now,
@@ -223,6 +229,8 @@ pub(super) struct ServerConnection<R, W> {
     pub(super) draining: bool,
     /// The highest call id received, announced in `GO_AWAY`.
     pub(super) last_id: u64,
+    /// The method ids the client bound (version 5).
+    pub(super) methods: BoundMethods,
     /// When the last complete frame arrived (for the idle timeout).
     pub(super) last_frame_at: Instant,
     /// Since when part of a frame has been waiting for the rest (for the frame timeout).
@@ -413,8 +421,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
     }
 
     fn handle(&mut self, frame: Bytes, now: Instant, cx: &mut TaskContext<'_>) -> Result<(), End> {
-        match Frame::decode(frame) {
-            Ok(Frame::Request(request)) => self.start(request, now, cx),
+        let decoded = Frame::decode_with(frame, self.state.outbox.layout());
+        match decoded {
+            Ok(Frame::Request(mut request)) => {
+                if let Err(e) = self.methods.resolve(&mut request) {
+                    self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
+                    return Err(End::Gone);
+                }
+                self.start(request, now, cx)
+            }
             Ok(Frame::Cancel { id }) => {
                 let handler = self.state.running().remove(&id);
                 if let Some(Some(handler)) = handler {
@@ -488,11 +503,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             kind::GO_AWAY,
             0,
             self.last_id,
+            |buf| buf.put_u8(code),
             |buf| {
-                buf.put_u8(code);
                 buf.put_slice(message.as_bytes());
+                Ok(())
             },
-            |_| Ok(()),
         );
     }
 }

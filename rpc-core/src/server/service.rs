@@ -46,7 +46,7 @@ impl Answered {
         self.status
     }
 
-    /// Bytes of the answer's frame body (header, status and payload).
+    /// Bytes of the answer's payload: the encoded value, or an error's message.
     pub fn response_bytes(&self) -> usize {
         self.response_bytes
     }
@@ -389,11 +389,11 @@ impl ReplyTo {
             kind::RESPONSE,
             0,
             self.id,
+            |buf| buf.put_u8(code),
             |buf| {
-                buf.put_u8(code);
                 buf.put_slice(message.as_bytes());
+                Ok(())
             },
-            |_| Ok(()),
         );
         match pushed {
             Ok(size) => self.answered(code, size),

@@ -11,7 +11,7 @@ use super::{Outgoing, Streaming};
 use crate::codec;
 use crate::error::RpcError;
 use crate::outbox::Outbox;
-use crate::protocol::{kind, HEADER_LEN};
+use crate::protocol::kind;
 
 /// How sending a stream ended.
 pub(crate) enum Sent {
@@ -67,7 +67,7 @@ where
             Some(Some(Err(e))) => return Err(e),
             Some(Some(Ok(item))) => item,
         };
-        let size = outbox.push(
+        let payload = outbox.push(
             kind::STREAM_ITEM,
             0,
             id,
@@ -80,6 +80,6 @@ where
                 }
             },
         )?;
-        outbound.consume(size - HEADER_LEN);
+        outbound.consume(payload);
     }
 }

@@ -3,21 +3,25 @@
 //!
 //! Every frame is a 4-byte big-endian length followed by that many bytes of body, exactly
 //! what tokio-util's `LengthDelimitedCodec` reads with its defaults. A body starts with a
-//! fixed 10-byte header (kind, flags, call id); the rest depends on the kind. Arguments,
-//! return values and application errors are bincode-encoded payloads at the end of a frame,
-//! so they are never copied to be wrapped in an envelope.
+//! header (kind, flags, call id: 10 bytes up to version 4, a varint id from version 5);
+//! the rest depends on the kind ([`frame`]). Arguments, return values and application
+//! errors are bincode-encoded payloads at the end of a frame, so they are never copied to
+//! be wrapped in an envelope.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+mod frame;
+pub mod varint;
 
-use crate::context::Metadata;
+pub use frame::*;
+
 use crate::error::RpcError;
 
 /// The four bytes that open both handshake messages.
 pub const MAGIC: [u8; 4] = *b"RRPC";
 /// The protocol version this implementation speaks: 2 added streaming, 3 settings in the
 /// handshake, keepalive pings and stream credit that counts each item's framing, 4 the
-/// choice of payload codec (bincode or JSON) in the settings.
-pub const VERSION: u16 = 4;
+/// choice of payload codec (bincode or JSON) in the settings, 5 the compact layout (varint
+/// call ids, compact budgets, method ids bound per connection).
+pub const VERSION: u16 = 5;
 /// The oldest client version the server still accepts (unary calls only).
 pub const MIN_VERSION: u16 = 1;
 /// The first version with streaming frames.
@@ -35,13 +39,16 @@ pub const STREAM_ITEM_OVERHEAD: usize = LENGTH_PREFIX_LEN + HEADER_LEN;
 /// The first version whose settings choose the connection's payload codec
 /// ([`setting::CODECS`], [`setting::CODEC`]).
 pub const CODEC_VERSION: u16 = 4;
+/// The first version with the compact frame layout ([`FrameLayout::Compact`]).
+pub const COMPACT_VERSION: u16 = 5;
 /// The largest settings block a peer may send (its `u16` length).
 pub const MAX_SETTINGS_LEN: usize = 1024;
 /// Length in bytes of each handshake message (client hello and server reply).
 pub const HANDSHAKE_LEN: usize = 12;
 /// Length in bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_LEN: usize = 4;
-/// Length in bytes of the header every frame body starts with (kind, flags, id).
+/// Length in bytes of the header every frame body starts with (kind, flags, `u64` id)
+/// up to version 4; from version 5 see [`FrameLayout::header_len`].
 pub const HEADER_LEN: usize = 10;
 /// The default maximum frame size (length prefix excluded): 16 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -125,6 +132,9 @@ impl PayloadCodec {
 pub mod flags {
     /// On a request: the method is declared idempotent, so a retry is safe.
     pub const IDEMPOTENT: u8 = 0x01;
+    /// On a version 5 request: the service and method names follow the method id (which
+    /// they bind, unless it is 0). Without it the request names its method by id only.
+    pub const NAMED: u8 = 0x04;
 }
 
 /// Response status codes. `OK` and `APPLICATION_ERROR` carry a bincode payload; every other
@@ -356,333 +366,6 @@ fn check_magic(bytes: &[u8], peer: &str) -> Result<(), RpcError> {
     }
 }
 
-/// A decoded frame body.
-#[derive(Debug, Clone)]
-pub enum Frame {
-    /// A call.
-    Request(RequestFrame),
-    /// The outcome of a call.
-    Response(ResponseFrame),
-    /// The client gave up on call `id`.
-    Cancel {
-        /// The id of the cancelled call.
-        id: u64,
-    },
-    /// One item of call `id`'s stream.
-    StreamItem {
-        /// The call the stream belongs to.
-        id: u64,
-        /// The bincode-encoded item.
-        payload: Bytes,
-    },
-    /// The client's stream of call `id` ended.
-    StreamEnd {
-        /// The call the stream belongs to.
-        id: u64,
-        /// [`status::OK`], or [`status::ABORTED`] with a message.
-        status: u8,
-        /// The message of an error status.
-        message: String,
-    },
-    /// The receiver of call `id`'s stream grants `increment` more bytes.
-    WindowUpdate {
-        /// The call the stream belongs to.
-        id: u64,
-        /// Bytes granted.
-        increment: u32,
-    },
-    /// The receiver of call `id`'s stream wants no more items.
-    StopSending {
-        /// The call the stream belongs to.
-        id: u64,
-    },
-    /// A keepalive probe: answer with a `PONG` carrying `data`.
-    Ping {
-        /// Opaque, echoed in the `PONG`.
-        data: u64,
-    },
-    /// The answer to a `PING`.
-    Pong {
-        /// The `PING`'s data.
-        data: u64,
-    },
-    /// The sender stops: see [`go_away`].
-    GoAway {
-        /// One of [`go_away`].
-        code: u8,
-        /// The highest call id the server had received: calls above it never reached it.
-        last_id: u64,
-        /// A human-readable reason.
-        message: String,
-    },
-}
-
-/// A call as it arrives at the server. Strings and payload are zero-copy views of the frame.
-#[derive(Debug, Clone)]
-pub struct RequestFrame {
-    /// The call id, unique among the calls in flight on the connection.
-    pub id: u64,
-    /// See [`flags`].
-    pub flags: u8,
-    /// The remaining time budget in microseconds; 0 means no deadline.
-    pub budget_micros: u64,
-    /// The service name (UTF-8, checked).
-    pub service: WireStr,
-    /// The method name (UTF-8, checked).
-    pub method: WireStr,
-    /// Key/value metadata set by the caller.
-    pub metadata: Metadata,
-    /// The bincode-encoded arguments.
-    pub payload: Bytes,
-}
-
-/// A response as it arrives at the client.
-#[derive(Debug, Clone)]
-pub struct ResponseFrame {
-    /// The id of the call this answers.
-    pub id: u64,
-    /// One of [`status`].
-    pub status: u8,
-    /// A bincode payload for `OK`/`APPLICATION_ERROR`, a UTF-8 message otherwise.
-    pub payload: Bytes,
-}
-
-/// A UTF-8 string that is a zero-copy slice of a received frame.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WireStr(Bytes);
-
-impl WireStr {
-    fn new(bytes: Bytes) -> Result<Self, RpcError> {
-        std::str::from_utf8(&bytes)
-            .map_err(|_| RpcError::Protocol("name is not valid UTF-8".into()))?;
-        Ok(WireStr(bytes))
-    }
-
-    /// A name known at compile time.
-    pub(crate) fn from_static(name: &'static str) -> Self {
-        WireStr(Bytes::from_static(name.as_bytes()))
-    }
-
-    /// The string.
-    pub fn as_str(&self) -> &str {
-        // SAFETY: `WireStr::new` is the only constructor and checked that the bytes are
-        // UTF-8; `Bytes` is immutable, so they still are.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
-    }
-}
-
-impl std::fmt::Debug for WireStr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl std::fmt::Display for WireStr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-fn truncated(what: &str) -> RpcError {
-    RpcError::Protocol(format!("truncated {what} frame"))
-}
-
-impl Frame {
-    /// Decodes one frame body (length prefix already removed). Never panics; never
-    /// allocates more than the body's own size.
-    pub fn decode(mut body: Bytes) -> Result<Frame, RpcError> {
-        if body.len() < HEADER_LEN {
-            return Err(RpcError::Protocol(format!(
-                "frame of {} bytes is shorter than the {HEADER_LEN}-byte header",
-                body.len()
-            )));
-        }
-        let kind = body.get_u8();
-        let flags = body.get_u8();
-        let id = body.get_u64();
-        match kind {
-            kind::REQUEST => {
-                if body.len() < 8 + 1 {
-                    return Err(truncated("request"));
-                }
-                let budget_micros = body.get_u64();
-                let service = WireStr::new(take_short(&mut body, "request")?)?;
-                let method = WireStr::new(take_short(&mut body, "request")?)?;
-                let metadata = Metadata::split_from_wire(&mut body)?;
-                Ok(Frame::Request(RequestFrame {
-                    id,
-                    flags,
-                    budget_micros,
-                    service,
-                    method,
-                    metadata,
-                    payload: body,
-                }))
-            }
-            kind::RESPONSE => {
-                if body.is_empty() {
-                    return Err(truncated("response"));
-                }
-                let status = body.get_u8();
-                Ok(Frame::Response(ResponseFrame {
-                    id,
-                    status,
-                    payload: body,
-                }))
-            }
-            kind::CANCEL => Ok(Frame::Cancel { id }),
-            kind::STREAM_ITEM => Ok(Frame::StreamItem { id, payload: body }),
-            kind::STREAM_END => {
-                if body.is_empty() {
-                    return Err(truncated("stream-end"));
-                }
-                let status = body.get_u8();
-                Ok(Frame::StreamEnd {
-                    id,
-                    status,
-                    message: String::from_utf8_lossy(&body).into_owned(),
-                })
-            }
-            kind::WINDOW_UPDATE => {
-                if body.len() < 4 {
-                    return Err(truncated("window-update"));
-                }
-                Ok(Frame::WindowUpdate {
-                    id,
-                    increment: body.get_u32(),
-                })
-            }
-            kind::STOP_SENDING => Ok(Frame::StopSending { id }),
-            kind::PING | kind::PONG => {
-                if body.len() < 8 {
-                    return Err(truncated("ping"));
-                }
-                let data = body.get_u64();
-                Ok(if kind == kind::PING {
-                    Frame::Ping { data }
-                } else {
-                    Frame::Pong { data }
-                })
-            }
-            kind::GO_AWAY => {
-                if body.is_empty() {
-                    return Err(truncated("go-away"));
-                }
-                let code = body.get_u8();
-                Ok(Frame::GoAway {
-                    code,
-                    last_id: id,
-                    message: String::from_utf8_lossy(&body).into_owned(),
-                })
-            }
-            other => Err(RpcError::Protocol(format!(
-                "unknown message kind 0x{other:02x}"
-            ))),
-        }
-    }
-}
-
-/// Takes a `u8`-length-prefixed byte string off the front of `body`.
-fn take_short(body: &mut Bytes, what: &str) -> Result<Bytes, RpcError> {
-    if body.is_empty() {
-        return Err(truncated(what));
-    }
-    let len = body.get_u8() as usize;
-    if body.len() < len {
-        return Err(truncated(what));
-    }
-    Ok(body.split_to(len))
-}
-
-/// Appends one frame to `buf`: length prefix, header, the kind-specific fields written by
-/// `fields`, and the payload written by `payload`. If `payload` fails, panics, or the
-/// frame exceeds `max_frame_size`, `buf` is left exactly as it was.
-pub(crate) fn write_frame<F, P>(
-    buf: &mut BytesMut,
-    max_frame_size: usize,
-    kind: u8,
-    flags: u8,
-    id: u64,
-    fields: F,
-    payload: P,
-) -> Result<(), RpcError>
-where
-    F: FnOnce(&mut BytesMut),
-    P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
-{
-    let guard = Rollback::new(buf);
-    let start = guard.start;
-    let buf = &mut *guard.buf;
-    buf.put_u32(0);
-    buf.put_u8(kind);
-    buf.put_u8(flags);
-    buf.put_u64(id);
-    fields(buf);
-    payload(buf)?;
-    let size = buf.len() - start - LENGTH_PREFIX_LEN;
-    if size > max_frame_size {
-        return Err(RpcError::FrameTooLarge {
-            size,
-            limit: max_frame_size,
-        });
-    }
-    buf[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&(size as u32).to_be_bytes());
-    guard.commit();
-    Ok(())
-}
-
-/// Truncates a buffer back to where a frame began unless the frame is committed, so an
-/// error or a panic half-way through encoding never leaves a partial frame behind.
-struct Rollback<'a> {
-    buf: &'a mut BytesMut,
-    start: usize,
-    committed: bool,
-}
-
-impl<'a> Rollback<'a> {
-    fn new(buf: &'a mut BytesMut) -> Self {
-        let start = buf.len();
-        Rollback {
-            buf,
-            start,
-            committed: false,
-        }
-    }
-
-    fn commit(mut self) {
-        self.committed = true;
-    }
-}
-
-impl Drop for Rollback<'_> {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.buf.truncate(self.start);
-        }
-    }
-}
-
-/// Writes a `u8`-length-prefixed string. Callers guarantee `s.len() <= 255`.
-pub(crate) fn put_short_str(buf: &mut BytesMut, s: &str) {
-    debug_assert!(s.len() <= u8::MAX as usize);
-    buf.put_u8(s.len() as u8);
-    buf.put_slice(s.as_bytes());
-}
-
-/// `message`, cut at a character boundary so that an error frame carrying it fits in
-/// `max_frame_size` (the header, a status byte, then the message).
-pub(crate) fn fit_message(message: &str, max_frame_size: usize) -> &str {
-    let room = max_frame_size.saturating_sub(HEADER_LEN + 1);
-    if message.len() <= room {
-        return message;
-    }
-    let mut end = room;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,115 +437,6 @@ mod tests {
         assert_eq!(Settings::decode(&server.encode()[2..]).unwrap(), server);
         for codec in [PayloadCodec::Bincode, PayloadCodec::Json] {
             assert_eq!(PayloadCodec::from_id(codec.id()), Some(codec));
-        }
-    }
-
-    #[test]
-    fn request_frame_round_trips() {
-        let mut buf = BytesMut::new();
-        let mut md = Metadata::new();
-        md.insert("token", b"abc").unwrap();
-        write_frame(
-            &mut buf,
-            1024,
-            kind::REQUEST,
-            flags::IDEMPOTENT,
-            7,
-            |b| {
-                b.put_u64(1500);
-                put_short_str(b, "Calc");
-                put_short_str(b, "add");
-                md.write_to(b);
-            },
-            |b| {
-                b.put_slice(b"args");
-                Ok(())
-            },
-        )
-        .unwrap();
-        let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-        assert_eq!(len, buf.len() - 4);
-        let Frame::Request(req) = Frame::decode(buf.freeze().slice(4..)).unwrap() else {
-            panic!("not a request")
-        };
-        assert_eq!(req.id, 7);
-        assert_eq!(req.flags, flags::IDEMPOTENT);
-        assert_eq!(req.budget_micros, 1500);
-        assert_eq!(req.service.as_str(), "Calc");
-        assert_eq!(req.method.as_str(), "add");
-        assert_eq!(req.metadata.get("token"), Some(&b"abc"[..]));
-        assert_eq!(&req.payload[..], b"args");
-    }
-
-    #[test]
-    fn oversized_or_failed_frames_leave_the_buffer_untouched() {
-        let mut buf = BytesMut::from(&b"keep"[..]);
-        let err = write_frame(
-            &mut buf,
-            16,
-            kind::RESPONSE,
-            0,
-            1,
-            |b| b.put_u8(status::OK),
-            |b| {
-                b.put_slice(&[0u8; 64]);
-                Ok(())
-            },
-        )
-        .unwrap_err();
-        assert!(matches!(err, RpcError::FrameTooLarge { limit: 16, .. }));
-        assert_eq!(&buf[..], b"keep");
-        let err = write_frame(
-            &mut buf,
-            1024,
-            kind::RESPONSE,
-            0,
-            1,
-            |b| b.put_u8(status::OK),
-            |_| Err(RpcError::Encode("nope".into())),
-        )
-        .unwrap_err();
-        assert!(matches!(err, RpcError::Encode(_)));
-        assert_eq!(&buf[..], b"keep");
-    }
-
-    #[test]
-    fn malformed_frames_are_protocol_errors() {
-        for body in [
-            &b""[..],
-            &[kind::REQUEST, 0, 0, 0, 0, 0, 0, 0, 0, 1][..],
-            &[
-                kind::REQUEST,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                1,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                9,
-                b'x',
-            ][..],
-            &[kind::RESPONSE, 0, 0, 0, 0, 0, 0, 0, 0, 1][..],
-            &[0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 1][..],
-        ] {
-            assert!(
-                matches!(
-                    Frame::decode(Bytes::copy_from_slice(body)),
-                    Err(RpcError::Protocol(_))
-                ),
-                "{body:?}"
-            );
         }
     }
 }

@@ -1,0 +1,166 @@
+//! Method ids of a version 5 connection (`docs/PROTOCOL.md`, section 22): the first
+//! request of a method carries its names and binds an id to them, later requests carry
+//! only the id. The client side decides ([`MethodIds`], inside the outbox's lock, so the
+//! binding request is always written before the first request that uses it); the server
+//! side remembers ([`BoundMethods`]).
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use crate::error::RpcError;
+use crate::protocol::{Binding, Naming, RequestFrame, WireStr, MAX_METHOD_IDS};
+use crate::util::IdHasher;
+
+type Fast = BuildHasherDefault<IdHasher>;
+
+/// The ids a client bound on one connection, by service and method name.
+#[derive(Default)]
+pub(crate) struct MethodIds {
+    by_service: HashMap<Box<str>, HashMap<Box<str>, u32, Fast>, Fast>,
+    bound: u32,
+}
+
+impl MethodIds {
+    /// How the next request for `service`'s `method` names it: by its id if it has one,
+    /// else by its names, binding the next id while there are ids left.
+    pub(crate) fn naming<'a>(&self, service: &'a str, method: &'a str) -> Naming<'a> {
+        if let Some(&id) = self.by_service.get(service).and_then(|m| m.get(method)) {
+            return Naming::Use(id);
+        }
+        if self.bound < MAX_METHOD_IDS {
+            Naming::Define(self.bound + 1, service, method)
+        } else {
+            Naming::Inline(service, method)
+        }
+    }
+
+    /// A request named this way was queued: a binding takes effect.
+    pub(crate) fn queued(&mut self, naming: Naming<'_>) {
+        if let Naming::Define(id, service, method) = naming {
+            self.by_service
+                .entry(service.into())
+                .or_default()
+                .insert(method.into(), id);
+            self.bound = id;
+        }
+    }
+}
+
+/// The names a client bound to method ids on one connection (server side).
+#[derive(Default)]
+pub(crate) struct BoundMethods {
+    /// Index `id - 1`; names copied out of their frame.
+    names: Vec<Option<(WireStr, WireStr)>>,
+}
+
+impl BoundMethods {
+    /// Applies a request's binding: remembers the names it binds, or fills in the names
+    /// of the id it uses. An id bound twice, or used before it is bound, is a protocol
+    /// error.
+    pub(crate) fn resolve(&mut self, request: &mut RequestFrame) -> Result<(), RpcError> {
+        match request.binding {
+            Binding::Inline => Ok(()),
+            Binding::Define(id) => {
+                debug_assert!((1..=MAX_METHOD_IDS).contains(&id), "checked by the decoder");
+                let index = id as usize - 1;
+                if self.names.len() <= index {
+                    self.names.resize(index + 1, None);
+                }
+                let slot = &mut self.names[index];
+                if slot.is_some() {
+                    return Err(RpcError::Protocol(format!(
+                        "method id {id} is already bound"
+                    )));
+                }
+                *slot = Some((request.service.detached(), request.method.detached()));
+                Ok(())
+            }
+            Binding::Use(id) => {
+                let bound = self.names.get(id as usize - 1).and_then(Option::as_ref);
+                let Some((service, method)) = bound else {
+                    return Err(RpcError::Protocol(format!(
+                        "method id {id} was never bound"
+                    )));
+                };
+                request.service = service.clone();
+                request.method = method.clone();
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_request_binds_and_later_ones_use_the_id() {
+        let mut ids = MethodIds::default();
+        let first = ids.naming("Calculator", "add");
+        assert!(matches!(first, Naming::Define(1, "Calculator", "add")));
+        // Not queued (refused locally): nothing is bound.
+        assert!(matches!(
+            ids.naming("Calculator", "add"),
+            Naming::Define(1, ..)
+        ));
+        ids.queued(first);
+        assert!(matches!(ids.naming("Calculator", "add"), Naming::Use(1)));
+        let other = ids.naming("Calculator", "div");
+        assert!(matches!(other, Naming::Define(2, ..)));
+        ids.queued(other);
+        assert!(matches!(ids.naming("Other", "add"), Naming::Define(3, ..)));
+    }
+
+    #[test]
+    fn past_the_limit_methods_are_named_inline() {
+        let mut ids = MethodIds::default();
+        for n in 0..MAX_METHOD_IDS {
+            let name = n.to_string();
+            let naming = ids.naming("S", &name);
+            assert!(matches!(naming, Naming::Define(id, ..) if id == n + 1));
+            ids.queued(naming);
+        }
+        assert!(matches!(ids.naming("S", "new"), Naming::Inline("S", "new")));
+        assert!(matches!(ids.naming("S", "7"), Naming::Use(8)));
+    }
+
+    fn request(binding: Binding, service: &'static str, method: &'static str) -> RequestFrame {
+        RequestFrame {
+            id: 1,
+            flags: 0,
+            budget_micros: 0,
+            service: WireStr::from_static(service),
+            method: WireStr::from_static(method),
+            binding,
+            metadata: crate::Metadata::new(),
+            payload: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn the_server_fills_in_bound_names_and_refuses_unknown_or_rebound_ids() {
+        let mut bound = BoundMethods::default();
+        bound
+            .resolve(&mut request(Binding::Define(2), "Calculator", "add"))
+            .unwrap();
+        let mut using = request(Binding::Use(2), "", "");
+        bound.resolve(&mut using).unwrap();
+        assert_eq!(
+            (using.service.as_str(), using.method.as_str()),
+            ("Calculator", "add")
+        );
+        assert!(bound
+            .resolve(&mut request(Binding::Use(1), "", ""))
+            .is_err());
+        assert!(bound
+            .resolve(&mut request(Binding::Use(3), "", ""))
+            .is_err());
+        assert!(bound
+            .resolve(&mut request(Binding::Define(2), "Other", "x"))
+            .is_err());
+        let mut inline = request(Binding::Inline, "S", "m");
+        bound.resolve(&mut inline).unwrap();
+        assert_eq!(inline.service.as_str(), "S");
+    }
+}
