@@ -182,6 +182,13 @@ pub enum RpcError {
     /// Deserializing the response (or a stream item) failed on this side.
     #[error("decode failed: {0}")]
     Decode(String),
+    /// A compressed payload from the peer could not be decompressed: malformed, or it
+    /// announced more than this side's frame limit (a decompression bomb).
+    #[error("decompression failed: {reason}")]
+    Decompress {
+        /// What was wrong with it.
+        reason: String,
+    },
     /// The server refused the call: the caller's credentials are missing or invalid.
     #[error("unauthenticated: {message}")]
     Unauthenticated {
@@ -263,6 +270,7 @@ impl RpcError {
             RpcError::ResponseTooLarge { .. }
             | RpcError::ResponseEncodeFailed { .. }
             | RpcError::Decode(_)
+            | RpcError::Decompress { .. }
             | RpcError::Internal { .. } => CallOutcome::Completed,
         }
     }

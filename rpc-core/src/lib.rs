@@ -49,6 +49,7 @@
 mod byte_buf;
 pub mod client;
 pub mod codec;
+pub mod compression;
 pub mod context;
 pub mod error;
 mod frame_io;
@@ -69,6 +70,7 @@ pub use client::{
     CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, ConnectionFuture,
     EncodeArgs, Method, OutgoingCall, RoutingKey,
 };
+pub use compression::Compression;
 pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
 pub use error::{CallError, CallOutcome, RpcError};
 pub use keepalive::Keepalive;

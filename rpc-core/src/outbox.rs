@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use crate::compression::Compressor;
 use crate::context::Metadata;
 use crate::error::RpcError;
 use crate::method_ids::MethodIds;
@@ -36,6 +37,8 @@ pub(crate) struct Outbox {
     max_frame_size: usize,
     /// How the connection's frames are laid out.
     layout: FrameLayout,
+    /// How this side compresses payloads, if it does.
+    compressor: Option<Compressor>,
     /// Bytes queued and not yet written to the socket.
     unwritten: AtomicUsize,
     /// At or above this many unwritten bytes, [`Outbox::writable`] waits.
@@ -54,8 +57,14 @@ struct State {
 
 impl Outbox {
     /// An outbox for a peer that accepts frames of up to `max_frame_size` bytes laid out
-    /// as `layout`, whose waiting senders wait at `high_water` unwritten bytes.
-    pub(crate) fn new(max_frame_size: usize, layout: FrameLayout, high_water: usize) -> Self {
+    /// as `layout`, whose waiting senders wait at `high_water` unwritten bytes; payloads
+    /// are compressed with `compressor`, if any.
+    pub(crate) fn new(
+        max_frame_size: usize,
+        layout: FrameLayout,
+        compressor: Option<Compressor>,
+        high_water: usize,
+    ) -> Self {
         Outbox {
             state: Mutex::new(State {
                 // Allocated on first use, so idle connections hold no write buffer.
@@ -66,6 +75,7 @@ impl Outbox {
             writer: AtomicWaker::new(),
             max_frame_size,
             layout,
+            compressor,
             unwritten: AtomicUsize::new(0),
             high_water: high_water.max(1),
             space: Notify::new(),
@@ -184,16 +194,9 @@ impl Outbox {
         let framing = protocol::Framing {
             layout: self.layout,
             max_frame_size: self.max_frame_size,
+            compressor: self.compressor,
         };
-        protocol::write_frame(
-            buf,
-            framing,
-            kind,
-            flags,
-            id,
-            fields,
-            payload,
-        )
+        protocol::write_frame(buf, framing, kind, flags, id, fields, payload)
     }
 
     /// Runs `write` on the buffer under the lock, counts what it appended and wakes the

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::compression::Compression;
 use crate::keepalive::Keepalive;
 use crate::protocol::{
     PayloadCodec, DEFAULT_MAX_FRAME_SIZE, INITIAL_STREAM_WINDOW, MIN_VERSION, VERSION,
@@ -19,6 +20,7 @@ pub struct ClientConfig {
     pub(crate) max_write_buffer: usize,
     pub(crate) protocol_version: u16,
     pub(crate) codec: PayloadCodec,
+    pub(crate) compression: Option<(Compression, usize)>,
 }
 
 impl Default for ClientConfig {
@@ -36,6 +38,7 @@ impl Default for ClientConfig {
             max_write_buffer: 4 * 1024 * 1024,
             protocol_version: VERSION,
             codec: PayloadCodec::Bincode,
+            compression: None,
         }
     }
 }
@@ -111,6 +114,15 @@ impl ClientConfig {
     /// connecting to an older one fails with `RpcError::CodecUnsupported`.
     pub fn codec(mut self, codec: PayloadCodec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// Compresses payloads of at least `threshold` bytes with `algorithm` (default: no
+    /// compression; 1 KiB is a good threshold), on version 5 connections to a peer that
+    /// can decompress it, and only when that makes them smaller. Receiving compressed
+    /// payloads needs no setting: every algorithm this build has is accepted.
+    pub fn compression(mut self, algorithm: Compression, threshold: usize) -> Self {
+        self.compression = Some((algorithm, threshold));
         self
     }
 }

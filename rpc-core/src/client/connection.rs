@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::handshake::negotiate;
 use super::task::run_connection;
 use super::ClientConfig;
+use crate::compression::{compressor, decompress};
 use crate::error::RpcError;
 use crate::frame_io::FrameIo;
 use crate::outbox::Outbox;
@@ -238,6 +239,11 @@ impl Connection {
             outbox: Outbox::new(
                 negotiated.server_max_frame,
                 FrameLayout::for_version(negotiated.version),
+                compressor(
+                    negotiated.version,
+                    config.compression,
+                    negotiated.server_settings.compressions,
+                ),
                 config.max_write_buffer,
             ),
             streams: StreamTable::new(flow),
@@ -562,7 +568,14 @@ impl Connection {
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(reply) => {
                 guard.finished = true;
-                reply
+                let mut response = reply?;
+                if response.compressed {
+                    // Here, on the caller's task, not on the connection's.
+                    let limit = shared.config.max_frame_size;
+                    response.payload = decompress(std::mem::take(&mut response.payload), limit)?;
+                    response.compressed = false;
+                }
+                Ok(response)
             }
             // The guard cancels the call on the server.
             Err(_) => Err(RpcError::DeadlineExceeded),

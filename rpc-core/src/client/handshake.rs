@@ -8,10 +8,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ClientConfig;
+use crate::compression::Compression;
 use crate::error::RpcError;
 use crate::protocol::{
     handshake_status, ClientHello, PayloadCodec, ServerHello, Settings, CODEC_VERSION,
-    HANDSHAKE_LEN, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION,
+    COMPACT_VERSION, HANDSHAKE_LEN, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION,
 };
 
 /// What the handshake settled.
@@ -100,6 +101,7 @@ where
             // Said only when it is not the default, so that the block stays as short as
             // version 3's for bincode connections.
             codec: (codec != PayloadCodec::Bincode).then_some(codec),
+            compressions: (version >= COMPACT_VERSION).then(Compression::supported),
         };
         writer.write_all(&ours.encode()).await.map_err(io_error)?;
     }

@@ -153,13 +153,17 @@ fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
                 .finish(id, || StreamEnd::Error(RpcError::Cancelled));
             Ok(())
         }
-        Frame::StreamItem { id, payload } => {
+        Frame::StreamItem {
+            id,
+            payload,
+            compressed,
+        } => {
             let inbound = match shared.calls().pending.get(&id) {
                 Some(Pending::Stream(inbound)) => Some(Arc::clone(inbound)),
                 _ => None,
             };
             match inbound {
-                Some(inbound) => inbound.push(payload),
+                Some(inbound) => inbound.push(payload, compressed),
                 // The stream was dropped (its CANCEL is on its way): discard.
                 None => Ok(()),
             }

@@ -3,7 +3,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{flags, kind, varint, COMPACT_VERSION, HEADER_LEN, LENGTH_PREFIX_LEN};
+use super::{flags, kind, status, varint, COMPACT_VERSION, HEADER_LEN, LENGTH_PREFIX_LEN};
+use crate::compression::Compressor;
 use crate::context::Metadata;
 use crate::error::RpcError;
 
@@ -125,6 +126,8 @@ pub enum Frame {
         id: u64,
         /// The bincode-encoded item.
         payload: Bytes,
+        /// Whether `payload` is compressed (version 5).
+        compressed: bool,
     },
     /// The client's stream of call `id` ended.
     StreamEnd {
@@ -199,6 +202,9 @@ pub struct ResponseFrame {
     pub status: u8,
     /// A bincode payload for `OK`/`APPLICATION_ERROR`, a UTF-8 message otherwise.
     pub payload: Bytes,
+    /// Whether `payload` is compressed (version 5, [`flags::COMPRESSED`]): the
+    /// reference client decompresses it before anyone else sees it.
+    pub compressed: bool,
 }
 
 /// A UTF-8 string that is a zero-copy slice of a received frame.
@@ -282,10 +288,15 @@ impl Frame {
                     id,
                     status,
                     payload: body,
+                    compressed: compressed(layout, flags),
                 }))
             }
             kind::CANCEL => Ok(Frame::Cancel { id }),
-            kind::STREAM_ITEM => Ok(Frame::StreamItem { id, payload: body }),
+            kind::STREAM_ITEM => Ok(Frame::StreamItem {
+                id,
+                payload: body,
+                compressed: compressed(layout, flags),
+            }),
             kind::STREAM_END => {
                 if body.is_empty() {
                     return Err(truncated("stream-end"));
@@ -334,6 +345,11 @@ impl Frame {
             ))),
         }
     }
+}
+
+/// Whether a frame's payload is compressed: the flag means it from version 5 on.
+fn compressed(layout: FrameLayout, flags: u8) -> bool {
+    layout == FrameLayout::Compact && flags & flags::COMPRESSED != 0
 }
 
 /// The fields of a `REQUEST` after its header.
@@ -406,14 +422,16 @@ fn take_short(body: &mut Bytes, what: &str) -> Result<Bytes, RpcError> {
     Ok(body.split_to(len))
 }
 
-/// How one side writes frames on a connection: the layout, and the largest frame the
-/// peer accepts.
+/// How one side writes frames on a connection: the layout, the largest frame the peer
+/// accepts, and how this side compresses payloads (version 5).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Framing {
     /// The connection's layout.
     pub(crate) layout: FrameLayout,
     /// The peer's maximum frame size (length prefix excluded).
     pub(crate) max_frame_size: usize,
+    /// Compresses the payloads of requests, stream items and value-carrying responses.
+    pub(crate) compressor: Option<Compressor>,
 }
 
 /// Appends one frame to `buf`: length prefix, header, the kind-specific fields written by
@@ -436,6 +454,7 @@ where
     let Framing {
         layout,
         max_frame_size,
+        compressor,
     } = framing;
     let guard = Rollback::new(buf);
     let start = guard.start;
@@ -450,6 +469,21 @@ where
     fields(buf);
     let payload_start = buf.len();
     payload(buf)?;
+    if let Some(compressor) = compressor {
+        // Values, not the messages of error statuses (a RESPONSE's status is the byte
+        // before its payload).
+        let carries_value = match kind {
+            kind::REQUEST | kind::STREAM_ITEM => true,
+            kind::RESPONSE => matches!(
+                buf[payload_start - 1],
+                status::OK | status::APPLICATION_ERROR
+            ),
+            _ => false,
+        };
+        if carries_value && compressor.compress_tail(buf, payload_start) {
+            buf[start + LENGTH_PREFIX_LEN + 1] |= flags::COMPRESSED;
+        }
+    }
     let payload_len = buf.len() - payload_start;
     let size = buf.len() - start - LENGTH_PREFIX_LEN;
     if size > max_frame_size {
@@ -580,6 +614,7 @@ mod tests {
             Framing {
                 layout,
                 max_frame_size: 1024,
+                compressor: None,
             },
             kind::REQUEST,
             flags::IDEMPOTENT | naming.flags(layout),
@@ -652,6 +687,7 @@ mod tests {
             Framing {
                 layout,
                 max_frame_size: 1024,
+                compressor: None,
             },
             kind::REQUEST,
             0,
@@ -702,6 +738,7 @@ mod tests {
             Framing {
                 layout: FrameLayout::Fixed,
                 max_frame_size: 16,
+                compressor: None,
             },
             kind::RESPONSE,
             0,
@@ -720,6 +757,7 @@ mod tests {
             Framing {
                 layout: FrameLayout::Compact,
                 max_frame_size: 1024,
+                compressor: None,
             },
             kind::RESPONSE,
             0,

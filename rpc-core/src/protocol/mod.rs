@@ -89,6 +89,10 @@ pub mod setting {
     /// `u8`, client to server (version 4): the [`super::PayloadCodec`] id of every
     /// payload on the connection, both ways. Absent: bincode.
     pub const CODEC: u8 = 0x03;
+    /// `u8`, either direction (version 5): the payload compression algorithms the sender
+    /// of the setting can decompress, one bit per [`crate::Compression`] (`1 << id`).
+    /// Absent: none.
+    pub const COMPRESSIONS: u8 = 0x04;
 }
 
 /// How the payloads of a connection (arguments, results, application errors, stream
@@ -135,6 +139,9 @@ pub mod flags {
     /// On a version 5 request: the service and method names follow the method id (which
     /// they bind, unless it is 0). Without it the request names its method by id only.
     pub const NAMED: u8 = 0x04;
+    /// On a version 5 `REQUEST`, `STREAM_ITEM`, or `RESPONSE` with status `OK` or
+    /// `APPLICATION_ERROR`: the payload is compressed (see [`crate::compression`]).
+    pub const COMPRESSED: u8 = 0x02;
 }
 
 /// Response status codes. `OK` and `APPLICATION_ERROR` carry a bincode payload; every other
@@ -274,6 +281,9 @@ pub struct Settings {
     pub accepted_codecs: Option<u8>,
     /// The client's payload codec ([`setting::CODEC`]; `None`: not sent, bincode).
     pub codec: Option<PayloadCodec>,
+    /// The compression algorithms this side can decompress
+    /// ([`setting::COMPRESSIONS`]; `None`: not sent, none).
+    pub compressions: Option<u8>,
 }
 
 impl Default for Settings {
@@ -282,6 +292,7 @@ impl Default for Settings {
             stream_window: INITIAL_STREAM_WINDOW,
             accepted_codecs: None,
             codec: None,
+            compressions: None,
         }
     }
 }
@@ -298,6 +309,9 @@ impl Settings {
         }
         if let Some(codec) = self.codec {
             entries.extend_from_slice(&[setting::CODEC, 1, codec.id()]);
+        }
+        if let Some(mask) = self.compressions {
+            entries.extend_from_slice(&[setting::COMPRESSIONS, 1, mask]);
         }
         let mut out = Vec::with_capacity(2 + entries.len());
         out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
@@ -338,6 +352,11 @@ impl Settings {
                 };
                 settings.codec =
                     Some(PayloadCodec::from_id(*codec).ok_or_else(|| bad("an unknown codec"))?);
+            } else if id == setting::COMPRESSIONS {
+                let [mask] = value else {
+                    return Err(bad("the compression mask is not 1 byte"));
+                };
+                settings.compressions = Some(*mask);
             }
             entries = &entries[2 + len..];
         }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::compression::Compression;
 use crate::keepalive::Keepalive;
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, INITIAL_STREAM_WINDOW};
 
@@ -25,6 +26,7 @@ pub struct ServerConfig {
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) stream_window: u32,
     pub(crate) shutdown_delay: Duration,
+    pub(crate) compression: Option<(Compression, usize)>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             )),
             stream_window: INITIAL_STREAM_WINDOW,
             shutdown_delay: Duration::ZERO,
+            compression: None,
         }
     }
 }
@@ -154,6 +157,15 @@ impl ServerConfig {
     /// probe health (a Kubernetes readiness probe on `/readyz`) to stop sending first.
     pub fn shutdown_delay(mut self, delay: Duration) -> Self {
         self.shutdown_delay = delay;
+        self
+    }
+
+    /// Compresses answers and stream items of at least `threshold` bytes with `algorithm` (default: no
+    /// compression; 1 KiB is a good threshold), on version 5 connections to a peer that
+    /// can decompress it, and only when that makes them smaller. Receiving compressed
+    /// payloads needs no setting: every algorithm this build has is accepted.
+    pub fn compression(mut self, algorithm: Compression, threshold: usize) -> Self {
+        self.compression = Some((algorithm, threshold));
         self
     }
 }

@@ -25,16 +25,18 @@ use tokio_util::task::TaskTracker;
 use super::foreign::SharedPort;
 use super::handshake;
 use super::observer::BatchEnds;
-use super::service::Router;
+use super::service::{ReplyTo, Router};
 use super::state::{ConnectionSlot, ConnectionState, Load};
 use super::ServerConfig;
+use crate::compression::{compressor, decompress};
 use crate::context::{ConnectionInfo, PeerAddr};
 use crate::frame_io::{FrameIo, ReadError};
 use crate::keepalive::{Due, KeepaliveTimer};
 use crate::method_ids::BoundMethods;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    go_away, kind, status, Frame, FrameLayout, PayloadCodec, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
+    flags, go_away, kind, status, Frame, FrameLayout, PayloadCodec, COMPACT_VERSION,
+    SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
 };
 use crate::stream::{Flow, StreamEnd, StreamTable};
 use crate::transport::{Established, Transport};
@@ -138,6 +140,11 @@ pub(crate) async fn serve_connection<T: Transport>(
         outbox: Outbox::new(
             opened.client_max_frame,
             FrameLayout::for_version(opened.version),
+            compressor(
+                opened.version,
+                config.compression,
+                opened.client_settings.compressions,
+            ),
             config.max_write_buffer,
         ),
         running: Mutex::new(HashMap::default()),
@@ -428,6 +435,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
                     return Err(End::Gone);
                 }
+                if request.flags & flags::COMPRESSED != 0 && self.state.version >= COMPACT_VERSION {
+                    let limit = self.config.max_frame_size;
+                    match decompress(std::mem::take(&mut request.payload), limit) {
+                        Ok(payload) => request.payload = payload,
+                        Err(e) => {
+                            // Refused like arguments that do not decode: the handler
+                            // never runs, the connection stays.
+                            self.last_id = self.last_id.max(request.id);
+                            ReplyTo::unregistered(Arc::clone(&self.state), request.id)
+                                .error(status::INVALID_ARGUMENTS, &e.to_string());
+                            return Ok(());
+                        }
+                    }
+                }
                 self.start(request, now, cx)
             }
             Ok(Frame::Cancel { id }) => {
@@ -438,10 +459,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 self.state.end_streams(id);
                 Ok(())
             }
-            Ok(Frame::StreamItem { id, payload }) => {
+            Ok(Frame::StreamItem {
+                id,
+                payload,
+                compressed,
+            }) => {
                 // Items for a stream nobody reads any more are dropped.
                 if let Some(inbound) = self.state.streams.inbound(id) {
-                    if let Err(e) = inbound.push(payload) {
+                    if let Err(e) = inbound.push(payload, compressed) {
                         self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
                         return Err(End::Gone);
                     }

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use super::connection::Signals;
 use super::foreign::{ForeignConnection, ForeignProtocol};
 use super::ServerConfig;
+use crate::compression::Compression;
 use crate::context::{PeerAddr, PeerIdentity};
 use crate::protocol::{
     handshake_status, ClientHello, PayloadCodec, ServerHello, Settings, CODEC_VERSION,
-    HANDSHAKE_LEN, MAGIC, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION, VERSION,
+    COMPACT_VERSION, HANDSHAKE_LEN, MAGIC, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION,
+    VERSION,
 };
 use crate::transport::{Established, Transport};
 
@@ -104,6 +106,7 @@ pub(super) async fn open<T: Transport>(
                 stream_window: config.stream_window,
                 accepted_codecs: (hello.version >= CODEC_VERSION).then_some(ACCEPTED_CODECS),
                 codec: None,
+                compressions: (hello.version >= COMPACT_VERSION).then(Compression::supported),
             };
             out.extend_from_slice(&ours.encode());
         }

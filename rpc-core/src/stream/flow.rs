@@ -61,7 +61,7 @@ impl Flow {
 /// What [`Inbound::poll_next`] yields.
 pub(super) enum Next {
     /// An item, and how many bytes to grant back to the sender now (0: none yet).
-    Item(Bytes, usize),
+    Item(Bytes, bool, usize),
     End(StreamEnd),
 }
 
@@ -74,7 +74,9 @@ pub(crate) struct Inbound {
 }
 
 struct InboundState {
-    items: VecDeque<Bytes>,
+    /// Each item as it arrived, and whether it is compressed (decompressed only when
+    /// consumed, so the window bounds what is held).
+    items: VecDeque<(Bytes, bool)>,
     /// Credit the sender used and has not had back.
     outstanding: usize,
     /// Credit of consumed items not yet granted back.
@@ -108,7 +110,7 @@ impl Inbound {
 
     /// Queues an item from the sender; an error means it went past its credit (or, from
     /// an older peer, filled the queue with framing).
-    pub(crate) fn push(&self, item: Bytes) -> Result<(), RpcError> {
+    pub(crate) fn push(&self, item: Bytes, compressed: bool) -> Result<(), RpcError> {
         let mut state = self.lock();
         if state.end.is_some() {
             return Ok(());
@@ -125,13 +127,19 @@ impl Inbound {
                 state.outstanding, state.queued
             )));
         }
-        state.items.push_back(item);
+        state.items.push_back((item, compressed));
         self.received.fetch_add(1, Ordering::Relaxed);
         if let Some(waker) = state.waker.take() {
             drop(state);
             waker.wake();
         }
         Ok(())
+    }
+
+    /// The largest item this side accepts (its own frame limit): what a compressed item
+    /// may decompress to.
+    pub(crate) fn max_item(&self) -> usize {
+        self.flow.max_item
     }
 
     /// Items received so far.
@@ -153,7 +161,7 @@ impl Inbound {
 
     pub(super) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut state = self.lock();
-        if let Some(item) = state.items.pop_front() {
+        if let Some((item, compressed)) = state.items.pop_front() {
             state.queued -= item.len() + STREAM_ITEM_OVERHEAD;
             state.unacked += self.flow.cost(item.len());
             let grant = if state.unacked >= self.flow.receive_window as usize / 2 {
@@ -164,7 +172,7 @@ impl Inbound {
             } else {
                 0
             };
-            return Poll::Ready(Next::Item(item, grant));
+            return Poll::Ready(Next::Item(item, compressed, grant));
         }
         if let Some(end) = state.end.take() {
             return Poll::Ready(Next::End(end));
@@ -288,20 +296,20 @@ mod tests {
         let window = INITIAL_STREAM_WINDOW as usize;
         let inbound = Inbound::new(flow);
         for _ in 0..window / 1024 {
-            inbound.push(item.clone()).unwrap();
+            inbound.push(item.clone(), false).unwrap();
         }
         // One more item fits (overshoot by one item), the next breaks flow control.
-        inbound.push(item.clone()).unwrap();
-        assert!(inbound.push(item.clone()).is_err());
+        inbound.push(item.clone(), false).unwrap();
+        assert!(inbound.push(item.clone(), false).is_err());
 
         let inbound = Inbound::new(flow);
         for _ in 0..window / 1024 {
-            inbound.push(item.clone()).unwrap();
+            inbound.push(item.clone(), false).unwrap();
         }
         let mut granted = 0;
         for _ in 0..window / 1024 {
             match inbound.poll_next(&mut cx) {
-                Poll::Ready(Next::Item(_, grant)) => granted += grant,
+                Poll::Ready(Next::Item(_, _, grant)) => granted += grant,
                 _ => panic!("an item is queued"),
             }
         }
@@ -334,14 +342,14 @@ mod tests {
         // A receiver takes no more than that, whatever the sender claims.
         let inbound = Inbound::new(current(1024));
         let accepted = (0..10 * per_window)
-            .take_while(|_| inbound.push(Bytes::new()).is_ok())
+            .take_while(|_| inbound.push(Bytes::new(), false).is_ok())
             .count();
         assert!(accepted <= per_window + 1024, "{accepted}");
 
         // An older peer counts payload only: the receiver still bounds its queue.
         let legacy = Inbound::new(Flow::legacy(1024));
         let accepted = (0..10_000_000)
-            .take_while(|_| legacy.push(Bytes::new()).is_ok())
+            .take_while(|_| legacy.push(Bytes::new(), false).is_ok())
             .count();
         let limit = (INITIAL_STREAM_WINDOW as usize + 1024) / STREAM_ITEM_OVERHEAD + 1;
         assert!(

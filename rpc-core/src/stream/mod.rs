@@ -252,7 +252,7 @@ impl Remote {
             }
         }
         match self.inbound.poll_next(cx) {
-            Poll::Ready(Next::Item(item, grant)) => {
+            Poll::Ready(Next::Item(item, compressed, grant)) => {
                 if grant > 0 {
                     let _ = self.peer.outbox().push_control(
                         kind::WINDOW_UPDATE,
@@ -260,7 +260,18 @@ impl Remote {
                         &(grant as u32).to_be_bytes(),
                     );
                 }
-                Poll::Ready(Some(Ok(item)))
+                if !compressed {
+                    return Poll::Ready(Some(Ok(item)));
+                }
+                match crate::compression::decompress(item, self.inbound.max_item()) {
+                    Ok(item) => Poll::Ready(Some(Ok(item))),
+                    Err(error) => {
+                        // The peer broke the protocol: the stream ends here.
+                        self.ended = true;
+                        self.peer.receiver_dropped(self.id);
+                        Poll::Ready(Some(Err(error)))
+                    }
+                }
             }
             Poll::Ready(Next::End(end)) => {
                 self.ended = true;
