@@ -127,3 +127,90 @@ async fn the_worked_examples_are_what_a_server_sends_and_accepts() {
     assert_eq!(read_exact(&mut future, 12).await, hex(refusal));
     server.shutdown().await;
 }
+
+/// Reads one frame (length prefix included) as written.
+async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let mut frame = read_exact(stream, 4).await;
+    let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+    frame.extend(read_exact(stream, len).await);
+    frame
+}
+
+/// Sends `request` and checks that the answer is `answer`; both must be in the document.
+async fn exchange(stream: &mut TcpStream, request: &str, answer: &str) {
+    documented(request);
+    documented(answer);
+    stream.write_all(&hex(request)).await.unwrap();
+    assert_eq!(
+        read_frame(stream).await,
+        hex(answer),
+        "the answer to {request}"
+    );
+}
+
+#[tokio::test]
+async fn the_version_5_examples_are_what_a_server_sends_and_accepts() {
+    let server = rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
+        .await
+        .unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+
+    // Section 22: hellos and settings.
+    let hello = "52 52 50 43 00 05 00 00 01 00 00 00";
+    let server_settings = "00 0c 01 04 00 04 00 00 02 01 03 04 01 02";
+    let client_settings = "00 09 01 04 00 04 00 00 04 01 02";
+    for example in [hello, server_settings, client_settings] {
+        documented(example);
+    }
+    stream.write_all(&hex(hello)).await.unwrap();
+    assert_eq!(read_exact(&mut stream, 12).await, hex(hello));
+    assert_eq!(read_exact(&mut stream, 14).await, hex(server_settings));
+    stream.write_all(&hex(client_settings)).await.unwrap();
+
+    let three = "00 00 00 05 02 00 01 00 06";
+    // add(1, 2): call id 1, budget 1,000 ms, binds method id 1 to Calculator.add.
+    exchange(
+        &mut stream,
+        "00 00 00 18 01 04 01 a1 1f 01 0a 43 61 6c 63 75 6c 61 74 6f 72 03 61 64 64 00 02 04",
+        three,
+    )
+    .await;
+    // The same call again: call id 1 (answered, so free), method id 1.
+    exchange(&mut stream, "00 00 00 09 01 00 01 a1 1f 01 00 02 04", three).await;
+    // div(1, 0): call id 2, binds method id 2 to Calculator.div.
+    exchange(
+        &mut stream,
+        "00 00 00 18 01 04 02 a1 1f 02 0a 43 61 6c 63 75 6c 61 74 6f 72 03 64 69 76 00 02 00",
+        "00 00 00 15 02 00 02 01 10 64 69 76 69 73 69 6f 6e 20 62 79 20 7a 65 72 6f",
+    )
+    .await;
+    // add(1, 2) with metadata token = "abc", call id 3.
+    exchange(
+        &mut stream,
+        "00 00 00 14 01 00 03 a1 1f 01 01 05 74 6f 6b 65 6e 00 03 61 62 63 02 04",
+        "00 00 00 05 02 00 03 00 06",
+    )
+    .await;
+    // Section 23: add(1, 2) with its arguments compressed (lz4), call id 4.
+    exchange(
+        &mut stream,
+        "00 00 00 0c 01 02 04 a1 1f 01 00 01 02 20 02 04",
+        "00 00 00 05 02 00 04 00 06",
+    )
+    .await;
+    // A PING and its PONG.
+    exchange(
+        &mut stream,
+        "00 00 00 0b 05 00 00 00 00 00 00 00 00 00 01",
+        "00 00 00 0b 06 00 00 00 00 00 00 00 00 00 01",
+    )
+    .await;
+    // A method id that was never bound: GO_AWAY PROTOCOL_ERROR, last id 4, and close.
+    exchange(
+        &mut stream,
+        "00 00 00 08 01 00 05 a1 1f 09 00 00",
+        "00 00 00 2f 04 00 04 01 70 72 6f 74 6f 63 6f 6c 20 65 72 72 6f 72 3a 20 6d 65 74 68 6f 64 20 69 64 20 39 20 77 61 73 20 6e 65 76 65 72 20 62 6f 75 6e 64",
+    )
+    .await;
+    server.shutdown().await;
+}

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::{handshake_status, Frame, ServerHello, HANDSHAKE_LEN, VERSION};
+use rpc_core::protocol::{
+    handshake_status, Frame, FrameLayout, ServerHello, COMPACT_VERSION, HANDSHAKE_LEN,
+};
 use rpc_core::{ByteBuf, ClientConfig, Listener};
 use rpc_fuzz::{
     decode_returns, runtime, split_frames, touch, FuzzedClient, Inner, Record, Shape, MAX_FRAME,
@@ -33,10 +35,18 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    runtime().block_on(against_scripted_server(data));
+    // The same script against a client of the fixed layout and one of the compact one.
+    for version in [COMPACT_VERSION - 1, COMPACT_VERSION] {
+        for body in split_frames(data, MAX_FRAME).0 {
+            if let Ok(frame) = Frame::decode_with(body, FrameLayout::for_version(version)) {
+                touch(&frame);
+            }
+        }
+        runtime().block_on(against_scripted_server(data, version));
+    }
 });
 
-async fn against_scripted_server(script: &[u8]) {
+async fn against_scripted_server(script: &[u8], version: u16) {
     let (mut listener, connector) = rpc_core::memory::listener();
     let server = async move {
         let (stream, _) = listener.accept().await.expect("a connection");
@@ -45,7 +55,7 @@ async fn against_scripted_server(script: &[u8]) {
         let mut hello = [0u8; HANDSHAKE_LEN];
         reader.read_exact(&mut hello).await.expect("a client hello");
         let reply = ServerHello {
-            version: VERSION,
+            version,
             status: handshake_status::ACCEPTED,
             max_frame_size: MAX_FRAME as u32,
         };
@@ -69,7 +79,7 @@ async fn against_scripted_server(script: &[u8]) {
                 .expect("a request")
                 .expect("a well-formed request");
             assert!(matches!(
-                Frame::decode(body.freeze()),
+                Frame::decode_with(body.freeze(), FrameLayout::for_version(version)),
                 Ok(Frame::Request(_))
             ));
         }
@@ -81,7 +91,11 @@ async fn against_scripted_server(script: &[u8]) {
     };
     let client = async move {
         let conn = connector
-            .connect_with_config(ClientConfig::default().max_frame_size(MAX_FRAME))
+            .connect_with_config(
+                ClientConfig::default()
+                    .max_frame_size(MAX_FRAME)
+                    .max_protocol_version(version),
+            )
             .await
             .expect("handshake with the scripted server");
         let client = FuzzedClient::new(conn);

@@ -1,29 +1,43 @@
-//! Server-side message decoding: arbitrary bytes as one frame body, through
-//! `Frame::decode` and argument decoding (`codec::decode` of the argument tuples of a
+//! Server-side message decoding: arbitrary bytes as one frame body of a version 5
+//! connection, through `Frame::decode_with` (compact layout), decompression of a
+//! payload flagged compressed, and argument decoding (`codec::decode` of the argument tuples of a
 //! generated service: integers, strings, byte strings, nested structs, maps, enums), and
 //! then through a real server (in-memory transport) hosting that service.
 //!
 //! The server must answer every request, and its answer must agree with decoding the
 //! same payload here: OK for arguments that decode, INVALID_ARGUMENTS for those that do
-//! not, UNKNOWN_SERVICE / UNKNOWN_METHOD for bad names; a body that is not a frame gets
-//! GO_AWAY PROTOCOL_ERROR. Afterwards the server still serves a normal client.
+//! not (or do not decompress), UNKNOWN_SERVICE / UNKNOWN_METHOD for bad names; a body
+//! that is not a frame, or that uses a method id never bound, gets GO_AWAY
+//! PROTOCOL_ERROR. Afterwards the server still serves a normal client.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::{go_away, status, Frame};
-use rpc_fuzz::{assert_server_serves, call_raw, decode_args, runtime, touch, METHODS};
+use rpc_core::compression::decompress;
+use rpc_core::protocol::{flags, go_away, status, Binding, Frame, FrameLayout};
+use rpc_fuzz::{assert_server_serves, call_raw, decode_args, runtime, touch, MAX_FRAME, METHODS};
 
 fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
-    let expected: Option<(u64, u8)> = match Frame::decode(body) {
-        Ok(Frame::Request(request)) => {
+    let expected: Option<(u64, u8)> = match Frame::decode_with(body, FrameLayout::Compact) {
+        // A fresh connection has no method ids bound: a protocol error.
+        Ok(Frame::Request(request)) if matches!(request.binding, Binding::Use(_)) => None,
+        Ok(Frame::Request(mut request)) => {
+            let mut undecompressable = false;
+            if request.flags & flags::COMPRESSED != 0 {
+                match decompress(request.payload.clone(), MAX_FRAME) {
+                    Ok(payload) => request.payload = payload,
+                    Err(_) => undecompressable = true,
+                }
+            }
             touch(&Frame::Request(request.clone()));
             // Every argument tuple on this payload (and their ByteBuf/Vec<u8> agreement).
             for method in METHODS {
                 decode_args(method, &request.payload);
             }
-            let status = if request.service.as_str() != "Fuzzed" {
+            let status = if undecompressable {
+                status::INVALID_ARGUMENTS
+            } else if request.service.as_str() != "Fuzzed" {
                 status::UNKNOWN_SERVICE
             } else {
                 match decode_args(request.method.as_str(), &request.payload) {

@@ -364,7 +364,8 @@ pub fn parse_server_output(out: &[u8]) -> ServerOutput {
         assert!(rest.len() >= 4, "truncated length prefix");
         let len = rest.get_u32() as usize;
         assert!(len <= MAX_FRAME && len <= rest.len(), "truncated frame");
-        let frame = Frame::decode(Bytes::copy_from_slice(&rest[..len]))
+        let layout = protocol::FrameLayout::for_version(hello.version);
+        let frame = Frame::decode_with(Bytes::copy_from_slice(&rest[..len]), layout)
             .expect("the server only writes well-formed frames");
         assert!(
             server_may_send(&frame, hello.version),
@@ -403,8 +404,9 @@ pub async fn raw_connection() -> tokio::io::DuplexStream {
         .expect("the memory listener is alive")
 }
 
-/// What this harness's client sends before its frames: its hello and, as this is
-/// version 3, its settings block (sent at once: the server reads it after its reply).
+/// What this harness's client sends before its frames: its hello (the newest version,
+/// so compact frames) and its settings block (sent at once: the server reads it after
+/// its reply).
 pub fn client_hello() -> Vec<u8> {
     let mut out = ClientHello {
         version: VERSION,
@@ -420,7 +422,7 @@ pub fn client_hello() -> Vec<u8> {
 /// section 21).
 pub fn json_client_hello() -> Vec<u8> {
     let mut out = ClientHello {
-        version: VERSION,
+        version: protocol::CODEC_VERSION,
         max_frame_size: MAX_FRAME as u32,
     }
     .encode()
@@ -485,7 +487,9 @@ pub async fn call_raw_after(hello: Vec<u8>, body: &[u8], id: u64) -> (ServerHell
         assert!(len <= MAX_FRAME, "a frame over the client's limit");
         let mut body = vec![0u8; len];
         stream.read_exact(&mut body).await.expect("a whole frame");
-        let frame = Frame::decode(body.into()).expect("the server only writes well-formed frames");
+        let layout = protocol::FrameLayout::for_version(hello.version);
+        let frame = Frame::decode_with(body.into(), layout)
+            .expect("the server only writes well-formed frames");
         match &frame {
             Frame::Response(r) if r.id == id => (hello, frame),
             Frame::GoAway { .. } => (hello, frame),

@@ -143,10 +143,11 @@ pub(crate) fn compressor(
     Compressor::negotiate(Some(algorithm), threshold, peer_accepts.unwrap_or(0))
 }
 
-/// A compressed payload's original bytes. `limit` is the largest size this side accepts
-/// (its own frame limit): a payload announcing more is refused before anything is
-/// allocated.
-pub(crate) fn decompress(mut payload: Bytes, limit: usize) -> Result<Bytes, RpcError> {
+/// A compressed payload's original bytes (the payload of a frame flagged
+/// [`crate::protocol::flags::COMPRESSED`]). `limit` is the largest size this side
+/// accepts (its own frame limit): a payload announcing more is refused before anything
+/// is allocated.
+pub fn decompress(mut payload: Bytes, limit: usize) -> Result<Bytes, RpcError> {
     let bad = |reason: String| RpcError::Decompress { reason };
     if payload.is_empty() {
         return Err(bad("a compressed payload without its algorithm".into()));
