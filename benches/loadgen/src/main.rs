@@ -3,6 +3,7 @@
 //! ```text
 //! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc
 //!                [--concurrency 64] [--connections 1] [--duration 3] [--warmup 1] [--payload 8]
+//!                [--content fill|json|noise]     (LOADGEN_COMPRESS=lz4: both sides compress)
 //! loadgen serve  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc [--addr 127.0.0.1:0]
 //! loadgen overhead [--rounds 5] [--duration 3] [--concurrency 64]
 //! loadgen allocs [--calls 20000] [--mode rpc|rpc-seam|rpc-metrics|rpc-observed]
@@ -14,7 +15,8 @@
 //!
 //! `bench` starts the server as a separate process (`serve`), drives it from this process
 //! and prints calls/s, MiB/s, latency percentiles, and the CPU time and peak RSS of both
-//! processes; its last line is a machine-readable `RESULT ...`. `matrix` runs every point
+//! processes, and the loopback bytes per call (both directions, IP and TCP headers
+//! included); its last line is a machine-readable `RESULT ...`. `matrix` runs every point
 //! of `benches/README.md` for `raw`, `raw-batched` and `rpc` (and `tarpc` when built with
 //! `--features tarpc`), then `allocs`, `idle` and `interleave` (small-call latency during
 //! a 100 MiB stream transfer, see `interleave.rs`), and prints Markdown tables of ratios
@@ -248,6 +250,11 @@ async fn bench(flags: &Flags) -> Result<()> {
     let duration = Duration::from_secs_f64(flags.get("duration", 3.0)?);
     let warmup = Duration::from_secs_f64(flags.get("warmup", 1.0)?);
     let payload: usize = flags.get("payload", 8)?;
+    let content = rpc::Content::parse(&flags.str("content", "fill"))?;
+    anyhow::ensure!(
+        content == rpc::Content::Fill || mode.starts_with("rpc"),
+        "--content is for the rpc modes"
+    );
     anyhow::ensure!(
         concurrency >= connections && connections > 0,
         "need concurrency >= connections >= 1"
@@ -262,6 +269,7 @@ async fn bench(flags: &Flags) -> Result<()> {
                 connections,
                 concurrency,
                 payload,
+                content,
                 rpc::Layers::of_mode(&mode).expect("an rpc mode"),
                 Arc::clone(&phase),
             )
@@ -311,6 +319,7 @@ async fn bench(flags: &Flags) -> Result<()> {
         procstat::own_cpu_micros(),
         procstat::cpu_micros(server.pid()),
     );
+    let loopback_0 = procstat::loopback_bytes();
     let started = Instant::now();
     phase.store(Phase::Measure as u8, Ordering::SeqCst);
     tokio::time::sleep(duration).await;
@@ -320,6 +329,7 @@ async fn bench(flags: &Flags) -> Result<()> {
         procstat::own_cpu_micros(),
         procstat::cpu_micros(server.pid()),
     );
+    let loopback = procstat::loopback_bytes().saturating_sub(loopback_0);
     let server_rss = procstat::status_kib(server.pid(), "VmHWM:");
     let client_rss = procstat::status_kib(std::process::id(), "VmHWM:");
 
@@ -344,7 +354,9 @@ async fn bench(flags: &Flags) -> Result<()> {
     println!(
         "{mode}: {concurrency} in flight on {connections} connection(s), payload {payload} B, {secs:.1} s"
     );
-    println!("  calls/s {calls_per_s:.0}   MiB/s {mib_per_s:.1}");
+    // Both directions of every call, framing and IP/TCP headers included.
+    let wire_per_call = loopback as f64 / total.calls.max(1) as f64;
+    println!("  calls/s {calls_per_s:.0}   MiB/s {mib_per_s:.1}   wire {wire_per_call:.0} B/call");
     println!(
         "  latency µs: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
         us(0.5),
@@ -358,7 +370,7 @@ async fn bench(flags: &Flags) -> Result<()> {
         server_cpu / 1e6,
     );
     println!(
-        "RESULT calls_per_s={calls_per_s:.1} mib_per_s={mib_per_s:.3} p50_us={:.2} p99_us={:.2} p999_us={:.2} max_us={:.2} cpu_us_per_call={cpu_per_call:.3} client_cpu_s={:.3} server_cpu_s={:.3} client_rss_kib={client_rss} server_rss_kib={server_rss}",
+        "RESULT calls_per_s={calls_per_s:.1} mib_per_s={mib_per_s:.3} p50_us={:.2} p99_us={:.2} p999_us={:.2} max_us={:.2} cpu_us_per_call={cpu_per_call:.3} wire_bytes_per_call={wire_per_call:.1} client_cpu_s={:.3} server_cpu_s={:.3} client_rss_kib={client_rss} server_rss_kib={server_rss}",
         us(0.5),
         us(0.99),
         us(0.999),

@@ -30,6 +30,19 @@ pub fn own_cpu_micros() -> u64 {
     micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
+/// Bytes sent over the loopback interface so far, by every process (`/proc/net/dev`,
+/// `lo` transmit bytes; IP and TCP headers included); 0 if unreadable. During a bench
+/// run the client and server are nearly all of it.
+pub fn loopback_bytes() -> u64 {
+    let Ok(dev) = fs::read_to_string("/proc/net/dev") else {
+        return 0;
+    };
+    dev.lines()
+        .find_map(|line| line.trim_start().strip_prefix("lo:"))
+        .and_then(|counters| counters.split_whitespace().nth(8)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A `VmXxx:` line of `/proc/<pid>/status`, in KiB (`VmHWM` = peak RSS, `VmRSS` = now).
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))

@@ -97,11 +97,81 @@ pub async fn start_server(addr: &str, layers: Layers) -> Result<ServerHandle<Soc
     if matches!(layers, Layers::Metrics | Layers::Observed) {
         router = router.observe(metrics.server_observer());
     }
-    let server = rpc_transport_tcp::serve(addr, router).await?;
+    let mut config = rpc_core::ServerConfig::default();
+    if let Some((algorithm, threshold)) = compression() {
+        config = config.compression(algorithm, threshold);
+    }
+    let server = rpc_transport_tcp::serve_with_config(addr, router, config).await?;
     if matches!(layers, Layers::Metrics | Layers::Observed) {
         metrics.observe_server(server.stats());
     }
     Ok(server)
+}
+
+/// The compression both sides use: `LOADGEN_COMPRESS=lz4` (or `zstd` with the `zstd`
+/// feature of rpc-core), payloads of 1 KiB and more; unset, none. An environment variable
+/// so that the server process inherits it.
+pub fn compression() -> Option<(rpc_core::Compression, usize)> {
+    match std::env::var("LOADGEN_COMPRESS").ok()?.as_str() {
+        "" | "none" => None,
+        "lz4" => Some((rpc_core::Compression::Lz4, 1024)),
+        other => panic!("LOADGEN_COMPRESS={other}: this build compresses with lz4 only"),
+    }
+}
+
+/// What an `echo_bytes` payload holds (`--content`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// One byte repeated (the default: what the figures before compression used).
+    Fill,
+    /// JSON-like text: compresses about 5x with lz4.
+    Json,
+    /// Pseudo-random bytes: does not compress.
+    Noise,
+}
+
+impl Content {
+    /// `fill`, `json` or `noise`.
+    pub fn parse(name: &str) -> Result<Content> {
+        Ok(match name {
+            "fill" => Content::Fill,
+            "json" => Content::Json,
+            "noise" => Content::Noise,
+            other => anyhow::bail!("unknown --content `{other}` (fill, json, noise)"),
+        })
+    }
+
+    /// `len` bytes of this content.
+    pub fn bytes(self, len: usize) -> Vec<u8> {
+        match self {
+            Content::Fill => vec![0x5a; len],
+            Content::Json => {
+                let mut out = Vec::with_capacity(len + 64);
+                let mut n = 0u64;
+                while out.len() < len {
+                    let item = format!(
+                        r#"{{"id":{n},"name":"item {n}","price":{},"tags":["a","b"]}},"#,
+                        n % 17
+                    );
+                    out.extend_from_slice(item.as_bytes());
+                    n += 1;
+                }
+                out.truncate(len);
+                out
+            }
+            Content::Noise => {
+                let mut state = 0x9e37_79b9_7f4a_7c15u64;
+                (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// An `Echo` client on `connection` with `layers` (recording into `metrics`).
@@ -130,20 +200,25 @@ pub async fn client(
     connections: usize,
     concurrency: usize,
     payload: usize,
+    content: Content,
     layers: Layers,
     phase: Arc<AtomicU8>,
 ) -> Result<Vec<tokio::task::JoinHandle<Result<WorkerResult>>>> {
     let metrics = Metrics::new();
     let mut clients = Vec::new();
+    let mut config = rpc_core::ClientConfig::default();
+    if let Some((algorithm, threshold)) = compression() {
+        config = config.compression(algorithm, threshold);
+    }
     for _ in 0..connections {
-        let connection = rpc_transport_tcp::connect(addr).await?;
+        let connection = rpc_transport_tcp::connect_with_config(addr, config.clone()).await?;
         clients.push(echo_client(connection, layers, &metrics));
     }
     Ok((0..concurrency)
         .map(|i| {
             let client = clients[i % clients.len()].clone();
             let phase = Arc::clone(&phase);
-            tokio::spawn(call_loop(client, payload, phase))
+            tokio::spawn(call_loop(client, payload, content, phase))
         })
         .collect())
 }
@@ -151,10 +226,11 @@ pub async fn client(
 async fn call_loop(
     client: EchoClient,
     payload: usize,
+    content: Content,
     phase: Arc<AtomicU8>,
 ) -> Result<WorkerResult> {
     let mut result = WorkerResult::new();
-    let data = ByteBuf::from(vec![0x5au8; payload]);
+    let data = ByteBuf::from(content.bytes(payload));
     let mut value = 0u64;
     loop {
         let started = Instant::now();
