@@ -6,13 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rpc_core::protocol::{self, go_away, kind, varint, Frame, FrameLayout};
 use rpc_core::{service, ClientConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 #[service]
 pub trait Calculator {
@@ -45,51 +44,11 @@ async fn server() -> rpc_core::ServerHandle<SocketAddr> {
         .unwrap()
 }
 
-/// A TCP proxy in front of `target` that counts the bytes it forwards (both directions
-/// together). Bytes are counted before they are forwarded, so once a caller has its
-/// answer, the count includes the whole round trip.
-async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counted = Arc::new(AtomicU64::new(0));
-    let total = Arc::clone(&counted);
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = TcpStream::connect(target).await.unwrap();
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = upstream.into_split();
-            for (mut from, mut to) in [
-                (
-                    Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-                    Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-                ),
-                (Box::new(server_read), Box::new(client_write)),
-            ] {
-                let total = Arc::clone(&total);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = from.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        total.fetch_add(n as u64, Ordering::SeqCst);
-                        if to.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown().await;
-                });
-            }
-        }
-    });
-    (addr, counted)
-}
-
 /// Bytes on the wire per sequential `add(1, 2)` (both directions), after a first call
 /// on the connection, with the default 30 s timeout.
 async fn bytes_per_add(config: ClientConfig) -> (u64, u16) {
     let server = server().await;
-    let (proxy, counted) = counting_proxy(server.local_addr()).await;
+    let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
     let connection = rpc_transport_tcp::connect_with_config(proxy, config)
         .await
         .unwrap();

@@ -6,8 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use rpc_core::protocol::{self, kind, status, varint, Frame, FrameLayout, ServerHello, Settings};
@@ -85,49 +84,10 @@ async fn server(compress: bool) -> rpc_core::ServerHandle<SocketAddr> {
         .unwrap()
 }
 
-/// A TCP proxy that counts the bytes it forwards, both directions together, before it
-/// forwards them.
-async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counted = Arc::new(AtomicU64::new(0));
-    let total = Arc::clone(&counted);
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = TcpStream::connect(target).await.unwrap();
-            let (a_read, a_write) = client.into_split();
-            let (b_read, b_write) = upstream.into_split();
-            pipe(a_read, b_write, Arc::clone(&total));
-            pipe(b_read, a_write, Arc::clone(&total));
-        }
-    });
-    (addr, counted)
-}
-
-fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    total: Arc<AtomicU64>,
-) {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = from.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            total.fetch_add(n as u64, Ordering::SeqCst);
-            if to.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown().await;
-    });
-}
-
 /// Bytes on the wire for one `echo` of the JSON text and one `blob` of noise.
 async fn wire_bytes(server_compresses: bool, client: ClientConfig) -> (u64, u64) {
     let server = server(server_compresses).await;
-    let (proxy, counted) = counting_proxy(server.local_addr()).await;
+    let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
     let connection = rpc_transport_tcp::connect_with_config(proxy, client)
         .await
         .unwrap();
@@ -177,7 +137,7 @@ async fn compressible_payloads_shrink_both_ways_and_incompressible_ones_go_as_th
 #[tokio::test]
 async fn streams_compress_their_items_both_ways() {
     let server = server(true).await;
-    let (proxy, counted) = counting_proxy(server.local_addr()).await;
+    let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
     let config = ClientConfig::default().compression(lz4().0, lz4().1);
     let docs = DocumentsClient::new(
         rpc_transport_tcp::connect_with_config(proxy, config)

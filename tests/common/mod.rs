@@ -207,3 +207,44 @@ pub fn spawn_helper_server(helper: &str, env_var: &str) -> (std::process::Child,
         .expect("the helper server reports its address");
     (child, addr)
 }
+
+/// A TCP proxy in front of `target` that counts the bytes it forwards (both directions
+/// together). Bytes are counted before they are forwarded, so once a caller has its
+/// answer, the count includes the whole round trip.
+pub async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = Arc::clone(&counted);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (a_read, a_write) = client.into_split();
+            let (b_read, b_write) = upstream.into_split();
+            counted_pipe(a_read, b_write, Arc::clone(&total));
+            counted_pipe(b_read, a_write, Arc::clone(&total));
+        }
+    });
+    (addr, counted)
+}
+
+fn counted_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    total: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            total.fetch_add(n as u64, Ordering::SeqCst);
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+}

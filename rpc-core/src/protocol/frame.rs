@@ -160,9 +160,9 @@ pub enum Frame {
         /// The `PING`'s data.
         data: u64,
     },
-    /// The sender stops: see [`go_away`].
+    /// The sender stops: see [`go_away`](super::go_away).
     GoAway {
-        /// One of [`go_away`].
+        /// One of [`go_away`](super::go_away).
         code: u8,
         /// The highest call id the server had received: calls above it never reached it.
         last_id: u64,

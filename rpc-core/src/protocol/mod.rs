@@ -4,7 +4,7 @@
 //! Every frame is a 4-byte big-endian length followed by that many bytes of body, exactly
 //! what tokio-util's `LengthDelimitedCodec` reads with its defaults. A body starts with a
 //! header (kind, flags, call id: 10 bytes up to version 4, a varint id from version 5);
-//! the rest depends on the kind ([`frame`]). Arguments, return values and application
+//! the rest depends on the kind (`protocol/frame.rs`). Arguments, return values and application
 //! errors are bincode-encoded payloads at the end of a frame, so they are never copied to
 //! be wrapped in an envelope.
 
