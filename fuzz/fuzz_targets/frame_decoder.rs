@@ -24,9 +24,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(body.len() >= 3);
                 touch(&frame);
                 let compressed = match &frame {
-                    Frame::Request(r) if r.flags & rpc_core::protocol::flags::COMPRESSED != 0 => {
-                        Some(r.payload.clone())
-                    }
+                    Frame::Request(r) if r.compressed => Some(r.payload.clone()),
                     Frame::Response(r) if r.compressed => Some(r.payload.clone()),
                     Frame::StreamItem {
                         payload,

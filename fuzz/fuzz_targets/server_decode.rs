@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rpc_core::compression::decompress;
-use rpc_core::protocol::{flags, go_away, status, Binding, Frame, FrameLayout};
+use rpc_core::protocol::{go_away, status, Binding, Frame, FrameLayout};
 use rpc_fuzz::{assert_server_serves, call_raw, decode_args, runtime, touch, MAX_FRAME, METHODS};
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Frame::Request(request)) if matches!(request.binding, Binding::Use(_)) => None,
         Ok(Frame::Request(mut request)) => {
             let mut undecompressable = false;
-            if request.flags & flags::COMPRESSED != 0 {
+            if request.compressed {
                 match decompress(request.payload.clone(), MAX_FRAME) {
                     Ok(payload) => request.payload = payload,
                     Err(_) => undecompressable = true,

@@ -133,6 +133,7 @@ mod tests {
             service: WireStr::from_static(service),
             method: WireStr::from_static(method),
             binding,
+            compressed: false,
             metadata: crate::Metadata::new(),
             payload: bytes::Bytes::new(),
         }

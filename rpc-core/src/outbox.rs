@@ -33,12 +33,8 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     /// The connection task, woken when frames are queued into an empty outbox.
     writer: AtomicWaker,
-    /// The largest frame the peer accepts.
-    max_frame_size: usize,
-    /// How the connection's frames are laid out.
-    layout: FrameLayout,
-    /// How this side compresses payloads, if it does.
-    compressor: Option<Compressor>,
+    /// How frames are written: layout, the peer's frame limit, compression.
+    framing: protocol::Framing,
     /// Bytes queued and not yet written to the socket.
     unwritten: AtomicUsize,
     /// At or above this many unwritten bytes, [`Outbox::writable`] waits.
@@ -73,9 +69,11 @@ impl Outbox {
                 methods: MethodIds::default(),
             }),
             writer: AtomicWaker::new(),
-            max_frame_size,
-            layout,
-            compressor,
+            framing: protocol::Framing {
+                layout,
+                max_frame_size,
+                compressor,
+            },
             unwritten: AtomicUsize::new(0),
             high_water: high_water.max(1),
             space: Notify::new(),
@@ -120,12 +118,12 @@ impl Outbox {
 
     /// The largest frame the peer accepts.
     pub(crate) fn max_frame_size(&self) -> usize {
-        self.max_frame_size
+        self.framing.max_frame_size
     }
 
     /// How the connection's frames are laid out.
     pub(crate) fn layout(&self) -> FrameLayout {
-        self.layout
+        self.framing.layout
     }
 
     /// Queues one frame (see [`protocol::write_frame`]) and returns the size of its
@@ -143,13 +141,14 @@ impl Outbox {
         F: FnOnce(&mut BytesMut),
         P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
-        self.queue(|buf, _| self.write(buf, kind, flags, id, fields, payload))
+        self.queue(|buf, _| {
+            protocol::write_frame(buf, self.framing, kind, flags, id, fields, payload)
+        })
     }
 
     /// Queues a client's `REQUEST` for `service`'s `method` with a budget of
     /// `budget_micros`: on version 5 it names the method by the id the connection bound
     /// to it, or binds one, in the order the requests are written.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push_request<P>(
         &self,
         flags: u8,
@@ -162,7 +161,8 @@ impl Outbox {
     where
         P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
-        let layout = self.layout;
+        let framing = self.framing;
+        let layout = framing.layout;
         self.queue(|buf, methods| {
             let naming = match layout {
                 FrameLayout::Fixed => Naming::Inline(service, method),
@@ -172,31 +172,11 @@ impl Outbox {
                 protocol::put_request_fields(buf, layout, budget_micros, naming, metadata)
             };
             let flags = flags | naming.flags(layout);
-            let size = self.write(buf, kind::REQUEST, flags, id, fields, payload)?;
+            let size =
+                protocol::write_frame(buf, framing, kind::REQUEST, flags, id, fields, payload)?;
             methods.queued(naming);
             Ok(size)
         })
-    }
-
-    fn write<F, P>(
-        &self,
-        buf: &mut BytesMut,
-        kind: u8,
-        flags: u8,
-        id: u64,
-        fields: F,
-        payload: P,
-    ) -> Result<usize, RpcError>
-    where
-        F: FnOnce(&mut BytesMut),
-        P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
-    {
-        let framing = protocol::Framing {
-            layout: self.layout,
-            max_frame_size: self.max_frame_size,
-            compressor: self.compressor,
-        };
-        protocol::write_frame(buf, framing, kind, flags, id, fields, payload)
     }
 
     /// Runs `write` on the buffer under the lock, counts what it appended and wakes the

@@ -187,6 +187,9 @@ pub struct RequestFrame {
     /// Whether the names were in the frame, and the method id it binds or uses
     /// (version 5).
     pub binding: Binding,
+    /// Whether `payload` is compressed (version 5, [`flags::COMPRESSED`]): the
+    /// reference server decompresses it before dispatch.
+    pub compressed: bool,
     /// Key/value metadata set by the caller.
     pub metadata: Metadata,
     /// The bincode-encoded arguments.
@@ -405,6 +408,7 @@ fn decode_request(
         service,
         method,
         binding,
+        compressed: compressed(layout, flags),
         metadata,
         payload: body,
     })

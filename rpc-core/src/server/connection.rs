@@ -35,8 +35,7 @@ use crate::keepalive::{Due, KeepaliveTimer};
 use crate::method_ids::BoundMethods;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    flags, go_away, kind, status, Frame, FrameLayout, PayloadCodec, COMPACT_VERSION,
-    SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
+    go_away, kind, status, Frame, FrameLayout, PayloadCodec, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
 };
 use crate::stream::{Flow, StreamEnd, StreamTable};
 use crate::transport::{Established, Transport};
@@ -435,7 +434,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
                     return Err(End::Gone);
                 }
-                if request.flags & flags::COMPRESSED != 0 && self.state.version >= COMPACT_VERSION {
+                if request.compressed {
                     let limit = self.config.max_frame_size;
                     match decompress(std::mem::take(&mut request.payload), limit) {
                         Ok(payload) => request.payload = payload,
