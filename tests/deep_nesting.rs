@@ -92,11 +92,7 @@ async fn a_deeply_nested_argument_does_not_crash_the_server() {
     let mut payload = vec![1u8; 100_000];
     payload.push(0);
     let client = rpc_core::Client::new(rpc_transport_tcp::connect(addr.as_str()).await.unwrap());
-    let method = Method {
-        service: "Trees",
-        name: "depth",
-        idempotent: false,
-    };
+    let method = Method::new("Trees", "depth");
     let outcome = client.call::<_, u64>(&method, &(Raw(payload),)).await;
     // Refusing it (INVALID_ARGUMENTS) or answering it are both fine; losing the server
     // is not.

@@ -342,11 +342,7 @@ async fn an_error_answer_too_large_for_the_client_is_cut_to_fit() {
     .await
     .unwrap();
     let long_name: &'static str = Box::leak("S".repeat(200).into_boxed_str());
-    let method = rpc_core::Method {
-        service: long_name,
-        name: "m",
-        idempotent: false,
-    };
+    let method = rpc_core::Method::new(long_name, "m");
     let started = Instant::now();
     let error = rpc_core::Client::new(conn)
         .call::<_, u8>(&method, &())
@@ -397,11 +393,7 @@ async fn a_service_that_never_answers_gives_a_typed_error_not_a_hang() {
             .await
             .unwrap(),
     );
-    let method = rpc_core::Method {
-        service: "Forgetful",
-        name: "forget",
-        idempotent: false,
-    };
+    let method = rpc_core::Method::new("Forgetful", "forget");
     let started = Instant::now();
     let error = client.call::<_, ()>(&method, &()).await.unwrap_err();
     assert!(matches!(error, RpcError::Internal { .. }), "{error:?}");

@@ -130,6 +130,7 @@ fn methods_are_listed_with_parameters_and_kinds() {
             name: "add",
             params: &["a", "b"],
             idempotent: true,
+            compress: None,
             kind: MethodKind::Unary
         }
     );

@@ -241,11 +241,7 @@ async fn raw_identifier_method_is_called_type_on_the_wire() -> anyhow::Result<()
     assert_eq!(KitchenRequest::Type { r#match: 1 }.method_name(), "type");
 
     // A hand-written call addressing `Kitchen.type` with the argument tuple reaches it.
-    let method = Method {
-        service: "Kitchen",
-        name: "type",
-        idempotent: false,
-    };
+    let method = Method::new("Kitchen", "type");
     let raw: String = client.client().call(&method, &(8u8,)).await?;
     assert_eq!(raw, "type:8");
     server.shutdown().await;
@@ -431,11 +427,7 @@ async fn renamed_service_answers_to_its_wire_name() -> anyhow::Result<()> {
     assert_eq!(client.whoami().await?, "pkg.v1.Renamed");
 
     // The trait's own name is not a service on this server.
-    let by_trait_name = Method {
-        service: "Renamed",
-        name: "whoami",
-        idempotent: false,
-    };
+    let by_trait_name = Method::new("Renamed", "whoami");
     let raw = rpc_core::Client::new(connection);
     match raw.call::<_, String>(&by_trait_name, &()).await {
         Err(RpcError::UnknownService { service }) => assert_eq!(service, "Renamed"),
@@ -459,11 +451,7 @@ async fn handler_context_names_service_and_method() -> anyhow::Result<()> {
 #[tokio::test]
 async fn configured_out_method_is_unknown_to_the_server() -> anyhow::Result<()> {
     let (server, client) = kitchen().await?;
-    let removed = Method {
-        service: "Kitchen",
-        name: "removed",
-        idempotent: false,
-    };
+    let removed = Method::new("Kitchen", "removed");
     match client.client().call::<_, u8>(&removed, &()).await {
         Err(RpcError::UnknownMethod { service, method }) => {
             assert_eq!((service.as_str(), method.as_str()), ("Kitchen", "removed"));

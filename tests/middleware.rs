@@ -140,11 +140,7 @@ async fn an_async_auth_layer_refuses_before_anything_runs_and_admits_valid_token
             .await
             .unwrap(),
     );
-    let method = rpc_core::Method {
-        service: "Shop",
-        name: "price",
-        idempotent: false,
-    };
+    let method = rpc_core::Method::new("Shop", "price");
     let garbage = raw
         .call::<_, u64>(&method, &(1u8, 2u8, 3u8))
         .await
@@ -206,11 +202,7 @@ async fn a_layer_sees_every_kind_of_answer_and_stream_items() {
             .await
             .unwrap(),
     );
-    let unknown = rpc_core::Method {
-        service: "Shop",
-        name: "steal",
-        idempotent: false,
-    };
+    let unknown = rpc_core::Method::new("Shop", "steal");
     let error = raw.call::<_, u8>(&unknown, &()).await.unwrap_err();
     assert!(matches!(error, RpcError::UnknownMethod { .. }), "{error:?}");
 

@@ -152,11 +152,7 @@ async fn a_server_observer_sees_every_call_end_once_with_its_status() {
 
     // An unknown method: labelled as unknown, answered UNKNOWN_METHOD.
     let raw = Client::new(connection.clone());
-    let probe = rpc_core::Method {
-        service: "Desk",
-        name: "probe",
-        idempotent: false,
-    };
+    let probe = rpc_core::Method::new("Desk", "probe");
     assert!(raw.call::<_, u8>(&probe, &()).await.is_err());
     assert_eq!(
         next_end(&mut events).await,

@@ -83,35 +83,41 @@ impl Compression {
     }
 }
 
-/// What a side compresses with on one connection: its configured algorithm, if the peer
-/// can decompress it, and its threshold.
+/// What a side compresses with on one connection: the algorithm (its configured one if
+/// the peer can decompress it, else LZ4 if the peer can) and the threshold of its
+/// automatic choice, if it configured one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Compressor {
     pub(crate) algorithm: Compression,
-    /// Payloads shorter than this are sent as they are.
-    pub(crate) threshold: usize,
+    /// Payloads at least this long are compressed unless their call or method says not
+    /// to; `None`: only the payloads of calls and methods that ask for compression.
+    pub(crate) threshold: Option<usize>,
 }
 
 impl Compressor {
-    /// The compressor for a side that wants `algorithm` and a peer that accepts `mask`.
-    pub(crate) fn negotiate(
-        algorithm: Option<Compression>,
-        threshold: usize,
-        mask: u8,
-    ) -> Option<Compressor> {
-        algorithm
-            .filter(|algorithm| mask & algorithm.bit() != 0)
-            .map(|algorithm| Compressor {
-                algorithm,
-                threshold,
-            })
+    /// Whether to try compressing a payload of `len` bytes whose call or method chose
+    /// `choice` (`None`: no choice, the threshold decides).
+    fn wants(&self, choice: Option<bool>, len: usize) -> bool {
+        match choice {
+            Some(false) => false,
+            Some(true) => len > 0,
+            None => self
+                .threshold
+                .is_some_and(|threshold| len >= threshold.max(1)),
+        }
     }
 
-    /// Replaces the payload at `buf[start..]` by its compressed form if it is at least
-    /// the threshold long and the compressed form is shorter. Returns whether it did.
-    pub(crate) fn compress_tail(&self, buf: &mut BytesMut, start: usize) -> bool {
+    /// Replaces the payload at `buf[start..]` by its compressed form if `choice` (or,
+    /// without one, the threshold) asks for it and the compressed form is shorter.
+    /// Returns whether it did.
+    pub(crate) fn compress_tail(
+        &self,
+        buf: &mut BytesMut,
+        start: usize,
+        choice: Option<bool>,
+    ) -> bool {
         let original = buf.len() - start;
-        if original < self.threshold.max(1) {
+        if !self.wants(choice, original) {
             return false;
         }
         let Some(packed) = self.algorithm.compress(&buf[start..]) else {
@@ -130,7 +136,10 @@ impl Compressor {
 }
 
 /// What a side configured with `wanted` (algorithm, threshold) compresses with on a
-/// connection of `version` to a peer that announced `peer_accepts`.
+/// connection of `version` to a peer that announced `peer_accepts`: the configured
+/// algorithm if the peer accepts it, else LZ4 if the peer accepts that (a side that
+/// configured nothing still compresses what its calls and methods ask to). `None` before
+/// version 5, or if the peer accepts nothing this side has.
 pub(crate) fn compressor(
     version: u16,
     wanted: Option<(Compression, usize)>,
@@ -139,8 +148,17 @@ pub(crate) fn compressor(
     if version < crate::protocol::COMPACT_VERSION {
         return None;
     }
-    let (algorithm, threshold) = wanted?;
-    Compressor::negotiate(Some(algorithm), threshold, peer_accepts.unwrap_or(0))
+    let mask = peer_accepts.unwrap_or(0);
+    let accepted = |algorithm: Compression| mask & algorithm.bit() != 0;
+    let threshold = wanted.map(|(_, threshold)| threshold);
+    let algorithm = wanted
+        .map(|(algorithm, _)| algorithm)
+        .filter(|&algorithm| accepted(algorithm))
+        .or_else(|| accepted(Compression::Lz4).then_some(Compression::Lz4))?;
+    Some(Compressor {
+        algorithm,
+        threshold,
+    })
 }
 
 /// A compressed payload's original bytes (the payload of a frame flagged
@@ -179,10 +197,10 @@ pub fn decompress(mut payload: Bytes, limit: usize) -> Result<Bytes, RpcError> {
 mod tests {
     use super::*;
 
-    fn compressor(threshold: usize) -> Compressor {
+    fn lz4(threshold: usize) -> Compressor {
         Compressor {
             algorithm: Compression::Lz4,
-            threshold,
+            threshold: Some(threshold),
         }
     }
 
@@ -191,7 +209,7 @@ mod tests {
         let text = br#"{"name":"tea","price":3,"tags":["hot","green"]},"#.repeat(200);
         let mut buf = BytesMut::from(&b"header"[..]);
         buf.put_slice(&text);
-        assert!(compressor(1024).compress_tail(&mut buf, 6));
+        assert!(lz4(1024).compress_tail(&mut buf, 6, None));
         assert_eq!(&buf[..6], b"header");
         assert!(buf.len() - 6 < text.len() / 4, "{} bytes", buf.len());
         let payload = buf.freeze().slice(6..);
@@ -202,7 +220,7 @@ mod tests {
     #[test]
     fn small_or_incompressible_payloads_are_left_alone() {
         let mut small = BytesMut::from(&b"aaaaaaaaaaaaaaaa"[..]);
-        assert!(!compressor(1024).compress_tail(&mut small, 0));
+        assert!(!lz4(1024).compress_tail(&mut small, 0, None));
         assert_eq!(&small[..], b"aaaaaaaaaaaaaaaa");
         // Pseudo-random bytes do not compress.
         let mut state = 0x1234_5678_9abc_def0u64;
@@ -215,7 +233,7 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::from(&noise[..]);
-        assert!(!compressor(1024).compress_tail(&mut buf, 0));
+        assert!(!lz4(1024).compress_tail(&mut buf, 0, Some(true)));
         assert_eq!(&buf[..], &noise[..]);
     }
 
@@ -225,7 +243,7 @@ mod tests {
         let zeros = vec![0u8; 64 << 20];
         let mut buf = BytesMut::new();
         buf.put_slice(&zeros);
-        assert!(compressor(1).compress_tail(&mut buf, 0));
+        assert!(lz4(1).compress_tail(&mut buf, 0, None));
         let bomb = buf.freeze();
         assert!(bomb.len() < 1 << 20);
         let error = decompress(bomb.clone(), 16 << 20).unwrap_err();
@@ -263,23 +281,64 @@ mod tests {
     fn zstd_round_trips_and_is_announced() {
         let zstd = Compressor {
             algorithm: Compression::Zstd,
-            threshold: 16,
+            threshold: Some(16),
         };
         let text = b"zstandard, level 3, ".repeat(100);
         let mut buf = BytesMut::from(&text[..]);
-        assert!(zstd.compress_tail(&mut buf, 0));
+        assert!(zstd.compress_tail(&mut buf, 0, None));
         assert_eq!(buf[0], 2);
         assert_eq!(&decompress(buf.freeze(), 1 << 20).unwrap()[..], &text[..]);
         assert_eq!(Compression::supported(), 0b110);
     }
 
     #[test]
-    fn negotiation_needs_the_peer_to_accept_the_algorithm() {
-        assert_eq!(Compressor::negotiate(None, 10, 0xff), None);
-        assert_eq!(Compressor::negotiate(Some(Compression::Lz4), 10, 0), None);
-        assert_eq!(
-            Compressor::negotiate(Some(Compression::Lz4), 10, Compression::supported()),
-            Some(compressor(10))
-        );
+    fn a_call_s_choice_overrides_the_threshold() {
+        let text = b"the same words again, ".repeat(40);
+        let fresh = || BytesMut::from(&text[..]);
+        // Under the threshold: only an explicit yes compresses.
+        assert!(!lz4(4096).compress_tail(&mut fresh(), 0, None));
+        assert!(lz4(4096).compress_tail(&mut fresh(), 0, Some(true)));
+        // Over it: an explicit no keeps the payload as it is.
+        assert!(lz4(16).compress_tail(&mut fresh(), 0, None));
+        assert!(!lz4(16).compress_tail(&mut fresh(), 0, Some(false)));
+        // Without a configured threshold nothing is compressed unless asked.
+        let opt_in_only = Compressor {
+            algorithm: Compression::Lz4,
+            threshold: None,
+        };
+        assert!(!opt_in_only.compress_tail(&mut fresh(), 0, None));
+        assert!(opt_in_only.compress_tail(&mut fresh(), 0, Some(true)));
+        // Asked, but an empty payload has nothing to gain.
+        assert!(!opt_in_only.compress_tail(&mut BytesMut::new(), 0, Some(true)));
+    }
+
+    #[test]
+    fn negotiation_picks_what_the_peer_accepts() {
+        let all = Some(Compression::supported());
+        let lz4_only = Some(Compression::Lz4.bit());
+        let wanted = Some((Compression::Lz4, 10));
+        assert_eq!(compressor(5, wanted, all), Some(lz4(10)));
+        // Nothing before version 5, nothing the peer cannot read.
+        assert_eq!(compressor(4, wanted, all), None);
+        assert_eq!(compressor(5, wanted, Some(0)), None);
+        assert_eq!(compressor(5, wanted, None), None);
+        // Nothing configured: LZ4 for what calls and methods ask to compress.
+        let opt_in_only = Compressor {
+            algorithm: Compression::Lz4,
+            threshold: None,
+        };
+        assert_eq!(compressor(5, None, lz4_only), Some(opt_in_only));
+        #[cfg(feature = "zstd")]
+        {
+            // A peer without zstd gets LZ4 at the configured threshold.
+            assert_eq!(
+                compressor(5, Some((Compression::Zstd, 10)), lz4_only),
+                Some(lz4(10))
+            );
+            assert_eq!(
+                compressor(5, Some((Compression::Zstd, 10)), all).map(|c| c.algorithm),
+                Some(Compression::Zstd)
+            );
+        }
     }
 }

@@ -95,8 +95,8 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 ///   `Result<T, RpcError>`, or `Result<T, CallError<E>>` for a method declared
 ///   `-> Result<T, E>`. `FooClient::new(target)` builds it over a [`Connection`] or
 ///   anything else that converts into a [`Client`] (a balanced channel);
-///   `with_timeout`, `with_metadata` and `with_routing_key` return a copy with per-call
-///   options.
+///   `with_timeout`, `with_metadata`, `with_routing_key` and `with_compression` return a
+///   copy with per-call options.
 /// - `FooServer<I>`: wraps an implementation `I: Foo` as a [`Service`] to pass to a
 ///   server. `FooServer::handle` dispatches a `FooRequest` in-process.
 /// - `FooServer<I>` is also callable in JSON ([`Service::json`], [`json::JsonService`]):
@@ -125,6 +125,13 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 /// `#[idempotent]` on a trait method declares that running it twice is harmless: its
 /// requests carry the `IDEMPOTENT` flag, and a balanced client may retry it after a lost
 /// connection (see the `rpc-discovery` crate).
+///
+/// `#[compress]` (or `#[compress(true)]`) on a trait method compresses its payloads (the
+/// arguments, the answer and stream items, both ways) whenever that makes them smaller,
+/// with nothing configured; `#[compress(false)]` never compresses them, whatever the
+/// threshold of [`ClientConfig::compression`] / [`ServerConfig::compression`] says. A
+/// call's `with_compression` overrides both for what the caller sends. It needs
+/// protocol version 5 (older connections send everything as it is).
 pub use rpc_macros::service;
 
 /// Items the generated code refers to. Not a public API.

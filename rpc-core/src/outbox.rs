@@ -73,6 +73,7 @@ impl Outbox {
                 layout,
                 max_frame_size,
                 compressor,
+                compress: None,
             },
             unwritten: AtomicUsize::new(0),
             high_water: high_water.max(1),
@@ -127,13 +128,14 @@ impl Outbox {
     }
 
     /// Queues one frame (see [`protocol::write_frame`]) and returns the size of its
-    /// payload (what `payload` wrote). Fails without queueing anything if the outbox is
-    /// closed, the payload fails to encode, or the frame is too large.
+    /// payload (what `payload` wrote). A value's payload is compressed if the connection
+    /// compresses and `compress` (the call's or method's choice; `None`: the threshold
+    /// decides) asks for it. Fails without queueing anything if the outbox is closed, the
+    /// payload fails to encode, or the frame is too large.
     pub(crate) fn push<F, P>(
         &self,
-        kind: u8,
-        flags: u8,
-        id: u64,
+        (kind, flags, id): (u8, u8, u64),
+        compress: Option<bool>,
         fields: F,
         payload: P,
     ) -> Result<usize, RpcError>
@@ -141,32 +143,39 @@ impl Outbox {
         F: FnOnce(&mut BytesMut),
         P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
-        self.queue(|buf, _| {
-            protocol::write_frame(buf, self.framing, kind, flags, id, fields, payload)
-        })
+        let framing = protocol::Framing {
+            compress,
+            ..self.framing
+        };
+        self.queue(|buf, _| protocol::write_frame(buf, framing, kind, flags, id, fields, payload))
     }
 
-    /// Queues a client's `REQUEST` for `service`'s `method` with a budget of
-    /// `budget_micros`: on version 5 it names the method by the id the connection bound
-    /// to it, or binds one, in the order the requests are written.
+    /// Queues a client's `REQUEST` for `method` with a budget of `budget_micros`: on
+    /// version 5 it names the method by the id the connection bound to it, or binds one,
+    /// in the order the requests are written. The arguments are compressed as the
+    /// method (with its call's choice) says, see [`Outbox::push`].
     pub(crate) fn push_request<P>(
         &self,
         flags: u8,
         id: u64,
         budget_micros: u64,
-        (service, method): (&str, &str),
+        method: &crate::Method,
         metadata: &Metadata,
         payload: P,
     ) -> Result<usize, RpcError>
     where
         P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
-        let framing = self.framing;
+        let (service, method_name) = (method.service, method.name);
+        let framing = protocol::Framing {
+            compress: method.compress,
+            ..self.framing
+        };
         let layout = framing.layout;
         self.queue(|buf, methods| {
             let naming = match layout {
-                FrameLayout::Fixed => Naming::Inline(service, method),
-                FrameLayout::Compact => methods.naming(service, method),
+                FrameLayout::Fixed => Naming::Inline(service, method_name),
+                FrameLayout::Compact => methods.naming(service, method_name),
             };
             let fields = |buf: &mut BytesMut| {
                 protocol::put_request_fields(buf, layout, budget_micros, naming, metadata)
@@ -210,9 +219,8 @@ impl Outbox {
     /// WINDOW_UPDATE, STOP_SENDING, STREAM_END). Errors mean the connection is closing.
     pub(crate) fn push_control(&self, kind: u8, id: u64, body: &[u8]) -> Result<(), RpcError> {
         self.push(
-            kind,
-            0,
-            id,
+            (kind, 0, id),
+            None,
             |buf| bytes::BufMut::put_slice(buf, body),
             |_| Ok(()),
         )

@@ -9,7 +9,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::{Ident, TraitItem};
 
-use crate::model::{is_idempotent_attr, MethodDef, Output, ServiceDef};
+use crate::model::{is_compress_attr, is_idempotent_attr, MethodDef, Output, ServiceDef};
 
 pub fn expand(def: ServiceDef) -> TokenStream {
     let trait_def = rewrite_trait(&def);
@@ -50,8 +50,10 @@ fn rewrite_trait(def: &ServiceDef) -> TokenStream {
             continue;
         };
         f.sig.asyncness = None;
-        // `#[idempotent]` is this macro's own attribute; the compiler would reject it.
-        f.attrs.retain(|attr| !is_idempotent_attr(attr));
+        // `#[idempotent]` and `#[compress]` are this macro's own attributes; the compiler
+        // would reject them.
+        f.attrs
+            .retain(|attr| !is_idempotent_attr(attr) && !is_compress_attr(attr));
         let output = method.output.declared();
         // Spanned at the method, so that a non-`Send` implementation is reported against
         // the method's declaration rather than the attribute.
@@ -248,8 +250,14 @@ fn client(def: &ServiceDef) -> TokenStream {
         let names = arg_names(m);
         let types = arg_types(m);
         let idempotent = m.idempotent;
+        let compress = option_bool(m.compress);
         let method = quote! {
-            &#krate::Method { service: #service, name: #wire, idempotent: #idempotent }
+            &#krate::Method {
+                service: #service,
+                name: #wire,
+                idempotent: #idempotent,
+                compress: #compress,
+            }
         };
         // The stream argument, if any, travels as stream items, not in the request.
         let args = m
@@ -366,6 +374,13 @@ fn client(def: &ServiceDef) -> TokenStream {
                 Self { client: ::core::clone::Clone::clone(&self.client).with_metadata(metadata) }
             }
 
+            /// A copy whose calls compress what they send whenever that makes it smaller
+            /// (`true`) or never (`false`), whatever the method's `#[compress]` and the
+            /// connection's threshold say (protocol version 5).
+            pub fn with_compression(&self, compress: bool) -> Self {
+                Self { client: ::core::clone::Clone::clone(&self.client).with_compression(compress) }
+            }
+
             /// A copy whose calls carry `key` for consistent-hash routing on a balanced
             /// channel (same key, same endpoint while the set is stable; the key is hashed
             /// by a specified function, the same in every client).
@@ -435,13 +450,18 @@ fn server(def: &ServiceDef) -> TokenStream {
                 }
             }
         };
+        // A method's `#[compress]` governs its answer too.
+        let reply = match m.compress {
+            Some(compress) => quote!(__rpc_call.into_reply().with_compression(#compress)),
+            None => quote!(__rpc_call.into_reply()),
+        };
         quote! {
             #(#cfgs)*
             #wire => {
                 let __rpc_args: ( #(#types,)* ) = __rpc_call.decode_args()?;
                 #take_stream
                 let __rpc_inner = ::core::clone::Clone::clone(&self.inner);
-                let __rpc_reply = __rpc_call.into_reply();
+                let __rpc_reply = #reply;
                 ::core::result::Result::Ok(#krate::__private::Box::pin(async move {
                     let __rpc_out = #trait_name::#ident(&*__rpc_inner, #( #fields ),*).await;
                     #answer
@@ -472,6 +492,7 @@ fn server(def: &ServiceDef) -> TokenStream {
         let wire = &m.wire_name;
         let params = m.request_args().map(|(name, _)| name.unraw_string());
         let idempotent = m.idempotent;
+        let compress = option_bool(m.compress);
         let kind = match (&m.output, m.stream_arg.is_some()) {
             (Output::Stream { .. }, true) => quote!(BidiStream),
             (Output::Stream { .. }, false) => quote!(ServerStream),
@@ -484,6 +505,7 @@ fn server(def: &ServiceDef) -> TokenStream {
                 name: #wire,
                 params: &[#(#params),*],
                 idempotent: #idempotent,
+                compress: #compress,
                 kind: #krate::json::MethodKind::#kind,
             });
         }
@@ -671,6 +693,14 @@ fn server(def: &ServiceDef) -> TokenStream {
                 }
             }
         }
+    }
+}
+
+/// `Some(b)` / `None` as tokens.
+fn option_bool(value: Option<bool>) -> TokenStream {
+    match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
     }
 }
 

@@ -20,6 +20,7 @@ const RESERVED_CLIENT_NAMES: &[&str] = &[
     "with_timeout",
     "with_metadata",
     "with_routing_key",
+    "with_compression",
     "SERVICE_NAME",
 ];
 
@@ -110,6 +111,9 @@ pub struct MethodDef {
     /// Declared `#[idempotent]`: safe to run more than once, so a balanced client may
     /// retry it after a failure that leaves its outcome unknown.
     pub idempotent: bool,
+    /// `#[compress]` (`Some(true)`) or `#[compress(false)]`: whether its payloads are
+    /// compressed whatever the connection's threshold says; `None` if not declared.
+    pub compress: Option<bool>,
     /// The `Streaming<T>` argument (client streaming), if any: its position among the
     /// arguments and its item type. It travels as stream items, not in the request.
     pub stream_arg: Option<(usize, Type)>,
@@ -349,6 +353,7 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
     };
 
     let idempotent = parse_idempotent(&method.attrs, errors);
+    let compress = parse_compress(&method.attrs, errors);
 
     let wire_name = sig.ident.unraw().to_string();
     if RESERVED_CLIENT_NAMES.contains(&wire_name.as_str()) {
@@ -393,6 +398,7 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
         docs,
         cfgs,
         idempotent,
+        compress,
         stream_arg,
     })
 }
@@ -450,6 +456,37 @@ fn parse_idempotent(attrs: &[Attribute], errors: &mut Errors) -> bool {
 /// `#[idempotent]` (in any form) on a trait method.
 pub fn is_idempotent_attr(attr: &Attribute) -> bool {
     attr.path().is_ident("idempotent")
+}
+
+/// The method's `#[compress]` (`Some(true)`), `#[compress(true)]` or `#[compress(false)]`,
+/// which may appear once; `None` without one.
+fn parse_compress(attrs: &[Attribute], errors: &mut Errors) -> Option<bool> {
+    const USAGE: &str =
+        "write `#[compress]` (or `#[compress(true)]`) to compress this method's payloads, `#[compress(false)]` never to";
+    let mut found = None;
+    for attr in attrs.iter().filter(|a| is_compress_attr(a)) {
+        let value = match &attr.meta {
+            syn::Meta::Path(_) => Some(true),
+            syn::Meta::List(list) => match list.parse_args::<syn::LitBool>() {
+                Ok(value) => Some(value.value),
+                Err(_) => None,
+            },
+            syn::Meta::NameValue(_) => None,
+        };
+        match value {
+            None => errors.push_spanned(&attr.meta, USAGE),
+            Some(_) if found.is_some() => {
+                errors.push_spanned(attr, "duplicate `#[compress]` attribute")
+            }
+            Some(value) => found = Some(value),
+        }
+    }
+    found
+}
+
+/// `#[compress]` (in any form) on a trait method.
+pub fn is_compress_attr(attr: &Attribute) -> bool {
+    attr.path().is_ident("compress")
 }
 
 /// Checks one argument type; returns whether it is usable.

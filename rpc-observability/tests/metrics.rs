@@ -51,11 +51,7 @@ async fn calls_are_counted_and_timed_on_both_sides_with_bounded_labels() {
     let raw = Client::new(connection.clone());
     for i in 0..50 {
         let name: &'static str = Box::leak(format!("probe{i}").into_boxed_str());
-        let method = rpc_core::Method {
-            service: "Shop",
-            name,
-            idempotent: false,
-        };
+        let method = rpc_core::Method::new("Shop", name);
         assert!(raw.call::<_, u8>(&method, &()).await.is_err());
     }
 

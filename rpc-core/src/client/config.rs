@@ -118,9 +118,13 @@ impl ClientConfig {
     }
 
     /// Compresses payloads of at least `threshold` bytes with `algorithm` (default: no
-    /// compression; 1 KiB is a good threshold), on version 5 connections to a peer that
-    /// can decompress it, and only when that makes them smaller. Receiving compressed
-    /// payloads needs no setting: every algorithm this build has is accepted.
+    /// compression; 1 KiB is a good threshold), on version 5 connections, and only when
+    /// that makes them smaller. A peer that cannot decompress `algorithm` gets LZ4. A
+    /// method's `#[compress]` / `#[compress(false)]` and a call's
+    /// [`crate::Client::with_compression`] override the threshold (without this setting,
+    /// they compress with LZ4; with `threshold` `usize::MAX`, `algorithm` serves only
+    /// them). Receiving compressed payloads needs no setting: every algorithm this build
+    /// has is accepted.
     pub fn compression(mut self, algorithm: Compression, threshold: usize) -> Self {
         self.compression = Some((algorithm, threshold));
         self

@@ -382,7 +382,7 @@ impl Connection {
             true,
         )?;
         if let Some(outbound) = outbound {
-            self.spawn_upload(guard.id, outbound, upload);
+            self.spawn_upload((guard.id, outbound), method.compress, upload);
         }
         Self::wait(&mut guard, deadline).await
     }
@@ -415,7 +415,7 @@ impl Connection {
             upload.is_some(),
         )?;
         if let (Some(upload), Some(outbound)) = (upload, outbound) {
-            self.spawn_upload(guard.id, outbound, upload);
+            self.spawn_upload((guard.id, outbound), method.compress, upload);
         }
         // From here the stream owns the call: dropping it cancels the call. It holds a
         // handle of the connection, so the connection lives as long as the stream does,
@@ -530,7 +530,7 @@ impl Connection {
             .clamp(1, u64::MAX as u128) as u64;
         shared
             .outbox
-            .push_request(flags, id, budget, (service, method_name), metadata, encode)?;
+            .push_request(flags, id, budget, method, metadata, encode)?;
         guard.sent = true;
         Ok((guard, outbound))
     }
@@ -585,15 +585,20 @@ impl Connection {
     /// Sends a call's client stream on a task of its own (it runs while the caller waits
     /// for, or reads, the answer), ending it with `STREAM_END`. It stops when the server
     /// says so, the call ends, or the connection fails.
-    fn spawn_upload<U>(&self, id: u64, outbound: Arc<Outbound>, mut upload: Streaming<U>)
-    where
+    fn spawn_upload<U>(
+        &self,
+        (id, outbound): (u64, Arc<Outbound>),
+        compress: Option<bool>,
+        mut upload: Streaming<U>,
+    ) where
         U: Serialize + DeserializeOwned + Send + 'static,
     {
         // The task holds a handle: the connection stays open while the upload runs.
         let connection = self.clone();
         tokio::spawn(async move {
             let shared = &connection.shared;
-            let end = match send_items(&mut upload, &shared.outbox, &outbound, id).await {
+            let sent = send_items(&mut upload, &shared.outbox, (&outbound, id), compress);
+            let end = match sent.await {
                 Ok(Sent::All) => (status::OK, String::new()),
                 Ok(Sent::Stopped) => return,
                 Err(RpcError::Aborted { message }) => (status::ABORTED, message),
@@ -656,7 +661,7 @@ impl Drop for PendingCall<'_> {
             let _ = self
                 .shared
                 .outbox
-                .push(kind::CANCEL, 0, self.id, |_| {}, |_| Ok(()));
+                .push((kind::CANCEL, 0, self.id), None, |_| {}, |_| Ok(()));
         }
     }
 }

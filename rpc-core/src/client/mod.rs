@@ -46,14 +46,35 @@ pub struct Method {
     pub name: &'static str,
     /// Whether a retry of this method is safe.
     pub idempotent: bool,
+    /// Whether its payloads are compressed (`#[compress]`): `Some(true)` whenever that
+    /// makes them smaller, `Some(false)` never, `None` as the connection's threshold
+    /// says. Needs protocol version 5 and a peer that can decompress; see
+    /// [`crate::ClientConfig::compression`].
+    pub compress: Option<bool>,
 }
 
-/// Per-call settings carried by a [`Client`]: a timeout, metadata, a routing key.
+impl Method {
+    /// A method of `service` named `name`: not idempotent, compressed as the
+    /// connection's threshold says. For callers that build methods by hand; the
+    /// `#[service]` macro generates them.
+    pub const fn new(service: &'static str, name: &'static str) -> Self {
+        Method {
+            service,
+            name,
+            idempotent: false,
+            compress: None,
+        }
+    }
+}
+
+/// Per-call settings carried by a [`Client`]: a timeout, metadata, a routing key, a
+/// compression choice.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     timeout: Option<Duration>,
     metadata: Metadata,
     routing_key: Option<u64>,
+    compress: Option<bool>,
 }
 
 impl CallOptions {
@@ -70,6 +91,12 @@ impl CallOptions {
     /// The key for consistent-hash routing, if set.
     pub fn routing_key(&self) -> Option<u64> {
         self.routing_key
+    }
+
+    /// Whether calls made with these options compress what they send, if set (it
+    /// overrides the method's `#[compress]` and the connection's threshold).
+    pub fn compression(&self) -> Option<bool> {
+        self.compress
     }
 }
 
@@ -235,6 +262,25 @@ impl Client {
         self
     }
 
+    /// A copy whose calls compress what they send (the arguments and any uploaded
+    /// stream's items) whenever that makes it smaller (`true`), or never (`false`),
+    /// whatever the method's `#[compress]` and the connection's threshold say. It needs
+    /// protocol version 5 and a server that can decompress; the server's answers follow
+    /// its own settings.
+    pub fn with_compression(mut self, compress: bool) -> Self {
+        self.options.compress = Some(compress);
+        self
+    }
+
+    /// `method` as this client's calls send it: with the options' compression choice,
+    /// if they make one.
+    fn effective(&self, method: &Method) -> Method {
+        Method {
+            compress: self.options.compress.or(method.compress),
+            ..*method
+        }
+    }
+
     /// The deadline of a call starting now: the timeout (or the connection's default),
     /// shortened to the deadline of the handler this call is made from, if any.
     fn deadline(&self) -> Instant {
@@ -337,6 +383,7 @@ impl Client {
         method: &Method,
         args: &serde_json::Value,
     ) -> Result<ResponseFrame, RpcError> {
+        let method = &self.effective(method);
         let deadline = self.deadline();
         self.send_encoded(method, deadline, |buf: &mut BytesMut| {
             crate::json::write_json(args, buf)
@@ -351,6 +398,7 @@ impl Client {
         method: &Method,
         args: &serde_json::Value,
     ) -> Result<Streaming<serde_json::Value>, RpcError> {
+        let method = &self.effective(method);
         let deadline = self.deadline();
         let metadata = self.metadata_for(method);
         connection
@@ -370,6 +418,7 @@ impl Client {
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned,
     {
+        let method = &self.effective(method);
         let response = self.send(method, args).await?;
         self.decode_value(method, response)
     }
@@ -410,6 +459,7 @@ impl Client {
         A: Serialize + Sync + ?Sized,
         T: DeserializeOwned + Send + 'static,
     {
+        let method = &self.effective(method);
         let deadline = self.deadline();
         let metadata = self.metadata_for(method);
         let connection = self
@@ -439,6 +489,7 @@ impl Client {
         U: Serialize + DeserializeOwned + Send + 'static,
         T: DeserializeOwned + Send + 'static,
     {
+        let method = &self.effective(method);
         let deadline = self.deadline();
         let metadata = self.metadata_for(method);
         let connection = self
@@ -493,6 +544,7 @@ impl Client {
         U: Serialize + DeserializeOwned + Send + 'static,
         R: DeserializeOwned,
     {
+        let method = &self.effective(method);
         let response = self.send_with_upload(method, args, items).await?;
         self.decode_value(method, response)
     }
@@ -510,6 +562,7 @@ impl Client {
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
+        let method = &self.effective(method);
         let response = self.send_with_upload(method, args, items).await?;
         self.decode_fallible(method, response)
     }
@@ -522,6 +575,7 @@ impl Client {
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
+        let method = &self.effective(method);
         let response = self.send(method, args).await?;
         self.decode_fallible(method, response)
     }

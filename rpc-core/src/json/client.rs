@@ -144,9 +144,8 @@ fn parse(payload: &[u8]) -> Result<Value, RpcError> {
 /// (each distinct name once), since a `Method` names them `'static`.
 fn method_named(service: &str, method: &str, idempotent: bool) -> Method {
     Method {
-        service: interned(service),
-        name: interned(method),
         idempotent,
+        ..Method::new(interned(service), interned(method))
     }
 }
 

@@ -62,6 +62,8 @@ pub struct JsonMethod {
     pub params: &'static [&'static str],
     /// Whether it is `#[idempotent]` (safe to retry, and to call with HTTP `GET`).
     pub idempotent: bool,
+    /// Its `#[compress]` choice, if declared (see [`crate::Method::compress`]).
+    pub compress: Option<bool>,
     /// How it exchanges values.
     pub kind: MethodKind,
 }

@@ -38,9 +38,12 @@ impl Service for OverJson {
                 self.0.name()
             )));
         };
-        let args = arguments(json, method, call.payload())?;
+        let (args, compress) = arguments(json, method, call.payload())?;
         let running = json.call_json(method, args)?;
-        let reply = call.into_reply();
+        let reply = match compress {
+            Some(compress) => call.into_reply().with_compression(compress),
+            None => call.into_reply(),
+        };
         Ok(Box::pin(async move {
             match running.await {
                 Ok(JsonOutcome::Ok(value)) => reply.ok_json(&value),
@@ -56,13 +59,13 @@ impl Service for OverJson {
     }
 }
 
-/// The arguments of a JSON REQUEST: an object by parameter name, an array in parameter
-/// order, or an empty payload (no arguments, `{}`).
+/// The arguments of a JSON REQUEST (an object by parameter name, an array in parameter
+/// order, or an empty payload: no arguments, `{}`) and the method's `#[compress]` choice.
 pub(crate) fn arguments(
     json: &dyn JsonService,
     method: &str,
     payload: &[u8],
-) -> Result<Map<String, Value>, DispatchError> {
+) -> Result<(Map<String, Value>, Option<bool>), DispatchError> {
     let value = super::parse_arguments(payload)
         .map_err(|e| DispatchError::InvalidArguments(format!("the arguments are not JSON: {e}")))?;
     let described = json
@@ -72,7 +75,10 @@ pub(crate) fn arguments(
         .ok_or(DispatchError::UnknownMethod)?;
     if described.kind != MethodKind::Unary && described.kind != MethodKind::ServerStream {
         // Let the dispatcher say why it refuses the method.
-        return Ok(Map::new());
+        return Ok((Map::new(), described.compress));
     }
-    super::named_arguments(described, value)
+    Ok((
+        super::named_arguments(described, value)?,
+        described.compress,
+    ))
 }

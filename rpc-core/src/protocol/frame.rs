@@ -436,12 +436,15 @@ pub(crate) struct Framing {
     pub(crate) max_frame_size: usize,
     /// Compresses the payloads of requests, stream items and value-carrying responses.
     pub(crate) compressor: Option<Compressor>,
+    /// Whether this frame's call or method asks for compression (`None`: no choice, the
+    /// compressor's threshold decides).
+    pub(crate) compress: Option<bool>,
 }
 
 /// Appends one frame to `buf`: length prefix, header, the kind-specific fields written by
-/// `fields`, and the payload written by `payload`; returns the payload's size. If
-/// `payload` fails, panics, or the frame exceeds `max_frame_size`, `buf` is left exactly
-/// as it was.
+/// `fields`, and the payload written by `payload` (compressed as `framing` says);
+/// returns the payload's size. If `payload` fails, panics, or the frame exceeds
+/// `max_frame_size`, `buf` is left exactly as it was.
 pub(crate) fn write_frame<F, P>(
     buf: &mut BytesMut,
     framing: Framing,
@@ -459,6 +462,7 @@ where
         layout,
         max_frame_size,
         compressor,
+        compress,
     } = framing;
     let guard = Rollback::new(buf);
     let start = guard.start;
@@ -484,7 +488,7 @@ where
             ),
             _ => false,
         };
-        if carries_value && compressor.compress_tail(buf, payload_start) {
+        if carries_value && compressor.compress_tail(buf, payload_start, compress) {
             buf[start + LENGTH_PREFIX_LEN + 1] |= flags::COMPRESSED;
         }
     }
@@ -619,6 +623,7 @@ mod tests {
                 layout,
                 max_frame_size: 1024,
                 compressor: None,
+                compress: None,
             },
             kind::REQUEST,
             flags::IDEMPOTENT | naming.flags(layout),
@@ -692,6 +697,7 @@ mod tests {
                 layout,
                 max_frame_size: 1024,
                 compressor: None,
+                compress: None,
             },
             kind::REQUEST,
             0,
@@ -743,6 +749,7 @@ mod tests {
                 layout: FrameLayout::Fixed,
                 max_frame_size: 16,
                 compressor: None,
+                compress: None,
             },
             kind::RESPONSE,
             0,
@@ -762,6 +769,7 @@ mod tests {
                 layout: FrameLayout::Compact,
                 max_frame_size: 1024,
                 compressor: None,
+                compress: None,
             },
             kind::RESPONSE,
             0,

@@ -524,9 +524,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
     pub(super) fn go_away(&self, code: u8, message: &str) {
         let message = crate::protocol::fit_message(message, self.state.outbox.max_frame_size());
         let _ = self.state.outbox.push(
-            kind::GO_AWAY,
-            0,
-            self.last_id,
+            (kind::GO_AWAY, 0, self.last_id),
+            None,
             |buf| buf.put_u8(code),
             |buf| {
                 buf.put_slice(message.as_bytes());

@@ -197,6 +197,9 @@ pub struct ReplyTo {
     registered: bool,
     /// The caller's stream, if the handler took it (to count its items).
     inbound: std::sync::OnceLock<Arc<crate::stream::Inbound>>,
+    /// Whether the answer is compressed ([`ReplyTo::with_compression`]); `None`: as the
+    /// server's threshold says.
+    compress: Option<bool>,
 }
 
 impl fmt::Debug for ReplyTo {
@@ -213,6 +216,7 @@ impl ReplyTo {
             id,
             registered: true,
             inbound: std::sync::OnceLock::new(),
+            compress: None,
         }
     }
 
@@ -223,6 +227,7 @@ impl ReplyTo {
             id,
             registered: false,
             inbound: std::sync::OnceLock::new(),
+            compress: None,
         }
     }
 
@@ -252,6 +257,15 @@ impl ReplyTo {
             items_sent: 0,
             items_received: self.items_received(),
         }
+    }
+
+    /// This reply with its value or stream items compressed whenever that makes them
+    /// smaller (`true`), or never (`false`), whatever the server's threshold says (what
+    /// a method declared `#[compress]` or `#[compress(false)]` answers with). It needs
+    /// protocol version 5 and a client that can decompress.
+    pub fn with_compression(mut self, compress: bool) -> Self {
+        self.compress = Some(compress);
+        self
     }
 
     /// Answers with the handler's return value.
@@ -284,8 +298,14 @@ impl ReplyTo {
             );
         }
         let outbound = connection.streams.add_outbound(self.id);
-        let sent =
-            send_items_with(&mut items, &connection.outbox, &outbound, self.id, encode).await;
+        let sent = send_items_with(
+            &mut items,
+            &connection.outbox,
+            (&outbound, self.id),
+            self.compress,
+            encode,
+        )
+        .await;
         let items_sent = outbound.items_sent();
         let answered = match sent {
             // Stopped: the call ended meanwhile (cancelled, shut down); answering is then a
@@ -342,10 +362,12 @@ impl ReplyTo {
         }
         // Encoded in place, under a panic guard: a `Serialize` impl that panics fails
         // this call (HANDLER_PANICKED), at once, and nothing else.
-        let outcome =
-            self.connection
-                .outbox
-                .push(kind::RESPONSE, 0, self.id, |buf| buf.put_u8(code), encode);
+        let outcome = self.connection.outbox.push(
+            (kind::RESPONSE, 0, self.id),
+            self.compress,
+            |buf| buf.put_u8(code),
+            encode,
+        );
         match outcome {
             Ok(size) => self.answered(code, size),
             Err(RpcError::FrameTooLarge { size, limit }) => self.push_error(
@@ -386,9 +408,8 @@ impl ReplyTo {
     fn push_error(&self, code: u8, message: &str) -> Answered {
         let message = fit_message(message, self.connection.outbox.max_frame_size());
         let pushed = self.connection.outbox.push(
-            kind::RESPONSE,
-            0,
-            self.id,
+            (kind::RESPONSE, 0, self.id),
+            None,
             |buf| buf.put_u8(code),
             |buf| {
                 buf.put_slice(message.as_bytes());

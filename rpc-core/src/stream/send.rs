@@ -22,15 +22,16 @@ pub(crate) enum Sent {
 }
 
 /// Sends `source`'s items on call `id` as `STREAM_ITEM` frames, within `outbound`'s
-/// credit and the outbox's high-water mark. An `Err` from the source, or from encoding
+/// credit and the outbox's high-water mark, compressed as `compress` (the call's or
+/// method's choice) and the connection say. An `Err` from the source, or from encoding
 /// (a panicking `Serialize` is `RpcError::HandlerPanicked`), is returned as it is.
 pub(crate) async fn send_items<T: Serialize>(
     source: &mut Streaming<T>,
     outbox: &Outbox,
-    outbound: &Outbound,
-    id: u64,
+    (outbound, id): (&Outbound, u64),
+    compress: Option<bool>,
 ) -> Result<Sent, RpcError> {
-    send_items_with(source, outbox, outbound, id, |item, buf| {
+    send_items_with(source, outbox, (outbound, id), compress, |item, buf| {
         codec::encode_catching(item, buf)
     })
     .await
@@ -40,8 +41,8 @@ pub(crate) async fn send_items<T: Serialize>(
 pub(crate) async fn send_items_with<T, E>(
     source: &mut Streaming<T>,
     outbox: &Outbox,
-    outbound: &Outbound,
-    id: u64,
+    (outbound, id): (&Outbound, u64),
+    compress: Option<bool>,
     encode: E,
 ) -> Result<Sent, RpcError>
 where
@@ -68,9 +69,8 @@ where
             Some(Some(Ok(item))) => item,
         };
         let payload = outbox.push(
-            kind::STREAM_ITEM,
-            0,
-            id,
+            (kind::STREAM_ITEM, 0, id),
+            compress,
             |_| {},
             |buf| match &item {
                 Outgoing::Value(value) => encode(value, buf),
