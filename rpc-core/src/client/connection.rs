@@ -110,6 +110,14 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Whether more than one unary call is in flight (others may queue a request soon).
+    pub(super) fn busy(&self) -> bool {
+        self.config
+            .max_in_flight
+            .saturating_sub(self.in_flight.available_permits())
+            >= 2
+    }
+
     pub(super) fn calls(&self) -> MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -66,7 +66,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
         }
         let mut budget = FRAMES_PER_POLL;
         loop {
-            match self.io.poll_write(cx, &shared.outbox) {
+            // Other callers are about to queue requests: let theirs go out with these.
+            match self.io.poll_write(cx, &shared.outbox, shared.busy()) {
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(RpcError::closed(format!("write failed: {e}")))
                 }

@@ -341,7 +341,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 tracing::debug!(peer = %self.info.peer(), "client did not answer a ping: dropping the connection");
                 return Poll::Ready(End::Gone);
             }
-            let written = self.io.poll_write(cx, &self.state.outbox);
+            // Answers to what was just read go out at once; one that woke this task from a
+            // handler's own task waits for the other running handlers' answers once.
+            let coalesce = !read_any && self.state.in_flight.load(Ordering::Acquire) >= 2;
+            let written = self.io.poll_write(cx, &self.state.outbox, coalesce);
             self.batch_ends.end_all();
             if let Poll::Ready(Err(e)) = written {
                 tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
