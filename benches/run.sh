@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every instrument of benches/README.md in one session and writes one Markdown report:
-# the load generator's matrix (raw, raw-batched, rpc and optionally tarpc; allocations per
-# round trip; idle-connection memory; small-call latency during a 100 MiB stream transfer)
-# and the criterion micro-benchmarks. Run from anywhere; about 3 minutes once built.
+# the load generator's matrix (raw, raw-batched, rpc and optionally tarpc and tonic;
+# allocations per round trip; idle-connection memory; small-call latency during a 100 MiB
+# stream transfer) and the criterion micro-benchmarks. Run from anywhere; about 3 minutes
+# once built.
 #
-#   bash benches/run.sh [--tarpc] [--stdout] [--out FILE]
+#   bash benches/run.sh [--tarpc] [--tonic] [--stdout] [--out FILE]
 #
 #   --tarpc   also build and measure tarpc 0.38 (loadgen's `tarpc` feature)
+#   --tonic   also build and measure tonic 0.14 (loadgen's `tonic` feature)
 #   --stdout  print the report instead of writing it
 #   --out     write the report to FILE (default: benches/RESULTS.md)
 #
@@ -18,25 +20,35 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 tarpc=0
+tonic=0
 out="$root/benches/RESULTS.md"
 stdout=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --tarpc) tarpc=1 ;;
+        --tonic) tonic=1 ;;
         --stdout) stdout=1 ;;
         --out) out="$2"; shift ;;
-        *) echo "usage: bash benches/run.sh [--tarpc] [--stdout] [--out FILE]" >&2; exit 2 ;;
+        *) echo "usage: bash benches/run.sh [--tarpc] [--tonic] [--stdout] [--out FILE]" >&2; exit 2 ;;
     esac
     shift
 done
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
 
-features=()
+feature_list=()
 matrix_flags=()
 if [ "$tarpc" = 1 ]; then
-    features=(--features tarpc)
-    matrix_flags=(--tarpc)
+    feature_list+=(tarpc)
+    matrix_flags+=(--tarpc)
+fi
+if [ "$tonic" = 1 ]; then
+    feature_list+=(tonic)
+    matrix_flags+=(--tonic)
+fi
+features=()
+if [ ${#feature_list[@]} -gt 0 ]; then
+    features=(--features "$(IFS=,; echo "${feature_list[*]}")")
 fi
 
 echo "== building (release: loadgen, criterion benches)" >&2
@@ -81,7 +93,7 @@ if ! git diff --quiet HEAD -- Cargo.toml Cargo.lock rpc-core rpc-macros rpc-tran
 fi
 
 report() {
-    echo "Run of \`bash benches/run.sh$([ "$tarpc" = 1 ] && echo " --tarpc")\` at $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit; ${elapsed} s for the matrix and the micro-benchmarks. Load average (1/5/15 min) before: ${load_before}, after: ${load_after}."
+    echo "Run of \`bash benches/run.sh${matrix_flags[*]:+ ${matrix_flags[*]}}\` at $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit; ${elapsed} s for the matrix and the micro-benchmarks. Load average (1/5/15 min) before: ${load_before}, after: ${load_after}."
     echo
     echo "### Load generator"
     echo

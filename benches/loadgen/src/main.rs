@@ -1,14 +1,15 @@
 //! Load generator for the RPC framework.
 //!
 //! ```text
-//! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc
+//! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc|tonic
 //!                [--concurrency 64] [--connections 1] [--duration 3] [--warmup 1] [--payload 8]
 //!                [--content fill|json|noise]     (LOADGEN_COMPRESS=lz4: both sides compress)
-//! loadgen serve  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc [--addr 127.0.0.1:0]
+//! loadgen serve  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc|tonic
+//!                [--addr 127.0.0.1:0]
 //! loadgen overhead [--rounds 5] [--duration 3] [--concurrency 64]
 //! loadgen allocs [--calls 20000] [--mode rpc|rpc-seam|rpc-metrics|rpc-observed]
 //! loadgen idle   [--connections 10000]
-//! loadgen matrix [--duration 3] [--warmup 1] [--out FILE]
+//! loadgen matrix [--duration 3] [--warmup 1] [--out FILE] [--tarpc] [--tonic]
 //! loadgen soak   [--duration 60] [--warmup 5] [--clients 32] [--tls]
 //! loadgen interleave [--calls 2000] [--mib 100] [--chunk 65536]
 //! ```
@@ -17,14 +18,15 @@
 //! and prints calls/s, MiB/s, latency percentiles, and the CPU time and peak RSS of both
 //! processes, and the loopback bytes per call (both directions, IP and TCP headers
 //! included); its last line is a machine-readable `RESULT ...`. `matrix` runs every point
-//! of `benches/README.md` for `raw`, `raw-batched` and `rpc` (and `tarpc` when built with
-//! `--features tarpc`), then `allocs`, `idle` and `interleave` (small-call latency during
-//! a 100 MiB stream transfer, see `interleave.rs`), and prints Markdown tables of ratios
-//! to `raw`. `overhead` runs `rpc`,
+//! of `benches/README.md` for `raw`, `raw-batched` and `rpc` (and `tarpc`, `tonic` when
+//! given `--tarpc`, `--tonic`), then `allocs`, `idle` and `interleave` (small-call
+//! latency during a 100 MiB stream transfer, see `interleave.rs`), and prints Markdown
+//! tables of ratios to `raw`. `overhead` runs `rpc`,
 //! `rpc-metrics` and `rpc-observed` in alternating rounds and prints the cost of the
 //! observability layers as a ratio of calls/s. `soak` churns
 //! connections against one server process and checks that its descriptors and memory
-//! return to their baseline (see `soak.rs`).
+//! return to their baseline (see `soak.rs`). The `tarpc` and `tonic` modes (and matrix
+//! flags) are built with the cargo features of those names.
 
 mod allocs;
 mod handrpc;
@@ -37,6 +39,8 @@ mod rpc;
 mod soak;
 #[cfg(feature = "tarpc")]
 mod tarpc_mode;
+#[cfg(feature = "tonic")]
+mod tonic_mode;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -120,7 +124,7 @@ impl Flags {
                 bail!("unexpected argument `{flag}`");
             };
             let value = match name {
-                "tarpc" | "tls" => "true".to_string(),
+                "tarpc" | "tonic" | "tls" => "true".to_string(),
                 _ => iter
                     .next()
                     .with_context(|| format!("`{flag}` needs a value"))?
@@ -202,7 +206,9 @@ async fn serve(mode: &str, addr: &str) -> Result<()> {
         }
         #[cfg(feature = "tarpc")]
         "tarpc" => tarpc_mode::serve(addr).await?,
-        other => bail!("unknown mode `{other}` (built without the tarpc feature?)"),
+        #[cfg(feature = "tonic")]
+        "tonic" => tonic_mode::serve(addr).await?,
+        other => bail!("unknown mode `{other}` (built without the tarpc or tonic feature?)"),
     };
     println!("LISTENING {local}");
     std::future::pending::<()>().await;
@@ -303,6 +309,17 @@ async fn bench(flags: &Flags) -> Result<()> {
         #[cfg(feature = "tarpc")]
         "tarpc" => {
             tarpc_mode::client(
+                server.addr,
+                connections,
+                concurrency,
+                payload,
+                Arc::clone(&phase),
+            )
+            .await?
+        }
+        #[cfg(feature = "tonic")]
+        "tonic" => {
+            tonic_mode::client(
                 server.addr,
                 connections,
                 concurrency,

@@ -142,10 +142,17 @@ pub fn run(flags: &Flags) -> Result<()> {
     let duration = flags.str("duration", "3");
     let warmup = flags.str("warmup", "1");
     let with_tarpc = cfg!(feature = "tarpc") && flags.0.contains_key("tarpc");
+    let with_tonic = cfg!(feature = "tonic") && flags.0.contains_key("tonic");
     let mut modes = vec!["raw", "raw-batched", "rpc"];
+    // The baselines from other frameworks, each with a column and its ratio to `raw`.
+    let mut baselines = Vec::new();
     if with_tarpc {
-        modes.push("tarpc");
+        baselines.push("tarpc");
     }
+    if with_tonic {
+        baselines.push("tonic");
+    }
+    modes.extend(baselines.iter().copied());
 
     let mut results: HashMap<(&str, &str), HashMap<String, f64>> = HashMap::new();
     for point in ["c64", "c256", "pinned", "mib"] {
@@ -178,17 +185,18 @@ pub fn run(flags: &Flags) -> Result<()> {
     let mut out = String::new();
     writeln!(out, "Machine: {}. Loopback TCP; client and server are separate processes with multi-threaded tokio runtimes; {duration} s measured after {warmup} s warm-up per run.\n", machine())?;
     writeln!(out, "Targets are ratios to `raw` (a write and a flush per frame); `raw-batched` (a flush only when no frame is waiting) is the lowest cost any framework could reach, shown for reference.\n")?;
-    let tarpc_header = if with_tarpc {
-        " tarpc | tarpc/raw |"
-    } else {
-        ""
-    };
-    let tarpc_rule = if with_tarpc { "---|---|" } else { "" };
+    let baseline_header: String = baselines
+        .iter()
+        .map(|b| format!(" {b} | {b}/raw |"))
+        .collect();
+    let baseline_rule = "---|---|".repeat(baselines.len());
+    // The raw-batched and baseline cells of the rows only `rpc` has.
+    let blanks = " | |".repeat(1 + baselines.len());
     writeln!(
         out,
-        "| point | metric | raw | rpc | rpc/raw | target | met | raw-batched | rpc/raw-batched |{tarpc_header}"
+        "| point | metric | raw | rpc | rpc/raw | target | met | raw-batched | rpc/raw-batched |{baseline_header}"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|{tarpc_rule}")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|{baseline_rule}")?;
     for (point, row) in ROWS {
         let raw = results[&(*point, "raw")][row.metric];
         let rpc = results[&(*point, "rpc")][row.metric];
@@ -211,16 +219,16 @@ pub fn run(flags: &Flags) -> Result<()> {
             if met { "yes" } else { "**no**" }
         );
         write!(line, " {} | {:.2}x |", fmt(batched), rpc / batched)?;
-        if with_tarpc {
-            let tarpc = results[&(*point, "tarpc")][row.metric];
-            write!(line, " {} | {:.2}x |", fmt(tarpc), tarpc / raw)?;
+        for baseline in &baselines {
+            let value = results[&(*point, *baseline)][row.metric];
+            write!(line, " {} | {:.2}x |", fmt(value), value / raw)?;
         }
         writeln!(out, "{line}")?;
     }
     let per_call = allocs["allocations_per_call"];
-    writeln!(out, "| sequential echo u64 | allocations per round trip (client + server) | - | {per_call:.2} | - | <= 4 | {} |{}", if per_call <= 4.0 { "yes" } else { "**no**" }, if with_tarpc { " | | | |" } else { " | |" })?;
+    writeln!(out, "| sequential echo u64 | allocations per round trip (client + server) | - | {per_call:.2} | - | <= 4 | {} |{blanks}", if per_call <= 4.0 { "yes" } else { "**no**" })?;
     let per_conn = idle["bytes_per_connection"] / 1024.0;
-    writeln!(out, "| {} idle connections | server RSS per connection | - | {per_conn:.2} KiB | - | <= 10 KiB | {} |{}", idle["connections"], if per_conn <= 10.0 { "yes" } else { "**no**" }, if with_tarpc { " | | | |" } else { " | |" })?;
+    writeln!(out, "| {} idle connections | server RSS per connection | - | {per_conn:.2} KiB | - | <= 10 KiB | {} |{blanks}", idle["connections"], if per_conn <= 10.0 { "yes" } else { "**no**" })?;
 
     writeln!(out, "\nLatency detail (µs, p50 / p99 / p99.9):\n")?;
     writeln!(out, "| point | {} |", modes.join(" | "))?;
