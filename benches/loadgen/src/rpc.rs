@@ -230,15 +230,17 @@ async fn call_loop(
     phase: Arc<AtomicU8>,
 ) -> Result<WorkerResult> {
     let mut result = WorkerResult::new();
-    let data = ByteBuf::from(content.bytes(payload));
+    // The echo comes back as the next call's argument: a caller that owns its payload
+    // passes it without a copy, as the hand-written client passes a slice.
+    let mut data = ByteBuf::from(content.bytes(payload));
     let mut value = 0u64;
     loop {
         let started = Instant::now();
         if payload <= 8 {
             value = client.echo(value + 1).await?;
         } else {
-            let back = client.echo_bytes(data.clone()).await?;
-            anyhow::ensure!(back.len() == payload, "short echo");
+            data = client.echo_bytes(data).await?;
+            anyhow::ensure!(data.len() == payload, "short echo");
         }
         if result.account(&phase, started, payload) {
             return Ok(result);
