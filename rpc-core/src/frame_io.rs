@@ -179,6 +179,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
             // Held once already: write now.
         } else if coalesce && self.batch.is_empty() && outbox.unwritten() > 0 {
             self.held = true;
+            outbox.register(cx.waker());
             // Registers a wake-up for when the worker has run every other ready task
             // (at once outside a tokio runtime).
             let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);

@@ -239,6 +239,15 @@ impl Outbox {
         self.space.notify_waiters();
     }
 
+    /// The connection's task is running and writes what is queued before it waits again
+    /// (its next [`Outbox::register`] comes before its next [`Outbox::take`]): frames
+    /// queued meanwhile, such as the answers of handlers it polls itself, need not wake
+    /// it. A task woken while it runs is polled once more, and the scheduler wakes another
+    /// worker thread to look for work.
+    pub(crate) fn unregister(&self) {
+        drop(self.writer.take());
+    }
+
     /// Registers the task to wake when frames are queued. Call before [`Outbox::take`]
     /// so that no frame queued in between goes unnoticed.
     pub(crate) fn register(&self, waker: &std::task::Waker) {
@@ -254,5 +263,56 @@ impl Outbox {
             std::mem::swap(&mut state.buf, spare);
         }
         (any, state.closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn ping(outbox: &Outbox) {
+        outbox.push_control(kind::PING, 0, &[0; 8]).unwrap();
+    }
+
+    #[test]
+    fn frames_queued_while_the_writer_runs_do_not_wake_it() {
+        let outbox = Outbox::new(1 << 20, FrameLayout::Compact, None, 1 << 20);
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut spare = BytesMut::new();
+
+        // Registered and empty: the first frame wakes the writer.
+        outbox.register(&waker);
+        ping(&outbox);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(outbox.take(&mut spare), (true, false));
+        spare.clear();
+
+        // The writer runs (it unregistered): what it queues itself wakes nobody, and it
+        // takes the frames when it registers again before it waits.
+        outbox.unregister();
+        ping(&outbox);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        outbox.register(&waker);
+        assert_eq!(outbox.take(&mut spare), (true, false));
+        spare.clear();
+
+        // Waiting again: the next frame wakes it.
+        ping(&outbox);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
     }
 }

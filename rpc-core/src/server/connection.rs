@@ -265,6 +265,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         if self.hard.as_mut().poll(cx).is_ready() {
             return Poll::Ready(End::Hard);
         }
+        // Answers queued while this task runs (the inline handlers') are written before
+        // it returns: they need not wake it.
+        self.state.outbox.unregister();
         if !self.draining && self.graceful.as_mut().poll(cx).is_ready() {
             self.draining = true;
             self.go_away(go_away::SHUTTING_DOWN, "the server is shutting down");
