@@ -175,6 +175,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         info: Arc::new(ConnectionInfo::new(peer, opened.identity)),
         draining: false,
         last_id: 0,
+        last_instance: 0,
         methods: BoundMethods::default(),
         last_frame_at: now,
         partial_since: None,
@@ -235,6 +236,8 @@ pub(super) struct ServerConnection<R, W> {
     pub(super) draining: bool,
     /// The highest call id received, announced in `GO_AWAY`.
     pub(super) last_id: u64,
+    /// The instance number of the last call registered ([`super::state::RunningCall`]).
+    pub(super) last_instance: u64,
     /// The method ids the client bound (version 5).
     pub(super) methods: BoundMethods,
     /// When the last complete frame arrived (for the idle timeout).
@@ -457,9 +460,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 self.start(request, now, cx)
             }
             Ok(Frame::Cancel { id }) => {
-                let handler = self.state.running().remove(&id);
-                if let Some(Some(handler)) = handler {
-                    handler.abort();
+                let call = self.state.running().remove(&id);
+                if let Some(task) = call.and_then(|call| call.task) {
+                    task.abort();
                 }
                 self.state.end_streams(id);
                 Ok(())

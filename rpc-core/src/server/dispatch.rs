@@ -19,7 +19,7 @@ use super::connection::{End, ServerConnection};
 use super::middleware::{MiddlewareFuture, Next};
 use super::observer::CallWatch;
 use super::service::{Answered, HandlerFuture, IncomingCall, ReplyTo};
-use super::state::{ConnectionState, InFlightSlot};
+use super::state::{ConnectionState, InFlightSlot, RunningCall};
 use crate::context::{self, Context};
 use crate::protocol::{go_away, status, RequestFrame};
 use crate::util::panic_message;
@@ -100,9 +100,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             Arc::clone(&self.info),
         );
         let payload_len = request.payload.len();
+        self.last_instance += 1;
+        let instance = self.last_instance;
         let call = IncomingCall::new(
             request.payload,
-            ReplyTo::registered(Arc::clone(&self.state), id),
+            ReplyTo::registered(Arc::clone(&self.state), id, instance),
         );
         // Layers and observers label calls by the method's name as the service declares
         // it: a bounded set.
@@ -153,7 +155,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     Ok(chain) => Running::Chain {
                         chain,
                         reply: Some(Arc::clone(&self.state)),
-                        id,
+                        call: (id, instance),
                     },
                     Err(panic) => {
                         refuse(watch, status::HANDLER_PANICKED, &panic_message(&*panic));
@@ -184,13 +186,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         };
 
         // Poll once here: a handler that is ready at once needs no task, no map entry and
-        // no timer. While it is polled it is registered in the inline slot (id 0, which
-        // the slot cannot hold, goes to the map).
-        if id == 0 {
-            self.state.running().insert(id, None);
-        } else {
-            self.state.inline_call.store(id, Ordering::Release);
-        }
+        // no timer. While it is polled it is registered in the inline slot.
+        self.state.inline_call.store(instance, Ordering::Release);
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
         slot.counted = true;
         let (first_poll, pending_context) = context::sync_scope(context, || {
@@ -208,19 +205,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 // that nobody can claim it before its task is recorded. If the handler
                 // already answered, it runs on unregistered.
                 let mut running = self.state.running();
-                let unanswered = if id == 0 {
-                    running.contains_key(&0)
-                } else {
-                    self.state
-                        .inline_call
-                        .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                };
-                let handler =
-                    run_handler(handler, watch, deadline, Arc::clone(&self.state), id, slot);
+                let unanswered = self
+                    .state
+                    .inline_call
+                    .compare_exchange(instance, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                let handler = run_handler(
+                    handler,
+                    watch,
+                    deadline,
+                    (Arc::clone(&self.state), id, instance),
+                    slot,
+                );
                 if unanswered {
                     let task = self.tasks.spawn(context::scope(context, handler));
-                    running.insert(id, Some(task.abort_handle()));
+                    let task = Some(task.abort_handle());
+                    running.insert(id, RunningCall { instance, task });
                 } else {
                     // It answered already but goes on (a hand-written service): no CANCEL
                     // can reach it by its id, so it lives at most as long as its
@@ -235,7 +235,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 }
             }
             (Ok(Poll::Ready(answered)), _) => {
-                let answered = finished(&self.state, id, answered);
+                let answered = finished(&self.state, (id, instance), answered);
                 if let Some(watch) = watch {
                     // Its answer leaves with the batch's write: it ends then.
                     self.batch_ends.push(watch, answered);
@@ -243,13 +243,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             }
             // Unreachable: the context is current while the handler is polled.
             (Ok(Poll::Pending), None) => {
-                let answered = finished(&self.state, id, Answered::unanswered());
+                let answered = finished(&self.state, (id, instance), Answered::unanswered());
                 if let Some(watch) = watch {
                     watch.end(&answered);
                 }
             }
             (Err(panic), _) => {
-                let answered = panicked(&self.state, id, &*panic);
+                let answered = panicked(&self.state, (id, instance), &*panic);
                 if let Some(watch) = watch {
                     watch.end(&answered);
                 }
@@ -266,7 +266,8 @@ enum Running {
         chain: MiddlewareFuture,
         /// Where a refusal of the chain is answered (taken when it is).
         reply: Option<Arc<ConnectionState>>,
-        id: u64,
+        /// The call's id and instance.
+        call: (u64, u64),
     },
 }
 
@@ -276,14 +277,15 @@ impl Future for Running {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Answered> {
         match &mut *self {
             Running::Handler(handler) => handler.as_mut().poll(cx),
-            Running::Chain { chain, reply, id } => match ready!(Pin::new(chain).poll(cx)) {
+            Running::Chain { chain, reply, call } => match ready!(Pin::new(chain).poll(cx)) {
                 Ok(answered) => Poll::Ready(answered),
                 Err(rejection) => {
                     let state = reply
                         .take()
                         .expect("a call future polled after it completed");
+                    let (id, instance) = *call;
                     Poll::Ready(
-                        ReplyTo::registered(state, *id)
+                        ReplyTo::registered(state, id, instance)
                             .error(rejection.code(), rejection.message()),
                     )
                 }
@@ -292,10 +294,14 @@ impl Future for Running {
     }
 }
 
-/// After a handler completed: it answered (`answered`), unless a hand-written service
-/// forgot to. Returns the call's answer.
-fn finished(state: &Arc<ConnectionState>, id: u64, answered: Answered) -> Answered {
-    let late = ReplyTo::registered(Arc::clone(state), id).error(
+/// After the handler of call `id`, running as `instance`, completed: it answered
+/// (`answered`), unless a hand-written service forgot to. Returns the call's answer.
+fn finished(
+    state: &Arc<ConnectionState>,
+    (id, instance): (u64, u64),
+    answered: Answered,
+) -> Answered {
+    let late = ReplyTo::registered(Arc::clone(state), id, instance).error(
         status::INTERNAL,
         "the service finished the call without answering",
     );
@@ -307,10 +313,14 @@ fn finished(state: &Arc<ConnectionState>, id: u64, answered: Answered) -> Answer
 }
 
 /// After a handler panicked: answers its call, if it is still unanswered.
-fn panicked(state: &Arc<ConnectionState>, id: u64, panic: &(dyn std::any::Any + Send)) -> Answered {
+fn panicked(
+    state: &Arc<ConnectionState>,
+    (id, instance): (u64, u64),
+    panic: &(dyn std::any::Any + Send),
+) -> Answered {
     let message = panic_message(panic);
     tracing::warn!(id, %message, "handler panicked");
-    ReplyTo::registered(Arc::clone(state), id).error(status::HANDLER_PANICKED, &message)
+    ReplyTo::registered(Arc::clone(state), id, instance).error(status::HANDLER_PANICKED, &message)
 }
 
 /// Runs one handler to completion, its deadline, or a panic, and answers the latter two.
@@ -320,8 +330,7 @@ async fn run_handler(
     handler: Running,
     watch: Option<CallWatch>,
     deadline: Option<Instant>,
-    state: Arc<ConnectionState>,
-    id: u64,
+    (state, id, instance): (Arc<ConnectionState>, u64, u64),
     slot: InFlightSlot,
 ) {
     let guarded = AssertUnwindSafe(handler).catch_unwind();
@@ -330,9 +339,9 @@ async fn run_handler(
         None => Some(guarded.await),
     };
     let answered = match outcome {
-        Some(Ok(answered)) => finished(&state, id, answered),
-        Some(Err(panic)) => panicked(&state, id, &*panic),
-        None => ReplyTo::registered(state, id).error(
+        Some(Ok(answered)) => finished(&state, (id, instance), answered),
+        Some(Err(panic)) => panicked(&state, (id, instance), &*panic),
+        None => ReplyTo::registered(state, id, instance).error(
             status::DEADLINE_EXCEEDED,
             "the call's deadline passed before the handler finished",
         ),

@@ -193,8 +193,9 @@ impl IncomingCall {
 pub struct ReplyTo {
     connection: Arc<ConnectionState>,
     id: u64,
-    /// Whether the call is registered as running: then answering first claims it.
-    registered: bool,
+    /// The call's instance if it is registered as running (answering first claims it),
+    /// 0 if not.
+    instance: u64,
     /// The caller's stream, if the handler took it (to count its items).
     inbound: std::sync::OnceLock<Arc<crate::stream::Inbound>>,
     /// Whether the answer is compressed ([`ReplyTo::with_compression`]); `None`: as the
@@ -209,12 +210,12 @@ impl fmt::Debug for ReplyTo {
 }
 
 impl ReplyTo {
-    /// For a call whose handler is (about to be) registered as running.
-    pub(crate) fn registered(connection: Arc<ConnectionState>, id: u64) -> Self {
+    /// For call `id`, whose handler is (about to be) registered as running as `instance`.
+    pub(crate) fn registered(connection: Arc<ConnectionState>, id: u64, instance: u64) -> Self {
         ReplyTo {
             connection,
             id,
-            registered: true,
+            instance,
             inbound: std::sync::OnceLock::new(),
             compress: None,
         }
@@ -225,7 +226,7 @@ impl ReplyTo {
         ReplyTo {
             connection,
             id,
-            registered: false,
+            instance: 0,
             inbound: std::sync::OnceLock::new(),
             compress: None,
         }
@@ -233,7 +234,7 @@ impl ReplyTo {
 
     /// Whether this reply may still answer: claims a registered call.
     fn claim(&self) -> bool {
-        !self.registered || self.connection.claim(self.id)
+        self.instance == 0 || self.connection.claim(self.id, self.instance)
     }
 
     /// What answering nothing (the call already ended) reports.

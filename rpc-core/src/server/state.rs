@@ -39,11 +39,10 @@ impl Drop for ConnectionSlot {
 /// State of a connection shared with its handler tasks.
 pub(crate) struct ConnectionState {
     pub(crate) outbox: Outbox,
-    /// Spawned calls not yet answered, by call id, with their task (or `None` while it is
-    /// being spawned).
+    /// Spawned calls not yet answered, by call id.
     pub(super) running: Mutex<RunningCalls>,
-    /// The id of the call whose handler is being polled in place on the connection task
-    /// (0 if none): it is "running" without an entry in `running`.
+    /// The instance of the call whose handler is being polled in place on the connection
+    /// task (0 if none): it is "running" without an entry in `running`.
     pub(super) inline_call: AtomicU64,
     /// Calls started and not finished (answered or dropped).
     pub(super) in_flight: AtomicUsize,
@@ -72,27 +71,43 @@ impl StreamPeer for ConnectionState {
     }
 }
 
-pub(super) type RunningCalls = HashMap<u64, Option<AbortHandle>, BuildHasherDefault<IdHasher>>;
+/// A spawned call not yet answered.
+pub(super) struct RunningCall {
+    /// Which call this is: an id comes back when a client reuses it for a new call once
+    /// the answer reached it (version 5), while the old call's task may still be ending.
+    /// Instances are never reused on a connection, and start at 1.
+    pub(super) instance: u64,
+    /// Its task (`None` while it is being spawned).
+    pub(super) task: Option<AbortHandle>,
+}
+
+pub(super) type RunningCalls = HashMap<u64, RunningCall, BuildHasherDefault<IdHasher>>;
 
 impl ConnectionState {
     pub(super) fn running(&self) -> MutexGuard<'_, RunningCalls> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the right to answer call `id`. Whoever removes a running call (from the
-    /// inline slot or the map) answers it, so a call is never answered twice (handler vs.
-    /// shutdown vs. cancel).
-    pub(crate) fn claim(&self, id: u64) -> bool {
-        if id != 0
-            && self
-                .inline_call
-                .compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+    /// Takes the right to answer call `id`, the running call `instance` of it. Whoever
+    /// removes a running call (from the inline slot or the map) answers it, so a call is
+    /// never answered twice (handler vs. shutdown vs. cancel), and what an ended call's
+    /// task does late never touches a new call that reuses its id.
+    pub(crate) fn claim(&self, id: u64, instance: u64) -> bool {
+        if self
+            .inline_call
+            .compare_exchange(instance, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
         {
             self.end_streams(id);
             return true;
         }
-        let claimed = self.running().remove(&id).is_some();
+        let claimed = {
+            let mut running = self.running();
+            let ours = running
+                .get(&id)
+                .is_some_and(|call| call.instance == instance);
+            ours && running.remove(&id).is_some()
+        };
         if claimed {
             self.end_streams(id);
         }
@@ -123,9 +138,9 @@ impl ConnectionState {
         self.streams
             .fail_all(&RpcError::closed("the connection is closing"));
         let running = std::mem::take(&mut *self.running());
-        for (id, handler) in running {
-            if let Some(handler) = handler {
-                handler.abort();
+        for (id, call) in running {
+            if let Some(task) = call.task {
+                task.abort();
             }
             if let Some((code, message)) = answer {
                 ReplyTo::unregistered(Arc::clone(self), id).error(code, message);
