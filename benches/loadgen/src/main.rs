@@ -4,6 +4,7 @@
 //! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc|tonic
 //!                [--concurrency 64] [--connections 1] [--duration 3] [--warmup 1] [--payload 8]
 //!                [--content fill|json|noise]     (LOADGEN_COMPRESS=lz4: both sides compress)
+//!                (LOADGEN_HANDLER_AWAITS=1: the echo handler awaits once, on its own task)
 //! loadgen serve  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc|tonic
 //!                [--addr 127.0.0.1:0]
 //! loadgen overhead [--rounds 5] [--duration 3] [--concurrency 64]

@@ -35,6 +35,9 @@ pub struct EchoImpl;
 
 impl Echo for EchoImpl {
     async fn echo(&self, value: u64) -> u64 {
+        if handlers_await() {
+            tokio::task::yield_now().await;
+        }
         value
     }
 
@@ -50,6 +53,15 @@ impl Echo for EchoImpl {
         });
         Streaming::iter(items)
     }
+}
+
+/// Whether the echo handler awaits once before it answers (`LOADGEN_HANDLER_AWAITS=1`,
+/// inherited by the server process): a handler that waits on something, as most real
+/// ones do, runs on a task of its own and answers from there, instead of answering
+/// within the connection task's first poll.
+fn handlers_await() -> bool {
+    static AWAITS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AWAITS.get_or_init(|| std::env::var("LOADGEN_HANDLER_AWAITS").is_ok_and(|v| v == "1"))
 }
 
 /// Which layers a mode installs.
