@@ -2,6 +2,7 @@
 //! outbox, the running calls and who may answer them, the streams), and the counts that
 //! bound a server ([`Load`] and the slots that keep it right).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -101,12 +102,12 @@ impl ConnectionState {
             self.end_streams(id);
             return true;
         }
-        let claimed = {
-            let mut running = self.running();
-            let ours = running
-                .get(&id)
-                .is_some_and(|call| call.instance == instance);
-            ours && running.remove(&id).is_some()
+        let claimed = match self.running().entry(id) {
+            Entry::Occupied(call) if call.get().instance == instance => {
+                call.remove();
+                true
+            }
+            _ => false,
         };
         if claimed {
             self.end_streams(id);
