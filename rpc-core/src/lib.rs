@@ -131,7 +131,8 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 /// with nothing configured; `#[compress(false)]` never compresses them, whatever the
 /// threshold of [`ClientConfig::compression`] / [`ServerConfig::compression`] says. A
 /// call's `with_compression` overrides both for what the caller sends. It needs
-/// protocol version 5 (older connections send everything as it is).
+/// protocol version 5 and a peer that can decompress LZ4 (or the configured algorithm);
+/// otherwise payloads go as they are.
 pub use rpc_macros::service;
 
 /// Items the generated code refers to. Not a public API.

@@ -427,7 +427,8 @@ fn take_short(body: &mut Bytes, what: &str) -> Result<Bytes, RpcError> {
 }
 
 /// How one side writes frames on a connection: the layout, the largest frame the peer
-/// accepts, and how this side compresses payloads (version 5).
+/// accepts, how this side compresses payloads (version 5), and, for one frame, what its
+/// call or method chose.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Framing {
     /// The connection's layout.
