@@ -67,7 +67,9 @@ async fn bytes_per_add(config: ClientConfig) -> (u64, u16) {
 
 #[tokio::test]
 async fn add_1_2_costs_23_bytes_on_the_wire_and_57_on_version_4() {
-    let (compact, version) = bytes_per_add(ClientConfig::default()).await;
+    // 1001 calls: reused ids keep every call at id 1 (fresh ids would take 2 bytes from
+    // the 128th call on).
+    let (compact, version) = bytes_per_add(ClientConfig::default().reuse_call_ids(true)).await;
     assert_eq!(version, 5);
     // REQUEST: 4 length + kind, flags, call id, budget (3), method id, metadata count,
     // payload (2) = 14; RESPONSE: 4 + kind, flags, call id, status, payload = 9.
@@ -83,9 +85,12 @@ async fn add_1_2_costs_23_bytes_on_the_wire_and_57_on_version_4() {
 #[tokio::test]
 async fn sequential_calls_reuse_call_id_1_and_the_server_knows_each_bound_method() {
     let server = server().await;
-    let connection = rpc_transport_tcp::connect(server.local_addr())
-        .await
-        .unwrap();
+    let connection = rpc_transport_tcp::connect_with_config(
+        server.local_addr(),
+        ClientConfig::default().reuse_call_ids(true),
+    )
+    .await
+    .unwrap();
     let calc = CalculatorClient::new(connection);
     for _ in 0..300 {
         assert_eq!(

@@ -1,12 +1,22 @@
-//! Call ids come back (version 5, `docs/PROTOCOL.md` section 22.4): a client reuses the
-//! id of an answered unary call, possibly while the server's task of the old call is
-//! still ending. Whatever that task does late (its completion check, a deadline, a panic)
-//! must concern the old call only, never the new call that carries the same id.
+//! Call ids come back (version 5, `docs/PROTOCOL.md` section 22.4): a client may reuse
+//! the id of an answered unary call (this crate's does with
+//! `ClientConfig::reuse_call_ids`), possibly while the server's task of the old call is
+//! still ending. Whatever that task does late (its completion check, a deadline, a
+//! panic) must concern the old call only, never the new call that carries the same id.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rpc_core::{service, DispatchError, HandlerFuture, IncomingCall, Method};
 use tokio::sync::Notify;
+
+/// A connection whose client reuses call ids (`ClientConfig::reuse_call_ids`).
+async fn reusing(addr: SocketAddr) -> rpc_core::Connection {
+    let config = rpc_core::ClientConfig::default().reuse_call_ids(true);
+    rpc_transport_tcp::connect_with_config(addr, config)
+        .await
+        .unwrap()
+}
 
 /// `first` answers at once and then goes on until `release_first`; `second` starts,
 /// says so, and answers once `release_second` is notified.
@@ -62,11 +72,7 @@ async fn an_ended_call_s_task_does_not_answer_the_call_that_reuses_its_id() {
     let server = rpc_transport_tcp::serve("127.0.0.1:0", service)
         .await
         .unwrap();
-    let client = rpc_core::Client::new(
-        rpc_transport_tcp::connect(server.local_addr())
-            .await
-            .unwrap(),
-    );
+    let client = rpc_core::Client::new(reusing(server.local_addr()).await);
     assert_eq!(client.connection().unwrap().protocol_version(), 5);
 
     // `first` is answered while its task goes on; its id is free on the client.
@@ -123,11 +129,7 @@ async fn many_callers_of_awaiting_handlers_all_get_their_own_answers() {
     let server = rpc_transport_tcp::serve("127.0.0.1:0", AwaitingServer::new(AwaitOnce))
         .await
         .unwrap();
-    let client = AwaitingClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
-            .await
-            .unwrap(),
-    );
+    let client = AwaitingClient::new(reusing(server.local_addr()).await);
     let callers: Vec<_> = (0..32u64)
         .map(|caller| {
             let client = client.clone();

@@ -21,6 +21,7 @@ pub struct ClientConfig {
     pub(crate) protocol_version: u16,
     pub(crate) codec: PayloadCodec,
     pub(crate) compression: Option<(Compression, usize)>,
+    pub(crate) reuse_call_ids: bool,
 }
 
 impl Default for ClientConfig {
@@ -39,6 +40,7 @@ impl Default for ClientConfig {
             protocol_version: VERSION,
             codec: PayloadCodec::Bincode,
             compression: None,
+            reuse_call_ids: false,
         }
     }
 }
@@ -114,6 +116,19 @@ impl ClientConfig {
     /// connecting to an older one fails with `RpcError::CodecUnsupported`.
     pub fn codec(mut self, codec: PayloadCodec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// Gives a new unary call the id of an answered one (version 5; default off), so
+    /// that ids stay as small as the calls in flight are few: one byte each way on the
+    /// wire, where fresh ids take two after 127 calls on a connection and three after
+    /// 16383. The price is in graceful shutdown: a server's `GO_AWAY` names the highest
+    /// id it received, which no longer tells a reused id it did not see from one it did,
+    /// so a non-idempotent call caught on the wire fails `ConnectionClosed` (it may have
+    /// run) instead of being refused `ShuttingDown` (safe to send elsewhere). Never runs a
+    /// call twice either way; turn it on only where servers are not drained under load.
+    pub fn reuse_call_ids(mut self, reuse: bool) -> Self {
+        self.reuse_call_ids = reuse;
         self
     }
 

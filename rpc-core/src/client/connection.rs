@@ -86,8 +86,9 @@ pub(super) struct Calls {
     pub(super) state: State,
     /// The next id never used on the connection.
     next_id: u64,
-    /// Ids of unary calls that were answered, for reuse (version 5): the server forgot
-    /// them before it answered, and no frame of theirs can follow. Reused smallest-first
+    /// Ids of unary calls that were answered, for reuse (version 5, with
+    /// `ClientConfig::reuse_call_ids`): the server forgot them before it answered, and
+    /// no frame of theirs can follow. Reused smallest-first
     /// in effect (last freed first), so ids stay as small as the calls in flight are
     /// few, and take one byte on the wire.
     free_ids: Vec<u64>,
@@ -503,8 +504,10 @@ impl Connection {
             0
         };
         let shared = &*self.shared;
-        // Only a unary call without an upload gives its id back once answered.
-        let recycle = shared.outbox.layout() == FrameLayout::Compact
+        // Only a unary call without an upload gives its id back once answered, and only
+        // if the configuration asks for it (`ClientConfig::reuse_call_ids`).
+        let recycle = shared.config.reuse_call_ids
+            && shared.outbox.layout() == FrameLayout::Compact
             && matches!(pending, Pending::Unary(_))
             && !with_upload;
         let id = {
