@@ -10,21 +10,18 @@ use std::time::{Duration, Instant};
 
 use common::example;
 
-/// Runs example `name` (killed after 60 s) and returns its standard output.
+/// Runs example `name` (killed after 60 s) and returns its standard output. A failure
+/// shows both of its output streams.
 fn run(name: &str) -> String {
     let path = example(name);
     assert!(path.exists(), "{} is not built", path.display());
     let mut child = Command::new(&path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -33,13 +30,28 @@ fn run(name: &str) -> String {
         if started.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{name} did not finish within 60 s");
+            let (out, err) = (stdout.join().unwrap(), stderr.join().unwrap());
+            panic!("{name} did not finish within 60 s:\n{out}\n--- standard error ---\n{err}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let out = reader.join().unwrap();
-    assert!(status.success(), "{name} failed ({status}):\n{out}");
+    let out = stdout.join().unwrap();
+    let err = stderr.join().unwrap();
+    assert!(
+        status.success(),
+        "{name} failed ({status}):\n{out}\n--- standard error ---\n{err}"
+    );
     out
+}
+
+/// Reads `stream` to its end on a thread of its own (so neither pipe can fill and block
+/// the child).
+fn drain(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
 }
 
 fn assert_prints(name: &str, expected: &[&str]) {
