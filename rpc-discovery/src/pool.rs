@@ -46,6 +46,15 @@ pub(crate) enum Link {
     Backoff(Instant),
 }
 
+impl Link {
+    /// Whether the member may be usable without waiting out a backoff: it is
+    /// connecting, or it is `Ready` (if its connection just ended, its task is about to
+    /// make it `Connecting` or `Backoff`, and wakes waiting calls when it does).
+    fn may_come_up(self) -> bool {
+        matches!(self, Link::Connecting | Link::Ready)
+    }
+}
+
 /// One endpoint of the pool.
 pub(crate) struct Member {
     pub(crate) addr: String,
@@ -326,9 +335,11 @@ impl Pool {
         }
     }
 
-    /// Whether any member is making a connection (a call may wait for it).
+    /// Whether any member is making a connection, or still holds one that its task has
+    /// not seen end yet (it will reconnect or back off and say so): a call may wait for
+    /// it. Only members whose last attempt failed (in backoff) cannot be waited for.
     pub(crate) fn any_connecting(&self) -> bool {
-        self.members().iter().any(|m| m.link() == Link::Connecting)
+        self.members().iter().any(|m| m.link().may_come_up())
     }
 
     /// Members with a usable connection, ejected or not (for when all are ejected).
@@ -390,16 +401,24 @@ async fn maintain(pool: std::sync::Weak<Pool>, member: Arc<Member>) {
                 let Some(strong) = pool.upgrade() else {
                     return;
                 };
-                lock(&member.state).connection = None;
+                // The link changes with the connection, under one lock: a call that
+                // looks between the two must not see a member that is neither connected
+                // nor connecting (it would fail at once as unreachable).
+                let delay = drained.then(|| strong.settings.reconnect.delay(1));
+                {
+                    let mut state = lock(&member.state);
+                    state.connection = None;
+                    state.link = match delay {
+                        Some(delay) => Link::Backoff(Instant::now() + delay),
+                        None => Link::Connecting,
+                    };
+                }
                 strong.republish();
-                if drained {
+                if let Some(delay) = delay {
                     // The server is shutting down: it refuses new connections for a
                     // while, so do not hammer it.
                     tracing::debug!(endpoint = %member.addr, "server is draining; connection replaced");
                     failures = 1;
-                    let delay = strong.settings.reconnect.delay(failures);
-                    lock(&member.state).link = Link::Backoff(Instant::now() + delay);
-                    strong.changed();
                     drop(strong);
                     tokio::time::sleep(delay).await;
                 } else {
@@ -498,5 +517,19 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that looks at the pool after a connection ended but before the member's
+    /// task has reacted must wait for the reconnect, not fail as unreachable.
+    #[test]
+    fn a_member_whose_connection_just_ended_may_still_come_up() {
+        assert!(Link::Connecting.may_come_up());
+        assert!(Link::Ready.may_come_up());
+        assert!(!Link::Backoff(Instant::now()).may_come_up());
     }
 }

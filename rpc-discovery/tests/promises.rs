@@ -283,3 +283,74 @@ async fn a_replica_whose_health_says_not_serving_leaves_rotation_without_failing
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A loopback TCP proxy whose connections can be cut (both sockets closed at once, as
+/// when a peer's process dies or a middlebox drops the flow).
+struct CuttingProxy {
+    addr: std::net::SocketAddr,
+    flows: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttingProxy {
+    async fn start(target: std::net::SocketAddr) -> CuttingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let flows = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = std::sync::Arc::clone(&flows);
+        tokio::spawn(async move {
+            while let Ok((mut downstream, _)) = listener.accept().await {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let flow = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+                });
+                registry.lock().unwrap().push(flow.abort_handle());
+            }
+        });
+        CuttingProxy { addr, flows }
+    }
+
+    /// Closes every connection through the proxy; later ones pass again.
+    fn cut(&self) {
+        for flow in self.flows.lock().unwrap().drain(..) {
+            flow.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_as_the_only_connection_drops_waits_for_the_reconnect() {
+    // The connection dies (no GO_AWAY) and a call arrives before the endpoint's own task
+    // has seen it: the endpoint is about to reconnect, so an idempotent call waits for
+    // that and succeeds. It used to fail at once with "no endpoint is reachable", since
+    // the endpoint looked neither connected nor connecting for that moment.
+    let replica = start(ReplicaImpl::new("r")).await;
+    let proxy = CuttingProxy::start(replica.local_addr()).await;
+    let channel = BalancedChannel::from_static([proxy.addr]);
+    let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(20));
+    let connected = |channel: &BalancedChannel| channel.endpoints().iter().all(|e| e.connected);
+    for round in 0..100 {
+        assert!(
+            within(Duration::from_secs(10), || connected(&channel))
+                .await
+                .is_some(),
+            "round {round}: never reconnected"
+        );
+        proxy.cut();
+        if round % 2 == 1 {
+            // Call in the moment the client has seen the connection end (unless it has
+            // already reconnected by the time this task looks: then there is no such
+            // moment to catch this round).
+            let looking = std::time::Instant::now();
+            while connected(&channel) && looking.elapsed() < Duration::from_secs(1) {
+                tokio::task::yield_now().await;
+            }
+        }
+        match client.whoami().await {
+            Ok(name) => assert_eq!(name, "r"),
+            Err(error) => panic!("round {round}: {error:?}"),
+        }
+    }
+    replica.shutdown().await;
+}
