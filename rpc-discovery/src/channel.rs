@@ -480,7 +480,7 @@ impl Inner {
                 if self.pool.members().is_empty() {
                     return Err(unavailable("discovery reports no endpoints"));
                 }
-                if !self.pool.any_connecting() {
+                if !self.pool.any_may_come_up() {
                     return Err(unavailable(self.pool.unreachable_reason()));
                 }
                 // Connections are being made: wait for the pool to change.

@@ -335,10 +335,10 @@ impl Pool {
         }
     }
 
-    /// Whether any member is making a connection, or still holds one that its task has
-    /// not seen end yet (it will reconnect or back off and say so): a call may wait for
-    /// it. Only members whose last attempt failed (in backoff) cannot be waited for.
-    pub(crate) fn any_connecting(&self) -> bool {
+    /// Whether any member may become routable without waiting out a backoff (see
+    /// `Link::may_come_up`): a call may wait for it. Only when every member's last
+    /// attempt failed (all in backoff) is nothing worth waiting for.
+    pub(crate) fn any_may_come_up(&self) -> bool {
         self.members().iter().any(|m| m.link().may_come_up())
     }
 
