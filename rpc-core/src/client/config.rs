@@ -134,8 +134,8 @@ impl ClientConfig {
 
     /// Compresses payloads of at least `threshold` bytes with `algorithm` (default: no
     /// compression; 1 KiB is a good threshold), on version 5 connections, and only when
-    /// that makes them smaller. A peer that cannot decompress `algorithm` gets LZ4 (if it can take that). A
-    /// method's `#[compress]` / `#[compress(false)]` and a call's
+    /// that makes them smaller. A peer that cannot decompress `algorithm` gets LZ4 (if it
+    /// can take that). A method's `#[compress]` / `#[compress(false)]` and a call's
     /// [`crate::Client::with_compression`] override the threshold (without this setting,
     /// they compress with LZ4; with `threshold` `usize::MAX`, `algorithm` serves only
     /// them). Receiving compressed payloads needs no setting: every algorithm this build

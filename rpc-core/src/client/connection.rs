@@ -87,10 +87,9 @@ pub(super) struct Calls {
     /// The next id never used on the connection.
     next_id: u64,
     /// Ids of unary calls that were answered, for reuse (version 5, with
-    /// `ClientConfig::reuse_call_ids`): the server forgot them before it answered, and
-    /// no frame of theirs can follow. Reused smallest-first
-    /// in effect (last freed first), so ids stay as small as the calls in flight are
-    /// few, and take one byte on the wire.
+    /// `ClientConfig::reuse_call_ids`): the server forgot them before it answered, and no
+    /// frame of theirs can follow. Reused smallest-first in effect (last freed first), so
+    /// ids stay as small as the calls in flight are few, and take one byte on the wire.
     free_ids: Vec<u64>,
 }
 

@@ -160,10 +160,10 @@ impl ServerConfig {
         self
     }
 
-    /// Compresses answers and stream items of at least `threshold` bytes with
-    /// `algorithm` (default: no compression; 1 KiB is a good threshold), on version 5
-    /// connections, and only when that makes them smaller. A client that cannot
-    /// decompress `algorithm` gets LZ4 (if it can take that). A method's `#[compress]` / `#[compress(false)]`
+    /// Compresses answers and stream items of at least `threshold` bytes with `algorithm`
+    /// (default: no compression; 1 KiB is a good threshold), on version 5 connections, and
+    /// only when that makes them smaller. A client that cannot decompress `algorithm` gets
+    /// LZ4 (if it can take that). A method's `#[compress]` / `#[compress(false)]`
     /// ([`crate::ReplyTo::with_compression`]) overrides the threshold (without this
     /// setting, it compresses with LZ4). Receiving compressed payloads needs no setting:
     /// every algorithm this build has is accepted.
