@@ -1,10 +1,10 @@
-# Sourced by .ci/run (bash). Makes what rpc-discovery's tests need available:
+# Sourced by .ci/run (bash). Makes what traitrpc-discovery's tests need available:
 #   - installs `etcd-server` from Debian's packages if it is missing;
 #   - starts a single-node etcd on free loopback ports with a temporary data directory;
 #   - exports RPC_TEST_ETCD=http://127.0.0.1:PORT for the tests;
 #   - defines `stop_etcd`, which stops it and removes the data directory (the caller
 #     installs it as an EXIT trap).
-# Locally: `source .ci/etcd.sh; trap stop_etcd EXIT; cargo test -p rpc-discovery`.
+# Locally: `source .ci/etcd.sh; trap stop_etcd EXIT; cargo test -p traitrpc-discovery`.
 
 _etcd_missing=()
 command -v etcd >/dev/null 2>&1 || _etcd_missing+=(etcd-server)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs crates outside the repository that depend on the framework by path, as
-# users' crates would: tests/external_user (the quick start, with the `rrpc` facade) and
+# users' crates would: tests/external_user (the quick start, with the `traitrpc` facade) and
 # tests/external_renamed (the facade under another name, `#[service(crate = "...")]`).
 # Each is copied to a temporary directory with its own Cargo.toml.
 set -euo pipefail

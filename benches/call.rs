@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use futures::FutureExt;
-use rpc_core::{service, ByteBuf};
+use traitrpc_core::{service, ByteBuf};
 
 #[service]
 pub trait Bench {
@@ -69,8 +69,9 @@ fn round_trip(c: &mut Criterion) {
         .build()
         .expect("runtime");
         let (server, client) = runtime.block_on(async {
-            let (listener, connector) = rpc_core::memory::listener();
-            let server = rpc_core::Server::new(BenchServer::new(BenchImpl)).serve(listener, ());
+            let (listener, connector) = traitrpc_core::memory::listener();
+            let server =
+                traitrpc_core::Server::new(BenchServer::new(BenchImpl)).serve(listener, ());
             let client = BenchClient::new(connector.connect().await.expect("connect"));
             (server, client)
         });

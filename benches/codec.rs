@@ -4,7 +4,7 @@
 //! `cargo bench --bench codec` (see `benches/README.md`).
 //!
 //! Decoding goes through the public API (`protocol::Frame::decode`, then `codec::decode`
-//! of the payload). Encoding a frame has no public entry point in `rpc-core` (the
+//! of the payload). Encoding a frame has no public entry point in `traitrpc-core` (the
 //! connection's outbox writes frames in place), so the envelope is written here exactly as
 //! `docs/PROTOCOL.md` (sections 3-5) specifies and as the outbox does it: length prefix,
 //! header, kind-specific fields, then the bincode payload straight into the same reused
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rpc_core::protocol::{kind, status, Frame, LENGTH_PREFIX_LEN};
-use rpc_core::{codec, ByteBuf};
+use traitrpc_core::protocol::{kind, status, Frame, LENGTH_PREFIX_LEN};
+use traitrpc_core::{codec, ByteBuf};
 
 /// Metadata entries: key, value.
 type Entries<'a> = [(&'a str, &'a [u8])];

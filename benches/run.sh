@@ -52,8 +52,8 @@ if [ ${#feature_list[@]} -gt 0 ]; then
 fi
 
 echo "== building (release: loadgen, criterion benches)" >&2
-cargo build --release -p rpc-loadgen "${features[@]}" >&2
-cargo bench -p rpc-workspace --bench codec --bench call --no-run >&2
+cargo build --release -p traitrpc-loadgen "${features[@]}" >&2
+cargo bench -p traitrpc-workspace --bench codec --bench call --no-run >&2
 loadgen="$target_dir/release/loadgen"
 
 work=$(mktemp -d)
@@ -65,7 +65,7 @@ echo "== loadgen matrix (about 2 minutes)" >&2
 "$loadgen" matrix "${matrix_flags[@]}" --out "$work/matrix.md" >&2
 
 echo "== criterion micro-benchmarks (about 1 minute)" >&2
-cargo bench -p rpc-workspace --bench codec --bench call -- --output-format bencher \
+cargo bench -p traitrpc-workspace --bench codec --bench call -- --output-format bencher \
     2>/dev/null | tee "$work/criterion.txt" >&2
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -88,7 +88,7 @@ criterion_table() {
 }
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git diff --quiet HEAD -- Cargo.toml Cargo.lock rpc-core rpc-macros rpc-transport-tcp benches 2>/dev/null; then
+if ! git diff --quiet HEAD -- Cargo.toml Cargo.lock traitrpc-core traitrpc-macros traitrpc-transport-tcp benches 2>/dev/null; then
     commit="$commit (with uncommitted changes)"
 fi
 

@@ -9,8 +9,10 @@
 
 use std::sync::Arc;
 
-use rrpc::server::middleware::MiddlewareFuture;
-use rrpc::{service, CallError, Client, Metadata, Middleware, Next, Rejection, Router, RpcError};
+use traitrpc::server::middleware::MiddlewareFuture;
+use traitrpc::{
+    service, CallError, Client, Metadata, Middleware, Next, Rejection, Router, RpcError,
+};
 
 #[service]
 pub trait Tokens {
@@ -67,7 +69,7 @@ impl Middleware for RequireToken {
             // deadline (calls made here inherit it).
             let verdict = tokens.verify(token).await.map_err(|e| {
                 Rejection::status(
-                    rrpc::protocol::status::INTERNAL,
+                    traitrpc::protocol::status::INTERNAL,
                     format!("could not verify the token: {e}"),
                 )
             })?;
@@ -84,14 +86,14 @@ impl Middleware for RequireToken {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let tokens_server = rrpc::serve("127.0.0.1:0", TokensServer::new(TokenStore)).await?;
-    let tokens = TokensClient::new(rrpc::connect(tokens_server.local_addr()).await?);
+    let tokens_server = traitrpc::serve("127.0.0.1:0", TokensServer::new(TokenStore)).await?;
+    let tokens = TokensClient::new(traitrpc::connect(tokens_server.local_addr()).await?);
 
     let vault = Router::from(VaultServer::new(Secrets)).layer(RequireToken {
         tokens: Arc::new(tokens),
     });
-    let server = rrpc::serve("127.0.0.1:0", vault).await?;
-    let connection = rrpc::connect(server.local_addr()).await?;
+    let server = traitrpc::serve("127.0.0.1:0", vault).await?;
+    let connection = traitrpc::connect(server.local_addr()).await?;
 
     for token in [
         None,

@@ -1,8 +1,8 @@
 //! The calculator from the README: a service with a plain method and a fallible one, served
 //! over TCP and called from a client, including the divide-by-zero application error.
 
-use rrpc::{service, CallError};
 use serde::{Deserialize, Serialize};
+use traitrpc::{service, CallError};
 
 /// Why a calculation failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,11 +38,11 @@ impl Calculator for Calc {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Server: one call binds, spawns and returns a handle.
-    let server = rrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
+    let server = traitrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
     println!("calculator listening on {}", server.local_addr());
 
     // Client: one multiplexed connection; the client is cheap to clone.
-    let conn = rrpc::connect(server.local_addr()).await?;
+    let conn = traitrpc::connect(server.local_addr()).await?;
     let calc = CalculatorClient::new(conn);
 
     let sum = calc.add(1, 2).await?;

@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rrpc::{service, Streaming};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use traitrpc::{service, Streaming};
 
 /// A line said in a room.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,8 +101,8 @@ async fn member(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = rrpc::serve("127.0.0.1:0", ChatServer::new(Rooms::default())).await?;
-    let conn = rrpc::connect(server.local_addr()).await?;
+    let server = traitrpc::serve("127.0.0.1:0", ChatServer::new(Rooms::default())).await?;
+    let conn = traitrpc::connect(server.local_addr()).await?;
     let alice = member(
         ChatClient::new(conn.clone()),
         "alice",

@@ -13,9 +13,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rrpc::discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions, RegisteredServer};
-use rrpc::discovery::{balance, BalancedChannel, StaticDiscovery};
-use rrpc::{service, ServerHandle};
+use traitrpc::discovery::etcd::{
+    self, EtcdClient, EtcdDiscovery, RegisterOptions, RegisteredServer,
+};
+use traitrpc::discovery::{balance, BalancedChannel, StaticDiscovery};
+use traitrpc::{service, ServerHandle};
 
 #[service]
 pub trait Greeter {
@@ -102,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?,
             ),
-            None => Running::Plain(rrpc::serve("127.0.0.1:0", implementation).await?),
+            None => Running::Plain(traitrpc::serve("127.0.0.1:0", implementation).await?),
         };
         println!("replica-{i} listening on {}", running.addr());
         replicas.push(running);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use rrpc::{service, ByteBuf, Streaming};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use traitrpc::{service, ByteBuf, Streaming};
 
 /// What the server stored.
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ impl Files for Store {
             Ok(file) => file,
             Err(message) => {
                 return Streaming::from_results(futures::stream::once(async move {
-                    Err(rrpc::RpcError::Aborted { message })
+                    Err(traitrpc::RpcError::Aborted { message })
                 }))
             }
         };
@@ -93,7 +93,7 @@ impl Files for Store {
                         Some((Ok(ByteBuf::from(buf)), Some(file)))
                     }
                     Err(e) => Some((
-                        Err(rrpc::RpcError::Aborted {
+                        Err(traitrpc::RpcError::Aborted {
                             message: e.to_string(),
                         }),
                         None,
@@ -111,8 +111,9 @@ const CHUNK: usize = 256 * 1024;
 async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rpc-file-transfer-{}", std::process::id()));
     tokio::fs::create_dir_all(&dir).await?;
-    let server = rrpc::serve("127.0.0.1:0", FilesServer::new(Store { dir: dir.clone() })).await?;
-    let files = FilesClient::new(rrpc::connect(server.local_addr()).await?);
+    let server =
+        traitrpc::serve("127.0.0.1:0", FilesServer::new(Store { dir: dir.clone() })).await?;
+    let files = FilesClient::new(traitrpc::connect(server.local_addr()).await?);
 
     // Upload: chunks are produced lazily, only as the server grants credit.
     let sent = Arc::new(AtomicU64::new(0));

@@ -1,6 +1,6 @@
 //! The smallest complete server and client: one service, one method, over TCP.
 
-use rrpc::service;
+use traitrpc::service;
 
 #[service]
 pub trait Hello {
@@ -18,8 +18,8 @@ impl Hello for HelloImpl {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = rrpc::serve("127.0.0.1:0", HelloServer::new(HelloImpl)).await?;
-    let client = HelloClient::new(rrpc::connect(server.local_addr()).await?);
+    let server = traitrpc::serve("127.0.0.1:0", HelloServer::new(HelloImpl)).await?;
+    let client = HelloClient::new(traitrpc::connect(server.local_addr()).await?);
     println!("{}", client.hello("world".to_string()).await?);
     server.shutdown().await;
     Ok(())

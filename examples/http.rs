@@ -1,7 +1,7 @@
 //! One implementation, reachable from everywhere: a calculator served natively (bincode
 //! for Rust clients, JSON for other languages and tools) and over HTTP/JSON (Connect's
 //! protocol) from the same router, so curl, a browser's `fetch`, the Python client or the
-//! `rrpc` command line can call it.
+//! `traitrpc` command line can call it.
 //!
 //! ```text
 //! cargo run --example http              # calls itself both ways and exits
@@ -18,9 +18,9 @@
 
 use std::time::Duration;
 
-use rrpc::gateway::{self, GatewayConfig};
-use rrpc::{service, Router, Streaming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use traitrpc::gateway::{self, GatewayConfig};
+use traitrpc::{service, Router, Streaming};
 
 #[service]
 pub trait Calculator {
@@ -67,7 +67,7 @@ impl Calculator for Calc {
         ms
     }
     async fn metadata(&self, key: String) -> Option<String> {
-        let context = rrpc::context::current()?;
+        let context = traitrpc::context::current()?;
         context.metadata().get_str(&key).map(str::to_owned)
     }
 }
@@ -102,9 +102,9 @@ async fn main() -> anyhow::Result<()> {
     // listens on a port of its own.
     // The server's router has the health and reflection services it adds: HTTP callers
     // get them too.
-    let server = rrpc::Server::new(router);
+    let server = traitrpc::Server::new(router);
     let router = server.router().clone();
-    let listener = rrpc::tcp::TcpListener::bind(native_addr.as_str()).await?;
+    let listener = traitrpc::tcp::TcpListener::bind(native_addr.as_str()).await?;
     let native_local = listener.local_addr()?;
     let native = server
         .share_port(gateway::on_native_port(router.clone(), http_config.clone()))
@@ -116,15 +116,15 @@ async fn main() -> anyhow::Result<()> {
         http.local_addr()
     );
 
-    let calculator = CalculatorClient::new(rrpc::connect(native.local_addr()).await?);
+    let calculator = CalculatorClient::new(traitrpc::connect(native.local_addr()).await?);
     println!("native: add(1, 2)    = {}", calculator.add(1, 2).await?);
     // The same port in JSON, for callers without the Rust types (tools, other languages).
-    let json_connection = rrpc::connect_with_config(
+    let json_connection = traitrpc::connect_with_config(
         native.local_addr(),
-        rrpc::ClientConfig::default().codec(rrpc::PayloadCodec::Json),
+        traitrpc::ClientConfig::default().codec(traitrpc::PayloadCodec::Json),
     )
     .await?;
-    let json = rrpc::json::JsonClient::new(json_connection)?;
+    let json = traitrpc::json::JsonClient::new(json_connection)?;
     let args = serde_json::json!({"a": 1, "b": 2});
     println!(
         "native JSON: Calculator.add {args} -> {}",

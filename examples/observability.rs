@@ -17,15 +17,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rrpc::health::ServingStatus;
-use rrpc::observability::admin::{self, Admin};
-use rrpc::observability::metrics::Metrics;
-use rrpc::observability::tracing_layers::{ClientTracing, ServerTracing};
-use rrpc::{service, Client, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use traitrpc::health::ServingStatus;
+use traitrpc::observability::admin::{self, Admin};
+use traitrpc::observability::metrics::Metrics;
+use traitrpc::observability::tracing_layers::{ClientTracing, ServerTracing};
+use traitrpc::{service, Client, Router};
 
 #[service]
 pub trait Pricing {
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let router_b = Router::from(PricingServer::new(Prices))
         .layer(ServerTracing)
         .observe(metrics_b.server_observer());
-    let server_b = rrpc::serve("127.0.0.1:0", router_b).await?;
+    let server_b = traitrpc::serve("127.0.0.1:0", router_b).await?;
     metrics_b.observe_server(server_b.stats());
     let admin_b = admin::serve(
         if serve {
@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Server A: Shop, a client of B (its calls traced and measured under target "pricing").
     let metrics_a = Metrics::new();
-    let to_b = Client::new(rrpc::connect(server_b.local_addr()).await?)
+    let to_b = Client::new(traitrpc::connect(server_b.local_addr()).await?)
         .layer(ClientTracing)
         .observe(metrics_a.client_observer("pricing"));
     let front = Front {
@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let router_a = Router::from(ShopServer::new(front))
         .layer(ServerTracing)
         .observe(metrics_a.server_observer());
-    let server_a = rrpc::serve("127.0.0.1:0", router_a).await?;
+    let server_a = traitrpc::serve("127.0.0.1:0", router_a).await?;
     metrics_a.observe_server(server_a.stats());
     let admin_a = admin::serve(
         if serve {
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The caller.
     let shop = ShopClient::from_client(
-        Client::new(rrpc::connect(server_a.local_addr()).await?).layer(ClientTracing),
+        Client::new(traitrpc::connect(server_a.local_addr()).await?).layer(ClientTracing),
     );
 
     println!("\n== one traced call: caller -> A -> B (the three spans share one trace_id)");

@@ -10,9 +10,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use rrpc::tls::{self, Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
-use rrpc::{service, CallError, Context, Metadata, Rejection, Router, RpcError};
 use serde::{Deserialize, Serialize};
+use traitrpc::tls::{self, Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
+use traitrpc::{service, CallError, Context, Metadata, Rejection, Router, RpcError};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum VaultError {
@@ -41,7 +41,7 @@ impl Vault for MyVault {
 
     async fn whoami(&self) -> Vec<String> {
         // The verified identity is in every handler's context.
-        let ctx = rrpc::context::current().expect("inside a handler");
+        let ctx = traitrpc::context::current().expect("inside a handler");
         ctx.peer_identity()
             .map(|id| id.names().to_vec())
             .unwrap_or_default()
@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("an anonymous client got in"),
     }
     // A plaintext client: a clear error at connect time.
-    match rrpc::connect(server.local_addr()).await {
+    match traitrpc::connect(server.local_addr()).await {
         Err(e) => println!("plaintext client      -> {e}"),
         Ok(_) => anyhow::bail!("a plaintext client got in"),
     }

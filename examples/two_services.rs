@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rrpc::{service, Router};
+use traitrpc::{service, Router};
 
 #[service]
 pub trait Greeter {
@@ -36,11 +36,11 @@ async fn main() -> anyhow::Result<()> {
     let services = Router::new()
         .add_service(GreeterServer::new(English))?
         .add_service(CounterServer::new(Count::default()))?;
-    let server = rrpc::serve("127.0.0.1:0", services).await?;
+    let server = traitrpc::serve("127.0.0.1:0", services).await?;
     println!("serving Greeter and Counter on {}", server.local_addr());
 
     // One connection; a client per service on top of it.
-    let conn = rrpc::connect(server.local_addr()).await?;
+    let conn = traitrpc::connect(server.local_addr()).await?;
     let greeter = GreeterClient::new(conn.clone());
     let counter = CounterClient::new(conn);
 

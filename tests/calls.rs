@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{client, start, MathError, ProbeClient, ProbeImpl, ProbeServer};
 use futures::future::join_all;
-use rpc_core::{CallError, Metadata, RpcError};
+use traitrpc_core::{CallError, Metadata, RpcError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_calls_share_one_connection() {
@@ -148,8 +148,9 @@ async fn calls_made_inside_a_handler_inherit_its_deadline() {
 
 #[tokio::test]
 async fn in_memory_transport_runs_the_same_protocol() {
-    let (listener, connector) = rpc_core::memory::listener();
-    let server = rpc_core::Server::new(ProbeServer::new(ProbeImpl::default())).serve(listener, ());
+    let (listener, connector) = traitrpc_core::memory::listener();
+    let server =
+        traitrpc_core::Server::new(ProbeServer::new(ProbeImpl::default())).serve(listener, ());
     let probe = ProbeClient::new(connector.connect().await.unwrap());
     assert_eq!(probe.echo(9).await.unwrap(), 9);
     assert_eq!(probe.context().await.unwrap().peer, "memory");
@@ -163,11 +164,11 @@ async fn unix_domain_sockets_have_the_same_api() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("probe.sock");
     let _ = std::fs::remove_file(&path);
-    let server = rpc_transport_tcp::unix::serve(&path, ProbeServer::new(ProbeImpl::default()))
+    let server = traitrpc_transport_tcp::unix::serve(&path, ProbeServer::new(ProbeImpl::default()))
         .await
         .unwrap();
     assert_eq!(server.local_addr(), path);
-    let probe = ProbeClient::new(rpc_transport_tcp::unix::connect(&path).await.unwrap());
+    let probe = ProbeClient::new(traitrpc_transport_tcp::unix::connect(&path).await.unwrap());
     let calls = (0..100).map(|i| {
         let probe = probe.clone();
         async move { probe.echo(i).await }
@@ -201,18 +202,21 @@ async fn connect_to_a_closed_port_is_a_typed_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let error = rpc_transport_tcp::connect(addr).await.unwrap_err();
+    let error = traitrpc_transport_tcp::connect(addr).await.unwrap_err();
     assert!(matches!(error, RpcError::Connect { .. }), "{error:?}");
 }
 
 /// A channel that forwards to one connection and counts calls: the shape of a balancer.
 struct CountingChannel {
-    connection: rpc_core::Connection,
+    connection: traitrpc_core::Connection,
     calls: std::sync::atomic::AtomicUsize,
 }
 
-impl rpc_core::Channel for CountingChannel {
-    fn call<'a>(&'a self, call: rpc_core::OutgoingCall<'a>) -> rpc_core::ChannelFuture<'a> {
+impl traitrpc_core::Channel for CountingChannel {
+    fn call<'a>(
+        &'a self,
+        call: traitrpc_core::OutgoingCall<'a>,
+    ) -> traitrpc_core::ChannelFuture<'a> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move { self.connection.send(&call).await })
     }
@@ -226,12 +230,12 @@ impl rpc_core::Channel for CountingChannel {
 async fn generated_clients_send_through_any_channel() {
     let server = start(ProbeImpl::default()).await;
     let channel = std::sync::Arc::new(CountingChannel {
-        connection: rpc_transport_tcp::connect(server.local_addr())
+        connection: traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
         calls: Default::default(),
     });
-    let probe = ProbeClient::new(rpc_core::Client::from_channel(channel.clone()));
+    let probe = ProbeClient::new(traitrpc_core::Client::from_channel(channel.clone()));
     assert_eq!(probe.echo(7).await.unwrap(), 7);
     assert!(matches!(
         probe.divide(1, 0).await,

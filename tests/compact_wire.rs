@@ -8,10 +8,10 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use rpc_core::protocol::{self, go_away, kind, varint, Frame, FrameLayout};
-use rpc_core::{service, ClientConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use traitrpc_core::protocol::{self, go_away, kind, varint, Frame, FrameLayout};
+use traitrpc_core::{service, ClientConfig};
 
 #[service]
 pub trait Calculator {
@@ -27,7 +27,7 @@ impl Calculator for Calc {
         a + b
     }
     async fn seen(&self) -> (u64, String, String) {
-        rpc_core::context::with_current(|ctx| {
+        traitrpc_core::context::with_current(|ctx| {
             (
                 ctx.request_id(),
                 ctx.service().to_string(),
@@ -38,8 +38,8 @@ impl Calculator for Calc {
     }
 }
 
-async fn server() -> rpc_core::ServerHandle<SocketAddr> {
-    rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
+async fn server() -> traitrpc_core::ServerHandle<SocketAddr> {
+    traitrpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
         .await
         .unwrap()
 }
@@ -49,7 +49,7 @@ async fn server() -> rpc_core::ServerHandle<SocketAddr> {
 async fn bytes_per_add(config: ClientConfig) -> (u64, u16) {
     let server = server().await;
     let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
-    let connection = rpc_transport_tcp::connect_with_config(proxy, config)
+    let connection = traitrpc_transport_tcp::connect_with_config(proxy, config)
         .await
         .unwrap();
     let calc = CalculatorClient::new(connection.clone());
@@ -85,7 +85,7 @@ async fn add_1_2_costs_23_bytes_on_the_wire_and_57_on_version_4() {
 #[tokio::test]
 async fn sequential_calls_reuse_call_id_1_and_the_server_knows_each_bound_method() {
     let server = server().await;
-    let connection = rpc_transport_tcp::connect_with_config(
+    let connection = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().reuse_call_ids(true),
     )
@@ -117,7 +117,7 @@ async fn sequential_calls_reuse_call_id_1_and_the_server_knows_each_bound_method
 async fn concurrent_first_calls_on_fresh_connections_bind_in_wire_order() {
     let server = server().await;
     for _ in 0..20 {
-        let connection = rpc_transport_tcp::connect(server.local_addr())
+        let connection = traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap();
         let calc = CalculatorClient::new(connection);
@@ -143,7 +143,7 @@ async fn concurrent_first_calls_on_fresh_connections_bind_in_wire_order() {
 async fn older_clients_are_served_on_their_own_version() {
     let server = server().await;
     for version in 1..=4u16 {
-        let connection = rpc_transport_tcp::connect_with_config(
+        let connection = traitrpc_transport_tcp::connect_with_config(
             server.local_addr(),
             ClientConfig::default().max_protocol_version(version),
         )
@@ -226,7 +226,7 @@ async fn expect_go_away(stream: &mut TcpStream, needle: &str) {
 async fn misused_method_ids_are_protocol_errors_that_spare_other_connections() {
     let server = server().await;
     let bystander = CalculatorClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );

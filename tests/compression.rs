@@ -9,10 +9,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use rpc_core::protocol::{self, kind, status, varint, Frame, FrameLayout, ServerHello, Settings};
-use rpc_core::{service, ByteBuf, ClientConfig, Compression, RpcError, ServerConfig, Streaming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use traitrpc_core::protocol::{
+    self, kind, status, varint, Frame, FrameLayout, ServerHello, Settings,
+};
+use traitrpc_core::{
+    service, ByteBuf, ClientConfig, Compression, RpcError, ServerConfig, Streaming,
+};
 
 #[service]
 pub trait Documents {
@@ -74,12 +78,12 @@ fn lz4() -> (Compression, usize) {
     (Compression::Lz4, 1024)
 }
 
-async fn server(compress: bool) -> rpc_core::ServerHandle<SocketAddr> {
+async fn server(compress: bool) -> traitrpc_core::ServerHandle<SocketAddr> {
     let mut config = ServerConfig::default();
     if compress {
         config = config.compression(lz4().0, lz4().1);
     }
-    rpc_transport_tcp::serve_with_config("127.0.0.1:0", DocumentsServer::new(Docs), config)
+    traitrpc_transport_tcp::serve_with_config("127.0.0.1:0", DocumentsServer::new(Docs), config)
         .await
         .unwrap()
 }
@@ -88,7 +92,7 @@ async fn server(compress: bool) -> rpc_core::ServerHandle<SocketAddr> {
 async fn wire_bytes(server_compresses: bool, client: ClientConfig) -> (u64, u64) {
     let server = server(server_compresses).await;
     let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
-    let connection = rpc_transport_tcp::connect_with_config(proxy, client)
+    let connection = traitrpc_transport_tcp::connect_with_config(proxy, client)
         .await
         .unwrap();
     let docs = DocumentsClient::new(connection);
@@ -140,7 +144,7 @@ async fn streams_compress_their_items_both_ways() {
     let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
     let config = ClientConfig::default().compression(lz4().0, lz4().1);
     let docs = DocumentsClient::new(
-        rpc_transport_tcp::connect_with_config(proxy, config)
+        traitrpc_transport_tcp::connect_with_config(proxy, config)
             .await
             .unwrap(),
     );
@@ -176,7 +180,7 @@ fn zeros_compressed(size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_request_that_would_decompress_past_the_limit_is_refused_and_the_connection_lives() {
-    let server = rpc_transport_tcp::serve_with_config(
+    let server = traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         DocumentsServer::new(Docs),
         ServerConfig::default().max_frame_size(1 << 20),
@@ -216,7 +220,7 @@ async fn a_request_that_would_decompress_past_the_limit_is_refused_and_the_conne
     // The same connection still serves: a blob of 1000 zeros, compressed.
     let mut blob = vec![Compression::Lz4.id()];
     let mut args = bytes::BytesMut::new();
-    rpc_core::codec::encode_into(&(ByteBuf::from(vec![0u8; 1000]),), &mut args).unwrap();
+    traitrpc_core::codec::encode_into(&(ByteBuf::from(vec![0u8; 1000]),), &mut args).unwrap();
     varint::put(&mut blob, args.len() as u64);
     blob.extend_from_slice(&lz4_flex::block::compress(&args));
     common::raw::send_frame(&mut raw, &request(2, protocol::flags::COMPRESSED, &blob)).await;
@@ -284,7 +288,7 @@ async fn a_response_bomb_fails_its_call_with_a_typed_error() {
             stream.write_all(&out).await.unwrap();
         }
     });
-    let connection = rpc_transport_tcp::connect_with_config(
+    let connection = traitrpc_transport_tcp::connect_with_config(
         addr,
         ClientConfig::default().max_frame_size(16 << 20),
     )

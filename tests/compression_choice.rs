@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use rpc_core::json::JsonClient;
-use rpc_core::protocol::PayloadCodec;
-use rpc_core::{service, ClientConfig, Compression, ServerConfig, Streaming};
+use traitrpc_core::json::JsonClient;
+use traitrpc_core::protocol::PayloadCodec;
+use traitrpc_core::{service, ClientConfig, Compression, ServerConfig, Streaming};
 
 #[service]
 pub trait Reports {
@@ -86,7 +86,7 @@ async fn setup(
     compresses: bool,
     config: ClientConfig,
 ) -> (
-    rpc_core::ServerHandle<SocketAddr>,
+    traitrpc_core::ServerHandle<SocketAddr>,
     ReportsClient,
     Arc<AtomicU64>,
 ) {
@@ -94,7 +94,7 @@ async fn setup(
     if compresses {
         server_config = server_config.compression(lz4().0, lz4().1);
     }
-    let server = rpc_transport_tcp::serve_with_config(
+    let server = traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         ReportsServer::new(Impl),
         server_config,
@@ -102,7 +102,7 @@ async fn setup(
     .await
     .unwrap();
     let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
-    let connection = rpc_transport_tcp::connect_with_config(proxy, config)
+    let connection = traitrpc_transport_tcp::connect_with_config(proxy, config)
         .await
         .unwrap();
     (server, ReportsClient::new(connection), counted)
@@ -237,12 +237,12 @@ async fn a_version_4_connection_sends_declared_methods_as_they_are() {
 
 #[tokio::test]
 async fn json_callers_get_a_declared_method_s_answer_compressed() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", ReportsServer::new(Impl))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", ReportsServer::new(Impl))
         .await
         .unwrap();
     let (proxy, counted) = common::counting_proxy(server.local_addr()).await;
     let config = ClientConfig::default().codec(PayloadCodec::Json);
-    let connection = rpc_transport_tcp::connect_with_config(proxy, config)
+    let connection = traitrpc_transport_tcp::connect_with_config(proxy, config)
         .await
         .unwrap();
     let json = JsonClient::new(connection).unwrap();

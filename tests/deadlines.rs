@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{client, eventually, start, start_with, ProbeImpl};
 use futures::future::join_all;
-use rpc_core::{ClientConfig, RpcError, ServerConfig};
+use traitrpc_core::{ClientConfig, RpcError, ServerConfig};
 
 #[tokio::test]
 async fn a_deadline_ends_the_call_on_both_sides() {
@@ -106,7 +106,7 @@ async fn the_client_bounds_calls_in_flight_per_connection() {
     let probe_impl = ProbeImpl::default();
     let observed = probe_impl.observed.clone();
     let server = start(probe_impl).await;
-    let conn = rpc_transport_tcp::connect_with_config(
+    let conn = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().max_in_flight(2),
     )
@@ -129,7 +129,7 @@ async fn a_call_waiting_for_a_slot_still_honours_its_deadline() {
     let probe_impl = ProbeImpl::default();
     let observed = probe_impl.observed.clone();
     let server = start(probe_impl).await;
-    let conn = rpc_transport_tcp::connect_with_config(
+    let conn = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().max_in_flight(1),
     )

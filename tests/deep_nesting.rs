@@ -5,7 +5,7 @@
 //! overflow aborts the process: every connection is lost, not just the offending one.
 //!
 //! The same holds on the client side for a recursive return type and a hostile server.
-//! `rpc_core::codec::decode` now refuses to read once the decoding thread's stack runs
+//! `traitrpc_core::codec::decode` now refuses to read once the decoding thread's stack runs
 //! low, so such a request is answered INVALID_ARGUMENTS. The server runs in a child
 //! process so that a regression (a crash) fails this test instead of killing the runner.
 
@@ -13,8 +13,8 @@ use std::time::Duration;
 
 mod common;
 
-use rpc_core::{service, Method, RpcError};
 use serde::{Deserialize, Serialize};
+use traitrpc_core::{service, Method, RpcError};
 
 /// A recursive type, as applications use for trees and dynamic values.
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ fn helper_trees_server() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let server = rpc_transport_tcp::serve("127.0.0.1:0", TreesServer::new(TreesImpl))
+        let server = traitrpc_transport_tcp::serve("127.0.0.1:0", TreesServer::new(TreesImpl))
             .await
             .unwrap();
         println!("LISTENING {}", server.local_addr());
@@ -91,7 +91,11 @@ async fn a_deeply_nested_argument_does_not_crash_the_server() {
     // A well-formed tree 100,000 levels deep: 100 KB, far below any frame limit.
     let mut payload = vec![1u8; 100_000];
     payload.push(0);
-    let client = rpc_core::Client::new(rpc_transport_tcp::connect(addr.as_str()).await.unwrap());
+    let client = traitrpc_core::Client::new(
+        traitrpc_transport_tcp::connect(addr.as_str())
+            .await
+            .unwrap(),
+    );
     let method = Method::new("Trees", "depth");
     let outcome = client.call::<_, u64>(&method, &(Raw(payload),)).await;
     // Refusing it (INVALID_ARGUMENTS) or answering it are both fine; losing the server
@@ -100,7 +104,11 @@ async fn a_deeply_nested_argument_does_not_crash_the_server() {
         !matches!(outcome, Err(RpcError::ConnectionClosed { .. })),
         "the server went away: {outcome:?}"
     );
-    let fresh = TreesClient::new(rpc_transport_tcp::connect(addr.as_str()).await.unwrap());
+    let fresh = TreesClient::new(
+        traitrpc_transport_tcp::connect(addr.as_str())
+            .await
+            .unwrap(),
+    );
     assert_eq!(fresh.ping().await.unwrap(), 1);
     assert!(
         matches!(child.try_wait(), Ok(None)),

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::raw;
 use common::{client, start, start_with, ProbeClient, ProbeImpl};
-use rpc_core::protocol::{self, ClientHello, ServerHello, HANDSHAKE_LEN, VERSION};
-use rpc_core::{ClientConfig, RpcError, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use traitrpc_core::protocol::{self, ClientHello, ServerHello, HANDSHAKE_LEN, VERSION};
+use traitrpc_core::{ClientConfig, RpcError, ServerConfig};
 
 #[tokio::test]
 async fn a_panicking_handler_fails_only_its_own_call() {
@@ -51,7 +51,11 @@ fn helper_server_process() {
 async fn a_server_killed_mid_call_fails_in_flight_calls_promptly() {
     let (mut child, addr) =
         common::spawn_helper_server("helper_server_process", "RPC_TEST_HELPER_SERVER");
-    let probe = ProbeClient::new(rpc_transport_tcp::connect(addr.as_str()).await.unwrap());
+    let probe = ProbeClient::new(
+        traitrpc_transport_tcp::connect(addr.as_str())
+            .await
+            .unwrap(),
+    );
     assert_eq!(probe.echo(1).await.unwrap(), 1);
 
     let in_flight: Vec<_> = (0..10)
@@ -108,7 +112,7 @@ async fn an_argument_over_the_servers_frame_limit_fails_locally_and_typed() {
 #[tokio::test]
 async fn a_response_over_the_clients_frame_limit_is_a_typed_error() {
     let server = start(ProbeImpl::default()).await;
-    let conn = rpc_transport_tcp::connect_with_config(
+    let conn = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().max_frame_size(64 * 1024),
     )
@@ -122,7 +126,7 @@ async fn a_response_over_the_clients_frame_limit_is_a_typed_error() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(error.outcome(), rpc_core::CallOutcome::Completed);
+    assert_eq!(error.outcome(), traitrpc_core::CallOutcome::Completed);
     assert_eq!(probe.make_blob(10).await.unwrap(), vec![7; 10]);
     server.shutdown().await;
 }
@@ -188,7 +192,7 @@ async fn a_server_that_is_not_this_protocol_is_a_typed_error() {
         let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
-    let error = rpc_transport_tcp::connect(addr).await.unwrap_err();
+    let error = traitrpc_transport_tcp::connect(addr).await.unwrap_err();
     assert!(matches!(error, RpcError::Protocol(_)), "{error:?}");
 }
 
@@ -225,7 +229,7 @@ async fn a_different_protocol_version_is_refused_with_a_typed_error() {
         };
         stream.write_all(&reply.encode()).await.unwrap();
     });
-    let error = rpc_transport_tcp::connect(addr).await.unwrap_err();
+    let error = traitrpc_transport_tcp::connect(addr).await.unwrap_err();
     assert_eq!(
         error,
         RpcError::VersionMismatch {
@@ -268,14 +272,14 @@ impl<'de> serde::Deserialize<'de> for Exploding {
     }
 }
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Fragile {
     async fn take(&self, value: Exploding) -> u8;
     async fn ok(&self) -> u8;
     /// Returns a value whose `Serialize` panics.
     async fn give(&self) -> ExplodingOnTheWayOut;
     /// A stream whose second item's `Serialize` panics.
-    async fn stream_give(&self) -> rpc_core::Streaming<ExplodingOnTheWayOut>;
+    async fn stream_give(&self) -> traitrpc_core::Streaming<ExplodingOnTheWayOut>;
 }
 
 /// Serializes fine the first time in each stream and panics after (see `stream_give`);
@@ -302,8 +306,8 @@ impl Fragile for FragileImpl {
     async fn give(&self) -> ExplodingOnTheWayOut {
         ExplodingOnTheWayOut { panics: true }
     }
-    async fn stream_give(&self) -> rpc_core::Streaming<ExplodingOnTheWayOut> {
-        rpc_core::Streaming::iter([false, true].map(|panics| ExplodingOnTheWayOut { panics }))
+    async fn stream_give(&self) -> traitrpc_core::Streaming<ExplodingOnTheWayOut> {
+        traitrpc_core::Streaming::iter([false, true].map(|panics| ExplodingOnTheWayOut { panics }))
     }
     async fn ok(&self) -> u8 {
         1
@@ -312,11 +316,11 @@ impl Fragile for FragileImpl {
 
 #[tokio::test]
 async fn a_panic_while_decoding_arguments_fails_only_that_call() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", FragileServer::new(FragileImpl))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", FragileServer::new(FragileImpl))
         .await
         .unwrap();
     let fragile = FragileClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -335,16 +339,16 @@ async fn a_panic_while_decoding_arguments_fails_only_that_call() {
 #[tokio::test]
 async fn an_error_answer_too_large_for_the_client_is_cut_to_fit() {
     let server = start(ProbeImpl::default()).await;
-    let conn = rpc_transport_tcp::connect_with_config(
+    let conn = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().max_frame_size(64),
     )
     .await
     .unwrap();
     let long_name: &'static str = Box::leak("S".repeat(200).into_boxed_str());
-    let method = rpc_core::Method::new(long_name, "m");
+    let method = traitrpc_core::Method::new(long_name, "m");
     let started = Instant::now();
-    let error = rpc_core::Client::new(conn)
+    let error = traitrpc_core::Client::new(conn)
         .call::<_, u8>(&method, &())
         .await
         .unwrap_err();
@@ -359,7 +363,7 @@ async fn an_error_answer_too_large_for_the_client_is_cut_to_fit() {
 /// A hand-written service that ends a call without answering it.
 struct Forgetful;
 
-impl rpc_core::Service for Forgetful {
+impl traitrpc_core::Service for Forgetful {
     fn name(&self) -> &'static str {
         "Forgetful"
     }
@@ -369,31 +373,31 @@ impl rpc_core::Service for Forgetful {
     fn call(
         &self,
         method: &str,
-        call: rpc_core::IncomingCall,
-    ) -> Result<rpc_core::HandlerFuture, rpc_core::DispatchError> {
+        call: traitrpc_core::IncomingCall,
+    ) -> Result<traitrpc_core::HandlerFuture, traitrpc_core::DispatchError> {
         if method != "forget" {
-            return Err(rpc_core::DispatchError::UnknownMethod);
+            return Err(traitrpc_core::DispatchError::UnknownMethod);
         }
         let reply = call.into_reply();
         Ok(Box::pin(async move {
             drop(reply);
             // Claims an answer it never sent.
-            rpc_core::Answered::external(0, 0)
+            traitrpc_core::Answered::external(0, 0)
         }))
     }
 }
 
 #[tokio::test]
 async fn a_service_that_never_answers_gives_a_typed_error_not_a_hang() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", Forgetful)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", Forgetful)
         .await
         .unwrap();
-    let client = rpc_core::Client::new(
-        rpc_transport_tcp::connect(server.local_addr())
+    let client = traitrpc_core::Client::new(
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
-    let method = rpc_core::Method::new("Forgetful", "forget");
+    let method = traitrpc_core::Method::new("Forgetful", "forget");
     let started = Instant::now();
     let error = client.call::<_, ()>(&method, &()).await.unwrap_err();
     assert!(matches!(error, RpcError::Internal { .. }), "{error:?}");
@@ -426,11 +430,11 @@ async fn a_duplicate_call_id_is_a_protocol_error_naming_the_last_id_seen() {
 
 #[tokio::test]
 async fn a_panic_while_encoding_the_response_answers_handler_panicked_at_once() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", FragileServer::new(FragileImpl))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", FragileServer::new(FragileImpl))
         .await
         .unwrap();
     let fragile = FragileClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -446,7 +450,7 @@ async fn a_panic_while_encoding_the_response_answers_handler_panicked_at_once() 
         }
         other => panic!("expected HandlerPanicked, got {other:?}"),
     }
-    assert_eq!(error.outcome(), rpc_core::CallOutcome::Started);
+    assert_eq!(error.outcome(), traitrpc_core::CallOutcome::Started);
     // In a stream: the first item arrives, then the call ends with the panic.
     let mut items = fragile
         .with_timeout(Duration::from_secs(60))
@@ -500,4 +504,26 @@ async fn a_go_away_code_this_client_does_not_know_is_a_typed_error() {
         RpcError::GoAway { code: 99, message } => assert_eq!(message, "moving to the moon"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_call_on_a_connection_whose_server_is_gone_says_it_never_reconnects() {
+    let server = start(ProbeImpl::default()).await;
+    let connection = traitrpc_transport_tcp::connect(server.local_addr())
+        .await
+        .unwrap();
+    let probe = ProbeClient::new(connection.clone());
+    assert_eq!(probe.echo(1).await.unwrap(), 1);
+    server.shutdown().await;
+    connection.unusable().await;
+    let error = probe.echo(2).await.expect_err("the server is gone");
+    assert!(
+        matches!(error, RpcError::Unavailable { .. }),
+        "never sent: {error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("never reconnects") && message.contains("BalancedChannel"),
+        "`{message}` should say that a Connection does not come back and what to use"
+    );
 }

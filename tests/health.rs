@@ -5,15 +5,15 @@
 mod common;
 
 use futures::StreamExt;
-use rpc_core::health::{HealthClient, ServingStatus};
-use rpc_core::RpcError;
+use traitrpc_core::health::{HealthClient, ServingStatus};
+use traitrpc_core::RpcError;
 
 use common::{start, ProbeImpl};
 
 #[tokio::test]
 async fn checks_and_watches_follow_what_the_application_sets() {
     let server = start(ProbeImpl::default()).await;
-    let connection = rpc_transport_tcp::connect(server.local_addr())
+    let connection = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let health = HealthClient::new(connection.clone());
@@ -52,7 +52,7 @@ async fn checks_and_watches_follow_what_the_application_sets() {
 #[tokio::test]
 async fn a_graceful_shutdown_tells_watchers_not_serving_before_refusing_calls() {
     let server = start(ProbeImpl::default()).await;
-    let connection = rpc_transport_tcp::connect(server.local_addr())
+    let connection = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let health = HealthClient::new(connection.clone());

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::raw::{self, next_frame, request, send_frame};
 use common::{client, eventually, start, start_with, ProbeClient, ProbeImpl};
-use rpc_core::protocol::{
-    self, kind, status, ClientHello, Frame, ServerHello, HANDSHAKE_LEN, VERSION,
-};
-use rpc_core::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use traitrpc_core::protocol::{
+    self, kind, status, ClientHello, Frame, ServerHello, HANDSHAKE_LEN, VERSION,
+};
+use traitrpc_core::ServerConfig;
 
 /// A raw connection the server accepted.
 async fn handshaken(addr: std::net::SocketAddr) -> TcpStream {
@@ -32,7 +32,7 @@ async fn expect_go_away_and_close(stream: &mut TcpStream, code: u8) {
 }
 
 /// Asserts that a well-behaved client is still served.
-async fn still_serving(server: &rpc_core::ServerHandle<std::net::SocketAddr>) {
+async fn still_serving(server: &traitrpc_core::ServerHandle<std::net::SocketAddr>) {
     let probe = client(server.local_addr()).await;
     assert_eq!(probe.echo(42).await.unwrap(), 42);
 }
@@ -215,7 +215,7 @@ async fn a_client_ignores_responses_it_did_not_ask_for() {
             }
         }
     });
-    let probe = ProbeClient::new(rpc_transport_tcp::connect(addr).await.unwrap());
+    let probe = ProbeClient::new(traitrpc_transport_tcp::connect(addr).await.unwrap());
     for v in 0..20 {
         assert_eq!(probe.echo(v).await.unwrap(), v);
     }

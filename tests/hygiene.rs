@@ -4,7 +4,7 @@
 
 #![no_implicit_prelude]
 
-use ::rpc_core::service;
+use ::traitrpc_core::service;
 
 #[derive(
     ::serde::Serialize,
@@ -76,7 +76,7 @@ impl Geometry for Impl {
 /// Local items named like everything the generated code uses: it must not pick them up.
 #[allow(dead_code, non_camel_case_types, clippy::upper_case_acronyms)]
 mod shadowed {
-    use ::rpc_core::service;
+    use ::traitrpc_core::service;
 
     pub struct Ok;
     pub struct Err;
@@ -106,7 +106,7 @@ mod shadowed {
     pub mod core {}
     pub mod std {}
     pub mod serde {}
-    pub mod rpc_core {}
+    pub mod traitrpc_core {}
     pub mod tokio {}
 
     #[service]
@@ -142,8 +142,8 @@ fn runtime() -> ::tokio::runtime::Runtime {
 #[::core::prelude::v1::test]
 fn calls_over_the_memory_transport() {
     runtime().block_on(async {
-        let (listener, connector) = ::rpc_core::memory::listener();
-        let server = ::rpc_core::Server::new(GeometryServer::new(Impl)).serve(listener, ());
+        let (listener, connector) = ::traitrpc_core::memory::listener();
+        let server = ::traitrpc_core::Server::new(GeometryServer::new(Impl)).serve(listener, ());
         let client = GeometryClient::new(connector.connect().await.expect("connect"));
 
         let sum = client
@@ -154,7 +154,7 @@ fn calls_over_the_memory_transport() {
 
         ::std::assert_eq!(client.divide(7, 2).await, ::core::result::Result::Ok(3));
         match client.divide(1, 0).await {
-            ::core::result::Result::Err(::rpc_core::CallError::Application(message)) => {
+            ::core::result::Result::Err(::traitrpc_core::CallError::Application(message)) => {
                 ::std::assert_eq!(message, "division by zero")
             }
             other => ::std::panic!("expected an application error, got {other:?}"),
@@ -182,15 +182,15 @@ fn calls_over_the_memory_transport() {
 #[::core::prelude::v1::test]
 fn shadowing_local_items_are_ignored() {
     runtime().block_on(async {
-        let (listener, connector) = ::rpc_core::memory::listener();
-        let server = ::rpc_core::Server::new(shadowed::ShadowedServer::new(shadowed::Impl))
+        let (listener, connector) = ::traitrpc_core::memory::listener();
+        let server = ::traitrpc_core::Server::new(shadowed::ShadowedServer::new(shadowed::Impl))
             .serve(listener, ());
         let client = shadowed::ShadowedClient::new(connector.connect().await.expect("connect"));
         ::std::assert_eq!(client.call(1, 2, 3).await.expect("call"), 6);
         ::std::assert_eq!(client.fallible(false).await, ::core::result::Result::Ok(0));
         ::std::assert_eq!(
             client.fallible(true).await,
-            ::core::result::Result::Err(::rpc_core::CallError::Application(1))
+            ::core::result::Result::Err(::traitrpc_core::CallError::Application(1))
         );
         server.shutdown().await;
     });
@@ -205,7 +205,7 @@ fn in_process_dispatch() {
             _ => ::std::panic!("wrong response variant"),
         }
         ::std::assert_eq!(
-            ::rpc_core::Service::methods(&server),
+            ::traitrpc_core::Service::methods(&server),
             ["add", "divide", "labels", "nothing", "maybe", "double"]
         );
     });

@@ -7,13 +7,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rpc_core::{service, DispatchError, HandlerFuture, IncomingCall, Method};
 use tokio::sync::Notify;
+use traitrpc_core::{service, DispatchError, HandlerFuture, IncomingCall, Method};
 
 /// A connection whose client reuses call ids (`ClientConfig::reuse_call_ids`).
-async fn reusing(addr: SocketAddr) -> rpc_core::Connection {
-    let config = rpc_core::ClientConfig::default().reuse_call_ids(true);
-    rpc_transport_tcp::connect_with_config(addr, config)
+async fn reusing(addr: SocketAddr) -> traitrpc_core::Connection {
+    let config = traitrpc_core::ClientConfig::default().reuse_call_ids(true);
+    traitrpc_transport_tcp::connect_with_config(addr, config)
         .await
         .unwrap()
 }
@@ -27,7 +27,7 @@ struct Lingering {
     release_second: Arc<Notify>,
 }
 
-impl rpc_core::Service for Lingering {
+impl traitrpc_core::Service for Lingering {
     fn name(&self) -> &'static str {
         "Lingering"
     }
@@ -69,10 +69,10 @@ async fn an_ended_call_s_task_does_not_answer_the_call_that_reuses_its_id() {
         Arc::clone(&service.second_started),
         Arc::clone(&service.release_second),
     );
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", service)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", service)
         .await
         .unwrap();
-    let client = rpc_core::Client::new(reusing(server.local_addr()).await);
+    let client = traitrpc_core::Client::new(reusing(server.local_addr()).await);
     assert_eq!(client.connection().unwrap().protocol_version(), 5);
 
     // `first` is answered while its task goes on; its id is free on the client.
@@ -126,7 +126,7 @@ impl Awaiting for AwaitOnce {
 /// 16 in flight; the test above pins it deterministically.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_callers_of_awaiting_handlers_all_get_their_own_answers() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", AwaitingServer::new(AwaitOnce))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", AwaitingServer::new(AwaitOnce))
         .await
         .unwrap();
     let client = AwaitingClient::new(reusing(server.local_addr()).await);

@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{ProbeClient, ProbeImpl, ProbeServer};
-use rpc_core::{Context, Metadata, Rejection, Router, RpcError};
+use traitrpc_core::{Context, Metadata, Rejection, Router, RpcError};
 
 fn check_token(ctx: &Context) -> Result<(), Rejection> {
     match ctx.metadata().get_str("authorization") {
@@ -35,11 +35,11 @@ async fn an_interceptor_admits_and_refuses_calls_with_typed_errors() {
         .add_service(ProbeServer::new(probe_impl))
         .unwrap()
         .with_interceptor(check_token);
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     let probe = ProbeClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -80,11 +80,11 @@ async fn a_panicking_interceptor_fails_the_call_not_the_connection() {
             }
             Ok(())
         });
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     let probe = ProbeClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );

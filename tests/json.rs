@@ -1,10 +1,10 @@
 //! The JSON dispatcher `#[service]` generates: one implementation answers JSON calls
 //! (arguments by parameter name) with the same types the native protocol uses.
 
-use rpc_core::json::{JsonMethod, JsonOutcome, JsonService, MethodKind, Value};
-use rpc_core::{service, DispatchError, Service, Streaming};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use traitrpc_core::json::{JsonMethod, JsonOutcome, JsonService, MethodKind, Value};
+use traitrpc_core::{service, DispatchError, Service, Streaming};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Point {

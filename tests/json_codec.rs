@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use common::raw::{next_frame, send_frame};
 use futures::StreamExt;
-use rpc_core::json::{JsonClient, MethodKind};
-use rpc_core::protocol::{self, Frame, PayloadCodec, HANDSHAKE_LEN};
-use rpc_core::reflection::ReflectionClient;
-use rpc_core::{service, CallError, ClientConfig, Metadata, RpcError, Streaming};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use traitrpc_core::json::{JsonClient, MethodKind};
+use traitrpc_core::protocol::{self, Frame, PayloadCodec, HANDSHAKE_LEN};
+use traitrpc_core::reflection::ReflectionClient;
+use traitrpc_core::{service, CallError, ClientConfig, Metadata, RpcError, Streaming};
 
 /// A point, described exactly in reflection (it derives `JsonSchema`).
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -59,7 +59,7 @@ impl Calculator for Calc {
         }
     }
     async fn header(&self, key: String) -> Option<String> {
-        let context = rpc_core::context::current()?;
+        let context = traitrpc_core::context::current()?;
         context.metadata().get_str(&key).map(str::to_owned)
     }
     async fn sum(&self, mut items: Streaming<u32>) -> u32 {
@@ -71,15 +71,15 @@ impl Calculator for Calc {
     }
 }
 
-async fn server() -> rpc_core::ServerHandle<std::net::SocketAddr> {
-    rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
+async fn server() -> traitrpc_core::ServerHandle<std::net::SocketAddr> {
+    traitrpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
         .await
         .unwrap()
 }
 
 async fn json_client(addr: std::net::SocketAddr) -> JsonClient {
     let config = ClientConfig::default().codec(PayloadCodec::Json);
-    let connection = rpc_transport_tcp::connect_with_config(addr, config)
+    let connection = traitrpc_transport_tcp::connect_with_config(addr, config)
         .await
         .unwrap();
     assert_eq!(connection.protocol_version(), protocol::VERSION);
@@ -197,6 +197,12 @@ async fn json_calls_by_name_reach_the_same_implementation() {
         }
         other => panic!("expected InvalidArguments, got {other:?}"),
     }
+    match calls.call("Calculator", "add", &json!({"a": 1})).await {
+        Err(CallError::Rpc(RpcError::InvalidArguments { message })) => {
+            assert!(message.contains("missing parameter `b`"), "{message}")
+        }
+        other => panic!("expected InvalidArguments, got {other:?}"),
+    }
     match calls.call("Calculator", "add", &json!([1])).await {
         Err(CallError::Rpc(RpcError::InvalidArguments { message })) => {
             assert!(message.contains("takes 2 arguments"), "{message}")
@@ -253,7 +259,7 @@ async fn json_calls_by_name_reach_the_same_implementation() {
     }
     // The typed client still works on its own (bincode) connection to the same port.
     let typed = CalculatorClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -265,7 +271,7 @@ async fn json_calls_by_name_reach_the_same_implementation() {
 async fn reflection_describes_services_in_both_codecs() {
     let server = server().await;
     let reflection = ReflectionClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -353,7 +359,7 @@ async fn older_clients_keep_bincode_and_json_needs_version_4() {
         other => panic!("expected a response, got {other:?}"),
     }
     // The typed client pinned to version 3 still works.
-    let pinned = rpc_transport_tcp::connect_with_config(
+    let pinned = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().max_protocol_version(3),
     )
@@ -362,7 +368,7 @@ async fn older_clients_keep_bincode_and_json_needs_version_4() {
     assert_eq!(pinned.protocol_version(), 3);
     assert_eq!(CalculatorClient::new(pinned).add(2, 3).await.unwrap(), 5);
     // JSON cannot be had on version 3: a typed error, nothing sent.
-    let refused = rpc_transport_tcp::connect_with_config(
+    let refused = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default()
             .max_protocol_version(3)
@@ -414,13 +420,13 @@ async fn version_3_server() -> std::net::SocketAddr {
 #[tokio::test]
 async fn against_a_version_3_server_bincode_falls_back_and_json_is_refused() {
     let addr = version_3_server().await;
-    let connection = rpc_transport_tcp::connect(addr).await.unwrap();
+    let connection = traitrpc_transport_tcp::connect(addr).await.unwrap();
     assert_eq!(
         connection.protocol_version(),
         3,
         "fell back to the server's version"
     );
-    let json = rpc_transport_tcp::connect_with_config(
+    let json = traitrpc_transport_tcp::connect_with_config(
         addr,
         ClientConfig::default().codec(PayloadCodec::Json),
     )

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{client, eventually, start_with, ProbeImpl};
-use rpc_core::{RpcError, ServerConfig};
+use traitrpc_core::{RpcError, ServerConfig};
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_with_a_typed_error() {
@@ -21,7 +21,7 @@ async fn connections_beyond_the_limit_are_refused_with_a_typed_error() {
         first.echo(1).await.unwrap() + second.echo(2).await.unwrap(),
         3
     );
-    let refused = rpc_transport_tcp::connect(server.local_addr())
+    let refused = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap_err();
     assert!(

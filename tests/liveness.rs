@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{raw, start_with, ProbeClient, ProbeImpl};
-use rpc_core::protocol::{self, kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN};
-use rpc_core::{CallOutcome, ClientConfig, Keepalive, RpcError, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use traitrpc_core::protocol::{
+    self, kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN,
+};
+use traitrpc_core::{CallOutcome, ClientConfig, Keepalive, RpcError, ServerConfig};
 
 fn short_keepalive() -> Option<Keepalive> {
     Some(Keepalive::new(
@@ -51,7 +53,7 @@ async fn black_hole() -> SocketAddr {
 #[tokio::test]
 async fn a_black_holed_server_fails_calls_with_a_keepalive_timeout_not_at_their_deadline() {
     let addr = black_hole().await;
-    let connection = rpc_transport_tcp::connect_with_config(
+    let connection = traitrpc_transport_tcp::connect_with_config(
         addr,
         ClientConfig::default().keepalive(short_keepalive()),
     )
@@ -106,7 +108,7 @@ async fn idle_connections_that_answer_pings_stay_open() {
         ServerConfig::default().keepalive(short_keepalive()),
     )
     .await;
-    let connection = rpc_transport_tcp::connect_with_config(
+    let connection = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
         ClientConfig::default().keepalive(short_keepalive()),
     )
@@ -216,12 +218,12 @@ async fn old_server() -> SocketAddr {
 #[tokio::test]
 async fn a_client_falls_back_to_an_older_servers_version() {
     let addr = old_server().await;
-    let connection = rpc_transport_tcp::connect(addr).await.unwrap();
+    let connection = traitrpc_transport_tcp::connect(addr).await.unwrap();
     assert_eq!(connection.protocol_version(), 2);
     let probe = ProbeClient::new(connection);
     assert_eq!(probe.echo(42).await.unwrap(), 42);
     // A single handshake (no fallback) is refused with a typed error instead.
-    let pinned = rpc_core::Connection::handshake(
+    let pinned = traitrpc_core::Connection::handshake(
         TcpStream::connect(addr).await.unwrap(),
         "old",
         ClientConfig::default(),

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::{service, CallError, Metadata, Method, RpcError, Service};
 use serde::{Deserialize, Serialize};
+use traitrpc_core::{service, CallError, Metadata, Method, RpcError, Service};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DivError {
@@ -87,7 +87,7 @@ struct KitchenImpl {
 }
 
 fn current_method() -> String {
-    rpc_core::context::current()
+    traitrpc_core::context::current()
         .map(|ctx| ctx.method().to_string())
         .unwrap_or_else(|| "<no context>".to_string())
 }
@@ -142,13 +142,15 @@ impl Kitchen for KitchenImpl {
     }
 
     async fn metadata(&self, key: String) -> Option<String> {
-        let ctx = rpc_core::context::current()?;
+        let ctx = traitrpc_core::context::current()?;
         ctx.metadata().get_str(&key).map(str::to_string)
     }
 
     async fn names(&self) -> (String, String) {
-        rpc_core::context::with_current(|ctx| (ctx.service().to_string(), ctx.method().to_string()))
-            .unwrap_or_default()
+        traitrpc_core::context::with_current(|ctx| {
+            (ctx.service().to_string(), ctx.method().to_string())
+        })
+        .unwrap_or_default()
     }
 
     async fn sleep(&self, millis: u64) -> u64 {
@@ -166,21 +168,21 @@ struct RenamedImpl;
 
 impl Renamed for RenamedImpl {
     async fn whoami(&self) -> String {
-        rpc_core::context::with_current(|ctx| ctx.service().to_string()).unwrap_or_default()
+        traitrpc_core::context::with_current(|ctx| ctx.service().to_string()).unwrap_or_default()
     }
 }
 
 /// Serves `service` over the in-memory transport; returns the server and a connection.
 async fn connect<S: Service>(
     service: S,
-) -> anyhow::Result<(rpc_core::ServerHandle<()>, rpc_core::Connection)> {
-    let (listener, connector) = rpc_core::memory::listener();
-    let server = rpc_core::Server::new(service).serve(listener, ());
+) -> anyhow::Result<(traitrpc_core::ServerHandle<()>, traitrpc_core::Connection)> {
+    let (listener, connector) = traitrpc_core::memory::listener();
+    let server = traitrpc_core::Server::new(service).serve(listener, ());
     let connection = connector.connect().await?;
     Ok((server, connection))
 }
 
-async fn kitchen() -> anyhow::Result<(rpc_core::ServerHandle<()>, KitchenClient)> {
+async fn kitchen() -> anyhow::Result<(traitrpc_core::ServerHandle<()>, KitchenClient)> {
     let (server, connection) = connect(KitchenServer::new(KitchenImpl::default())).await?;
     Ok((server, KitchenClient::new(connection)))
 }
@@ -428,7 +430,7 @@ async fn renamed_service_answers_to_its_wire_name() -> anyhow::Result<()> {
 
     // The trait's own name is not a service on this server.
     let by_trait_name = Method::new("Renamed", "whoami");
-    let raw = rpc_core::Client::new(connection);
+    let raw = traitrpc_core::Client::new(connection);
     match raw.call::<_, String>(&by_trait_name, &()).await {
         Err(RpcError::UnknownService { service }) => assert_eq!(service, "Renamed"),
         other => panic!("expected UnknownService, got {other:?}"),
@@ -528,7 +530,7 @@ async fn from_client_keeps_the_options() -> anyhow::Result<()> {
     let mut metadata = Metadata::new();
     metadata.insert("token", "from-client")?;
     let client =
-        KitchenClient::from_client(rpc_core::Client::new(connection).with_metadata(metadata));
+        KitchenClient::from_client(traitrpc_core::Client::new(connection).with_metadata(metadata));
     assert_eq!(
         client.metadata("token".into()).await?.as_deref(),
         Some("from-client")
@@ -555,8 +557,8 @@ fn requests_and_responses_serialize() -> anyhow::Result<()> {
         },
     };
     let mut buf = bytes::BytesMut::new();
-    rpc_core::codec::encode_into(&request, &mut buf)?;
-    let decoded: KitchenRequest = rpc_core::codec::decode(&buf)?;
+    traitrpc_core::codec::encode_into(&request, &mut buf)?;
+    let decoded: KitchenRequest = traitrpc_core::codec::decode(&buf)?;
     match decoded {
         KitchenRequest::Many { f, i, j, .. } => {
             assert_eq!((f.as_str(), i, j.id), ("f", (7, 'i'), 8));
@@ -566,8 +568,8 @@ fn requests_and_responses_serialize() -> anyhow::Result<()> {
 
     let response = KitchenResponse::Divide(Err(DivError::ByZero));
     let mut buf = bytes::BytesMut::new();
-    rpc_core::codec::encode_into(&response, &mut buf)?;
-    match rpc_core::codec::decode::<KitchenResponse>(&buf)? {
+    traitrpc_core::codec::encode_into(&response, &mut buf)?;
+    match traitrpc_core::codec::decode::<KitchenResponse>(&buf)? {
         KitchenResponse::Divide(result) => assert_eq!(result, Err(DivError::ByZero)),
         other => panic!("decoded as {}", variant_name(&other)),
     }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{start, ProbeClient, ProbeImpl};
-use rpc_core::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use traitrpc_core::ClientConfig;
 
 struct Counting;
 
@@ -93,23 +93,23 @@ async fn a_server_that_stops_reading_cannot_make_its_client_buffer_without_bound
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut hello = [0u8; rpc_core::protocol::HANDSHAKE_LEN];
+        let mut hello = [0u8; traitrpc_core::protocol::HANDSHAKE_LEN];
         stream.read_exact(&mut hello).await.unwrap();
-        let reply = rpc_core::protocol::ServerHello {
-            version: rpc_core::protocol::VERSION,
+        let reply = traitrpc_core::protocol::ServerHello {
+            version: traitrpc_core::protocol::VERSION,
             status: 0,
             max_frame_size: 32 * MIB as u32,
         };
         stream.write_all(&reply.encode()).await.unwrap();
         stream
-            .write_all(&rpc_core::protocol::Settings::default().encode())
+            .write_all(&traitrpc_core::protocol::Settings::default().encode())
             .await
             .unwrap();
         let mut settings = [0u8; 8];
         stream.read_exact(&mut settings).await.unwrap();
         std::future::pending::<()>().await;
     });
-    let connection = rpc_transport_tcp::connect_with_config(
+    let connection = traitrpc_transport_tcp::connect_with_config(
         addr,
         ClientConfig::default().max_write_buffer(4 * MIB),
     )
@@ -127,7 +127,7 @@ async fn a_server_that_stops_reading_cannot_make_its_client_buffer_without_bound
         .collect();
     let mut deadline_exceeded = 0;
     for call in calls {
-        if let Err(rpc_core::RpcError::DeadlineExceeded) = call.await.unwrap() {
+        if let Err(traitrpc_core::RpcError::DeadlineExceeded) = call.await.unwrap() {
             deadline_exceeded += 1;
         }
     }

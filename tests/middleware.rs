@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::protocol::status;
-use rpc_core::server::middleware::{self, Next};
-use rpc_core::{service, Answered, Metadata, Rejection, Router, RpcError, Streaming};
+use traitrpc_core::protocol::status;
+use traitrpc_core::server::middleware::{self, Next};
+use traitrpc_core::{service, Answered, Metadata, Rejection, Router, RpcError, Streaming};
 
 #[service]
 pub trait Shop {
@@ -48,7 +48,7 @@ struct Seen {
     items_sent: u64,
 }
 
-fn recorder(seen: Arc<Mutex<Vec<Seen>>>) -> impl rpc_core::Middleware {
+fn recorder(seen: Arc<Mutex<Vec<Seen>>>) -> impl traitrpc_core::Middleware {
     middleware::from_fn(move |next: Next| {
         let seen = Arc::clone(&seen);
         async move {
@@ -73,7 +73,7 @@ fn recorder(seen: Arc<Mutex<Vec<Seen>>>) -> impl rpc_core::Middleware {
 
 /// An asynchronous authentication check: the token is looked up "elsewhere" (after a
 /// real suspension, so the call cannot complete in its first poll).
-fn auth() -> impl rpc_core::Middleware {
+fn auth() -> impl traitrpc_core::Middleware {
     middleware::from_fn(|next: Next| async move {
         let token = next
             .context()
@@ -91,8 +91,8 @@ fn auth() -> impl rpc_core::Middleware {
     })
 }
 
-async fn serve(router: Router) -> rpc_core::ServerHandle<std::net::SocketAddr> {
-    rpc_transport_tcp::serve("127.0.0.1:0", router)
+async fn serve(router: Router) -> traitrpc_core::ServerHandle<std::net::SocketAddr> {
+    traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap()
 }
@@ -112,7 +112,7 @@ async fn an_async_auth_layer_refuses_before_anything_runs_and_admits_valid_token
         .layer(auth());
     let server = serve(router).await;
     let shop = ShopClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -135,12 +135,12 @@ async fn an_async_auth_layer_refuses_before_anything_runs_and_admits_valid_token
 
     // Refused before the arguments were decoded: garbage arguments from an
     // unauthenticated caller are UNAUTHENTICATED, not INVALID_ARGUMENTS.
-    let raw = rpc_core::Client::new(
-        rpc_transport_tcp::connect(server.local_addr())
+    let raw = traitrpc_core::Client::new(
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
-    let method = rpc_core::Method::new("Shop", "price");
+    let method = traitrpc_core::Method::new("Shop", "price");
     let garbage = raw
         .call::<_, u64>(&method, &(1u8, 2u8, 3u8))
         .await
@@ -177,7 +177,7 @@ async fn a_layer_sees_every_kind_of_answer_and_stream_items() {
     let router = Router::from(ShopServer::new(ShopImpl)).layer(recorder(Arc::clone(&seen)));
     let server = serve(router).await;
     let shop = ShopClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -197,12 +197,12 @@ async fn a_layer_sees_every_kind_of_answer_and_stream_items() {
         "{panicked:?}"
     );
     // An unknown method of a known service goes through the layers too.
-    let raw = rpc_core::Client::new(
-        rpc_transport_tcp::connect(server.local_addr())
+    let raw = traitrpc_core::Client::new(
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
-    let unknown = rpc_core::Method::new("Shop", "steal");
+    let unknown = traitrpc_core::Method::new("Shop", "steal");
     let error = raw.call::<_, u8>(&unknown, &()).await.unwrap_err();
     assert!(matches!(error, RpcError::UnknownMethod { .. }), "{error:?}");
 
@@ -245,14 +245,14 @@ async fn layers_run_in_the_order_they_were_added_and_interceptors_are_layers() {
     let intercepted = Arc::clone(&order);
     let router = Router::from(ShopServer::new(ShopImpl))
         .layer(step("outer", Arc::clone(&order)))
-        .with_interceptor(move |_: &rpc_core::Context| {
+        .with_interceptor(move |_: &traitrpc_core::Context| {
             intercepted.lock().unwrap().push("interceptor".into());
             Ok(())
         })
         .layer(step("inner", Arc::clone(&order)));
     let server = serve(router).await;
     let shop = ShopClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -282,7 +282,7 @@ async fn a_panicking_layer_fails_only_its_call() {
     ));
     let server = serve(router).await;
     let shop = ShopClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -303,7 +303,7 @@ async fn a_layer_may_refuse_with_any_status() {
     ));
     let server = serve(router).await;
     let shop = ShopClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -316,9 +316,9 @@ async fn a_layer_may_refuse_with_any_status() {
 #[tokio::test]
 async fn streaming_calls_on_a_version_1_connection_are_refused_unsent() {
     let server = serve(Router::from(ShopServer::new(ShopImpl))).await;
-    let connection = rpc_transport_tcp::connect_with_config(
+    let connection = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
-        rpc_core::ClientConfig::default().max_protocol_version(1),
+        traitrpc_core::ClientConfig::default().max_protocol_version(1),
     )
     .await
     .unwrap();

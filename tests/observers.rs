@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::client::observer::ObservedClientCall;
-use rpc_core::client::ClientObserver;
-use rpc_core::protocol::status;
-use rpc_core::server::middleware::{self, Next};
-use rpc_core::server::observer::{ObservedCall, ServerObserver};
-use rpc_core::{service, Answered, Client, Rejection, Router, RpcError, Streaming};
 use tokio::sync::{mpsc, Notify};
+use traitrpc_core::client::observer::ObservedClientCall;
+use traitrpc_core::client::ClientObserver;
+use traitrpc_core::protocol::status;
+use traitrpc_core::server::middleware::{self, Next};
+use traitrpc_core::server::observer::{ObservedCall, ServerObserver};
+use traitrpc_core::{service, Answered, Client, Rejection, Router, RpcError, Streaming};
 
 #[service]
 pub trait Desk {
@@ -103,10 +103,10 @@ async fn a_server_observer_sees_every_call_end_once_with_its_status() {
         }
         next.run().await
     }));
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
-    let connection = rpc_transport_tcp::connect(server.local_addr())
+    let connection = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let desk = DeskClient::new(connection.clone());
@@ -121,7 +121,7 @@ async fn a_server_observer_sees_every_call_end_once_with_its_status() {
         ended("refuse", Some(status::APPLICATION_ERROR))
     );
 
-    let mut deny = rpc_core::Metadata::new();
+    let mut deny = traitrpc_core::Metadata::new();
     deny.insert("deny", "1").unwrap();
     let denied = DeskClient::from_client(Client::new(connection.clone()).with_metadata(deny));
     assert!(denied.refuse().await.is_err());
@@ -152,7 +152,7 @@ async fn a_server_observer_sees_every_call_end_once_with_its_status() {
 
     // An unknown method: labelled as unknown, answered UNKNOWN_METHOD.
     let raw = Client::new(connection.clone());
-    let probe = rpc_core::Method::new("Desk", "probe");
+    let probe = traitrpc_core::Method::new("Desk", "probe");
     assert!(raw.call::<_, u8>(&probe, &()).await.is_err());
     assert_eq!(
         next_end(&mut events).await,
@@ -207,7 +207,7 @@ impl ClientObserver for ClientRecorder {
         let status = match call.outcome() {
             None => Err("dropped".to_string()),
             Some(Ok(frame)) => Ok(frame.status),
-            Some(Err(error)) => Err(rpc_observability::labels::error_name(error).to_string()),
+            Some(Err(error)) => Err(traitrpc_observability::labels::error_name(error).to_string()),
         };
         let _ = self.0.send(ClientEnd {
             method: call.method().name,
@@ -223,13 +223,13 @@ async fn a_client_observer_sees_answers_failures_and_dropped_calls() {
     let router = Router::from(DeskServer::new(DeskImpl {
         hanging: Arc::clone(&hanging),
     }));
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     let (tx, mut ends) = mpsc::unbounded_channel();
     let count = Arc::new(Mutex::new(0));
     let client = Client::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     )

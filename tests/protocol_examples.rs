@@ -3,9 +3,9 @@
 //! what the implementation sends and accepts. Each single-line example is also looked up
 //! in the document, so the two cannot drift apart.
 
-use rpc_core::service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use traitrpc_core::service;
 
 #[service]
 pub trait Calculator {
@@ -54,7 +54,7 @@ async fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_worked_examples_are_what_a_server_sends_and_accepts() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
         .await
         .unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
@@ -150,7 +150,7 @@ async fn exchange(stream: &mut TcpStream, request: &str, answer: &str) {
 
 #[tokio::test]
 async fn the_version_5_examples_are_what_a_server_sends_and_accepts() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
         .await
         .unwrap();
     let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();

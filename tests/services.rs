@@ -3,7 +3,7 @@
 mod common;
 
 use common::{ProbeClient, ProbeImpl, ProbeServer};
-use rpc_core::{service, Router, RpcError};
+use traitrpc_core::{service, Router, RpcError};
 
 #[service]
 pub trait Counter {
@@ -24,10 +24,10 @@ async fn two_services_share_one_port_and_one_connection() {
         .unwrap()
         .add_service(CounterServer::new(CounterImpl))
         .unwrap();
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
-    let conn = rpc_transport_tcp::connect(server.local_addr())
+    let conn = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let probe = ProbeClient::new(conn.clone());
@@ -39,10 +39,10 @@ async fn two_services_share_one_port_and_one_connection() {
 
 #[tokio::test]
 async fn calling_a_service_the_server_lacks_is_a_typed_error() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", CounterServer::new(CounterImpl))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", CounterServer::new(CounterImpl))
         .await
         .unwrap();
-    let conn = rpc_transport_tcp::connect(server.local_addr())
+    let conn = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let probe = ProbeClient::new(conn.clone());
@@ -58,7 +58,7 @@ async fn calling_a_service_the_server_lacks_is_a_typed_error() {
 
 /// Version 1 of a service, as an old client was built.
 mod v1 {
-    #[rpc_core::service(name = "Inventory")]
+    #[traitrpc_core::service(name = "Inventory")]
     pub trait Inventory {
         async fn count(&self, item: String) -> u32;
         async fn remove(&self, item: String) -> bool;
@@ -67,7 +67,7 @@ mod v1 {
 
 /// Version 2: a method added at the front, the old ones reordered.
 mod v2 {
-    #[rpc_core::service(name = "Inventory")]
+    #[traitrpc_core::service(name = "Inventory")]
     pub trait Inventory {
         async fn add(&self, item: String, count: u32) -> u32;
         async fn remove(&self, item: String) -> bool;
@@ -90,10 +90,10 @@ mod v2 {
 
 #[tokio::test]
 async fn adding_and_reordering_methods_keeps_old_clients_working() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
         .await
         .unwrap();
-    let conn = rpc_transport_tcp::connect(server.local_addr())
+    let conn = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let old = v1::InventoryClient::new(conn.clone());
@@ -117,11 +117,11 @@ impl v1::Inventory for OldStore {
 
 #[tokio::test]
 async fn a_new_method_on_an_old_server_is_a_typed_unknown_method_error() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", v1::InventoryServer::new(OldStore))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", v1::InventoryServer::new(OldStore))
         .await
         .unwrap();
     let new = v2::InventoryClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -143,10 +143,10 @@ pub trait WrongTypes {
 
 #[tokio::test]
 async fn arguments_of_the_wrong_types_are_a_typed_invalid_arguments_error() {
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
         .await
         .unwrap();
-    let conn = rpc_transport_tcp::connect(server.local_addr())
+    let conn = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let wrong = WrongTypesClient::new(conn.clone());
@@ -156,7 +156,7 @@ async fn arguments_of_the_wrong_types_are_a_typed_invalid_arguments_error() {
         matches!(error, RpcError::InvalidArguments { .. }),
         "{error:?}"
     );
-    assert_eq!(error.outcome(), rpc_core::CallOutcome::NotStarted);
+    assert_eq!(error.outcome(), traitrpc_core::CallOutcome::NotStarted);
     assert_eq!(
         v2::InventoryClient::new(conn)
             .count("ab".into())
@@ -181,7 +181,7 @@ fn two_services_with_one_name_are_a_typed_error_not_a_panic() {
 /// The same service declared with `Vec<u8>` (fast path chosen by the macro) and with
 /// `ByteBuf`: the bytes on the wire are identical, so either side can use either.
 mod bytes_as_vec {
-    #[rpc_core::service(name = "Blobs")]
+    #[traitrpc_core::service(name = "Blobs")]
     pub trait Blobs {
         async fn reverse(&self, data: Vec<u8>, tag: u8) -> Vec<u8>;
         async fn checked(&self, data: Vec<u8>) -> Result<Vec<u8>, String>;
@@ -205,11 +205,11 @@ mod bytes_as_vec {
 }
 
 mod bytes_as_bytebuf {
-    use rpc_core::ByteBuf;
+    use traitrpc_core::ByteBuf;
 
     // Only its client is used here.
     #[allow(dead_code)]
-    #[rpc_core::service(name = "Blobs")]
+    #[traitrpc_core::service(name = "Blobs")]
     pub trait Blobs {
         async fn reverse(&self, data: ByteBuf, tag: u8) -> ByteBuf;
         async fn checked(&self, data: ByteBuf) -> Result<ByteBuf, String>;
@@ -218,13 +218,13 @@ mod bytes_as_bytebuf {
 
 #[tokio::test]
 async fn vec_u8_and_bytebuf_are_the_same_on_the_wire() {
-    let server = rpc_transport_tcp::serve(
+    let server = traitrpc_transport_tcp::serve(
         "127.0.0.1:0",
         bytes_as_vec::BlobsServer::new(bytes_as_vec::Impl),
     )
     .await
     .unwrap();
-    let conn = rpc_transport_tcp::connect(server.local_addr())
+    let conn = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let as_vec = bytes_as_vec::BlobsClient::new(conn.clone());
@@ -235,11 +235,11 @@ async fn vec_u8_and_bytebuf_are_the_same_on_the_wire() {
     assert_eq!(as_vec.checked(vec![5]).await.unwrap(), vec![5]);
     assert!(matches!(
         as_vec.checked(vec![]).await,
-        Err(rpc_core::CallError::Application(e)) if e == "empty"
+        Err(traitrpc_core::CallError::Application(e)) if e == "empty"
     ));
     let as_buf = bytes_as_bytebuf::BlobsClient::new(conn);
     let back = as_buf
-        .reverse(rpc_core::ByteBuf::from(vec![1, 2]), 7)
+        .reverse(traitrpc_core::ByteBuf::from(vec![1, 2]), 7)
         .await
         .unwrap();
     assert_eq!(back.into_vec(), vec![2, 1, 7]);

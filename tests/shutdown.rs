@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{client, start, start_with, ProbeImpl};
-use rpc_core::{CallOutcome, RpcError, ServerConfig};
+use traitrpc_core::{CallOutcome, RpcError, ServerConfig};
 
 #[tokio::test]
 async fn graceful_shutdown_drains_calls_in_flight_and_refuses_new_ones() {
@@ -43,7 +43,7 @@ async fn graceful_shutdown_drains_calls_in_flight_and_refuses_new_ones() {
     assert_eq!(refused.outcome(), CallOutcome::NotStarted);
     assert!(trigger.is_stopping());
     // ...new connections are not accepted...
-    assert!(rpc_transport_tcp::connect(addr).await.is_err());
+    assert!(traitrpc_transport_tcp::connect(addr).await.is_err());
     // ...and the calls in flight complete normally.
     for (i, call) in in_flight.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u64);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rpc_core::{service, ByteBuf, RpcError, Streaming};
+use traitrpc_core::{service, ByteBuf, RpcError, Streaming};
 
 #[service]
 pub trait Streams {
@@ -135,17 +135,17 @@ impl Streams for StreamsImpl {
 }
 
 async fn tcp() -> (
-    rpc_core::ServerHandle<std::net::SocketAddr>,
+    traitrpc_core::ServerHandle<std::net::SocketAddr>,
     StreamsClient,
     Arc<Counters>,
 ) {
     let imp = StreamsImpl::default();
     let counters = Arc::clone(&imp.counters);
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(imp))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(imp))
         .await
         .unwrap();
     let client = StreamsClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -194,10 +194,11 @@ async fn all_three_kinds_over_a_unix_socket() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("streams.sock");
     let _ = std::fs::remove_file(&path);
-    let server = rpc_transport_tcp::unix::serve(&path, StreamsServer::new(StreamsImpl::default()))
-        .await
-        .unwrap();
-    let client = StreamsClient::new(rpc_transport_tcp::unix::connect(&path).await.unwrap());
+    let server =
+        traitrpc_transport_tcp::unix::serve(&path, StreamsServer::new(StreamsImpl::default()))
+            .await
+            .unwrap();
+    let client = StreamsClient::new(traitrpc_transport_tcp::unix::connect(&path).await.unwrap());
     all_three_kinds(&client).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -205,9 +206,9 @@ async fn all_three_kinds_over_a_unix_socket() {
 
 #[tokio::test]
 async fn all_three_kinds_over_the_in_memory_transport() {
-    let (listener, connector) = rpc_core::memory::listener();
+    let (listener, connector) = traitrpc_core::memory::listener();
     let server =
-        rpc_core::Server::new(StreamsServer::new(StreamsImpl::default())).serve(listener, ());
+        traitrpc_core::Server::new(StreamsServer::new(StreamsImpl::default())).serve(listener, ());
     let client = StreamsClient::new(connector.connect().await.unwrap());
     all_three_kinds(&client).await;
     server.shutdown().await;
@@ -256,7 +257,7 @@ async fn an_error_ends_a_stream_after_its_items() {
         .checked_sum(Streaming::iter([1, 2, 0, 4]))
         .await
         .unwrap_err();
-    assert!(matches!(error, rpc_core::CallError::Application(e) if e == "zero"));
+    assert!(matches!(error, traitrpc_core::CallError::Application(e) if e == "zero"));
     assert_eq!(
         client
             .checked_sum(Streaming::iter([1, 2, 3]))
@@ -394,7 +395,7 @@ async fn a_slow_consumer_bounds_the_producer_by_the_window() {
         assert_eq!(item.len(), chunk as usize);
         tokio::time::sleep(Duration::from_millis(5)).await;
         let ahead = counters.produced.load(Ordering::SeqCst) as i64 - (i + 1);
-        let window_items = (rpc_core::protocol::INITIAL_STREAM_WINDOW / chunk) as i64;
+        let window_items = (traitrpc_core::protocol::INITIAL_STREAM_WINDOW / chunk) as i64;
         assert!(
             ahead <= window_items + 2,
             "{ahead} items ahead with a {window_items}-item window"
@@ -439,8 +440,8 @@ async fn unary_calls_stay_fast_during_a_bulk_transfer() {
 
 #[tokio::test]
 async fn a_protocol_1_client_still_makes_unary_calls_but_not_streaming_ones() {
-    use rpc_core::protocol::{kind, status, ClientHello, Frame, ServerHello, HANDSHAKE_LEN};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use traitrpc_core::protocol::{kind, status, ClientHello, Frame, ServerHello, HANDSHAKE_LEN};
     let (server, _, _) = tcp().await;
     let mut stream = tokio::net::TcpStream::connect(server.local_addr())
         .await
@@ -508,15 +509,15 @@ async fn streams_at_the_in_flight_limit_still_receive_their_items() {
     // Two client streams fill the connection's limit of 2; their items arrive after the
     // requests, so the server must keep reading (and shed further calls) instead of
     // stopping until a call ends, which would never happen.
-    let server = rpc_transport_tcp::serve_with_config(
+    let server = traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         StreamsServer::new(StreamsImpl::default()),
-        rpc_core::ServerConfig::default().max_in_flight_per_connection(2),
+        traitrpc_core::ServerConfig::default().max_in_flight_per_connection(2),
     )
     .await
     .unwrap();
     let client = StreamsClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -544,7 +545,7 @@ async fn streams_outlive_a_temporary_client_and_its_connection_handle() {
     let addr = server.local_addr();
     // The client (and with it the only caller-held connection handle) is a temporary:
     // the stream alone keeps the connection open until it has delivered everything.
-    let mut download = StreamsClient::new(rpc_transport_tcp::connect(addr).await.unwrap())
+    let mut download = StreamsClient::new(traitrpc_transport_tcp::connect(addr).await.unwrap())
         .bytes(8 << 20, 64 << 10)
         .await
         .unwrap();
@@ -557,13 +558,14 @@ async fn streams_outlive_a_temporary_client_and_its_connection_handle() {
     // A bidirectional call: the upload and the answer both go on after the handle is
     // gone.
     let words: Vec<String> = (0..5000).map(|i| format!("{i:04}")).collect();
-    let echoed: Vec<String> = StreamsClient::new(rpc_transport_tcp::connect(addr).await.unwrap())
-        .echo("#".into(), Streaming::iter(words.clone()))
-        .await
-        .unwrap()
-        .map(|s| s.unwrap())
-        .collect()
-        .await;
+    let echoed: Vec<String> =
+        StreamsClient::new(traitrpc_transport_tcp::connect(addr).await.unwrap())
+            .echo("#".into(), Streaming::iter(words.clone()))
+            .await
+            .unwrap()
+            .map(|s| s.unwrap())
+            .collect()
+            .await;
     assert_eq!(echoed.len(), words.len());
     assert_eq!(echoed.last().unwrap(), "#4999");
 
@@ -587,8 +589,8 @@ async fn common_eventually(mut condition: impl FnMut() -> bool) -> bool {
 /// items until the server gives up on it. Returns how many it got to send and the
 /// go-away code the server answered with.
 async fn flood_with_empty_items(addr: std::net::SocketAddr, version: u16) -> (usize, u8) {
-    use rpc_core::protocol::{kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use traitrpc_core::protocol::{kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let hello = ClientHello {
         version,
@@ -658,11 +660,11 @@ async fn flood_with_empty_items(addr: std::net::SocketAddr, version: u16) -> (us
 
 #[tokio::test]
 async fn empty_stream_items_cannot_grow_a_receivers_queue_without_bound() {
-    use rpc_core::protocol::go_away;
-    let server = rpc_transport_tcp::serve_with_config(
+    use traitrpc_core::protocol::go_away;
+    let server = traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         StreamsServer::new(StreamsImpl::default()),
-        rpc_core::ServerConfig::default().max_frame_size(64 * 1024),
+        traitrpc_core::ServerConfig::default().max_frame_size(64 * 1024),
     )
     .await
     .unwrap();
@@ -683,7 +685,7 @@ async fn empty_stream_items_cannot_grow_a_receivers_queue_without_bound() {
     );
     // The server and other connections are fine.
     let client = StreamsClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -694,12 +696,12 @@ async fn empty_stream_items_cannot_grow_a_receivers_queue_without_bound() {
 #[tokio::test]
 async fn a_version_2_client_still_streams_under_the_version_2_rules() {
     let server =
-        rpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(StreamsImpl::default()))
+        traitrpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(StreamsImpl::default()))
             .await
             .unwrap();
-    let connection = rpc_transport_tcp::connect_with_config(
+    let connection = traitrpc_transport_tcp::connect_with_config(
         server.local_addr(),
-        rpc_core::ClientConfig::default().max_protocol_version(2),
+        traitrpc_core::ClientConfig::default().max_protocol_version(2),
     )
     .await
     .unwrap();
@@ -723,13 +725,13 @@ async fn a_larger_stream_window_lets_a_producer_run_further_ahead() {
     // consumer that does not read, and no further.
     let imp = StreamsImpl::default();
     let counters = Arc::clone(&imp.counters);
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(imp))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", StreamsServer::new(imp))
         .await
         .unwrap();
     let client = StreamsClient::new(
-        rpc_transport_tcp::connect_with_config(
+        traitrpc_transport_tcp::connect_with_config(
             server.local_addr(),
-            rpc_core::ClientConfig::default().stream_window(4 << 20),
+            traitrpc_core::ClientConfig::default().stream_window(4 << 20),
         )
         .await
         .unwrap(),

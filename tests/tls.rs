@@ -1,4 +1,4 @@
-//! TLS and mutual TLS over TCP (`rpc_transport_tcp::tls`), with certificates generated
+//! TLS and mutual TLS over TCP (`traitrpc_transport_tcp::tls`), with certificates generated
 //! at test time: round trips, the client identity seen by handlers and interceptors,
 //! refused certificates, and plaintext/TLS mismatches failing fast with typed errors.
 
@@ -10,12 +10,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
-use rpc_core::{service, ClientConfig, Context, Rejection, Router, RpcError, ServerConfig};
-use rpc_transport_tcp::tls::{
-    self, Identity, TlsClientConfig, TlsConfigError, TlsServerConfig, TrustRoots,
-};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use traitrpc_core::{service, ClientConfig, Context, Rejection, Router, RpcError, ServerConfig};
+use traitrpc_transport_tcp::tls::{
+    self, Identity, TlsClientConfig, TlsConfigError, TlsServerConfig, TrustRoots,
+};
 
 /// What a handler saw of its caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ impl Secure for SecureImpl {
     }
 
     async fn caller(&self) -> Caller {
-        let ctx = rpc_core::context::current().expect("handlers run in their context");
+        let ctx = traitrpc_core::context::current().expect("handlers run in their context");
         Caller {
             names: ctx.peer_identity().map(|id| id.names().to_vec()),
             certificate: ctx.peer_identity().map(|id| id.certificate().to_vec()),
@@ -121,7 +121,7 @@ impl Ca {
 async fn serve_tls(
     services: impl Into<Router>,
     config: TlsServerConfig,
-) -> rpc_core::ServerHandle<std::net::SocketAddr> {
+) -> traitrpc_core::ServerHandle<std::net::SocketAddr> {
     tls::serve("127.0.0.1:0", services, config).await.unwrap()
 }
 
@@ -229,7 +229,11 @@ async fn mutual_tls_exposes_the_client_identity_to_handlers_and_interceptors() {
 }
 
 /// Asserts a connect attempt failed at once with a `Connect` error mentioning `needle`.
-fn assert_refused(outcome: Result<rpc_core::Connection, RpcError>, started: Instant, needle: &str) {
+fn assert_refused(
+    outcome: Result<traitrpc_core::Connection, RpcError>,
+    started: Instant,
+    needle: &str,
+) {
     let elapsed = started.elapsed();
     let error = outcome.expect_err("the connection must be refused");
     eprintln!("refused as expected after {elapsed:?}: {error}");
@@ -361,7 +365,7 @@ async fn a_plaintext_client_of_a_tls_server_fails_fast_with_a_typed_error() {
     )
     .await;
     let started = Instant::now();
-    let error = rpc_transport_tcp::connect(server.local_addr())
+    let error = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
@@ -386,7 +390,7 @@ async fn a_plaintext_client_of_a_tls_server_fails_fast_with_a_typed_error() {
 #[tokio::test]
 async fn a_tls_client_of_a_plaintext_server_fails_fast_with_a_typed_error() {
     let ca = Ca::new("CA");
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", SecureServer::new(SecureImpl))
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", SecureServer::new(SecureImpl))
         .await
         .unwrap();
     let started = Instant::now();
@@ -398,7 +402,7 @@ async fn a_tls_client_of_a_plaintext_server_fails_fast_with_a_typed_error() {
     .await;
     assert_refused(outcome, started, "plaintext");
     // Plaintext clients are still served.
-    let conn = rpc_transport_tcp::connect(server.local_addr())
+    let conn = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     assert_eq!(SecureClient::new(conn).echo(5).await.unwrap(), 5);
@@ -576,7 +580,7 @@ fn certificate_names_lists_sans_then_the_common_name_without_duplicates() {
 
 #[tokio::test]
 async fn a_balanced_channel_reaches_replicas_over_mutual_tls() {
-    use rpc_discovery::{
+    use traitrpc_discovery::{
         BalancedChannel, Endpoint, StaticDiscovery, TlsConnector, TLS_SERVER_NAME,
     };
     let ca = Ca::new("balanced CA");

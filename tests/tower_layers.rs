@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::server::middleware::{self, Next};
-use rpc_core::server::tower::from_tower;
-use rpc_core::{service, Router, RpcError};
 use tokio::sync::{mpsc, Notify};
 use tower::ServiceBuilder;
+use traitrpc_core::server::middleware::{self, Next};
+use traitrpc_core::server::tower::from_tower;
+use traitrpc_core::{service, Router, RpcError};
 
 #[service]
 pub trait Gate {
@@ -70,9 +70,9 @@ fn fixture() -> Fixture {
     }
 }
 
-async fn client(server: &rpc_core::ServerHandle<std::net::SocketAddr>) -> GateClient {
+async fn client(server: &traitrpc_core::ServerHandle<std::net::SocketAddr>) -> GateClient {
     GateClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     )
@@ -84,7 +84,7 @@ async fn a_tower_timeout_cancels_the_handler_and_answers_deadline_exceeded() {
     let router = f.router.layer(from_tower(
         ServiceBuilder::new().timeout(Duration::from_millis(50)),
     ));
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     let gate = client(&server).await;
@@ -122,7 +122,7 @@ async fn a_concurrency_limit_with_load_shedding_refuses_with_overloaded_until_fr
         .layer(from_tower(
             ServiceBuilder::new().load_shed().concurrency_limit(1),
         ));
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     let gate = client(&server).await;

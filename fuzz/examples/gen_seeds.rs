@@ -7,12 +7,12 @@ use std::fs;
 use std::path::Path;
 
 use bytes::BytesMut;
-use rpc_core::codec::encode_into;
-use rpc_core::protocol::{
+use traitrpc_core::codec::encode_into;
+use traitrpc_core::protocol::{
     go_away, handshake_status, kind, status, ClientHello, ServerHello, MIN_VERSION, VERSION,
 };
-use rpc_core::ByteBuf;
-use rpc_fuzz::{client_hello, request_body, FuzzError, Inner, Record, Shape, MAX_FRAME};
+use traitrpc_core::ByteBuf;
+use traitrpc_fuzz::{client_hello, request_body, FuzzError, Inner, Record, Shape, MAX_FRAME};
 use serde::Serialize;
 
 fn enc<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {

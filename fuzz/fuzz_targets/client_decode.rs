@@ -10,11 +10,11 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::{
+use traitrpc_core::protocol::{
     handshake_status, Frame, FrameLayout, ServerHello, COMPACT_VERSION, HANDSHAKE_LEN,
 };
-use rpc_core::{ByteBuf, ClientConfig, Listener};
-use rpc_fuzz::{
+use traitrpc_core::{ByteBuf, ClientConfig, Listener};
+use traitrpc_fuzz::{
     decode_returns, runtime, split_frames, touch, FuzzedClient, Inner, Record, Shape, MAX_FRAME,
     PATIENCE,
 };
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 async fn against_scripted_server(script: &[u8], version: u16) {
-    let (mut listener, connector) = rpc_core::memory::listener();
+    let (mut listener, connector) = traitrpc_core::memory::listener();
     let server = async move {
         let (stream, _) = listener.accept().await.expect("a connection");
         let (reader, mut writer) = tokio::io::split(stream);
@@ -61,7 +61,7 @@ async fn against_scripted_server(script: &[u8], version: u16) {
         };
         writer.write_all(&reply.encode()).await.expect("hello sent");
         writer
-            .write_all(&rpc_core::protocol::Settings::default().encode())
+            .write_all(&traitrpc_core::protocol::Settings::default().encode())
             .await
             .expect("settings sent");
         let settings = reader.read_u16().await.expect("the client's settings") as usize;
@@ -128,5 +128,5 @@ async fn against_scripted_server(script: &[u8], version: u16) {
     tokio::time::timeout(PATIENCE, async { tokio::join!(server, client) })
         .await
         .expect("every call ends once the server closes");
-    rpc_fuzz::settle().await;
+    traitrpc_fuzz::settle().await;
 }

@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::{Frame, FrameLayout, HEADER_LEN};
-use rpc_fuzz::{split_frames, touch, MAX_FRAME};
+use traitrpc_core::protocol::{Frame, FrameLayout, HEADER_LEN};
+use traitrpc_fuzz::{split_frames, touch, MAX_FRAME};
 
 fuzz_target!(|data: &[u8]| {
     let (frames, _) = split_frames(data, MAX_FRAME);
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
                     _ => None,
                 };
                 if let Some(payload) = compressed {
-                    match rpc_core::compression::decompress(payload, MAX_FRAME) {
+                    match traitrpc_core::compression::decompress(payload, MAX_FRAME) {
                         Ok(original) => assert!(original.len() <= MAX_FRAME),
                         Err(e) => assert!(!e.to_string().is_empty()),
                     }

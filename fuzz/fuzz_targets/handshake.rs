@@ -9,11 +9,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::{
+use traitrpc_core::protocol::{
     handshake_status, ClientHello, ServerHello, Settings, HANDSHAKE_LEN, MAGIC, MIN_VERSION,
     VERSION,
 };
-use rpc_fuzz::{assert_server_serves, exchange, runtime};
+use traitrpc_fuzz::{assert_server_serves, exchange, runtime};
 
 fuzz_target!(|data: &[u8]| {
     let opening: Option<[u8; HANDSHAKE_LEN]> =

@@ -9,8 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rpc_core::protocol::{status, Frame};
-use rpc_fuzz::{
+use traitrpc_core::protocol::{status, Frame};
+use traitrpc_fuzz::{
     assert_server_serves, call_raw_after, json_client_hello, request_body, runtime, METHODS,
 };
 

@@ -10,13 +10,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use rpc_core::codec;
-use rpc_core::memory::Connector;
-use rpc_core::protocol::{
+use traitrpc_core::codec;
+use traitrpc_core::memory::Connector;
+use traitrpc_core::protocol::{
     self, handshake_status, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN, MIN_VERSION,
     SETTINGS_VERSION, VERSION,
 };
-use rpc_core::{service, ByteBuf, Metadata, Server, ServerConfig};
+use traitrpc_core::{service, ByteBuf, Metadata, Server, ServerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
@@ -270,12 +270,12 @@ pub async fn server() -> &'static Connector {
     if let Some(connector) = CONNECTOR.get() {
         return connector;
     }
-    let (listener, connector) = rpc_core::memory::listener();
+    let (listener, connector) = traitrpc_core::memory::listener();
     let config = ServerConfig::default()
         .max_frame_size(MAX_FRAME)
         .handshake_timeout(Duration::from_secs(1));
     // Never shut down: it serves until the process exits.
-    static HANDLE: OnceLock<rpc_core::ServerHandle<()>> = OnceLock::new();
+    static HANDLE: OnceLock<traitrpc_core::ServerHandle<()>> = OnceLock::new();
     HANDLE.get_or_init(|| {
         Server::with_config(FuzzedServer::new(FuzzedImpl), config).serve(listener, ())
     });
@@ -428,7 +428,7 @@ pub fn json_client_hello() -> Vec<u8> {
     .encode()
     .to_vec();
     let settings = Settings {
-        codec: Some(rpc_core::protocol::PayloadCodec::Json),
+        codec: Some(traitrpc_core::protocol::PayloadCodec::Json),
         ..Settings::default()
     };
     out.extend_from_slice(&settings.encode());

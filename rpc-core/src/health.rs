@@ -12,11 +12,11 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
-//! # #[rpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
+//! # #[traitrpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
-//! use rpc_core::health::{HealthClient, ServingStatus};
-//! let (listener, connector) = rpc_core::memory::listener();
-//! let server = rpc_core::Server::new(PingServer::new(P)).serve(listener, ());
+//! use traitrpc_core::health::{HealthClient, ServingStatus};
+//! let (listener, connector) = traitrpc_core::memory::listener();
+//! let server = traitrpc_core::Server::new(PingServer::new(P)).serve(listener, ());
 //! let health = HealthClient::new(connector.connect().await?);
 //! assert_eq!(health.check("Ping".into()).await?, ServingStatus::Serving);
 //! server.health().set("Ping", ServingStatus::NotServing);
@@ -54,7 +54,7 @@ pub enum ServingStatus {
 }
 
 /// The health service: the status of each service, by name (`""` is the whole server).
-#[rpc_macros::service(crate = "crate", name = "rpc.health.v1.Health")]
+#[traitrpc_macros::service(crate = "crate", name = "rpc.health.v1.Health")]
 pub trait Health {
     /// The status of `service` (`""`: the whole server); `ServiceUnknown` for a name the
     /// server does not host.

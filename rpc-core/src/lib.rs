@@ -3,7 +3,7 @@
 //! connection.
 //!
 //! ```
-//! use rpc_core::service;
+//! use traitrpc_core::service;
 //!
 //! #[service]
 //! pub trait Greeter {
@@ -20,9 +20,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
-//! // The in-memory transport; `rpc_transport_tcp::serve`/`connect` are the same over TCP.
-//! let (listener, connector) = rpc_core::memory::listener();
-//! let server = rpc_core::Server::new(GreeterServer::new(English)).serve(listener, ());
+//! // The in-memory transport; `traitrpc_transport_tcp::serve`/`connect` are the same over TCP.
+//! let (listener, connector) = traitrpc_core::memory::listener();
+//! let server = traitrpc_core::Server::new(GreeterServer::new(English)).serve(listener, ());
 //! let greeter = GreeterClient::new(connector.connect().await?);
 //! assert_eq!(greeter.hello("Ada".into()).await?, "Hello, Ada!");
 //! server.shutdown().await;
@@ -124,7 +124,7 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 ///
 /// `#[idempotent]` on a trait method declares that running it twice is harmless: its
 /// requests carry the `IDEMPOTENT` flag, and a balanced client may retry it after a lost
-/// connection (see the `rpc-discovery` crate).
+/// connection (see the `traitrpc-discovery` crate).
 ///
 /// `#[compress]` (or `#[compress(true)]`) on a trait method compresses its payloads (the
 /// arguments, the answer and stream items, both ways) whenever that makes them smaller,
@@ -133,12 +133,27 @@ pub use transport::{memory, Established, Listener, SplitIo, Transport};
 /// call's `with_compression` overrides both for what the caller sends. It needs
 /// protocol version 5 and a peer that can decompress LZ4 (or the configured algorithm);
 /// otherwise payloads go as they are.
-pub use rpc_macros::service;
+pub use traitrpc_macros::service;
 
 /// Items the generated code refers to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::byte_buf::BytesRef;
+
+    /// What every type in an RPC method's signature must be: serializable both ways.
+    /// `#[service]` asserts it for each type, spanned at the type in the trait, so a
+    /// type without serde's impls is reported there with what to do.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot travel in an RPC: RPC types must implement Serialize and Deserialize",
+        label = "this type is sent or received by an RPC method",
+        note = "add #[derive(Serialize, Deserialize)] (from serde) to `{Self}`, or use a type that has both (for an error type such as std::io::Error: your own error enum, or a String)"
+    )]
+    pub trait RpcType {}
+    impl<T: serde::Serialize + serde::de::DeserializeOwned> RpcType for T {}
+
+    /// Compiles only if `T` is an [`RpcType`]; `#[service]` calls it for each type.
+    pub const fn assert_rpc_type<T: RpcType>() {}
+
     pub use crate::json::schema::{method_schemas, SchemaProbe, ViaJsonSchema, WithoutSchema};
     pub use crate::json::{json_stream, no_other_args, not_unary, take_arg, to_value};
     pub use serde;

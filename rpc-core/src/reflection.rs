@@ -9,11 +9,11 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
-//! # #[rpc_core::service] pub trait Ping { async fn ping(&self, n: u8) -> u8; }
+//! # #[traitrpc_core::service] pub trait Ping { async fn ping(&self, n: u8) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self, n: u8) -> u8 { n } }
-//! use rpc_core::reflection::ReflectionClient;
-//! let (listener, connector) = rpc_core::memory::listener();
-//! let server = rpc_core::Server::new(PingServer::new(P)).serve(listener, ());
+//! use traitrpc_core::reflection::ReflectionClient;
+//! let (listener, connector) = traitrpc_core::memory::listener();
+//! let server = traitrpc_core::Server::new(PingServer::new(P)).serve(listener, ());
 //! let reflection = ReflectionClient::new(connector.connect().await?);
 //! let ping = reflection.describe("Ping".into()).await?.expect("hosted");
 //! assert_eq!(ping.methods[0].name, "ping");
@@ -123,7 +123,7 @@ pub struct MethodDescription {
 }
 
 /// The reflection service: what the server hosts.
-#[rpc_macros::service(crate = "crate", name = "rpc.reflection.v1.Reflection")]
+#[traitrpc_macros::service(crate = "crate", name = "rpc.reflection.v1.Reflection")]
 pub trait Reflection {
     /// Every hosted service callable in JSON, by name.
     #[idempotent]

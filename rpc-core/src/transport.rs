@@ -1,6 +1,6 @@
 //! What the core needs from a transport: a byte stream it can split into a read half and
 //! a write half ([`Transport`]), and on the server side a way to accept them
-//! ([`Listener`]). TCP and Unix sockets live in `rpc-transport-tcp`; the in-memory
+//! ([`Listener`]). TCP and Unix sockets live in `traitrpc-transport-tcp`; the in-memory
 //! transport for tests lives here in [`memory`].
 
 use std::future::Future;

@@ -6,14 +6,14 @@
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use rpc_core::client::{ClientMiddleware, ClientNext, Destination};
-use rpc_core::protocol::{status, ResponseFrame};
-use rpc_core::{
-    Channel, ChannelFuture, ClientConfig, ConnectionFuture, Keepalive, OutgoingCall, RpcError,
-};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use traitrpc_core::client::{ClientMiddleware, ClientNext, Destination};
+use traitrpc_core::protocol::{status, ResponseFrame};
+use traitrpc_core::{
+    Channel, ChannelFuture, ClientConfig, ConnectionFuture, Keepalive, OutgoingCall, RpcError,
+};
 
 use crate::balance::{Balancer, RoundRobin};
 use crate::connector::{Connector, TcpConnector};
@@ -151,7 +151,7 @@ impl Builder {
 
     /// Runs `middleware` around every attempt (first added, outermost), on the endpoint's
     /// connection: a call retried twice passes three times. (Around the whole call, with
-    /// its retries, use `rpc_core::Client::layer`.)
+    /// its retries, use `traitrpc_core::Client::layer`.)
     pub fn attempt_layer(mut self, middleware: impl ClientMiddleware) -> Self {
         self.attempt_layers.push(Arc::new(middleware));
         self
@@ -323,9 +323,9 @@ impl Channel for BalancedChannel {
     }
 }
 
-impl From<BalancedChannel> for rpc_core::Client {
+impl From<BalancedChannel> for traitrpc_core::Client {
     fn from(channel: BalancedChannel) -> Self {
-        rpc_core::Client::from_channel(Arc::new(channel))
+        traitrpc_core::Client::from_channel(Arc::new(channel))
     }
 }
 

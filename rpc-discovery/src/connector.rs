@@ -1,12 +1,12 @@
 //! [`Connector`]: how a [`BalancedChannel`](crate::BalancedChannel) reaches an endpoint.
 //! [`TcpConnector`] (the default), [`TlsConnector`] (TLS and mutual TLS, feature `tls`)
 //! and [`UnixConnector`] (Unix domain sockets) come with the crate; any transport that
-//! ends in an `rpc_core::Connection` can be one.
+//! ends in an `traitrpc_core::Connection` can be one.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use rpc_core::{ClientConfig, Connection, RpcError};
+use traitrpc_core::{ClientConfig, Connection, RpcError};
 
 use crate::endpoint::Endpoint;
 
@@ -35,7 +35,7 @@ impl Connector for TcpConnector {
         endpoint: &'a Endpoint,
         config: &'a ClientConfig,
     ) -> ConnectFuture<'a> {
-        Box::pin(rpc_transport_tcp::connect_with_config(
+        Box::pin(traitrpc_transport_tcp::connect_with_config(
             endpoint.addr.as_str(),
             config.clone(),
         ))
@@ -63,7 +63,7 @@ impl Connector for UnixConnector {
             .addr
             .strip_prefix("unix:")
             .unwrap_or(&endpoint.addr);
-        Box::pin(rpc_transport_tcp::unix::connect_with_config(
+        Box::pin(traitrpc_transport_tcp::unix::connect_with_config(
             path,
             config.clone(),
         ))
@@ -85,14 +85,14 @@ pub const TLS_SERVER_NAME: &str = "tls_server_name";
 #[cfg(feature = "tls")]
 #[derive(Debug, Clone)]
 pub struct TlsConnector {
-    tls: rpc_transport_tcp::tls::TlsClientConfig,
+    tls: traitrpc_transport_tcp::tls::TlsClientConfig,
     server_name: Option<String>,
 }
 
 #[cfg(feature = "tls")]
 impl TlsConnector {
     /// TLS with `tls`'s trust roots (and client identity, for mutual TLS).
-    pub fn new(tls: rpc_transport_tcp::tls::TlsClientConfig) -> Self {
+    pub fn new(tls: traitrpc_transport_tcp::tls::TlsClientConfig) -> Self {
         TlsConnector {
             tls,
             server_name: None,
@@ -123,7 +123,7 @@ impl Connector for TlsConnector {
         endpoint: &'a Endpoint,
         config: &'a ClientConfig,
     ) -> ConnectFuture<'a> {
-        Box::pin(rpc_transport_tcp::tls::connect_with_config(
+        Box::pin(traitrpc_transport_tcp::tls::connect_with_config(
             endpoint.addr.as_str(),
             self.server_name(endpoint),
             self.tls.clone(),

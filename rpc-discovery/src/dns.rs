@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use rpc_discovery::{dns::DnsDiscovery, BalancedChannel, balance};
+//! use traitrpc_discovery::{dns::DnsDiscovery, BalancedChannel, balance};
 //!
 //! // _calc._tcp.example.com. SRV 0 5 7000 a.example.com. (and more)
 //! let discovery = DnsDiscovery::srv("_calc._tcp.example.com.").build()?;

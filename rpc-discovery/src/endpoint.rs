@@ -13,7 +13,7 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// the others, and free-form metadata (zone, version, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
-    /// `host:port` (or `ip:port`), passed to `rpc_transport_tcp::connect_with_config`.
+    /// `host:port` (or `ip:port`), passed to `traitrpc_transport_tcp::connect_with_config`.
     /// It identifies the endpoint: two endpoints with the same address are the same one.
     pub addr: String,
     /// Relative weight for the weighted balancers (default 1; the balancers use it

@@ -2,8 +2,8 @@
 //! outlier ejection for the RPC framework, used through the same generated clients.
 //!
 //! ```no_run
-//! use rpc_core::service;
-//! use rpc_discovery::{balance, BalancedChannel, StaticDiscovery};
+//! use traitrpc_core::service;
+//! use traitrpc_discovery::{balance, BalancedChannel, StaticDiscovery};
 //!
 //! #[service]
 //! pub trait Calculator {
@@ -12,7 +12,7 @@
 //! }
 //!
 //! # #[tokio::main] async fn main() -> anyhow::Result<()> {
-//! // One server: CalculatorClient::new(rpc_transport_tcp::connect(addr).await?)
+//! // One server: CalculatorClient::new(traitrpc_transport_tcp::connect(addr).await?)
 //! // N replicas: only the way the client is built changes.
 //! let discovery = StaticDiscovery::new(["127.0.0.1:7001", "127.0.0.1:7002"]);
 //! let channel = BalancedChannel::builder(discovery)
@@ -39,10 +39,10 @@
 //! # When a call is retried
 //!
 //! A failed attempt is sent again, to another endpoint when there is one, only if the
-//! failure is of the path rather than of the call ([`rpc_core::RpcError::is_transient`]:
+//! failure is of the path rather than of the call ([`traitrpc_core::RpcError::is_transient`]:
 //! connect failures, lost or silent connections, a draining or overloaded server, a call
 //! interrupted by a shutdown) **and** running the call twice is impossible or harmless
-//! ([`rpc_core::CallOutcome::retry_is_safe`]): it never reached a handler, or the method
+//! ([`traitrpc_core::CallOutcome::retry_is_safe`]): it never reached a handler, or the method
 //! is declared `#[idempotent]` and did not complete.
 //!
 //! Anything else (a non-idempotent call that may have run, a deadline, any answer from a

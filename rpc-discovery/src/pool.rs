@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-use rpc_core::{ClientConfig, Connection, RpcError};
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use traitrpc_core::{ClientConfig, Connection, RpcError};
 
 use crate::balance::Candidate;
 use crate::connector::Connector;
@@ -484,7 +484,7 @@ async fn hold(
 /// without the service counts as serving. Returns when there is nothing more to follow.
 async fn follow_health(pool: &std::sync::Weak<Pool>, member: &Member, connection: &Connection) {
     use futures::StreamExt;
-    use rpc_core::health::{HealthClient, ServingStatus};
+    use traitrpc_core::health::{HealthClient, ServingStatus};
     // A watch lasts as long as the connection; the deadline only bounds one watch.
     let client = HealthClient::new(connection.clone()).with_timeout(Duration::from_secs(3600));
     loop {

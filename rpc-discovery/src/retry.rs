@@ -3,7 +3,7 @@
 //! says whether an attempt is retried.
 //!
 //! A call is retried only if running it twice is impossible or harmless: the failure's
-//! [`CallOutcome`](rpc_core::CallOutcome) says it never reached a handler, or the method
+//! [`CallOutcome`](traitrpc_core::CallOutcome) says it never reached a handler, or the method
 //! is `#[idempotent]` and did not complete; and only if the failure is transient
 //! ([`RpcError::is_transient`]: another endpoint may do better), attempts are left, the
 //! backoff fits before the deadline, and the budget has a token.
@@ -11,8 +11,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use rpc_core::RpcError;
 use tokio::time::Instant;
+use traitrpc_core::RpcError;
 
 use crate::policy::Backoff;
 

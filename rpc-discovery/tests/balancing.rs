@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::RpcError;
-use rpc_discovery::balance::{ConsistentHash, LeastInFlight, PowerOfTwoChoices, RoundRobin};
-use rpc_discovery::{
+use support::{start, within, ReplicaClient, ReplicaImpl};
+use traitrpc_core::RpcError;
+use traitrpc_discovery::balance::{ConsistentHash, LeastInFlight, PowerOfTwoChoices, RoundRobin};
+use traitrpc_discovery::{
     Backoff, BalancedChannel, Balancer, OutlierPolicy, RetryPolicy, StaticDiscovery,
 };
-use support::{start, within, ReplicaClient, ReplicaImpl};
 
 /// An address nothing listens on, for as long as the returned guard lives: the port is
 /// held on 127.0.0.1 (so nothing else can take it, not even on 0.0.0.0), and the address
@@ -316,7 +316,7 @@ async fn reconnects_after_the_server_comes_back() {
         .await;
     assert!(failed.is_err());
     // Same port, new process-equivalent: the same client handle recovers.
-    let again = rpc_transport_tcp::serve(addr, support::ReplicaServer::new(replica))
+    let again = traitrpc_transport_tcp::serve(addr, support::ReplicaServer::new(replica))
         .await
         .unwrap();
     let mut recovered = false;
@@ -444,14 +444,18 @@ async fn retries_respect_the_deadline() {
 async fn no_retry_without_budget() {
     // A replica at its concurrency limit (one call, held) sheds every other call with
     // OVERLOADED: it never ran, so it is safe to retry, if the budget allows.
-    let busy = rpc_transport_tcp::serve_with_config(
+    let busy = traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         support::ReplicaServer::new(ReplicaImpl::new("busy")),
-        rpc_core::ServerConfig::default().max_concurrent_calls(1),
+        traitrpc_core::ServerConfig::default().max_concurrent_calls(1),
     )
     .await
     .unwrap();
-    let holder = ReplicaClient::new(rpc_transport_tcp::connect(busy.local_addr()).await.unwrap());
+    let holder = ReplicaClient::new(
+        traitrpc_transport_tcp::connect(busy.local_addr())
+            .await
+            .unwrap(),
+    );
     let held = tokio::spawn(async move { holder.work(60_000).await });
     let live = start(ReplicaImpl::new("live")).await;
     let addrs = [busy.local_addr(), live.local_addr()];

@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpc_core::{ClientConfig, Keepalive, RpcError};
-use rpc_discovery::{balance, BalancedChannel, Endpoint, OutlierPolicy, StaticDiscovery};
 use support::{ReplicaClient, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use traitrpc_core::{ClientConfig, Keepalive, RpcError};
+use traitrpc_discovery::{balance, BalancedChannel, Endpoint, OutlierPolicy, StaticDiscovery};
 
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);

@@ -8,13 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc_discovery::balance::WeightedRoundRobin;
-use rpc_discovery::dns::hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use rpc_discovery::dns::hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
-use rpc_discovery::dns::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use rpc_discovery::dns::DnsDiscovery;
-use rpc_discovery::{BalancedChannel, Discovery, Endpoint};
 use support::{start, within, ReplicaClient, ReplicaImpl};
+use traitrpc_discovery::balance::WeightedRoundRobin;
+use traitrpc_discovery::dns::hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+use traitrpc_discovery::dns::hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
+use traitrpc_discovery::dns::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use traitrpc_discovery::dns::DnsDiscovery;
+use traitrpc_discovery::{BalancedChannel, Discovery, Endpoint};
 
 /// SRV records: (priority, weight, port, target).
 type Srv = (u16, u16, u16, &'static str);
@@ -100,7 +100,7 @@ async fn srv_records_give_weighted_endpoints_and_changes_follow_the_ttl() {
     let a = start(ReplicaImpl::new("a")).await;
     let b = start(ReplicaImpl::new("b")).await;
     let c = start(ReplicaImpl::new("c")).await;
-    let port = |s: &rpc_core::ServerHandle<SocketAddr>| s.local_addr().port();
+    let port = |s: &traitrpc_core::ServerHandle<SocketAddr>| s.local_addr().port();
     let zone = Arc::new(Mutex::new(Zone::default()));
     {
         let mut z = zone.lock().unwrap();

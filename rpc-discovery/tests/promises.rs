@@ -7,15 +7,15 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rpc_core::{CallOutcome, ClientConfig, Keepalive, RpcError, ServerConfig};
-use rpc_discovery::{BalancedChannel, OutlierPolicy, StaticDiscovery};
 use support::{start, within, ReplicaClient, ReplicaImpl, ReplicaServer};
+use traitrpc_core::{CallOutcome, ClientConfig, Keepalive, RpcError, ServerConfig};
+use traitrpc_discovery::{BalancedChannel, OutlierPolicy, StaticDiscovery};
 
 async fn start_with_grace(
     replica: ReplicaImpl,
     grace: Duration,
-) -> rpc_core::ServerHandle<std::net::SocketAddr> {
-    rpc_transport_tcp::serve_with_config(
+) -> traitrpc_core::ServerHandle<std::net::SocketAddr> {
+    traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         ReplicaServer::new(replica),
         ServerConfig::default().shutdown_grace(grace),
@@ -125,8 +125,8 @@ async fn nothing_reachable_fails_at_once_instead_of_at_the_deadline() {
 /// A server that completes the handshake and then never answers: a hung process, or a
 /// path that black-holes its answers.
 async fn black_hole() -> std::net::SocketAddr {
-    use rpc_core::protocol::{ServerHello, Settings, HANDSHAKE_LEN, VERSION};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use traitrpc_core::protocol::{ServerHello, Settings, HANDSHAKE_LEN, VERSION};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -211,14 +211,14 @@ async fn a_balanced_channel_reaches_replicas_over_unix_sockets() {
         let path = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&path);
         servers.push(
-            rpc_transport_tcp::unix::serve(&path, ReplicaServer::new(ReplicaImpl::new(name)))
+            traitrpc_transport_tcp::unix::serve(&path, ReplicaServer::new(ReplicaImpl::new(name)))
                 .await
                 .unwrap(),
         );
         paths.push(format!("unix:{}", path.display()));
     }
     let channel = BalancedChannel::builder(StaticDiscovery::new(paths))
-        .connector(rpc_discovery::UnixConnector)
+        .connector(traitrpc_discovery::UnixConnector)
         .build();
     let client = ReplicaClient::new(channel);
     let mut seen = std::collections::HashSet::new();
@@ -234,7 +234,7 @@ async fn a_balanced_channel_reaches_replicas_over_unix_sockets() {
 
 #[tokio::test]
 async fn a_replica_whose_health_says_not_serving_leaves_rotation_without_failing_calls() {
-    use rpc_core::health::ServingStatus;
+    use traitrpc_core::health::ServingStatus;
     let a = start(ReplicaImpl::new("a")).await;
     let b = start(ReplicaImpl::new("b")).await;
     let channel = BalancedChannel::builder(StaticDiscovery::new([a.local_addr(), b.local_addr()]))

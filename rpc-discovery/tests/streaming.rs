@@ -1,8 +1,8 @@
 //! Streaming calls through a balanced channel: each goes to one chosen replica, whole.
 
 use futures::StreamExt;
-use rpc_core::{service, RpcError, Streaming};
-use rpc_discovery::BalancedChannel;
+use traitrpc_core::{service, RpcError, Streaming};
+use traitrpc_discovery::BalancedChannel;
 
 #[service]
 pub trait Feed {
@@ -31,10 +31,10 @@ impl Feed for Replica {
 
 #[tokio::test]
 async fn streams_go_to_one_replica_each() {
-    let a = rpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("a")))
+    let a = traitrpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("a")))
         .await
         .unwrap();
-    let b = rpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("b")))
+    let b = traitrpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("b")))
         .await
         .unwrap();
     let channel = BalancedChannel::from_static([a.local_addr(), b.local_addr()]);
@@ -77,11 +77,11 @@ async fn a_stream_with_no_replica_fails_fast() {
 
 #[tokio::test]
 async fn an_open_stream_finishes_when_its_replica_leaves_the_set_or_drains() {
-    use rpc_discovery::StaticDiscovery;
-    let a = rpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("a")))
+    use traitrpc_discovery::StaticDiscovery;
+    let a = traitrpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("a")))
         .await
         .unwrap();
-    let b = rpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("b")))
+    let b = traitrpc_transport_tcp::serve("127.0.0.1:0", FeedServer::new(Replica("b")))
         .await
         .unwrap();
     let discovery = StaticDiscovery::new([a.local_addr()]);

@@ -7,11 +7,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{FutureExt, StreamExt};
-use rpc_core::context::{self, ConnectionInfo};
-use rpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
-use rpc_core::protocol::status;
-use rpc_core::{Answered, Context, HandlerFuture, Metadata, Next, Rejection, Router};
 use tokio::time::Instant;
+use traitrpc_core::context::{self, ConnectionInfo};
+use traitrpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
+use traitrpc_core::protocol::status;
+use traitrpc_core::{Answered, Context, HandlerFuture, Metadata, Next, Rejection, Router};
 
 use crate::connect::Code;
 
@@ -103,7 +103,7 @@ fn refused(code: Code, status: u8, message: impl Into<String>) -> (Answer, Answe
 /// Runs `call` of `method` (`None`: the service has none of that name).
 async fn run_method(
     router: &Router,
-    service: &Arc<dyn rpc_core::Service>,
+    service: &Arc<dyn traitrpc_core::Service>,
     method: Option<JsonMethod>,
     call: JsonCall,
 ) -> (Answer, Answered) {
@@ -144,7 +144,7 @@ async fn run_method(
             ),
         );
     }
-    let args = match rpc_core::json::named_arguments(&method, call.args) {
+    let args = match traitrpc_core::json::named_arguments(&method, call.args) {
         Ok(args) => args,
         Err(refusal) => {
             let rejection = refusal.into_rejection(service.name(), method.name);
@@ -279,7 +279,7 @@ async fn run_method(
 /// Sends a server stream's items to `sink` until it ends, fails, or the caller goes away:
 /// how it ended, its status, the bytes and the items sent.
 async fn forward(
-    mut items: rpc_core::Streaming<Value>,
+    mut items: traitrpc_core::Streaming<Value>,
     sink: &tokio::sync::mpsc::Sender<String>,
 ) -> (Answer, u8, usize, u64) {
     let (mut bytes, mut sent) = (0, 0);
@@ -298,11 +298,11 @@ async fn forward(
             }
             Some(Err(error)) => {
                 let (code, status) = match &error {
-                    rpc_core::RpcError::DeadlineExceeded => {
+                    traitrpc_core::RpcError::DeadlineExceeded => {
                         (Code::DeadlineExceeded, status::DEADLINE_EXCEEDED)
                     }
-                    rpc_core::RpcError::Encode(_) => (Code::Internal, status::ENCODE_FAILED),
-                    rpc_core::RpcError::HandlerPanicked { .. } => {
+                    traitrpc_core::RpcError::Encode(_) => (Code::Internal, status::ENCODE_FAILED),
+                    traitrpc_core::RpcError::HandlerPanicked { .. } => {
                         (Code::Internal, status::HANDLER_PANICKED)
                     }
                     _ => (Code::Aborted, status::ABORTED),

@@ -3,9 +3,9 @@
 
 use hyper::header::HeaderMap;
 use hyper::StatusCode;
-use rpc_core::protocol::status;
-use rpc_core::Metadata;
 use serde_json::{json, Value};
+use traitrpc_core::protocol::status;
+use traitrpc_core::Metadata;
 
 /// A Connect error code (the protocol's names) with the HTTP status it travels with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl Code {
         }
     }
 
-    /// The code for one of the native protocol's statuses (`rpc_core::protocol::status`).
+    /// The code for one of the native protocol's statuses (`traitrpc_core::protocol::status`).
     pub fn of_status(code: u8) -> Code {
         match code {
             status::APPLICATION_ERROR => Code::FailedPrecondition,

@@ -13,13 +13,13 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rpc_core::context::ConnectionInfo;
-use rpc_core::PeerAddr;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use traitrpc_core::context::ConnectionInfo;
+use traitrpc_core::PeerAddr;
 
 use crate::call::{self, Answer, JsonCall};
 use crate::connect::{self, Code};
@@ -78,7 +78,7 @@ pub(crate) async fn accept_loop(
 pub(crate) async fn serve_connection<I>(
     io: TokioIo<I>,
     peer: PeerAddr,
-    identity: Option<rpc_core::PeerIdentity>,
+    identity: Option<traitrpc_core::PeerIdentity>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) where
@@ -364,7 +364,8 @@ async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<Ht
 
 /// The arguments in a body: a JSON value (an empty body is `{}`).
 fn parse(body: &[u8]) -> Result<Value, String> {
-    rpc_core::json::parse_arguments(body).map_err(|e| format!("the body is not valid JSON: {e}"))
+    traitrpc_core::json::parse_arguments(body)
+        .map_err(|e| format!("the body is not valid JSON: {e}"))
 }
 
 /// The arguments of a Connect GET: `message` (percent-encoded JSON; `{}` if absent),

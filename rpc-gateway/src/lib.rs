@@ -1,4 +1,4 @@
-//! HTTP/JSON for rrpc services: the JSON side of the
+//! HTTP/JSON for traitrpc services: the JSON side of the
 //! [Connect protocol](https://connectrpc.com/docs/protocol) (unary calls and server
 //! streams), served from the same [`Router`] as the native protocol, on a port of its own
 //! ([`serve`]) or on the native server's port ([`on_native_port`]). Every service
@@ -37,11 +37,11 @@
 //! `docs/HTTP.md` in the repository has the whole mapping.
 //!
 //! ```no_run
-//! # #[rpc_core::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
+//! # #[traitrpc_core::service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
 //! # struct Calc; impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
 //! # async fn demo() -> std::io::Result<()> {
-//! let router = rpc_core::Router::from(CalculatorServer::new(Calc));
-//! let gateway = rpc_gateway::serve("127.0.0.1:8080", router, Default::default()).await?;
+//! let router = traitrpc_core::Router::from(CalculatorServer::new(Calc));
+//! let gateway = traitrpc_gateway::serve("127.0.0.1:8080", router, Default::default()).await?;
 //! # Ok(()) }
 //! ```
 
@@ -58,11 +58,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use traitrpc_core::Router;
 
 /// The gateway's limits and options.
 #[derive(Debug, Clone)]
@@ -228,8 +228,8 @@ impl Shared {
     }
 }
 
-/// The gateway as a protocol a native [`Server`](rpc_core::Server) shares its port with:
-/// `Server::new(router.clone()).share_port(rpc_gateway::on_native_port(router, config))`.
+/// The gateway as a protocol a native [`Server`](traitrpc_core::Server) shares its port with:
+/// `Server::new(router.clone()).share_port(traitrpc_gateway::on_native_port(router, config))`.
 /// The server hands it every connection that opens with an HTTP request line (the native
 /// hello opens with `RRPC`), so one address serves native clients, curl and browsers; the
 /// server's graceful shutdown lets requests in progress finish within
@@ -262,14 +262,14 @@ const HTTP_METHODS: [&[u8]; 7] = [
     b"PATCH ",
 ];
 
-impl rpc_core::server::foreign::ForeignProtocol for NativePort {
+impl traitrpc_core::server::foreign::ForeignProtocol for NativePort {
     fn recognizes(&self, prefix: &[u8]) -> bool {
         HTTP_METHODS.iter().any(|method| prefix.starts_with(method))
     }
 
     fn serve(
         &self,
-        connection: rpc_core::server::foreign::ForeignConnection,
+        connection: traitrpc_core::server::foreign::ForeignConnection,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {

@@ -139,7 +139,7 @@ impl Body for Envelopes {
 /// The JSON arguments of a streaming request, parsed (`{}` for none).
 pub(crate) fn parse_arguments(body: &[u8]) -> Result<Value, String> {
     let message = request_message(body)?;
-    rpc_core::json::parse_arguments(message)
+    traitrpc_core::json::parse_arguments(message)
         .map_err(|e| format!("the message is not valid JSON: {e}"))
 }
 

@@ -1,7 +1,7 @@
 //! Generates the rewritten trait, `{Trait}Request`, `{Trait}Response`, `{Trait}Client` and
 //! `{Trait}Server` from a [`ServiceDef`]. Every path is fully qualified so the output
 //! compiles under `#![no_implicit_prelude]`; the framework's items are reached through
-//! [`ServiceDef::krate`] (`::rpc_core`, `::rrpc`, or what `#[service(crate = "...")]`
+//! [`ServiceDef::krate`] (`::traitrpc_core`, `::traitrpc`, or what `#[service(crate = "...")]`
 //! says). Internal bindings are prefixed `__rpc_` so they cannot collide with argument
 //! names.
 
@@ -17,7 +17,9 @@ pub fn expand(def: ServiceDef) -> TokenStream {
     let response = response_enum(&def);
     let client = client(&def);
     let server = server(&def);
+    let type_checks = crate::type_checks::type_checks(&def);
     quote! {
+        #type_checks
         #trait_def
         #request
         #response
@@ -346,8 +348,8 @@ fn client(def: &ServiceDef) -> TokenStream {
             /// The service name on the wire.
             pub const SERVICE_NAME: &'static str = #service;
 
-            /// A client calling over `target`: a `rpc_core::Connection`, or anything else
-            /// that converts into a `rpc_core::Client` (a balanced channel, for example).
+            /// A client calling over `target`: a `traitrpc_core::Connection`, or anything else
+            /// that converts into a `traitrpc_core::Client` (a balanced channel, for example).
             pub fn new(target: impl ::core::convert::Into<#krate::Client>) -> Self {
                 Self { client: ::core::convert::Into::into(target) }
             }
@@ -403,7 +405,7 @@ fn server(def: &ServiceDef) -> TokenStream {
     let service = &def.wire_name;
     let doc = format!(
         "Serves an implementation of [`{}`]: pass it to a server (it implements \
-         `rpc_core::Service`).",
+         `traitrpc_core::Service`).",
         trait_name.unraw_string()
     );
 

@@ -404,7 +404,7 @@ fn parse_method(index: usize, method: &TraitItemFn, errors: &mut Errors) -> Opti
 }
 
 /// The item type of a type written `Streaming<T>` (any path ending in `Streaming` with
-/// one type argument, such as `rpc_core::Streaming<T>`).
+/// one type argument, such as `traitrpc_core::Streaming<T>`).
 fn streaming_item(ty: &Type) -> Option<Type> {
     let Type::Path(path) = ty else { return None };
     if path.qself.is_some() {

@@ -17,10 +17,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rpc_core::health::{HealthReporter, ServingStatus};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use traitrpc_core::health::{HealthReporter, ServingStatus};
 
 /// What the admin listener serves.
 #[derive(Clone, Debug, Default)]

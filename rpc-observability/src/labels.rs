@@ -4,8 +4,8 @@
 //! Every value has a fixed index in one table ([`Outcome`]), so that metrics can keep one
 //! handle per value and find it without hashing a string.
 
-use rpc_core::protocol::{status, ResponseFrame};
-use rpc_core::RpcError;
+use traitrpc_core::protocol::{status, ResponseFrame};
+use traitrpc_core::RpcError;
 
 /// The label of a call that ended without an answer: dropped by its caller, or stopped
 /// at its deadline.

@@ -1,4 +1,4 @@
-//! Observability for rrpc services, built on the seams of `rpc-core` (observers:
+//! Observability for traitrpc services, built on the seams of `traitrpc-core` (observers:
 //! `Router::observe`, `Client::observe`; middleware: `Router::layer`, `Client::layer` and
 //! a balanced channel's `attempt_layer`), at no cost to services that do not install it:
 //!
@@ -10,16 +10,16 @@
 //!   `/healthz` and `/readyz` (from the server's health service).
 //!
 //! ```no_run
-//! # #[rpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
+//! # #[traitrpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
 //! # async fn demo() -> anyhow::Result<()> {
-//! use rpc_observability::{admin, metrics::Metrics, tracing_layers::ServerTracing};
+//! use traitrpc_observability::{admin, metrics::Metrics, tracing_layers::ServerTracing};
 //!
 //! let metrics = Metrics::new();
-//! let router = rpc_core::Router::from(PingServer::new(P))
+//! let router = traitrpc_core::Router::from(PingServer::new(P))
 //!     .layer(ServerTracing)
 //!     .observe(metrics.server_observer());
-//! let server = rpc_transport_tcp::serve("127.0.0.1:7000", router).await?;
+//! let server = traitrpc_transport_tcp::serve("127.0.0.1:7000", router).await?;
 //! metrics.observe_server(server.stats());
 //! let admin = admin::serve("127.0.0.1:9000", admin::Admin::new()
 //!     .metrics(metrics.clone())

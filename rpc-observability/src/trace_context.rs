@@ -7,7 +7,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 
-use rpc_core::Metadata;
+use traitrpc_core::Metadata;
 
 /// The metadata key of the trace parent.
 pub const TRACEPARENT: &str = "traceparent";

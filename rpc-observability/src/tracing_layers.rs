@@ -13,13 +13,13 @@
 //! check); the trace context is passed on either way, so a service in the middle that
 //! records nothing does not break the chain.
 
-use rpc_core::client::{ClientMiddleware, ClientNext};
-use rpc_core::server::middleware::MiddlewareFuture;
-use rpc_core::{
-    Answered, ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall, Rejection,
-};
 use tracing::field::Empty;
 use tracing::Instrument;
+use traitrpc_core::client::{ClientMiddleware, ClientNext};
+use traitrpc_core::server::middleware::MiddlewareFuture;
+use traitrpc_core::{
+    Answered, ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall, Rejection,
+};
 
 use crate::labels::{outcome_name, status_name, CANCELLED, OTHER};
 use crate::trace_context::{self, TraceContext};
@@ -65,7 +65,7 @@ impl Middleware for ServerTracing {
 
 /// Records a server span's final status when dropped, whether its call finished or not:
 /// a call its caller gave up on is dropped unfinished, and its span then closes as
-/// `CANCELLED`. For server middleware that make spans (this module's and `rpc-otel`'s).
+/// `CANCELLED`. For server middleware that make spans (this module's and `traitrpc-otel`'s).
 pub struct StatusOnClose {
     span: tracing::Span,
     status: &'static str,

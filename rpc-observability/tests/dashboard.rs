@@ -10,11 +10,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::{Client, Router};
-use rpc_discovery::{BalancedChannel, StaticDiscovery};
-use rpc_observability::metrics::Metrics;
 use serde_json::Value;
 use support::{ShopClient, ShopImpl, ShopServer};
+use traitrpc_core::{Client, Router};
+use traitrpc_discovery::{BalancedChannel, StaticDiscovery};
+use traitrpc_observability::metrics::Metrics;
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -62,12 +62,12 @@ fn query_text(value: &Value) -> Option<&str> {
 async fn metrics_with_samples() -> Metrics {
     let metrics = Metrics::new();
     let router = Router::from(ShopServer::new(ShopImpl)).observe(metrics.server_observer());
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     metrics.observe_server(server.stats());
 
-    let connection = rpc_transport_tcp::connect(server.local_addr())
+    let connection = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let shop =
@@ -99,7 +99,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     let text = std::fs::read_to_string(DASHBOARD).expect("docs/grafana-dashboard.json");
     let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
     assert_eq!(dashboard["schemaVersion"], 39);
-    assert_eq!(dashboard["uid"], "rrpc-services");
+    assert_eq!(dashboard["uid"], "traitrpc-services");
 
     let mut all = Vec::new();
     panels(&dashboard["panels"], &mut all);

@@ -6,10 +6,10 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::{Client, Router, RpcError};
-use rpc_observability::admin::{self, Admin};
-use rpc_observability::metrics::Metrics;
 use support::{http_get, ShopClient, ShopImpl, ShopServer};
+use traitrpc_core::{Client, Router, RpcError};
+use traitrpc_observability::admin::{self, Admin};
+use traitrpc_observability::metrics::Metrics;
 
 /// The value of the sample `name{labels}` in an OpenMetrics text, if present (labels in
 /// the order they are encoded).
@@ -24,11 +24,11 @@ fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
 async fn calls_are_counted_and_timed_on_both_sides_with_bounded_labels() {
     let metrics = Metrics::new();
     let router = Router::from(ShopServer::new(ShopImpl)).observe(metrics.server_observer());
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     metrics.observe_server(server.stats());
-    let connection = rpc_transport_tcp::connect(server.local_addr())
+    let connection = traitrpc_transport_tcp::connect(server.local_addr())
         .await
         .unwrap();
     let shop = ShopClient::from_client(
@@ -51,7 +51,7 @@ async fn calls_are_counted_and_timed_on_both_sides_with_bounded_labels() {
     let raw = Client::new(connection.clone());
     for i in 0..50 {
         let name: &'static str = Box::leak(format!("probe{i}").into_boxed_str());
-        let method = rpc_core::Method::new("Shop", name);
+        let method = traitrpc_core::Method::new("Shop", name);
         assert!(raw.call::<_, u8>(&method, &()).await.is_err());
     }
 
@@ -144,12 +144,12 @@ async fn calls_are_counted_and_timed_on_both_sides_with_bounded_labels() {
 
 #[tokio::test]
 async fn shed_calls_and_balanced_channels_are_reported() {
-    use rpc_discovery::{BalancedChannel, RetryPolicy, StaticDiscovery};
+    use traitrpc_discovery::{BalancedChannel, RetryPolicy, StaticDiscovery};
     let metrics = Metrics::new();
-    let server = rpc_transport_tcp::serve_with_config(
+    let server = traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         ShopServer::new(ShopImpl),
-        rpc_core::ServerConfig::default().max_concurrent_calls(1),
+        traitrpc_core::ServerConfig::default().max_concurrent_calls(1),
     )
     .await
     .unwrap();
@@ -229,7 +229,7 @@ async fn shed_calls_and_balanced_channels_are_reported() {
 async fn the_admin_endpoint_serves_metrics_liveness_and_readiness() {
     let metrics = Metrics::new();
     let router = Router::from(ShopServer::new(ShopImpl)).observe(metrics.server_observer());
-    let server = rpc_transport_tcp::serve("127.0.0.1:0", router)
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap();
     let admin = admin::serve(
@@ -241,7 +241,7 @@ async fn the_admin_endpoint_serves_metrics_liveness_and_readiness() {
     .await
     .unwrap();
     let shop = ShopClient::new(
-        rpc_transport_tcp::connect(server.local_addr())
+        traitrpc_transport_tcp::connect(server.local_addr())
             .await
             .unwrap(),
     );
@@ -260,16 +260,16 @@ async fn the_admin_endpoint_serves_metrics_liveness_and_readiness() {
     // Readiness follows the health service; a shutdown turns it 503 first.
     server
         .health()
-        .set("", rpc_core::health::ServingStatus::NotServing);
+        .set("", traitrpc_core::health::ServingStatus::NotServing);
     assert_eq!(http_get(admin.local_addr(), "/readyz").await.0, 503);
     server
         .health()
-        .set("", rpc_core::health::ServingStatus::Serving);
+        .set("", traitrpc_core::health::ServingStatus::Serving);
     let health = server.health();
     server.shutdown().await;
     assert_eq!(
         health.status(""),
-        rpc_core::health::ServingStatus::NotServing
+        traitrpc_core::health::ServingStatus::NotServing
     );
     assert_eq!(http_get(admin.local_addr(), "/readyz").await.0, 503);
     admin.shutdown().await;

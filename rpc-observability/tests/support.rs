@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use rpc_core::Streaming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use traitrpc_core::Streaming;
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Shop {
     async fn price(&self, item: String) -> u64;
     async fn buy(&self, item: String, count: u32) -> Result<u64, String>;

@@ -6,15 +6,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rpc_core::{Client, Router};
-use rpc_observability::trace_context::TraceContext;
-use rpc_observability::tracing_layers::{ClientTracing, ServerTracing};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
+use traitrpc_core::{Client, Router};
+use traitrpc_observability::trace_context::TraceContext;
+use traitrpc_observability::tracing_layers::{ClientTracing, ServerTracing};
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Hop {
     /// The `traceparent` each server on the way saw, from this one on.
     async fn hop(&self, depth: u32) -> Vec<String>;
@@ -28,7 +28,7 @@ struct HopImpl {
 
 impl Hop for HopImpl {
     async fn hop(&self, depth: u32) -> Vec<String> {
-        let seen = rpc_core::context::current()
+        let seen = traitrpc_core::context::current()
             .and_then(|c| c.metadata().get_str("traceparent").map(str::to_string))
             .unwrap_or_default();
         let mut out = vec![seen];
@@ -90,16 +90,16 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
     }
 }
 
-async fn serve(next: Option<HopClient>) -> rpc_core::ServerHandle<std::net::SocketAddr> {
+async fn serve(next: Option<HopClient>) -> traitrpc_core::ServerHandle<std::net::SocketAddr> {
     let router = Router::from(HopServer::new(HopImpl { next })).layer(ServerTracing);
-    rpc_transport_tcp::serve("127.0.0.1:0", router)
+    traitrpc_transport_tcp::serve("127.0.0.1:0", router)
         .await
         .unwrap()
 }
 
 async fn traced_client(addr: std::net::SocketAddr) -> HopClient {
     HopClient::from_client(
-        Client::new(rpc_transport_tcp::connect(addr).await.unwrap()).layer(ClientTracing),
+        Client::new(traitrpc_transport_tcp::connect(addr).await.unwrap()).layer(ClientTracing),
     )
 }
 

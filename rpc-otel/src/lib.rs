@@ -1,47 +1,47 @@
-//! OpenTelemetry for rrpc services. [`OtelServer`] and [`OtelClient`] are middleware that
+//! OpenTelemetry for traitrpc services. [`OtelServer`] and [`OtelClient`] are middleware that
 //! make a `tracing` span per call (`rpc.server`, `rpc.client`) whose OpenTelemetry parent
 //! comes from the call's W3C `traceparent` metadata, and put the client span's context
 //! into the metadata of the calls it makes. With `tracing-opentelemetry`'s layer in the
 //! application's subscriber, a chain of services (client → A → B) exports as one trace.
 //!
 //! ```no_run
-//! # #[rpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
+//! # #[traitrpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
-//! # async fn demo(downstream: rpc_core::Connection) {
-//! use rpc_otel::{OtelClient, OtelServer};
+//! # async fn demo(downstream: traitrpc_core::Connection) {
+//! use traitrpc_otel::{OtelClient, OtelServer};
 //!
 //! // The application installs its subscriber with a `tracing_opentelemetry` layer, then:
-//! let router = rpc_core::Router::from(PingServer::new(P)).layer(OtelServer);
+//! let router = traitrpc_core::Router::from(PingServer::new(P)).layer(OtelServer);
 //! // Calls made from handlers continue the handler's trace:
-//! let client = rpc_core::Client::new(downstream).layer(OtelClient);
+//! let client = traitrpc_core::Client::new(downstream).layer(OtelClient);
 //! # }
 //! ```
 //!
 //! The span fields follow the OpenTelemetry RPC conventions: `otel.name`
-//! (`Service/method`), `otel.kind`, `rpc.system` (`rrpc`), `rpc.service`, `rpc.method`,
-//! `rpc.response.status_code` (a name from `rpc_observability::labels`), and
+//! (`Service/method`), `otel.kind`, `rpc.system` (`traitrpc`), `rpc.service`, `rpc.method`,
+//! `rpc.response.status_code` (a name from `traitrpc_observability::labels`), and
 //! `otel.status_code` (`ERROR` for anything but `OK`). Spans are at `INFO`.
 //!
-//! The trace context travels exactly as `rpc_observability`'s own tracing layers carry
+//! The trace context travels exactly as `traitrpc_observability`'s own tracing layers carry
 //! it, so services using either interoperate. This crate is the only one that depends on
 //! OpenTelemetry (pinned to opentelemetry 0.33 and tracing-opentelemetry 0.34): its
-//! breaking releases never reach `rpc-core`.
+//! breaking releases never reach `traitrpc-core`.
 
 #![warn(missing_docs)]
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use rpc_core::client::{ClientMiddleware, ClientNext};
-use rpc_core::server::middleware::MiddlewareFuture;
-use rpc_core::{ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall};
-use rpc_observability::labels::{outcome_name, OTHER};
-use rpc_observability::trace_context::{self, TraceContext};
-use rpc_observability::tracing_layers::StatusOnClose;
 use tracing::field::Empty;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use traitrpc_core::client::{ClientMiddleware, ClientNext};
+use traitrpc_core::server::middleware::MiddlewareFuture;
+use traitrpc_core::{ChannelFuture, Metadata, Method, Middleware, Next, OutgoingCall};
+use traitrpc_observability::labels::{outcome_name, OTHER};
+use traitrpc_observability::trace_context::{self, TraceContext};
+use traitrpc_observability::tracing_layers::StatusOnClose;
 
 /// The `rpc.system` of this framework's calls.
-pub const RPC_SYSTEM: &str = "rrpc";
+pub const RPC_SYSTEM: &str = "traitrpc";
 
 /// Server middleware: an `rpc.server` span per call, a child of the caller's span.
 #[derive(Debug, Default, Clone, Copy)]

@@ -4,16 +4,16 @@
 
 use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use rpc_core::{Client, Router};
-use rpc_otel::{OtelClient, OtelServer};
 use tracing_subscriber::layer::SubscriberExt;
+use traitrpc_core::{Client, Router};
+use traitrpc_otel::{OtelClient, OtelServer};
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Back {
     async fn double(&self, x: u64) -> u64;
 }
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Front {
     async fn quadruple(&self, x: u64) -> u64;
     async fn fail(&self) -> Result<u8, String>;
@@ -69,15 +69,19 @@ fn a_chain_of_calls_is_one_trace_in_the_exporter() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let b = rpc_transport_tcp::serve(
+        let b = traitrpc_transport_tcp::serve(
             "127.0.0.1:0",
             Router::from(BackServer::new(BackImpl)).layer(OtelServer),
         )
         .await
         .unwrap();
-        let to_b = Client::new(rpc_transport_tcp::connect(b.local_addr()).await.unwrap())
-            .layer(OtelClient);
-        let a = rpc_transport_tcp::serve(
+        let to_b = Client::new(
+            traitrpc_transport_tcp::connect(b.local_addr())
+                .await
+                .unwrap(),
+        )
+        .layer(OtelClient);
+        let a = traitrpc_transport_tcp::serve(
             "127.0.0.1:0",
             Router::from(FrontServer::new(FrontImpl {
                 back: BackClient::from_client(to_b),
@@ -87,8 +91,12 @@ fn a_chain_of_calls_is_one_trace_in_the_exporter() {
         .await
         .unwrap();
         let front = FrontClient::from_client(
-            Client::new(rpc_transport_tcp::connect(a.local_addr()).await.unwrap())
-                .layer(OtelClient),
+            Client::new(
+                traitrpc_transport_tcp::connect(a.local_addr())
+                    .await
+                    .unwrap(),
+            )
+            .layer(OtelClient),
         );
 
         assert_eq!(front.quadruple(3).await.unwrap(), 12);

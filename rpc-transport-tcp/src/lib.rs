@@ -4,12 +4,12 @@
 //! mutual TLS.
 //!
 //! ```no_run
-//! # use rpc_core::service;
+//! # use traitrpc_core::service;
 //! # #[service] pub trait Ping { async fn ping(&self) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
 //! # #[tokio::main] async fn main() -> anyhow::Result<()> {
-//! let server = rpc_transport_tcp::serve("127.0.0.1:0", PingServer::new(P)).await?;
-//! let client = PingClient::new(rpc_transport_tcp::connect(server.local_addr()).await?);
+//! let server = traitrpc_transport_tcp::serve("127.0.0.1:0", PingServer::new(P)).await?;
+//! let client = PingClient::new(traitrpc_transport_tcp::connect(server.local_addr()).await?);
 //! assert_eq!(client.ping().await?, 1);
 //! server.shutdown().await;
 //! # Ok(()) }
@@ -24,13 +24,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 
-use rpc_core::client::with_version_fallback;
-use rpc_core::{
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use traitrpc_core::client::with_version_fallback;
+use traitrpc_core::{
     ClientConfig, Connection, Established, Listener, PeerAddr, Router, RpcError, Server,
     ServerConfig, ServerHandle,
 };
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::{TcpStream, ToSocketAddrs};
 
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
@@ -40,7 +40,8 @@ pub mod unix;
 
 /// Binds `addr` and serves `services` (one generated `{Trait}Server`, or a
 /// [`Router`] of several) with default settings. Returns once the
-/// socket is bound; the server runs on the current tokio runtime.
+/// socket is bound; the server runs on the current tokio runtime until the returned
+/// handle's `shutdown` (dropping the handle leaves it running).
 pub async fn serve(
     addr: impl ToSocketAddrs,
     services: impl Into<Router>,
@@ -95,7 +96,7 @@ pub async fn connect_with_config(
         match Connection::handshake(io, &addr.to_string(), config).await {
             Err(_) if first.look_like_tls() => Err(RpcError::Protocol(format!(
                 "the server at {addr} answered with TLS: it requires a TLS connection \
-                 (rpc_transport_tcp::tls::connect)"
+                 (traitrpc_transport_tcp::tls::connect)"
             ))),
             outcome => outcome,
         }
@@ -215,7 +216,7 @@ struct Sniffing {
     first: Arc<FirstBytes>,
 }
 
-impl rpc_core::Transport for Sniffing {
+impl traitrpc_core::Transport for Sniffing {
     type Reader = SniffingReader;
     type Writer = tokio::net::tcp::OwnedWriteHalf;
     fn split(self) -> (Self::Reader, Self::Writer) {
@@ -255,7 +256,7 @@ impl AsyncRead for SniffingReader {
     }
 }
 
-/// A TCP listener for [`Server::serve`](rpc_core::Server::serve) that sets `TCP_NODELAY`
+/// A TCP listener for [`Server::serve`](traitrpc_core::Server::serve) that sets `TCP_NODELAY`
 /// and TCP keepalive ([`configure`]) on every accepted connection.
 #[derive(Debug)]
 pub struct TcpListener {

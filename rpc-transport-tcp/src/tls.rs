@@ -1,16 +1,16 @@
 //! TLS over TCP with [rustls], including mutual TLS: the server verifies client
 //! certificates and hands each call the client's identity
-//! ([`Context::peer_identity`](rpc_core::Context::peer_identity)).
+//! ([`Context::peer_identity`](traitrpc_core::Context::peer_identity)).
 //!
 //! ```no_run
-//! use rpc_transport_tcp::tls::{self, Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
-//! # use rpc_core::service;
+//! use traitrpc_transport_tcp::tls::{self, Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
+//! # use traitrpc_core::service;
 //! # #[service] pub trait Ping { async fn ping(&self) -> String; }
 //! # struct P;
 //! # impl Ping for P {
 //! #     async fn ping(&self) -> String {
 //! #         // The client's certificate names, verified by the server.
-//! #         let ctx = rpc_core::context::current().unwrap();
+//! #         let ctx = traitrpc_core::context::current().unwrap();
 //! #         ctx.peer_identity().map(|id| id.names().join(",")).unwrap_or_default()
 //! #     }
 //! # }
@@ -48,20 +48,20 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use rpc_core::protocol::MAGIC;
-use rpc_core::{
-    ClientConfig, Connection, Established, Listener, PeerAddr, PeerIdentity, Router, RpcError,
-    Server, ServerConfig, ServerHandle, SplitIo,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use traitrpc_core::protocol::MAGIC;
+use traitrpc_core::{
+    ClientConfig, Connection, Established, Listener, PeerAddr, PeerIdentity, Router, RpcError,
+    Server, ServerConfig, ServerHandle, SplitIo,
+};
 
 #[cfg(doc)]
-use rpc_core::Context;
+use traitrpc_core::Context;
 
 /// The rustls version this module is built on, for [`TlsServerConfig::from_rustls`] and
 /// [`TlsClientConfig::from_rustls`].
@@ -74,6 +74,14 @@ pub type ClientTlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// The cryptography every configuration built here uses (independent of any process-wide
 /// default, so an application that also links another provider still works).
+///
+/// *ring*, not rustls's default aws-lc-rs, so that building needs no CMake or NASM.
+/// rustls 0.23.48 deprecates `ring::default_provider` because *ring* has no post-quantum
+/// key exchange; that is the known cost of this choice, not an accident. An application
+/// that wants post-quantum key exchange builds its own rustls configuration with
+/// aws-lc-rs and passes it to [`TlsServerConfig::from_rustls`] /
+/// [`TlsClientConfig::from_rustls`].
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -467,7 +475,7 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 }
 
 /// A TCP listener that runs a TLS handshake on every connection, for
-/// [`Server::serve`](rpc_core::Server::serve).
+/// [`Server::serve`](traitrpc_core::Server::serve).
 ///
 /// [`accept`](Listener::accept) only takes the TCP connection; the TLS handshake runs in
 /// [`establish`](Listener::establish), on the connection's own task and within the
@@ -616,7 +624,7 @@ pub async fn connect_with_config(
                 ))
             }
         };
-    let attempt = rpc_core::client::with_version_fallback(config, |config| {
+    let attempt = traitrpc_core::client::with_version_fallback(config, |config| {
         let (name, connector, addrs) = (name.clone(), connector.clone(), &addrs);
         async move {
             let (stream, addr) = crate::connect_tcp(&addrs[..]).await?;
@@ -693,8 +701,45 @@ fn explain_client_error(error: io::Error) -> io::Error {
         (_, Some(rustls::Error::InvalidMessage(_))) => {
             "the server did not answer with TLS (is it serving plaintext?)"
         }
-        (_, Some(rustls::Error::InvalidCertificate(_))) => "the server's certificate was rejected",
+        (_, Some(rustls::Error::InvalidCertificate(certificate))) => certificate_hint(certificate),
         _ => "TLS handshake failed",
     };
     io::Error::new(kind, format!("{hint}: {error}"))
+}
+
+/// What to do about a server certificate the client refused, for the errors a user meets
+/// first (docs/SECURITY.md, "Certificates", explains each).
+fn certificate_hint(error: &rustls::CertificateError) -> &'static str {
+    use rustls::CertificateError as C;
+    match error {
+        C::UnknownIssuer => {
+            "the server's certificate is not signed by any of the trusted roots: give \
+             TrustRoots the CA that signed it (for a self-signed certificate, the \
+             certificate itself)"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the server's certificate is not valid for the name connected to: connect \
+             with a name from its subjectAltName, or issue one for this name"
+        }
+        C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet (check the clocks)"
+        }
+        C::Other(other) if is_ca_used_as_end_entity(other) => {
+            "the server presents a CA certificate (basicConstraints CA:TRUE) as its own, \
+             which TLS refuses: give the server a certificate with CA:FALSE, signed by \
+             that CA or self-signed (`openssl req -x509` makes CA:TRUE unless told \
+             `-addext basicConstraints=critical,CA:FALSE`; docs/SECURITY.md has the recipe)"
+        }
+        _ => "the server's certificate was rejected",
+    }
+}
+
+/// Whether webpki refused a certificate because it is a CA's (what the plain
+/// `openssl req -x509` makes) used as a server's own.
+fn is_ca_used_as_end_entity(error: &rustls::OtherError) -> bool {
+    matches!(
+        error.0.downcast_ref::<webpki::Error>(),
+        Some(webpki::Error::CaUsedAsEndEntity)
+    )
 }

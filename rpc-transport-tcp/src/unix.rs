@@ -4,11 +4,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rpc_core::{
+use tokio::net::UnixStream;
+use traitrpc_core::{
     ClientConfig, Connection, Established, Listener, PeerAddr, Router, RpcError, Server,
     ServerConfig, ServerHandle,
 };
-use tokio::net::UnixStream;
 
 /// Binds a socket at `path` (which must not exist) and serves `services`.
 pub async fn serve(
@@ -46,7 +46,7 @@ pub async fn connect_with_config(
         source: Arc::new(source),
     };
     let timeout = config.connect_timeout_value();
-    let attempt = rpc_core::client::with_version_fallback(config, |config| async {
+    let attempt = traitrpc_core::client::with_version_fallback(config, |config| async {
         let stream = UnixStream::connect(path).await.map_err(error)?;
         Connection::handshake(stream, &name, config).await
     });
@@ -60,7 +60,7 @@ pub async fn connect_with_config(
         })
 }
 
-/// A Unix domain socket listener for [`Server::serve`](rpc_core::Server::serve).
+/// A Unix domain socket listener for [`Server::serve`](traitrpc_core::Server::serve).
 #[derive(Debug)]
 pub struct UnixListener {
     inner: tokio::net::UnixListener,

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::{service, ServerConfig, ServerHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use traitrpc_core::{service, ServerConfig, ServerHandle};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MathError {
@@ -137,7 +137,7 @@ impl Probe for ProbeImpl {
     }
 
     async fn context(&self) -> SeenContext {
-        let ctx = rpc_core::context::current().expect("handlers run inside their context");
+        let ctx = traitrpc_core::context::current().expect("handlers run inside their context");
         SeenContext {
             request_id: ctx.request_id(),
             remaining_ms: ctx.remaining().map(|d| d.as_millis() as u64),
@@ -147,7 +147,9 @@ impl Probe for ProbeImpl {
     }
 
     async fn nested_remaining_ms(&self, target: String) -> Option<u64> {
-        let conn = rpc_transport_tcp::connect(target.as_str()).await.ok()?;
+        let conn = traitrpc_transport_tcp::connect(target.as_str())
+            .await
+            .ok()?;
         let inner = ProbeClient::new(conn);
         // A generous own timeout: the inherited deadline must win.
         inner
@@ -166,14 +168,18 @@ pub async fn start(probe: ProbeImpl) -> ServerHandle<SocketAddr> {
 
 /// A TCP server for `ProbeImpl` with `config`.
 pub async fn start_with(probe: ProbeImpl, config: ServerConfig) -> ServerHandle<SocketAddr> {
-    rpc_transport_tcp::serve_with_config("127.0.0.1:0", ProbeServer::new(probe), config)
+    traitrpc_transport_tcp::serve_with_config("127.0.0.1:0", ProbeServer::new(probe), config)
         .await
         .expect("bind loopback")
 }
 
 /// A client connected to `addr`.
 pub async fn client(addr: SocketAddr) -> ProbeClient {
-    ProbeClient::new(rpc_transport_tcp::connect(addr).await.expect("connect"))
+    ProbeClient::new(
+        traitrpc_transport_tcp::connect(addr)
+            .await
+            .expect("connect"),
+    )
 }
 
 /// Waits up to 5 s for `condition`, polling.

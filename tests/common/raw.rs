@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use rpc_core::protocol::{
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use traitrpc_core::protocol::{
     kind, ClientHello, Frame, ServerHello, Settings, COMPACT_VERSION, HANDSHAKE_LEN,
     SETTINGS_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The newest version whose frames have the fixed layout these helpers write (version 5
 /// frames are compact: `tests/compact_wire.rs`).

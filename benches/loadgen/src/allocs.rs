@@ -50,9 +50,9 @@ pub async fn run(calls: u64, mode: &str) -> Result<()> {
     let layers = crate::rpc::Layers::of_mode(mode)
         .ok_or_else(|| anyhow::anyhow!("allocs: unknown mode `{mode}`"))?;
     let server = crate::rpc::start_server("127.0.0.1:0", layers).await?;
-    let metrics = rpc_observability::metrics::Metrics::new();
+    let metrics = traitrpc_observability::metrics::Metrics::new();
     let client = crate::rpc::echo_client(
-        rpc_transport_tcp::connect(server.local_addr()).await?,
+        traitrpc_transport_tcp::connect(server.local_addr()).await?,
         layers,
         &metrics,
     );

@@ -37,7 +37,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
     let total = mib * 1024 * 1024;
 
     let server = ServerProcess::start("rpc")?;
-    let client = EchoClient::new(rpc_transport_tcp::connect(server.addr).await?);
+    let client = EchoClient::new(traitrpc_transport_tcp::connect(server.addr).await?);
 
     // Warm-up: the connection, both runtimes, the allocator.
     for i in 0..500 {

@@ -409,13 +409,13 @@ async fn idle(connections: usize) -> Result<()> {
     );
     let server = ServerProcess::start("rpc")?;
     // One connection and call first, so one-time allocations are not counted.
-    let first = rpc::EchoClient::new(rpc_transport_tcp::connect(server.addr).await?);
+    let first = rpc::EchoClient::new(traitrpc_transport_tcp::connect(server.addr).await?);
     first.echo(1).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = procstat::status_kib(server.pid(), "VmRSS:");
     let mut open = Vec::with_capacity(connections);
     for _ in 0..connections {
-        open.push(rpc_transport_tcp::connect(server.addr).await?);
+        open.push(traitrpc_transport_tcp::connect(server.addr).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = procstat::status_kib(server.pid(), "VmRSS:");

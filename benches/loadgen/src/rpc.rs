@@ -2,7 +2,7 @@
 //! per call kept in flight (the way an application would drive it).
 //!
 //! Three modes of it: `rpc` (no layer), `rpc-metrics` (Prometheus metrics on both sides,
-//! as `rpc-observability` installs them) and `rpc-observed` (metrics, tracing spans and
+//! as `traitrpc-observability` installs them) and `rpc-observed` (metrics, tracing spans and
 //! trace context on both sides, with no tracing subscriber, as a service runs when its
 //! spans are off).
 
@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use rpc_core::server::middleware::{self, Next};
-use rpc_core::{ByteBuf, Client, Connection, Router, ServerHandle, Streaming};
-use rpc_observability::metrics::Metrics;
-use rpc_observability::tracing_layers::{ClientTracing, ServerTracing};
+use traitrpc_core::server::middleware::{self, Next};
+use traitrpc_core::{ByteBuf, Client, Connection, Router, ServerHandle, Streaming};
+use traitrpc_observability::metrics::Metrics;
+use traitrpc_observability::tracing_layers::{ClientTracing, ServerTracing};
 
 use crate::WorkerResult;
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Echo {
     /// Returns `value`.
     async fn echo(&self, value: u64) -> u64;
@@ -109,11 +109,11 @@ pub async fn start_server(addr: &str, layers: Layers) -> Result<ServerHandle<Soc
     if matches!(layers, Layers::Metrics | Layers::Observed) {
         router = router.observe(metrics.server_observer());
     }
-    let mut config = rpc_core::ServerConfig::default();
+    let mut config = traitrpc_core::ServerConfig::default();
     if let Some((algorithm, threshold)) = compression() {
         config = config.compression(algorithm, threshold);
     }
-    let server = rpc_transport_tcp::serve_with_config(addr, router, config).await?;
+    let server = traitrpc_transport_tcp::serve_with_config(addr, router, config).await?;
     if matches!(layers, Layers::Metrics | Layers::Observed) {
         metrics.observe_server(server.stats());
     }
@@ -121,12 +121,12 @@ pub async fn start_server(addr: &str, layers: Layers) -> Result<ServerHandle<Soc
 }
 
 /// The compression both sides use: `LOADGEN_COMPRESS=lz4` (or `zstd` with the `zstd`
-/// feature of rpc-core), payloads of 1 KiB and more; unset, none. An environment variable
+/// feature of traitrpc-core), payloads of 1 KiB and more; unset, none. An environment variable
 /// so that the server process inherits it.
-pub fn compression() -> Option<(rpc_core::Compression, usize)> {
+pub fn compression() -> Option<(traitrpc_core::Compression, usize)> {
     match std::env::var("LOADGEN_COMPRESS").ok()?.as_str() {
         "" | "none" => None,
-        "lz4" => Some((rpc_core::Compression::Lz4, 1024)),
+        "lz4" => Some((traitrpc_core::Compression::Lz4, 1024)),
         other => panic!("LOADGEN_COMPRESS={other}: this build compresses with lz4 only"),
     }
 }
@@ -204,7 +204,7 @@ pub fn echo_client(connection: Connection, layers: Layers, metrics: &Metrics) ->
 /// A client layer that only passes calls on.
 struct PassOn;
 
-impl rpc_core::client::ClientMiddleware for PassOn {}
+impl traitrpc_core::client::ClientMiddleware for PassOn {}
 
 /// Opens `connections` connections and runs `concurrency` call loops spread across them.
 pub async fn client(
@@ -218,12 +218,12 @@ pub async fn client(
 ) -> Result<Vec<tokio::task::JoinHandle<Result<WorkerResult>>>> {
     let metrics = Metrics::new();
     let mut clients = Vec::new();
-    let mut config = rpc_core::ClientConfig::default();
+    let mut config = traitrpc_core::ClientConfig::default();
     if let Some((algorithm, threshold)) = compression() {
         config = config.compression(algorithm, threshold);
     }
     for _ in 0..connections {
-        let connection = rpc_transport_tcp::connect_with_config(addr, config.clone()).await?;
+        let connection = traitrpc_transport_tcp::connect_with_config(addr, config.clone()).await?;
         clients.push(echo_client(connection, layers, &metrics));
     }
     Ok((0..concurrency)

@@ -23,15 +23,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use rpc_core::{ByteBuf, ServerConfig};
-use rpc_transport_tcp::tls::{Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use traitrpc_core::{ByteBuf, ServerConfig};
+use traitrpc_transport_tcp::tls::{Identity, TlsClientConfig, TlsServerConfig, TrustRoots};
 
 use crate::procstat;
 use crate::Flags;
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Soak {
     /// Returns `value`.
     async fn echo(&self, value: u64) -> u64;
@@ -72,9 +72,10 @@ pub async fn serve(flags: &Flags) -> Result<()> {
                 dir.join("server.crt"),
                 dir.join("server.key"),
             )?)?;
-            rpc_transport_tcp::tls::serve_with_config("127.0.0.1:0", services, tls, config).await?
+            traitrpc_transport_tcp::tls::serve_with_config("127.0.0.1:0", services, tls, config)
+                .await?
         }
-        None => rpc_transport_tcp::serve_with_config("127.0.0.1:0", services, config).await?,
+        None => traitrpc_transport_tcp::serve_with_config("127.0.0.1:0", services, config).await?,
     };
     println!("LISTENING {}", server.local_addr());
     std::future::pending::<()>().await;
@@ -144,9 +145,9 @@ impl Dial {
 
     async fn connect(&self) -> Result<SoakClient> {
         let conn = match self {
-            Dial::Plain(addr) => rpc_transport_tcp::connect(*addr).await?,
+            Dial::Plain(addr) => traitrpc_transport_tcp::connect(*addr).await?,
             Dial::Tls(addr, tls) => {
-                rpc_transport_tcp::tls::connect(*addr, "localhost", tls.clone()).await?
+                traitrpc_transport_tcp::tls::connect(*addr, "localhost", tls.clone()).await?
             }
         };
         Ok(SoakClient::new(conn))
@@ -242,8 +243,8 @@ async fn client_loop(id: u64, dial: Dial, stop: Arc<AtomicBool>, counters: Arc<C
             6..=7 => {
                 async {
                     let mut stream = TcpStream::connect(dial.addr()).await?;
-                    let hello = rpc_core::protocol::ClientHello {
-                        version: rpc_core::protocol::VERSION,
+                    let hello = traitrpc_core::protocol::ClientHello {
+                        version: traitrpc_core::protocol::VERSION,
                         max_frame_size: 1 << 20,
                     }
                     .encode();

@@ -12,8 +12,8 @@ import os
 import time
 import unittest
 
-import rrpc_client
-from rrpc_client import protocol as p
+import traitrpc_client
+from traitrpc_client import protocol as p
 
 ADDR = os.environ.get("RRPC_NATIVE_ADDR")
 
@@ -36,7 +36,7 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
         # makes those common without anything being wrong.
         asyncio.get_running_loop().slow_callback_duration = 1.0
         host, port = _address()
-        self.client = await rrpc_client.connect(host, port, timeout=STEP)
+        self.client = await traitrpc_client.connect(host, port, timeout=STEP)
 
     async def asyncTearDown(self):
         await self.client.close()
@@ -75,22 +75,22 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_divide_application_error(self):
         self.assertEqual(await self.call("divide", {"a": 7, "b": 2}), 3)
-        with self.assertRaises(rrpc_client.ApplicationError) as caught:
+        with self.assertRaises(traitrpc_client.ApplicationError) as caught:
             await self.call("divide", {"a": 1, "b": 0})
         self.assertEqual(caught.exception.error, "division by zero")
         self.assertEqual(caught.exception.status, p.STATUS_APPLICATION_ERROR)
-        self.assertIs(caught.exception.outcome, rrpc_client.Outcome.COMPLETED)
+        self.assertIs(caught.exception.outcome, traitrpc_client.Outcome.COMPLETED)
 
     async def test_unknown_method(self):
-        with self.assertRaises(rrpc_client.UnknownMethod) as caught:
+        with self.assertRaises(traitrpc_client.UnknownMethod) as caught:
             await self.call("mul", {"a": 1, "b": 2})
         self.assertEqual(caught.exception.status, p.STATUS_UNKNOWN_METHOD)
         self.assertIn("mul", caught.exception.message)
-        self.assertFalse(caught.exception.outcome is rrpc_client.Outcome.COMPLETED)
+        self.assertFalse(caught.exception.outcome is traitrpc_client.Outcome.COMPLETED)
         await self.assert_still_works()
 
     async def test_unknown_service(self):
-        with self.assertRaises(rrpc_client.UnknownService) as caught:
+        with self.assertRaises(traitrpc_client.UnknownService) as caught:
             await self.client.call("NoSuchService", "add", [1, 2])
         self.assertEqual(caught.exception.status, p.STATUS_UNKNOWN_SERVICE)
         self.assertIn("NoSuchService", caught.exception.message)
@@ -99,10 +99,10 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
     async def test_invalid_arguments(self):
         for args in ({"a": "one", "b": 2}, {"a": 1, "b": 2, "c": 3}, [1, 2, 3], {"a": 1}):
             with self.subTest(args=args):
-                with self.assertRaises(rrpc_client.InvalidArguments) as caught:
+                with self.assertRaises(traitrpc_client.InvalidArguments) as caught:
                     await self.call("add", args)
                 self.assertEqual(caught.exception.status, p.STATUS_INVALID_ARGUMENTS)
-                self.assertIs(caught.exception.outcome, rrpc_client.Outcome.NOT_STARTED)
+                self.assertIs(caught.exception.outcome, traitrpc_client.Outcome.NOT_STARTED)
         with self.assertRaises(TypeError):  # Not even sent.
             await self.call("add", "1, 2")
         await self.assert_still_works()
@@ -130,18 +130,18 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_request_over_the_servers_frame_limit_is_refused_locally(self):
         huge = "x" * self.client.server_max_frame_size
-        with self.assertRaises(rrpc_client.FrameTooLarge) as caught:
+        with self.assertRaises(traitrpc_client.FrameTooLarge) as caught:
             await self.call("metadata", {"key": huge})
-        self.assertIs(caught.exception.outcome, rrpc_client.Outcome.NOT_SENT)
-        with self.assertRaises(rrpc_client.FrameTooLarge):
+        self.assertIs(caught.exception.outcome, traitrpc_client.Outcome.NOT_SENT)
+        with self.assertRaises(traitrpc_client.FrameTooLarge):
             self.client.server_stream("Calculator", "count", {"to": 1, "pad": huge})
         await self.assert_still_works()
 
     async def test_response_over_the_clients_frame_limit(self):
         host, port = _address()
-        async with await rrpc_client.connect(host, port, max_frame_size=256) as small:
+        async with await traitrpc_client.connect(host, port, max_frame_size=256) as small:
             value = "v" * 1000
-            with self.assertRaises(rrpc_client.ResponseTooLarge) as caught:
+            with self.assertRaises(traitrpc_client.ResponseTooLarge) as caught:
                 await asyncio.wait_for(
                     small.call("Calculator", "metadata", ["k"], metadata={"k": value}), STEP
                 )
@@ -149,7 +149,7 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(await small.call("Calculator", "add", [1, 1]), 2)
 
     async def test_streaming_method_called_as_unary(self):
-        with self.assertRaises(rrpc_client.ProtocolError) as caught:
+        with self.assertRaises(traitrpc_client.ProtocolError) as caught:
             await self.call("count", {"to": 3, "every_ms": 0})
         self.assertIn("server_stream", caught.exception.message)
         await self.assert_still_works()
@@ -158,7 +158,7 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_deadline(self):
         started = time.monotonic()
-        with self.assertRaises(rrpc_client.DeadlineExceeded):
+        with self.assertRaises(traitrpc_client.DeadlineExceeded):
             await self.call("sleep", {"ms": 5000}, timeout=0.2)
         self.assertLess(time.monotonic() - started, 2.0)
         self.assertEqual(self.client.pending_calls, 0)
@@ -168,9 +168,9 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_connection_default_deadline(self):
         host, port = _address()
-        async with await rrpc_client.connect(host, port, call_timeout=0.2) as short:
+        async with await traitrpc_client.connect(host, port, call_timeout=0.2) as short:
             started = time.monotonic()
-            with self.assertRaises(rrpc_client.DeadlineExceeded):
+            with self.assertRaises(traitrpc_client.DeadlineExceeded):
                 await asyncio.wait_for(short.call("Calculator", "sleep", [5000]), STEP)
             self.assertLess(time.monotonic() - started, 2.0)
             self.assertEqual(await short.call("Calculator", "add", [1, 1]), 2)
@@ -253,7 +253,7 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
         # A small window and a small frame limit: a server that ignored the window would
         # overrun window + one frame and this client would close the connection.
         host, port = _address()
-        async with await rrpc_client.connect(
+        async with await traitrpc_client.connect(
             host, port, stream_window=500, max_frame_size=1024
         ) as small:
             stream = small.server_stream("Calculator", "count", {"to": 3000, "every_ms": 0})
@@ -302,7 +302,7 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
         )
         items = []
         started = time.monotonic()
-        with self.assertRaises(rrpc_client.DeadlineExceeded):
+        with self.assertRaises(traitrpc_client.DeadlineExceeded):
             async for item in stream:
                 items.append(item)
         self.assertLess(time.monotonic() - started, 3.0)
@@ -340,16 +340,16 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_unary_method_called_as_stream(self):
         stream = self.client.server_stream("Calculator", "add", {"a": 1, "b": 2})
-        with self.assertRaises(rrpc_client.ProtocolError):
+        with self.assertRaises(traitrpc_client.ProtocolError):
             await asyncio.wait_for(self._collect(stream), STEP)
         await self.assert_still_works()
 
     async def test_stream_errors(self):
         stream = self.client.server_stream("Calculator", "nope", {})
-        with self.assertRaises(rrpc_client.UnknownMethod):
+        with self.assertRaises(traitrpc_client.UnknownMethod):
             await asyncio.wait_for(self._collect(stream), STEP)
         stream = self.client.server_stream("Calculator", "count", {"to": "many"})
-        with self.assertRaises(rrpc_client.InvalidArguments):
+        with self.assertRaises(traitrpc_client.InvalidArguments):
             await asyncio.wait_for(self._collect(stream), STEP)
 
     @staticmethod
@@ -360,16 +360,16 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_close_fails_pending_calls(self):
         host, port = _address()
-        other = await rrpc_client.connect(host, port)
+        other = await traitrpc_client.connect(host, port)
         task = asyncio.ensure_future(other.call("Calculator", "sleep", [60_000]))
         await asyncio.wait_for(self._until(lambda: other.pending_calls == 1), STEP)
         await other.close()
-        with self.assertRaises(rrpc_client.ConnectionClosed):
+        with self.assertRaises(traitrpc_client.ConnectionClosed):
             await asyncio.wait_for(task, STEP)
         self.assertTrue(other.closed)
-        with self.assertRaises(rrpc_client.ConnectionClosed) as caught:
+        with self.assertRaises(traitrpc_client.ConnectionClosed) as caught:
             await other.call("Calculator", "add", [1, 2])
-        self.assertIs(caught.exception.outcome, rrpc_client.Outcome.NOT_SENT)
+        self.assertIs(caught.exception.outcome, traitrpc_client.Outcome.NOT_SENT)
         await other.close()  # Twice is harmless.
 
 

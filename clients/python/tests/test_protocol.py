@@ -10,8 +10,8 @@ import asyncio
 import struct
 import unittest
 
-import rrpc_client
-from rrpc_client import protocol as p
+import traitrpc_client
+from traitrpc_client import protocol as p
 
 STEP = 30.0
 
@@ -126,16 +126,16 @@ class EncodingTest(unittest.TestCase):
             p.decode_ping(b"1234567")
 
     def test_errors(self):
-        self.assertIsInstance(rrpc_client.error_for_status(3, "m"), rrpc_client.UnknownMethod)
-        self.assertIsInstance(rrpc_client.error_for_status(11, "m"), rrpc_client.Unauthenticated)
-        unknown = rrpc_client.error_for_status(99, "m")
-        self.assertIs(type(unknown), rrpc_client.RpcError)
+        self.assertIsInstance(traitrpc_client.error_for_status(3, "m"), traitrpc_client.UnknownMethod)
+        self.assertIsInstance(traitrpc_client.error_for_status(11, "m"), traitrpc_client.Unauthenticated)
+        unknown = traitrpc_client.error_for_status(99, "m")
+        self.assertIs(type(unknown), traitrpc_client.RpcError)
         self.assertEqual(unknown.status, 99)
-        self.assertIs(unknown.outcome, rrpc_client.Outcome.UNKNOWN)
-        self.assertTrue(rrpc_client.Outcome.NOT_STARTED.may_retry(idempotent=False))
-        self.assertFalse(rrpc_client.Outcome.UNKNOWN.may_retry(idempotent=False))
-        self.assertTrue(rrpc_client.Outcome.STARTED.may_retry(idempotent=True))
-        self.assertFalse(rrpc_client.Outcome.COMPLETED.may_retry(idempotent=True))
+        self.assertIs(unknown.outcome, traitrpc_client.Outcome.UNKNOWN)
+        self.assertTrue(traitrpc_client.Outcome.NOT_STARTED.may_retry(idempotent=False))
+        self.assertFalse(traitrpc_client.Outcome.UNKNOWN.may_retry(idempotent=False))
+        self.assertTrue(traitrpc_client.Outcome.STARTED.may_retry(idempotent=True))
+        self.assertFalse(traitrpc_client.Outcome.COMPLETED.may_retry(idempotent=True))
 
 
 SERVER_SETTINGS = h("00 09 01 04 00 04 00 00 02 01 03")
@@ -227,7 +227,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
         port = await server.start()
         self.addAsyncCleanup(server.stop)
         connect_args.setdefault("timeout", STEP)
-        return server, rrpc_client.connect("127.0.0.1", port, **connect_args)
+        return server, traitrpc_client.connect("127.0.0.1", port, **connect_args)
 
     async def test_handshake_bytes_and_out_of_order_answers(self):
         async def script(conn):
@@ -266,19 +266,19 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
                     await conn.reader.read()
 
                 _, connecting = await self.serve(script)
-                with self.assertRaises(rrpc_client.CodecUnsupported):
+                with self.assertRaises(traitrpc_client.CodecUnsupported):
                     await connecting
 
     async def test_refused_handshakes(self):
         cases = [
-            (server_hello(version=3, status=1), rrpc_client.VersionMismatch),
-            (server_hello(version=3, status=0), rrpc_client.VersionMismatch),
-            (server_hello(status=2), rrpc_client.Overloaded),
-            (server_hello(status=7), rrpc_client.ProtocolError),
-            (server_hello(magic=b"HTTP"), rrpc_client.ProtocolError),
-            (server_hello() + h("04 01"), rrpc_client.ProtocolError),  # Settings over 1024.
-            (server_hello() + h("00 03 01 01 00"), rrpc_client.ProtocolError),
-            (b"", rrpc_client.ConnectionClosed),
+            (server_hello(version=3, status=1), traitrpc_client.VersionMismatch),
+            (server_hello(version=3, status=0), traitrpc_client.VersionMismatch),
+            (server_hello(status=2), traitrpc_client.Overloaded),
+            (server_hello(status=7), traitrpc_client.ProtocolError),
+            (server_hello(magic=b"HTTP"), traitrpc_client.ProtocolError),
+            (server_hello() + h("04 01"), traitrpc_client.ProtocolError),  # Settings over 1024.
+            (server_hello() + h("00 03 01 01 00"), traitrpc_client.ProtocolError),
+            (b"", traitrpc_client.ConnectionClosed),
         ]
         for answer, error in cases:
             with self.subTest(answer=answer.hex()):
@@ -290,8 +290,8 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
                 _, connecting = await self.serve(script)
                 with self.assertRaises(error) as caught:
                     await connecting
-                self.assertIs(caught.exception.outcome, rrpc_client.Outcome.NOT_SENT)
-                if error is rrpc_client.VersionMismatch:
+                self.assertIs(caught.exception.outcome, traitrpc_client.Outcome.NOT_SENT)
+                if error is traitrpc_client.VersionMismatch:
                     self.assertEqual(caught.exception.server_version, 3)
 
     async def test_handshake_timeout(self):
@@ -299,7 +299,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
             await conn.reader.read()  # Never answers.
 
         _, connecting = await self.serve(script, timeout=0.2)
-        with self.assertRaises(rrpc_client.ConnectFailed):
+        with self.assertRaises(traitrpc_client.ConnectFailed):
             await asyncio.wait_for(connecting, STEP)
 
     async def test_answers_pings(self):
@@ -341,11 +341,11 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
         first = asyncio.ensure_future(client.call("S", "first"))
         second = asyncio.ensure_future(client.call("S", "second"))
         self.assertEqual(await asyncio.wait_for(first, STEP), 1)
-        with self.assertRaises(rrpc_client.ShuttingDown) as caught:
+        with self.assertRaises(traitrpc_client.ShuttingDown) as caught:
             await asyncio.wait_for(second, STEP)
-        self.assertIs(caught.exception.outcome, rrpc_client.Outcome.NOT_STARTED)
+        self.assertIs(caught.exception.outcome, traitrpc_client.Outcome.NOT_STARTED)
         await asyncio.wait_for(client.wait_closed(), STEP)
-        with self.assertRaises(rrpc_client.ConnectionClosed):
+        with self.assertRaises(traitrpc_client.ConnectionClosed):
             await client.call("S", "third")
         await client.close()
 
@@ -366,10 +366,10 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
             await asyncio.wait_for(self._until(lambda: client.pending_calls == 1), STEP)
             racing = asyncio.ensure_future(client.call("S", "after_go_away_sent"))
             await asyncio.wait_for(self._until(lambda: client.draining), STEP)
-            with self.assertRaises(rrpc_client.ShuttingDown) as caught:
+            with self.assertRaises(traitrpc_client.ShuttingDown) as caught:
                 await client.call("S", "refused")
-            self.assertIs(caught.exception.outcome, rrpc_client.Outcome.NOT_SENT)
-            with self.assertRaises(rrpc_client.ShuttingDown) as caught:
+            self.assertIs(caught.exception.outcome, traitrpc_client.Outcome.NOT_SENT)
+            with self.assertRaises(traitrpc_client.ShuttingDown) as caught:
                 await asyncio.wait_for(racing, STEP)
             self.assertEqual(caught.exception.status, p.STATUS_SHUTTING_DOWN)
             self.assertEqual(await asyncio.wait_for(pending, STEP), 2)
@@ -383,7 +383,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
 
         _, connecting = await self.serve(script)
         async with await connecting as client:
-            with self.assertRaises(rrpc_client.GoAway) as caught:
+            with self.assertRaises(traitrpc_client.GoAway) as caught:
                 await asyncio.wait_for(client.call("S", "m"), STEP)
             self.assertEqual(caught.exception.code, p.GO_AWAY_PROTOCOL_ERROR)
             self.assertIn("already in flight", str(caught.exception))
@@ -404,9 +404,9 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
             await asyncio.wait_for(self._until(lambda: client.pending_calls == 1), STEP)
             stream = client.server_stream("S", "s")
             self.assertEqual(await asyncio.wait_for(stream.__anext__(), STEP), 1)
-            with self.assertRaises(rrpc_client.ConnectionClosed):
+            with self.assertRaises(traitrpc_client.ConnectionClosed):
                 await asyncio.wait_for(call, STEP)
-            with self.assertRaises(rrpc_client.ConnectionClosed):
+            with self.assertRaises(traitrpc_client.ConnectionClosed):
                 await asyncio.wait_for(stream.__anext__(), STEP)
 
     async def test_malformed_frames_close_the_connection(self):
@@ -428,7 +428,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
 
                 _, connecting = await self.serve(script, max_frame_size=1 << 20)
                 async with await connecting as client:
-                    with self.assertRaises(rrpc_client.ProtocolError):
+                    with self.assertRaises(traitrpc_client.ProtocolError):
                         await asyncio.wait_for(client.call("S", "m"), STEP)
                     self.assertTrue(client.closed)
 
@@ -442,7 +442,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
         _, connecting = await self.serve(script)
         async with await connecting as client:
             # Body: 10 header + 8 budget + 2 + 2 + 2 metadata + payload = 24 + payload.
-            with self.assertRaises(rrpc_client.FrameTooLarge):
+            with self.assertRaises(traitrpc_client.FrameTooLarge):
                 await client.call("S", "m", ["x" * 37])  # 41 bytes of JSON: 65.
             self.assertEqual(await asyncio.wait_for(client.call("S", "m", ["x" * 36]), STEP),
                              ["x" * 36])
@@ -489,7 +489,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
             await stream.start()  # Sent, not read: the items pile up.
             await asyncio.wait_for(client.wait_closed(), STEP)
             self.assertTrue(client.closed)
-            with self.assertRaises(rrpc_client.ProtocolError):
+            with self.assertRaises(traitrpc_client.ProtocolError):
                 await asyncio.wait_for(self._collect(stream), STEP)
 
     async def test_stream_ended_by_an_error_status(self):
@@ -504,7 +504,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
         async with await connecting as client:
             stream = client.server_stream("S", "s")
             self.assertEqual(await asyncio.wait_for(stream.__anext__(), STEP), {"n": 1})
-            with self.assertRaises(rrpc_client.Aborted) as caught:
+            with self.assertRaises(traitrpc_client.Aborted) as caught:
                 await asyncio.wait_for(stream.__anext__(), STEP)
             self.assertEqual(caught.exception.message, "the producer failed")
 
@@ -528,7 +528,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
             task.cancel()
             with self.assertRaises(asyncio.CancelledError):
                 await task
-            with self.assertRaises(rrpc_client.DeadlineExceeded):
+            with self.assertRaises(traitrpc_client.DeadlineExceeded):
                 await asyncio.wait_for(client.call("S", "timed_out", timeout=0.05), STEP)
             self.assertEqual(await asyncio.wait_for(client.call("S", "m"), STEP), 3)
 
@@ -557,7 +557,7 @@ class FakeServerTest(unittest.IsolatedAsyncioTestCase):
 
         _, connecting = await self.serve(script, keepalive_interval=0.05, keepalive_timeout=0.05)
         async with await connecting as client:
-            with self.assertRaises(rrpc_client.KeepaliveTimeout):
+            with self.assertRaises(traitrpc_client.KeepaliveTimeout):
                 await asyncio.wait_for(client.call("S", "m"), STEP)
 
     async def _until(self, condition):

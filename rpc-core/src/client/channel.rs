@@ -1,6 +1,6 @@
 //! [`Channel`]: what a [`Client`](super::Client) sends its calls through when that is not
 //! a single [`Connection`](super::Connection): a load-balanced set of endpoints with
-//! reconnection and retries (the `rpc-discovery` crate), a test double, a proxy.
+//! reconnection and retries (the `traitrpc-discovery` crate), a test double, a proxy.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -165,10 +165,15 @@ impl Shared {
     }
 
     /// Ends the connection: calls in flight get `error`; later calls are refused with
-    /// [`RpcError::Unavailable`] (they are never sent).
+    /// [`RpcError::Unavailable`] (they are never sent), saying that a connection does not
+    /// come back by itself.
     pub(super) fn fail(&self, error: RpcError) {
         let later = RpcError::Unavailable {
-            reason: error.to_string().into(),
+            reason: format!(
+                "{error}; a Connection never reconnects: connect again, or build the client \
+                 over a BalancedChannel, which reconnects by itself"
+            )
+            .into(),
         };
         self.fail_all(error, later);
     }
@@ -216,7 +221,7 @@ impl Connection {
     /// Runs the protocol handshake over an established stream and starts the connection's
     /// task. `remote` names the peer in errors. Transports call this (within
     /// [`with_version_fallback`](super::with_version_fallback), so that older servers
-    /// are reached too); users call `rrpc::connect`.
+    /// are reached too); users call `traitrpc::connect`.
     pub async fn handshake<T: crate::Transport>(
         io: T,
         remote: &str,

@@ -21,9 +21,9 @@ use crate::Streaming;
 /// in parameter order) and JSON results. Cheap to clone.
 ///
 /// ```no_run
-/// # async fn demo(connection: rpc_core::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(connection: traitrpc_core::Connection) -> Result<(), Box<dyn std::error::Error>> {
 /// // `connection` was opened with `ClientConfig::default().codec(PayloadCodec::Json)`.
-/// let calls = rpc_core::json::JsonClient::new(connection)?;
+/// let calls = traitrpc_core::json::JsonClient::new(connection)?;
 /// let sum = calls.call("Calculator", "add", &serde_json::json!({"a": 1, "b": 2})).await?;
 /// assert_eq!(sum, serde_json::json!(3));
 /// # Ok(()) }

@@ -4,7 +4,8 @@
 //!
 //! A method's arguments are a JSON object keyed by the parameter names of the trait
 //! method (`{"a": 1, "b": 2}` for `add(&self, a: i64, b: i64)`); a missing parameter is
-//! `null` (so an `Option` may be left out), an unknown one is an error. The result is the
+//! taken as `null` (so an `Option` may be left out) and is otherwise an error naming it
+//! (``missing parameter `b` ``), an unknown one is an error. The result is the
 //! return value as JSON; a method returning `Result<T, E>` ends with `Ok(T)` or with an
 //! application error carrying `E` as JSON. Values are converted with `serde_json`, from
 //! the same `Serialize`/`Deserialize` implementations the native protocol uses.
@@ -169,15 +170,20 @@ pub fn named_arguments(
     }
 }
 
-/// Used by generated code: takes parameter `name` out of `args` as a `T`.
+/// Used by generated code: takes parameter `name` out of `args` as a `T`. A parameter
+/// left out is what `null` gives (`None` for an `Option`); for a `T` that `null` is not,
+/// it is ``missing parameter `name` ``, not serde's `invalid type: null`.
 #[doc(hidden)]
 pub fn take_arg<T: serde::de::DeserializeOwned>(
     args: &mut Map<String, Value>,
     name: &str,
 ) -> Result<T, DispatchError> {
-    let value = args.remove(name).unwrap_or(Value::Null);
-    serde_json::from_value(value)
-        .map_err(|e| DispatchError::InvalidArguments(format!("parameter `{name}`: {e}")))
+    match args.remove(name) {
+        Some(value) => serde_json::from_value(value)
+            .map_err(|e| DispatchError::InvalidArguments(format!("parameter `{name}`: {e}"))),
+        None => serde_json::from_value(Value::Null)
+            .map_err(|_| DispatchError::InvalidArguments(format!("missing parameter `{name}`"))),
+    }
 }
 
 /// Used by generated code: fails if `args` holds a name that is no parameter.
@@ -222,4 +228,65 @@ where
 pub(crate) fn write_json(value: &Value, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
     use bytes::BufMut;
     serde_json::to_writer(buf.writer(), value).map_err(|e| RpcError::Encode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(args) => args,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn invalid<T: std::fmt::Debug>(result: Result<T, DispatchError>) -> String {
+        match result {
+            Err(DispatchError::InvalidArguments(message)) => message,
+            other => panic!("expected InvalidArguments, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_parameter_is_named() {
+        let mut given = args(serde_json::json!({"a": 1}));
+        assert_eq!(take_arg::<i64>(&mut given, "a").unwrap(), 1);
+        assert_eq!(
+            invalid(take_arg::<i64>(&mut given, "b")),
+            "missing parameter `b`"
+        );
+        assert_eq!(
+            invalid(take_arg::<String>(&mut given, "name")),
+            "missing parameter `name`"
+        );
+        assert!(given.is_empty());
+    }
+
+    #[test]
+    fn a_missing_option_parameter_is_none() {
+        let mut given = args(serde_json::json!({}));
+        assert_eq!(take_arg::<Option<i32>>(&mut given, "by").unwrap(), None);
+        assert!(take_arg::<()>(&mut given, "unit").is_ok());
+        let mut given = args(serde_json::json!({"by": null}));
+        assert_eq!(take_arg::<Option<i32>>(&mut given, "by").unwrap(), None);
+        let mut given = args(serde_json::json!({"by": 3}));
+        assert_eq!(take_arg::<Option<i32>>(&mut given, "by").unwrap(), Some(3));
+    }
+
+    #[test]
+    fn a_present_parameter_of_the_wrong_type_is_named_with_serdes_reason() {
+        let mut given = args(serde_json::json!({"a": "one", "b": null}));
+        let wrong = invalid(take_arg::<i64>(&mut given, "a"));
+        assert!(
+            wrong.starts_with("parameter `a`: invalid type: string"),
+            "{wrong}"
+        );
+        // An explicit null is given, not missing: serde says why it does not fit.
+        let null = invalid(take_arg::<i64>(&mut given, "b"));
+        assert!(
+            null.starts_with("parameter `b`: invalid type: null"),
+            "{null}"
+        );
+    }
 }

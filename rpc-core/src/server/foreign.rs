@@ -1,6 +1,6 @@
 //! One port, two protocols: a server can hand connections that do not open with this
 //! protocol's hello (`RRPC`...) to another protocol on the same port, for example the
-//! HTTP gateway (`rpc_gateway::on_native_port`), so that native clients, curl and browsers
+//! HTTP gateway (`traitrpc_gateway::on_native_port`), so that native clients, curl and browsers
 //! reach one address. The server tells them apart by the first 12 bytes, the length of
 //! the native hello; a connection that is neither is closed as before.
 //!

@@ -3,16 +3,16 @@
 //! [`Context`] (service, method, metadata, peer, deadline) and the request's size, may
 //! refuse the call with a [`Rejection`], and learns how it was answered ([`Answered`]:
 //! status, response size, stream items). Authentication, the [`Interceptor`], metrics
-//! and tracing are middleware; `tower` layers apply through `rpc_core::server::tower`
+//! and tracing are middleware; `tower` layers apply through `traitrpc_core::server::tower`
 //! (feature `tower`).
 //!
 //! A router without middleware runs handlers exactly as before (no allocation or wake-up
 //! is added): the chain costs only those who install one.
 //!
 //! ```
-//! use rpc_core::server::middleware::{self, Next};
-//! use rpc_core::{Rejection, Router};
-//! # #[rpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
+//! use traitrpc_core::server::middleware::{self, Next};
+//! use traitrpc_core::{Rejection, Router};
+//! # #[traitrpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
 //!
 //! // An async authentication check: look the token up somewhere slow, then go on.

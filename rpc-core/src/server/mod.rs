@@ -85,7 +85,7 @@ impl Server {
 
     /// Serves `protocol` on this server's port too: a connection that does not open with
     /// this protocol's hello, and that `protocol` recognises, is handed to it
-    /// ([`foreign`]). For example HTTP/JSON with `rpc_gateway::on_native_port`, so one
+    /// ([`foreign`]). For example HTTP/JSON with `traitrpc_gateway::on_native_port`, so one
     /// port serves native clients, curl and browsers.
     pub fn share_port(mut self, protocol: impl foreign::ForeignProtocol) -> Self {
         self.shared_port = foreign::SharedPort(Some(Arc::new(protocol)));
@@ -93,7 +93,7 @@ impl Server {
     }
 
     /// Its router, with the health and reflection services it added: give this one to
-    /// an HTTP gateway (`rpc_gateway::serve`, `rpc_gateway::on_native_port`) so HTTP
+    /// an HTTP gateway (`traitrpc_gateway::serve`, `traitrpc_gateway::on_native_port`) so HTTP
     /// callers reach those too.
     pub fn router(&self) -> &Router {
         &self.router
@@ -169,6 +169,8 @@ impl Server {
 /// [`shutdown`](ServerHandle::shutdown) or [`abort`](ServerHandle::abort) to stop it, or
 /// hand a [`ShutdownTrigger`] (from [`trigger`](ServerHandle::trigger)) to whatever
 /// decides when to stop.
+#[must_use = "dropping a ServerHandle leaves the server running, with no way left to shut it \
+              down gracefully: keep it (or its trigger()) and call shutdown()"]
 pub struct ServerHandle<A> {
     local_addr: A,
     trigger: ShutdownTrigger,

@@ -12,9 +12,9 @@
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::time::Duration;
-//! use rpc_core::server::observer::{ObservedCall, ServerObserver};
-//! use rpc_core::{Answered, Router};
-//! # #[rpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
+//! use traitrpc_core::server::observer::{ObservedCall, ServerObserver};
+//! use traitrpc_core::{Answered, Router};
+//! # #[traitrpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
 //!
 //! #[derive(Default)]
@@ -22,7 +22,7 @@
 //!
 //! impl ServerObserver for Failures {
 //!     fn call_ended(&self, _call: &ObservedCall, answered: &Answered, _elapsed: Duration) {
-//!         if answered.status() != Some(rpc_core::protocol::status::OK) {
+//!         if answered.status() != Some(traitrpc_core::protocol::status::OK) {
 //!             self.0.fetch_add(1, Ordering::Relaxed);
 //!         }
 //!     }

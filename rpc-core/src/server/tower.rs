@@ -2,7 +2,7 @@
 //! rate limits, load shedding — any `tower::Layer` — apply to every call of a router.
 //!
 //! ```
-//! # #[rpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
+//! # #[traitrpc_core::service] pub trait Ping { async fn ping(&self) -> u8; }
 //! # struct P; impl Ping for P { async fn ping(&self) -> u8 { 1 } }
 //! use std::time::Duration;
 //! use tower::ServiceBuilder;
@@ -11,8 +11,8 @@
 //!     .load_shed()
 //!     .concurrency_limit(64)
 //!     .timeout(Duration::from_secs(2));
-//! let router = rpc_core::Router::from(PingServer::new(P))
-//!     .layer(rpc_core::server::tower::from_tower(layers));
+//! let router = traitrpc_core::Router::from(PingServer::new(P))
+//!     .layer(traitrpc_core::server::tower::from_tower(layers));
 //! ```
 //!
 //! The layers wrap [`Inner`], a `tower::Service<Next>` that runs the rest of the chain.

@@ -7,17 +7,17 @@
 //! no gRPC stack.
 //!
 //! ```no_run
-//! # use rpc_core::service;
+//! # use traitrpc_core::service;
 //! # #[service] pub trait Calculator { async fn add(&self, a: i64, b: i64) -> i64; }
 //! # struct Calc; impl Calculator for Calc { async fn add(&self, a: i64, b: i64) -> i64 { a + b } }
 //! # async fn demo() -> anyhow::Result<()> {
-//! use rpc_discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions};
-//! use rpc_discovery::BalancedChannel;
+//! use traitrpc_discovery::etcd::{self, EtcdClient, EtcdDiscovery, RegisterOptions};
+//! use traitrpc_discovery::BalancedChannel;
 //!
 //! let etcd_client = EtcdClient::connect(["http://127.0.0.1:2379"]).await?;
 //!
 //! // Server: serve, then register next to it (or `etcd::serve` for both in one call).
-//! let server = rpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
+//! let server = traitrpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
 //! let registration =
 //!     etcd::register(&etcd_client, "calculator", server.local_addr(), RegisterOptions::new()).await?;
 //! // ... on the way out: leave the set at once, then drain.
@@ -55,8 +55,8 @@ pub use client::{
     EtcdClient, EtcdClientBuilder, EtcdError, KeyValue, Listing, Watch, WatchEvent, WatchUpdate,
     DEFAULT_REQUEST_TIMEOUT,
 };
-use rpc_core::{Router, ServerConfig, ServerHandle};
 use tokio::task::AbortHandle;
+use traitrpc_core::{Router, ServerConfig, ServerHandle};
 
 use crate::discovery::{Discovery, Endpoints, Publisher};
 use crate::endpoint::Endpoint;
@@ -311,7 +311,7 @@ pub enum ServeError {
 }
 
 /// Binds `addr`, serves `services` and registers the bound address as a replica of
-/// `service`: `rpc_transport_tcp::serve` and [`register`] in one call. The advertised
+/// `service`: `traitrpc_transport_tcp::serve` and [`register`] in one call. The advertised
 /// address is the bound one, so bind a concrete interface address (not `0.0.0.0`), or
 /// use `serve` + [`register`] with the address clients should dial.
 pub async fn serve(
@@ -322,7 +322,7 @@ pub async fn serve(
     options: RegisterOptions,
 ) -> Result<RegisteredServer, ServeError> {
     let server =
-        rpc_transport_tcp::serve_with_config(addr, services, ServerConfig::default()).await?;
+        traitrpc_transport_tcp::serve_with_config(addr, services, ServerConfig::default()).await?;
     match register(client, service, server.local_addr(), options).await {
         Ok(registration) => Ok(RegisteredServer {
             server,

@@ -11,64 +11,48 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rpc_core::ServerHandle;
 pub use service::{ReplicaClient, ReplicaImpl, ReplicaServer};
+use traitrpc_core::ServerHandle;
 
 /// An in-process replica on an ephemeral loopback port.
 pub async fn start(replica: ReplicaImpl) -> ServerHandle<SocketAddr> {
-    rpc_transport_tcp::serve("127.0.0.1:0", ReplicaServer::new(replica))
+    traitrpc_transport_tcp::serve("127.0.0.1:0", ReplicaServer::new(replica))
         .await
         .expect("bind loopback")
 }
 
-/// The etcd endpoint for tests: `RPC_TEST_ETCD`, else `http://127.0.0.1:2379`. When no
-/// etcd answers there, tests that need it are skipped with a printed reason, except when
-/// `RPC_TEST_ETCD` or `CI` is set (`.ci/run` starts etcd): then they fail.
-pub fn etcd_endpoint(test: &str) -> Option<String> {
-    let configured = std::env::var("RPC_TEST_ETCD")
+/// The etcd endpoint for tests: `RPC_TEST_ETCD`, else `http://127.0.0.1:2379`. The tests
+/// that call this are `#[ignore]`d unless asked for, so when asked for and no etcd
+/// answers, they fail with the reason: a test never passes without having run.
+pub fn etcd_endpoint(test: &str) -> String {
+    let endpoint = std::env::var("RPC_TEST_ETCD")
         .ok()
-        .filter(|e| !e.is_empty());
-    let endpoint = configured
-        .clone()
+        .filter(|e| !e.is_empty())
         .unwrap_or_else(|| "http://127.0.0.1:2379".into());
     let address = endpoint
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let expected = configured.is_some() || std::env::var_os("CI").is_some();
-    // An etcd that is expected may answer its health check late, or say "false" for a
-    // moment, on a loaded machine (a whole workspace's tests, another test compacting
-    // it): it gets a while to say "true" before the test fails.
-    let patience = if expected {
-        ETCD_HEALTH_PATIENCE
-    } else {
-        Duration::ZERO
-    };
-    let give_up = Instant::now() + patience;
+    // An etcd may answer its health check late, or say "false" for a moment, on a loaded
+    // machine (a whole workspace's tests, another test compacting it): it gets a while
+    // to say "true" before the test fails.
+    let give_up = Instant::now() + ETCD_HEALTH_PATIENCE;
     loop {
         if etcd_healthy(&address) {
-            return Some(endpoint);
+            return endpoint;
         }
         if Instant::now() >= give_up {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    if expected {
-        panic!(
-            "{test}: no healthy etcd at {endpoint} within {patience:?}; `.ci/run` starts one \
-             (.ci/etcd.sh)"
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: no etcd answers at {endpoint} (set RPC_TEST_ETCD=http://127.0.0.1:PORT, \
-         or `source .ci/etcd.sh`, to run it)"
+    panic!(
+        "{test}: no healthy etcd at {endpoint} within {ETCD_HEALTH_PATIENCE:?}; \
+         `source .ci/etcd.sh` starts one (or set RPC_TEST_ETCD=http://HOST:PORT)"
     );
-    None
 }
 
-/// How long a test waits for an etcd it expects (`RPC_TEST_ETCD` or `CI` set) to report
-/// itself healthy.
+/// How long a test waits for etcd to report itself healthy.
 const ETCD_HEALTH_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Whether an etcd at `address` (`host:port`) reports itself healthy.

@@ -22,7 +22,7 @@
 //! sending random method names cannot create series. `docs/OBSERVABILITY.md` lists every
 //! metric with its type, unit and labels.
 //!
-//! Calls are recorded by observers (`rpc_core::server::observer`, `Client::observe`),
+//! Calls are recorded by observers (`traitrpc_core::server::observer`, `Client::observe`),
 //! which cost no allocation per call, into lock-free striped histograms; the attempt
 //! layer is a middleware, since it must wrap each attempt a channel makes.
 
@@ -37,10 +37,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use rpc_core::client::observer::ObservedClientCall;
-use rpc_core::client::{ClientMiddleware, ClientNext, ClientObserver};
-use rpc_core::server::observer::{ObservedCall, ServerObserver};
-use rpc_core::{Answered, ChannelFuture, Method, OutgoingCall, ServerStats};
+use traitrpc_core::client::observer::ObservedClientCall;
+use traitrpc_core::client::{ClientMiddleware, ClientNext, ClientObserver};
+use traitrpc_core::server::observer::{ObservedCall, ServerObserver};
+use traitrpc_core::{Answered, ChannelFuture, Method, OutgoingCall, ServerStats};
 
 mod client;
 mod handle_cache;
@@ -408,11 +408,11 @@ impl Metrics {
     /// `backoff`, `ejected`, `not_serving`), ejections, retries and exhausted retry
     /// budget, under `target`, at each scrape.
     #[cfg(feature = "discovery")]
-    pub fn observe_channel(&self, channel: &rpc_discovery::BalancedChannel, target: &str) {
+    pub fn observe_channel(&self, channel: &traitrpc_discovery::BalancedChannel, target: &str) {
         let channel = channel.clone();
         let target: Arc<str> = target.into();
         let families = Arc::clone(&self.inner);
-        let reported = Mutex::new(rpc_discovery::ChannelStats::default());
+        let reported = Mutex::new(traitrpc_discovery::ChannelStats::default());
         self.refresh(move || {
             let client = &families.client;
             let mut counts = [0i64; 5];

@@ -1,4 +1,4 @@
-//! A user crate whose framework dependency is renamed (`my_rpc = { package = "rrpc" }`):
+//! A user crate whose framework dependency is renamed (`my_rpc = { package = "traitrpc" }`):
 //! `#[service(crate = "my_rpc")]` points the generated code at the new name.
 
 use my_rpc::service;

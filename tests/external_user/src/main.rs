@@ -1,6 +1,6 @@
 //! The contract from the foundation issue, unchanged, in a crate of its own.
 
-use rrpc::service; // the macro, from the one framework crate
+use traitrpc::service; // the macro, from the one framework crate
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,15 +33,15 @@ impl Calculator for Calc {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // server: one call; binds, spawns, returns a handle
-    let server = rrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
+    let server = traitrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
     // client: one connection, cheap to clone, usable from many tasks at once
-    let conn = rrpc::connect(server.local_addr()).await?;
+    let conn = traitrpc::connect(server.local_addr()).await?;
     let calc = CalculatorClient::new(conn);
     assert_eq!(calc.add(1, 2).await?, 3);
     assert_eq!(calc.divide(6, 3).await?, 2);
     assert!(matches!(
         calc.divide(1, 0).await,
-        Err(rrpc::CallError::Application(MathError::DivideByZero))
+        Err(traitrpc::CallError::Application(MathError::DivideByZero))
     ));
     server.shutdown().await; // graceful: stop accepting, drain in-flight calls
     println!("external user crate: ok");

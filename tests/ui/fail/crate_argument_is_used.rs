@@ -1,6 +1,6 @@
 // The generated code reaches the framework through the `crate` argument: a path that does
 // not exist fails to resolve (so a renamed dependency is honoured, not ignored).
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service(crate = "no_such_framework")]
 pub trait Calculator {

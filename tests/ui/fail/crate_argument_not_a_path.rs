@@ -1,4 +1,4 @@
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service(crate = "not a path!")]
 pub trait Calculator {

@@ -1,6 +1,6 @@
 #![deny(deprecated)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service]
 trait Svc {

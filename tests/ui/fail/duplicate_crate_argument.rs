@@ -1,6 +1,6 @@
-use rpc_core::service;
+use traitrpc_core::service;
 
-#[service(crate = "rpc_core", crate = "rpc_core")]
+#[service(crate = "traitrpc_core", crate = "traitrpc_core")]
 pub trait Calculator {
     async fn add(&self, a: i64, b: i64) -> i64;
 }

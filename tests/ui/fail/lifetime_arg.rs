@@ -1,4 +1,4 @@
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service]
 trait Svc {

@@ -1,4 +1,4 @@
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[allow(unused_macros)]
 macro_rules! methods {

@@ -1,4 +1,4 @@
-use rpc_core::service;
+use traitrpc_core::service;
 
 // Every problem is reported by one compile, not one per fix.
 #[service]

@@ -1,4 +1,4 @@
-use rpc_core::{service, Streaming};
+use traitrpc_core::{service, Streaming};
 
 #[service]
 trait Merge {

@@ -1,4 +1,4 @@
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service(bogus = 1)]
 trait Svc {

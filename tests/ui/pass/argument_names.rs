@@ -1,6 +1,6 @@
 #![deny(warnings)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 // Argument names that match names the generated code uses for its own items must not
 // collide with them.

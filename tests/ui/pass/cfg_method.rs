@@ -1,6 +1,6 @@
 #![deny(warnings)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service]
 pub trait Svc {
@@ -31,7 +31,7 @@ impl Svc for Impl {
 fn main() {
     let server = SvcServer::new(Impl);
     assert_eq!(
-        rpc_core::Service::methods(&server),
+        traitrpc_core::Service::methods(&server),
         ["kept", "configured_in"]
     );
     // Exhaustive without a `Removed` arm.

@@ -1,10 +1,10 @@
 // `#[service(crate = "...")]` with a path through a module that re-exports the framework,
 // as a crate that wraps the framework for its users would.
 mod framework {
-    pub use rpc_core::*;
+    pub use traitrpc_core::*;
 }
 
-#[rpc_core::service(crate = "crate::framework")]
+#[traitrpc_core::service(crate = "crate::framework")]
 pub trait Calculator {
     async fn add(&self, a: i64, b: i64) -> i64;
 }

@@ -1,6 +1,6 @@
 #![deny(warnings)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 // Deprecating a method warns callers of the client method, not the code the macro
 // generates, nor the implementation.

@@ -1,6 +1,6 @@
 #![deny(warnings)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service]
 pub trait Empty {}
@@ -9,13 +9,13 @@ struct Impl;
 
 impl Empty for Impl {}
 
-fn assert_service<S: rpc_core::Service>(_: &S) {}
+fn assert_service<S: traitrpc_core::Service>(_: &S) {}
 
 fn main() {
     let server = EmptyServer::new(Impl);
     assert_service(&server);
-    assert_eq!(rpc_core::Service::name(&server), "Empty");
-    assert!(rpc_core::Service::methods(&server).is_empty());
+    assert_eq!(traitrpc_core::Service::name(&server), "Empty");
+    assert!(traitrpc_core::Service::methods(&server).is_empty());
     assert_eq!(EmptyClient::SERVICE_NAME, "Empty");
     // The request and response enums have no variants.
     let _: Option<EmptyRequest> = None;

@@ -1,6 +1,6 @@
 #![deny(warnings)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service]
 pub trait Store {
@@ -17,11 +17,11 @@ struct Impl;
 /// Each handler reports whether its request carried the IDEMPOTENT flag.
 impl Store for Impl {
     async fn get(&self, _key: u32) -> bool {
-        rpc_core::context::current().unwrap().is_idempotent()
+        traitrpc_core::context::current().unwrap().is_idempotent()
     }
 
     async fn put(&self, _key: u32) -> bool {
-        rpc_core::context::current().unwrap().is_idempotent()
+        traitrpc_core::context::current().unwrap().is_idempotent()
     }
 }
 
@@ -31,8 +31,8 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (listener, connector) = rpc_core::memory::listener();
-        let server = rpc_core::Server::new(StoreServer::new(Impl)).serve(listener, ());
+        let (listener, connector) = traitrpc_core::memory::listener();
+        let server = traitrpc_core::Server::new(StoreServer::new(Impl)).serve(listener, ());
         let store = StoreClient::new(connector.connect().await.unwrap());
         assert!(store.get(1).await.unwrap(), "#[idempotent] sets the flag");
         assert!(!store.put(1).await.unwrap(), "unmarked methods do not");

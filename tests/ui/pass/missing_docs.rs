@@ -2,7 +2,7 @@
 //! their own docs.
 #![deny(missing_docs)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 /// A documented service.
 #[service]

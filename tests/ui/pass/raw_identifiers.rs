@@ -3,7 +3,7 @@
 mod keywords {
     #![allow(non_camel_case_types)]
 
-    use rpc_core::service;
+    use traitrpc_core::service;
 
     // A trait named by a raw identifier: the generated items drop the `r#`.
     #[service]
@@ -41,5 +41,5 @@ fn main() {
         r#ref: vec![1],
     };
     assert_eq!(request.method_name(), "loop");
-    assert_eq!(rpc_core::Service::methods(&server), ["type", "loop"]);
+    assert_eq!(traitrpc_core::Service::methods(&server), ["type", "loop"]);
 }

@@ -1,6 +1,6 @@
 #![deny(warnings)]
 
-use rpc_core::service;
+use traitrpc_core::service;
 
 #[service(name = "pkg.v1.Foo")]
 pub trait Foo {
@@ -22,6 +22,6 @@ impl Foo for Impl {
 
 fn main() {
     assert_eq!(FooClient::SERVICE_NAME, "pkg.v1.Foo");
-    assert_eq!(rpc_core::Service::name(&FooServer::new(Impl)), "pkg.v1.Foo");
+    assert_eq!(traitrpc_core::Service::name(&FooServer::new(Impl)), "pkg.v1.Foo");
     assert_eq!(BarClient::SERVICE_NAME, "pkg.v1.Bar");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rpc_core::{service, CallError, RpcError};
+use traitrpc_core::{service, CallError, RpcError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]

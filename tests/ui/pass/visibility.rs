@@ -1,7 +1,7 @@
 #![deny(warnings)]
 
 mod private {
-    use rpc_core::service;
+    use traitrpc_core::service;
 
     // The generated items take the trait's visibility.
     #[service]

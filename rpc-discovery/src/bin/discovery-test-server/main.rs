@@ -1,4 +1,4 @@
-//! A replica server for rpc-discovery's integration tests and examples, run as a real
+//! A replica server for traitrpc-discovery's integration tests and examples, run as a real
 //! process. Not part of the library's API.
 //!
 //! ```text
@@ -40,10 +40,10 @@ async fn main() {
     let grace = Duration::from_millis(
         arg(&args, "--grace-ms").map_or(5000, |g| g.parse().expect("--grace-ms MS")),
     );
-    let server = rpc_transport_tcp::serve_with_config(
+    let server = traitrpc_transport_tcp::serve_with_config(
         listen.as_str(),
         ReplicaServer::new(replica),
-        rpc_core::ServerConfig::default().shutdown_grace(grace),
+        traitrpc_core::ServerConfig::default().shutdown_grace(grace),
     )
     .await
     .expect("bind");
@@ -52,7 +52,7 @@ async fn main() {
     #[cfg(feature = "etcd")]
     let registration = match arg(&args, "--etcd") {
         Some(endpoint) => {
-            use rpc_discovery::etcd;
+            use traitrpc_discovery::etcd;
             let service = arg(&args, "--service").unwrap_or_else(|| "replica".into());
             let ttl: u64 = arg(&args, "--ttl").map_or(10, |t| t.parse().expect("--ttl SECONDS"));
             let client = etcd::EtcdClient::connect([endpoint])

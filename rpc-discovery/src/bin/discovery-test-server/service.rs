@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[rpc_core::service]
+#[traitrpc_core::service]
 pub trait Replica {
     /// The replica's name.
     #[idempotent]

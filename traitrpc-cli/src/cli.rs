@@ -1,14 +1,16 @@
 //! The command line: the subcommands, their options, and the parsers of the values that
 //! clap checks for us (addresses, durations, metadata entries). A value clap refuses is a
-//! usage error: clap prints it with the usage line and exits with status 2.
+//! usage error: clap prints it with the usage line and exits with status 2. `call`'s
+//! arguments (JSON, or KEY=VALUE words) are sorted out after clap, by [`call_args`].
 
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
 
 use crate::target::Target;
 
-/// What `rrpc --help` says after the list of commands.
+/// What `traitrpc --help` says after the list of commands.
 const MAIN_AFTER_HELP: &str = "\
 ADDR is where the server listens:
   host:port          the native protocol (JSON payloads), e.g. 127.0.0.1:7070
@@ -20,23 +22,24 @@ Exit status:
   1  the call failed: connection, deadline, server or application error; for
      `health`: any status but Serving
   2  usage error: unknown command or option, malformed ADDR, --timeout,
-     --metadata or JSON arguments
+     --metadata or arguments (JSON or KEY=VALUE)
 
 Examples:
-  rrpc list 127.0.0.1:7070
-  rrpc describe 127.0.0.1:7070 Calculator.add
-  rrpc call 127.0.0.1:7070 Calculator.add '{\"a\": 1, \"b\": 2}'
-  rrpc call http://127.0.0.1:8080 Calculator.count '{\"to\": 3, \"every_ms\": 100}'
-  echo '[1, 2]' | rrpc call 127.0.0.1:7070 Calculator.add -
-  rrpc health 127.0.0.1:7070";
+  traitrpc list 127.0.0.1:7070
+  traitrpc describe 127.0.0.1:7070 Calculator.add
+  traitrpc call 127.0.0.1:7070 Calculator.add '{\"a\": 1, \"b\": 2}'
+  traitrpc call 127.0.0.1:7070 Calculator.add a=1 b=2
+  traitrpc call http://127.0.0.1:8080 Calculator.count '{\"to\": 3, \"every_ms\": 100}'
+  echo '[1, 2]' | traitrpc call 127.0.0.1:7070 Calculator.add -
+  traitrpc health 127.0.0.1:7070";
 
-/// Calls the services of an rrpc server without compiled-in types.
+/// Calls the services of an traitrpc server without compiled-in types.
 #[derive(Debug, Parser)]
 #[command(
-    name = "rrpc",
+    name = "traitrpc",
     version,
-    about = "Calls the services of an rrpc server without compiled-in types",
-    long_about = "Calls the services of an rrpc server without compiled-in types: lists \
+    about = "Calls the services of an traitrpc server without compiled-in types",
+    long_about = "Calls the services of an traitrpc server without compiled-in types: lists \
         and describes them with the server's reflection service, and calls any method \
         with JSON arguments, over the native protocol (JSON payloads) or the HTTP gateway.",
     after_help = MAIN_AFTER_HELP
@@ -56,8 +59,8 @@ Each line is SERVICE.METHOD(PARAMS), its kind (unary, server_stream, client_stre
 bidi_stream) and `idempotent` for methods safe to retry.
 
 Examples:
-  rrpc list 127.0.0.1:7070
-  rrpc list http://127.0.0.1:8080
+  traitrpc list 127.0.0.1:7070
+  traitrpc list http://127.0.0.1:8080
     Calculator.add(a, b)  unary idempotent")]
     List {
         /// The server: host:port, unix:PATH or http://host:port
@@ -75,9 +78,9 @@ NAME is a service (Calculator, rpc.health.v1.Health) or one of its methods
 (Calculator.add, or Calculator/add as in the HTTP path).
 
 Examples:
-  rrpc describe 127.0.0.1:7070 Calculator
-  rrpc describe 127.0.0.1:7070 Calculator.add
-  rrpc describe --json http://127.0.0.1:8080 Calculator.add")]
+  traitrpc describe 127.0.0.1:7070 Calculator
+  traitrpc describe 127.0.0.1:7070 Calculator.add
+  traitrpc describe --json http://127.0.0.1:8080 Calculator.add")]
     Describe {
         /// The server: host:port, unix:PATH or http://host:port
         #[arg(value_name = "ADDR", value_parser = Target::parse)]
@@ -93,10 +96,15 @@ Examples:
         options: Options,
     },
 
-    /// Call a method with JSON arguments and print its result as JSON
+    /// Call a method with JSON or KEY=VALUE arguments and print its result as JSON
     #[command(after_help = "\
-The arguments are a JSON object by parameter name ({\"a\": 1, \"b\": 2}) or an array in
-parameter order ([1, 2]); without them, {} (no arguments). `-` reads them from stdin.
+The arguments are one of:
+  a JSON object by parameter name ({\"a\": 1, \"b\": 2}) or an array in parameter order
+  ([1, 2]), as one word; `-` reads it from stdin;
+  KEY=VALUE words, one per parameter (a=1 b=2): a VALUE that parses as JSON is that
+  JSON (a=1 is the number 1, on=true, xs=[1,2], s='\"x\"'), any other is a string
+  (name=alice); KEY:=JSON takes the VALUE as JSON only (xs:='[1, 2]').
+Without them, {} (no arguments).
 
 The result is printed as JSON on stdout. A server stream prints one JSON line per item
 as the items arrive. The method's kind comes from the server's reflection (unary if
@@ -106,13 +114,14 @@ An error is printed on stderr and the exit status is 1; the method's own error r
 `error: the method returned an error: <its JSON>`.
 
 Examples:
-  rrpc call 127.0.0.1:7070 Calculator.add '{\"a\": 1, \"b\": 2}'
-  rrpc call 127.0.0.1:7070 Calculator.add '[1, 2]'
-  rrpc call http://127.0.0.1:8080 Calculator.divide '{\"a\": 1, \"b\": 0}'
-  rrpc call 127.0.0.1:7070 Calculator.count '{\"to\": 5, \"every_ms\": 200}'
-  rrpc call --timeout 500ms 127.0.0.1:7070 Calculator.sleep '{\"ms\": 2000}'
-  rrpc call -H authorization='Bearer t0k3n' 127.0.0.1:7070 Account.balance
-  cat args.json | rrpc call 127.0.0.1:7070 Calculator.add -")]
+  traitrpc call 127.0.0.1:7070 Calculator.add '{\"a\": 1, \"b\": 2}'
+  traitrpc call 127.0.0.1:7070 Calculator.add '[1, 2]'
+  traitrpc call 127.0.0.1:7070 Calculator.add a=1 b=2
+  traitrpc call http://127.0.0.1:8080 Calculator.divide '{\"a\": 1, \"b\": 0}'
+  traitrpc call 127.0.0.1:7070 Calculator.count to=5 every_ms=200
+  traitrpc call --timeout 500ms 127.0.0.1:7070 Calculator.sleep '{\"ms\": 2000}'
+  traitrpc call -H authorization='Bearer t0k3n' 127.0.0.1:7070 Account.balance
+  cat args.json | traitrpc call 127.0.0.1:7070 Calculator.add -")]
     Call {
         /// The server: host:port, unix:PATH or http://host:port
         #[arg(value_name = "ADDR", value_parser = Target::parse)]
@@ -120,9 +129,10 @@ Examples:
         /// The method: Service.method (or Service/method)
         #[arg(value_name = "METHOD")]
         method: String,
-        /// The arguments as JSON (default {}; `-` reads them from stdin)
-        #[arg(value_name = "JSON")]
-        args: Option<String>,
+        /// The arguments: JSON as one word (`-` reads it from stdin), or KEY=VALUE words
+        /// (KEY:=JSON for a value that must be JSON); default {}
+        #[arg(value_name = "JSON | KEY=VALUE")]
+        args: Vec<String>,
         /// Call it as a server stream, without asking reflection for its kind
         #[arg(long)]
         stream: bool,
@@ -141,8 +151,8 @@ the whole server. Over HTTP, a gateway without a health service is Serving when 
 answers and lists SERVICE (a note on stderr says so).
 
 Examples:
-  rrpc health 127.0.0.1:7070
-  rrpc health 127.0.0.1:7070 Calculator && echo up")]
+  traitrpc health 127.0.0.1:7070
+  traitrpc health 127.0.0.1:7070 Calculator && echo up")]
     Health {
         /// The server: host:port, unix:PATH or http://host:port
         #[arg(value_name = "ADDR", value_parser = Target::parse)]
@@ -229,6 +239,79 @@ pub fn parse_metadata(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// `call`'s arguments as given on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallArgs {
+    /// JSON text (`-`: read it from stdin); `None` without arguments.
+    Json(Option<String>),
+    /// KEY=VALUE words, as an object by parameter name.
+    Named(Map<String, Value>),
+}
+
+/// Sorts out `call`'s argument words: none; one word of JSON (or `-`), kept as text for
+/// the JSON reader (so malformed JSON is reported as such); or KEY=VALUE / KEY:=JSON
+/// words. One word is KEY=VALUE when it is not valid JSON, has an `=` and does not start
+/// like JSON (`{`, `[`, `"`); valid JSON cannot have an `=` outside a string, so the two
+/// forms never overlap. The error names the word at fault.
+pub fn call_args(words: &[String]) -> Result<CallArgs, String> {
+    match words {
+        [] => return Ok(CallArgs::Json(None)),
+        [word] if looks_like_json(word) => return Ok(CallArgs::Json(Some(word.clone()))),
+        _ => {}
+    }
+    let mut named = Map::new();
+    for word in words {
+        let (key, value) = key_value(word)?;
+        if named.contains_key(key) {
+            return Err(format!("`{word}`: the parameter `{key}` is given twice"));
+        }
+        named.insert(key.to_string(), value);
+    }
+    Ok(CallArgs::Named(named))
+}
+
+/// Whether one argument word is (meant as) JSON rather than KEY=VALUE.
+fn looks_like_json(word: &str) -> bool {
+    word == "-"
+        || !word.contains('=')
+        || word.trim_start().starts_with(['{', '[', '"'])
+        || serde_json::from_str::<Value>(word).is_ok()
+}
+
+/// One `KEY=VALUE` word (VALUE as JSON if it parses, else as a string) or `KEY:=JSON`
+/// (VALUE as JSON, or an error).
+pub fn key_value(word: &str) -> Result<(&str, Value), String> {
+    let Some(at) = word.find('=') else {
+        return Err(format!(
+            "`{word}` is not KEY=VALUE: give the arguments as KEY=VALUE words, or as JSON \
+             on its own (one word)"
+        ));
+    };
+    let (key, raw) = match word[..at].strip_suffix(':') {
+        Some(key) => (key, true),
+        None => (&word[..at], false),
+    };
+    let text = &word[at + 1..];
+    if key.is_empty() {
+        return Err(format!("`{word}` has no parameter name before the `=`"));
+    }
+    if key.trim_start().starts_with(['{', '[', '"']) {
+        return Err(format!(
+            "`{word}` is not KEY=VALUE: JSON arguments are given on their own, as one word"
+        ));
+    }
+    let value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) if raw => {
+            return Err(format!(
+                "`{word}`: the value after `:=` is not valid JSON ({e})"
+            ))
+        }
+        Err(_) => Value::String(text.to_string()),
+    };
+    Ok((key, value))
+}
+
 /// Prints a duration as it is written on the command line (`500ms`, `30s`, `1.5s`).
 pub fn show_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
@@ -252,6 +335,7 @@ pub fn show_duration(duration: Duration) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use serde_json::json;
 
     #[test]
     fn the_command_line_is_well_formed() {
@@ -289,5 +373,109 @@ mod tests {
         assert!(parse_metadata("novalue").is_err());
         assert!(parse_metadata("=v").is_err());
         assert!(parse_metadata(&format!("{}=v", "k".repeat(256))).is_err());
+    }
+
+    fn words(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn named(value: Value) -> Result<CallArgs, String> {
+        match value {
+            Value::Object(map) => Ok(CallArgs::Named(map)),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn call_arguments_are_json_or_key_value_words() {
+        assert_eq!(call_args(&[]), Ok(CallArgs::Json(None)));
+        // One word of JSON (valid or not), or `-`, is the JSON form, as before.
+        for json in [
+            r#"{"a": 1, "b": 2}"#,
+            "[1, 2]",
+            "-",
+            "",
+            "5",
+            r#""a=b""#,
+            r#"{"a": "x=y"}"#,
+            r#"{"a": 1,"#,
+            "{a: 1}",
+            r#"{"a"=1}"#,
+            " [1=2]",
+            "nope",
+        ] {
+            assert_eq!(
+                call_args(&words(&[json])),
+                Ok(CallArgs::Json(Some(json.to_string()))),
+                "{json:?}"
+            );
+        }
+        assert_eq!(
+            call_args(&words(&["a=1", "b=2"])),
+            named(json!({"a": 1, "b": 2}))
+        );
+        assert_eq!(call_args(&words(&["a=1"])), named(json!({"a": 1})));
+        assert_eq!(
+            call_args(&words(&["name=alice", "xs:=[1, 2]"])),
+            named(json!({"name": "alice", "xs": [1, 2]}))
+        );
+    }
+
+    #[test]
+    fn key_value_values_are_json_if_they_parse_else_strings() {
+        let value = |word: &str| key_value(word).map(|(_, value)| value);
+        assert_eq!(value("a=1"), Ok(json!(1)));
+        assert_eq!(value("a=-1.5"), Ok(json!(-1.5)));
+        assert_eq!(value("flag=true"), Ok(json!(true)));
+        assert_eq!(value("x=null"), Ok(Value::Null));
+        assert_eq!(value("xs=[1,2]"), Ok(json!([1, 2])));
+        assert_eq!(value(r#"p={"x": 1}"#), Ok(json!({"x": 1})));
+        assert_eq!(value(r#"s="x""#), Ok(json!("x")));
+        assert_eq!(value("name=alice"), Ok(json!("alice")));
+        assert_eq!(value("s=1 2"), Ok(json!("1 2")));
+        assert_eq!(value("id=007"), Ok(json!("007")));
+        assert_eq!(value("empty="), Ok(json!("")));
+        assert_eq!(value("eq=a=b"), Ok(json!("a=b")));
+        assert_eq!(value("url=http://x"), Ok(json!("http://x")));
+        assert_eq!(key_value("a:b=1"), Ok(("a:b", json!(1))));
+        // KEY:=JSON: JSON only.
+        assert_eq!(key_value("a:=1"), Ok(("a", json!(1))));
+        assert_eq!(value(r#"s:="x""#), Ok(json!("x")));
+        assert_eq!(value("xs:=[1, 2]"), Ok(json!([1, 2])));
+    }
+
+    #[test]
+    fn bad_key_value_words_are_errors_naming_the_word() {
+        let error = |list: &[&str]| call_args(&words(list)).unwrap_err();
+        let twice = error(&["a=1", "b=2", "a=3"]);
+        assert!(
+            twice.contains("`a=3`") && twice.contains("twice"),
+            "{twice}"
+        );
+        let twice = error(&["a=1", "a:=1"]);
+        assert!(
+            twice.contains("`a:=1`") && twice.contains("twice"),
+            "{twice}"
+        );
+        let bare = error(&["a=1", "b"]);
+        assert!(bare.starts_with("`b` is not KEY=VALUE"), "{bare}");
+        let stdin = error(&["-", "a=1"]);
+        assert!(stdin.starts_with("`-` is not KEY=VALUE"), "{stdin}");
+        let json = error(&[r#"{"a": 1}"#, "b=2"]);
+        assert!(json.starts_with(r#"`{"a": 1}` is not KEY=VALUE"#), "{json}");
+        let json = error(&[r#"{"a": "x=y"}"#, "b=2"]);
+        assert!(json.contains("on their own"), "{json}");
+        let raw = error(&["a:=one"]);
+        assert!(
+            raw.starts_with("`a:=one`: the value after `:=` is not valid JSON"),
+            "{raw}"
+        );
+        assert!(error(&["a:="]).starts_with("`a:=`"));
+        let nameless = error(&["=1"]);
+        assert!(
+            nameless.starts_with("`=1` has no parameter name"),
+            "{nameless}"
+        );
+        assert!(error(&[":=1"]).starts_with("`:=1` has no parameter name"));
     }
 }

@@ -1,4 +1,4 @@
-//! The `rrpc` binary against a real server in this process: a small service served on
+//! The `traitrpc` binary against a real server in this process: a small service served on
 //! the native protocol and through the HTTP gateway (both on 127.0.0.1, any free port),
 //! called by running the built binary as a child process and reading its standard
 //! output, standard error and exit status. Every child is bounded by a timeout; nothing
@@ -8,17 +8,17 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rrpc::gateway::{self, GatewayConfig, GatewayHandle};
-use rrpc::health::ServingStatus;
-use rrpc::{Router, RpcError, ServerHandle, Streaming};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
+use traitrpc::gateway::{self, GatewayConfig, GatewayHandle};
+use traitrpc::health::ServingStatus;
+use traitrpc::{Router, RpcError, ServerHandle, Streaming};
 
 /// How long one run of the binary may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-#[rrpc::service]
+#[traitrpc::service]
 pub trait Calculator {
     /// `a + b`.
     #[idempotent]
@@ -85,7 +85,7 @@ impl Calculator for Calc {
         ms
     }
     async fn metadata(&self, key: String) -> Option<String> {
-        let context = rrpc::context::current()?;
+        let context = traitrpc::context::current()?;
         context.metadata().get_str(&key).map(str::to_owned)
     }
 }
@@ -103,7 +103,7 @@ impl Servers {
         let router = Router::from(CalculatorServer::new(Calc {
             gate: Arc::clone(&gate),
         }));
-        let native = rrpc::serve("127.0.0.1:0", router.clone())
+        let native = traitrpc::serve("127.0.0.1:0", router.clone())
             .await
             .expect("native server");
         let http = gateway::serve("127.0.0.1:0", router, GatewayConfig::default())
@@ -160,7 +160,7 @@ impl Run {
 }
 
 fn command(args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rrpc"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_traitrpc"));
     command
         .args(args)
         .stdin(Stdio::null())
@@ -170,11 +170,11 @@ fn command(args: &[&str]) -> tokio::process::Command {
     command
 }
 
-/// Runs `rrpc ARGS` to its end.
-async fn rrpc(args: &[&str]) -> Run {
+/// Runs `traitrpc ARGS` to its end.
+async fn traitrpc(args: &[&str]) -> Run {
     let output = tokio::time::timeout(RUN_LIMIT, command(args).output())
         .await
-        .unwrap_or_else(|_| panic!("rrpc {args:?} did not finish within {RUN_LIMIT:?}"))
+        .unwrap_or_else(|_| panic!("traitrpc {args:?} did not finish within {RUN_LIMIT:?}"))
         .expect("the binary runs");
     Run {
         code: output.status.code().expect("an exit status"),
@@ -183,7 +183,7 @@ async fn rrpc(args: &[&str]) -> Run {
     }
 }
 
-/// Runs `rrpc ARGS` with `input` on its standard input.
+/// Runs `traitrpc ARGS` with `input` on its standard input.
 async fn rrpc_with_input(args: &[&str], input: &str) -> Run {
     let mut command = command(args);
     command.stdin(Stdio::piped());
@@ -196,7 +196,7 @@ async fn rrpc_with_input(args: &[&str], input: &str) -> Run {
     drop(stdin);
     let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
         .await
-        .expect("rrpc finished in time")
+        .expect("traitrpc finished in time")
         .expect("the binary runs");
     Run {
         code: output.status.code().expect("an exit status"),
@@ -214,7 +214,7 @@ fn rest_of_line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_explains_every_command_and_usage_errors_exit_2() {
-    let help = rrpc(&["--help"]).await;
+    let help = traitrpc(&["--help"]).await;
     help.assert_ok();
     for needle in [
         "list",
@@ -227,15 +227,16 @@ async fn help_explains_every_command_and_usage_errors_exit_2() {
         assert!(help.stdout.contains(needle), "{needle}: {}", help.stdout);
     }
     for command in ["list", "describe", "call", "health"] {
-        let help = rrpc(&[command, "--help"]).await;
+        let help = traitrpc(&[command, "--help"]).await;
         help.assert_ok();
         assert!(
-            help.stdout.contains("Examples:") && help.stdout.contains(&format!("rrpc {command}")),
+            help.stdout.contains("Examples:")
+                && help.stdout.contains(&format!("traitrpc {command}")),
             "{command}: {}",
             help.stdout
         );
     }
-    let call_help = rrpc(&["call", "--help"]).await;
+    let call_help = traitrpc(&["call", "--help"]).await;
     for option in [
         "--metadata",
         "-H",
@@ -258,21 +259,21 @@ async fn help_explains_every_command_and_usage_errors_exit_2() {
         &["call", "-H", "novalue", "127.0.0.1:1", "Calculator.add"],
         &["call", "127.0.0.1:1", "Calculator.add", "{a: 1}"],
     ] {
-        let run = rrpc(args).await;
+        let run = traitrpc(args).await;
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
         assert!(run.stderr.contains("error"), "{args:?}: {run:?}");
         assert_eq!(run.stdout, "", "{args:?}: {run:?}");
     }
-    let version = rrpc(&["--version"]).await;
+    let version = traitrpc(&["--version"]).await;
     version.assert_ok();
-    assert!(version.stdout.starts_with("rrpc "));
+    assert!(version.stdout.starts_with("traitrpc "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_prints_one_line_per_method() {
     let servers = Servers::start().await;
     for addr in servers.both() {
-        let run = rrpc(&["list", &addr]).await;
+        let run = traitrpc(&["list", &addr]).await;
         run.assert_ok();
         let out = &run.stdout;
         assert_eq!(
@@ -298,7 +299,7 @@ async fn list_prints_one_line_per_method() {
         assert_eq!(calculator_lines, 7, "{out}");
     }
     // The native server also hosts reflection and health.
-    let native = rrpc(&["list", &servers.native()]).await;
+    let native = traitrpc(&["list", &servers.native()]).await;
     assert_eq!(
         rest_of_line(
             &native.stdout,
@@ -318,7 +319,7 @@ async fn list_prints_one_line_per_method() {
 async fn describe_prints_the_schemas() {
     let servers = Servers::start().await;
     for addr in servers.both() {
-        let run = rrpc(&["describe", &addr, "Calculator.add"]).await;
+        let run = traitrpc(&["describe", &addr, "Calculator.add"]).await;
         run.assert_ok();
         let out = &run.stdout;
         assert!(
@@ -329,7 +330,7 @@ async fn describe_prints_the_schemas() {
         assert!(out.contains("\"required\": ["), "{out}");
         assert!(out.contains("  error: none"), "{out}");
 
-        let run = rrpc(&["describe", &addr, "Calculator/divide"]).await;
+        let run = traitrpc(&["describe", &addr, "Calculator/divide"]).await;
         run.assert_ok();
         let error = run
             .stdout
@@ -339,7 +340,7 @@ async fn describe_prints_the_schemas() {
         assert!(error.contains("\"type\": \"string\""), "{}", run.stdout);
 
         // The whole service: every method, streams' items described as such.
-        let run = rrpc(&["describe", &addr, "Calculator"]).await;
+        let run = traitrpc(&["describe", &addr, "Calculator"]).await;
         run.assert_ok();
         assert_eq!(
             run.stdout.matches("\n  arguments:").count(),
@@ -351,7 +352,7 @@ async fn describe_prints_the_schemas() {
         assert!(run.stdout.contains("  result (each item):"));
 
         // As JSON, the server's own description.
-        let run = rrpc(&["describe", "--json", &addr, "Calculator.add"]).await;
+        let run = traitrpc(&["describe", "--json", &addr, "Calculator.add"]).await;
         run.assert_ok();
         let add = run.json();
         assert_eq!(add["name"], "add");
@@ -359,20 +360,20 @@ async fn describe_prints_the_schemas() {
         assert_eq!(add["kind"], "unary");
         assert_eq!(add["result"]["type"], "integer");
 
-        rrpc(&["describe", &addr, "Nope"])
+        traitrpc(&["describe", &addr, "Nope"])
             .await
             .assert_failed("no service `Nope`");
-        rrpc(&["describe", &addr, "Calculator.nope"])
+        traitrpc(&["describe", &addr, "Calculator.nope"])
             .await
             .assert_failed("`Calculator` has no method `nope`\nhint: its methods are add, divide");
     }
     // A service whose name has dots.
-    let run = rrpc(&["describe", &servers.native(), "rpc.health.v1.Health"]).await;
+    let run = traitrpc(&["describe", &servers.native(), "rpc.health.v1.Health"]).await;
     run.assert_ok();
     assert!(run
         .stdout
         .starts_with("rpc.health.v1.Health.check(service)  unary idempotent"));
-    let run = rrpc(&["describe", &servers.native(), "rpc.health.v1.Health.watch"]).await;
+    let run = traitrpc(&["describe", &servers.native(), "rpc.health.v1.Health.watch"]).await;
     run.assert_ok();
     assert!(run
         .stdout
@@ -383,12 +384,12 @@ async fn describe_prints_the_schemas() {
 async fn call_prints_the_result_as_json() {
     let servers = Servers::start().await;
     for addr in servers.both() {
-        let run = rrpc(&["call", &addr, "Calculator.add", r#"{"a": 1, "b": 2}"#]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.add", r#"{"a": 1, "b": 2}"#]).await;
         run.assert_ok();
         assert_eq!(run.json(), json!(3));
         assert_eq!(run.stdout, "3\n");
 
-        let run = rrpc(&["call", &addr, "Calculator/divide", r#"{"a": 7, "b": 2}"#]).await;
+        let run = traitrpc(&["call", &addr, "Calculator/divide", r#"{"a": 7, "b": 2}"#]).await;
         run.assert_ok();
         assert_eq!(run.json(), json!(3));
 
@@ -401,22 +402,22 @@ async fn call_prints_the_result_as_json() {
         assert_eq!(run.json(), json!(42));
 
         // No arguments: {}; an Option result.
-        let run = rrpc(&["call", &addr, "Calculator.metadata", r#"{"key": "absent"}"#]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.metadata", r#"{"key": "absent"}"#]).await;
         run.assert_ok();
         assert_eq!(run.json(), Value::Null);
     }
     // Arguments in parameter order: the native protocol's JSON codec takes arrays; for
     // the gateway, which takes objects only, they are named from its listing.
     for addr in servers.both() {
-        let run = rrpc(&["call", &addr, "Calculator.add", "[20, 22]"]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.add", "[20, 22]"]).await;
         run.assert_ok();
         assert_eq!(run.json(), json!(42), "{addr}");
-        let run = rrpc(&["call", "--stream", &addr, "Calculator.count", "[2]"]).await;
+        let run = traitrpc(&["call", "--stream", &addr, "Calculator.count", "[2]"]).await;
         run.assert_ok();
         assert_eq!(run.stdout, "1\n2\n", "{addr}");
     }
     // The built-in services are called the same way.
-    let run = rrpc(&[
+    let run = traitrpc(&[
         "call",
         "--compact",
         &servers.native(),
@@ -434,7 +435,7 @@ async fn call_errors_are_readable_and_exit_1() {
     let servers = Servers::start().await;
     for addr in servers.both() {
         // The method's own error.
-        let run = rrpc(&["call", &addr, "Calculator.divide", r#"{"a": 1, "b": 0}"#]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.divide", r#"{"a": 1, "b": 0}"#]).await;
         run.assert_failed("");
         assert_eq!(
             run.stderr, "error: the method returned an error: \"division by zero\"\n",
@@ -443,26 +444,26 @@ async fn call_errors_are_readable_and_exit_1() {
         assert_eq!(run.stdout, "");
 
         // No such method, no such service.
-        let run = rrpc(&["call", &addr, "Calculator.nope"]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.nope"]).await;
         run.assert_failed("nope");
         assert!(
             run.stderr
                 .contains("hint: `Calculator` has the methods add, divide, count"),
             "{run:?}"
         );
-        let run = rrpc(&["call", &addr, "Nope.add"]).await;
+        let run = traitrpc(&["call", &addr, "Nope.add"]).await;
         run.assert_failed("Nope");
-        assert!(run.stderr.contains("hint: `rrpc list"), "{run:?}");
+        assert!(run.stderr.contains("hint: `traitrpc list"), "{run:?}");
 
         // Valid JSON, wrong arguments: the server refuses them.
-        let wrong = rrpc(&["call", &addr, "Calculator.add", r#"{"a": "one", "b": 2}"#]).await;
+        let wrong = traitrpc(&["call", &addr, "Calculator.add", r#"{"a": "one", "b": 2}"#]).await;
         let expected = if addr.starts_with("http") {
             "error: invalid argument: "
         } else {
             "error: the server could not decode the arguments: "
         };
         wrong.assert_failed(expected);
-        let unknown = rrpc(&[
+        let unknown = traitrpc(&[
             "call",
             &addr,
             "Calculator.add",
@@ -472,7 +473,7 @@ async fn call_errors_are_readable_and_exit_1() {
         unknown.assert_failed("`c`");
 
         // Malformed JSON is a usage error: nothing is sent.
-        let run = rrpc(&["call", &addr, "Calculator.add", r#"{"a": 1,"#]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.add", r#"{"a": 1,"#]).await;
         assert_eq!(run.code, 2, "{run:?}");
         assert!(run
             .stderr
@@ -486,31 +487,109 @@ async fn call_errors_are_readable_and_exit_1() {
         listener.local_addr().unwrap().port()
     };
     let closed = format!("127.0.0.1:{port}");
-    rrpc(&["call", &closed, "Calculator.add"])
+    traitrpc(&["call", &closed, "Calculator.add"])
         .await
         .assert_failed("failed to connect");
-    rrpc(&["call", &format!("http://{closed}"), "Calculator.add"])
+    traitrpc(&["call", &format!("http://{closed}"), "Calculator.add"])
         .await
         .assert_failed("failed to connect");
     // The wrong protocol for the port.
     let gateway_as_native = servers.http().trim_start_matches("http://").to_string();
-    rrpc(&["list", &gateway_as_native])
+    traitrpc(&["list", &gateway_as_native])
         .await
         .assert_failed("hint: if");
-    rrpc(&["list", &format!("http://{}", servers.native())])
+    traitrpc(&["list", &format!("http://{}", servers.native())])
         .await
-        .assert_failed("hint: if it is a native rrpc server");
+        .assert_failed("hint: if it is a native traitrpc server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_takes_key_value_arguments() {
+    let servers = Servers::start().await;
+    for addr in servers.both() {
+        let run = traitrpc(&["call", &addr, "Calculator.add", "a=1", "b=2"]).await;
+        run.assert_ok();
+        assert_eq!(run.json(), json!(3), "{addr}");
+        // KEY:=JSON, and options after the words.
+        let run = traitrpc(&["call", &addr, "Calculator.add", "a:=40", "b=2", "--compact"]).await;
+        run.assert_ok();
+        assert_eq!(run.stdout, "42\n", "{addr}");
+        // A value that is not JSON is a string; a quoted one is too.
+        let run = traitrpc(&[
+            "call",
+            "-H",
+            "x-user=alice",
+            &addr,
+            "Calculator.metadata",
+            "key=x-user",
+        ])
+        .await;
+        run.assert_ok();
+        assert_eq!(run.json(), json!("alice"), "{addr}");
+        let run = traitrpc(&["call", &addr, "Calculator.metadata", r#"key="absent""#]).await;
+        run.assert_ok();
+        assert_eq!(run.json(), Value::Null, "{addr}");
+        // One word is enough; a server stream takes them too.
+        let run = traitrpc(&["call", &addr, "Calculator.count", "to=2"]).await;
+        run.assert_ok();
+        assert_eq!(run.stdout, "1\n2\n", "{addr}");
+        // The server checks them as it checks JSON: a missing parameter is named.
+        traitrpc(&["call", &addr, "Calculator.add", "a=1"])
+            .await
+            .assert_failed("missing parameter `b`");
+        traitrpc(&["call", &addr, "Calculator.add", "a=one", "b=2"])
+            .await
+            .assert_failed("`a`");
+    }
+    let help = traitrpc(&["call", "--help"]).await;
+    help.assert_ok();
+    for needle in [
+        "KEY=VALUE",
+        "KEY:=JSON",
+        "traitrpc call 127.0.0.1:7070 Calculator.add a=1 b=2",
+    ] {
+        assert!(help.stdout.contains(needle), "{needle}: {}", help.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_key_value_arguments_are_usage_errors_naming_the_word() {
+    // Usage errors: nothing is sent, so nobody needs to listen.
+    for (args, expected) in [
+        (
+            &["a=1", "a=2"][..],
+            "error: `a=2`: the parameter `a` is given twice",
+        ),
+        (&["a=1", "b"], "error: `b` is not KEY=VALUE"),
+        (
+            &[r#"{"a": 1}"#, "b=2"],
+            r#"error: `{"a": 1}` is not KEY=VALUE"#,
+        ),
+        (&["-", "b=2"], "error: `-` is not KEY=VALUE"),
+        (
+            &["a:=one", "b=2"],
+            "error: `a:=one`: the value after `:=` is not valid JSON",
+        ),
+        (&["=1"], "error: `=1` has no parameter name"),
+    ] {
+        let mut command = vec!["call", "127.0.0.1:1", "Calculator.add"];
+        command.extend(args);
+        let run = traitrpc(&command).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with(expected), "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "", "{args:?}: {run:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_streams_print_one_json_line_per_item() {
     let servers = Servers::start().await;
     for addr in servers.both() {
-        let run = rrpc(&["call", &addr, "Calculator.count", r#"{"to": 3}"#]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.count", r#"{"to": 3}"#]).await;
         run.assert_ok();
         assert_eq!(run.stdout, "1\n2\n3\n", "{addr}");
         // Forced, without reflection.
-        let run = rrpc(&[
+        let run = traitrpc(&[
             "call",
             "--stream",
             &addr,
@@ -520,12 +599,12 @@ async fn server_streams_print_one_json_line_per_item() {
         .await;
         run.assert_ok();
         assert_eq!(run.stdout, "1\n2\n");
-        let run = rrpc(&["call", &addr, "Calculator.count", r#"{"to": 0}"#]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.count", r#"{"to": 0}"#]).await;
         run.assert_ok();
         assert_eq!(run.stdout, "");
 
         // A stream that fails after its first item: the item, then the error.
-        let run = rrpc(&["call", &addr, "Calculator.breaks"]).await;
+        let run = traitrpc(&["call", &addr, "Calculator.breaks"]).await;
         run.assert_failed("the sensor was unplugged");
         assert_eq!(run.stdout, "1\n", "{addr}");
     }
@@ -566,7 +645,7 @@ async fn timeout_is_the_calls_deadline() {
     let servers = Servers::start().await;
     for addr in servers.both() {
         let started = Instant::now();
-        let run = rrpc(&[
+        let run = traitrpc(&[
             "call",
             "--timeout",
             "300ms",
@@ -582,7 +661,7 @@ async fn timeout_is_the_calls_deadline() {
             started.elapsed()
         );
         // Within it, the answer.
-        let run = rrpc(&[
+        let run = traitrpc(&[
             "call",
             "--timeout",
             "1m",
@@ -600,7 +679,7 @@ async fn timeout_is_the_calls_deadline() {
 async fn metadata_reaches_the_handler() {
     let servers = Servers::start().await;
     for addr in servers.both() {
-        let run = rrpc(&[
+        let run = traitrpc(&[
             "call",
             "--metadata",
             "x-user=alice",
@@ -613,7 +692,7 @@ async fn metadata_reaches_the_handler() {
         .await;
         run.assert_ok();
         assert_eq!(run.json(), json!("alice"), "{addr}");
-        let run = rrpc(&[
+        let run = traitrpc(&[
             "call",
             "-H",
             "x-team: blue=green",
@@ -626,7 +705,7 @@ async fn metadata_reaches_the_handler() {
         assert_eq!(run.json(), json!("blue=green"), "{addr}");
     }
     // A header name HTTP cannot carry is a usage error there.
-    let run = rrpc(&["call", "-H", "bad key=1", &servers.http(), "Calculator.add"]).await;
+    let run = traitrpc(&["call", "-H", "bad key=1", &servers.http(), "Calculator.add"]).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains("not a valid HTTP header name"),
@@ -641,11 +720,11 @@ async fn health_exits_0_only_when_serving() {
     for service in [None, Some("Calculator")] {
         let mut args = vec!["health", native.as_str()];
         args.extend(service);
-        let run = rrpc(&args).await;
+        let run = traitrpc(&args).await;
         run.assert_ok();
         assert_eq!(run.stdout, "Serving\n");
     }
-    let run = rrpc(&["health", &native, "Nope"]).await;
+    let run = traitrpc(&["health", &native, "Nope"]).await;
     assert_eq!(
         (run.code, run.stdout.as_str()),
         (1, "ServiceUnknown\n"),
@@ -655,7 +734,7 @@ async fn health_exits_0_only_when_serving() {
         .native
         .health()
         .set("Calculator", ServingStatus::NotServing);
-    let run = rrpc(&["health", &native, "Calculator"]).await;
+    let run = traitrpc(&["health", &native, "Calculator"]).await;
     assert_eq!(
         (run.code, run.stdout.as_str()),
         (1, "NotServing\n"),
@@ -665,14 +744,14 @@ async fn health_exits_0_only_when_serving() {
     // The gateway has no health service of its own: it is Serving if it answers and
     // lists the service, and says so.
     let http = servers.http();
-    let run = rrpc(&["health", &http]).await;
+    let run = traitrpc(&["health", &http]).await;
     assert_eq!((run.code, run.stdout.as_str()), (0, "Serving\n"), "{run:?}");
     assert!(run
         .stderr
         .starts_with("note: the gateway hosts no rpc.health.v1.Health"));
-    let run = rrpc(&["health", &http, "Calculator"]).await;
+    let run = traitrpc(&["health", &http, "Calculator"]).await;
     assert_eq!((run.code, run.stdout.as_str()), (0, "Serving\n"), "{run:?}");
-    let run = rrpc(&["health", &http, "Nope"]).await;
+    let run = traitrpc(&["health", &http, "Nope"]).await;
     assert_eq!(
         (run.code, run.stdout.as_str()),
         (1, "ServiceUnknown\n"),
@@ -683,9 +762,9 @@ async fn health_exits_0_only_when_serving() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_sockets_speak_the_native_protocol() {
-    let path = std::env::temp_dir().join(format!("rrpc-cli-test-{}.sock", std::process::id()));
+    let path = std::env::temp_dir().join(format!("traitrpc-cli-test-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let server = rrpc::unix::serve(
+    let server = traitrpc::unix::serve(
         &path,
         CalculatorServer::new(Calc {
             gate: Arc::new(Semaphore::new(0)),
@@ -694,10 +773,10 @@ async fn unix_sockets_speak_the_native_protocol() {
     .await
     .expect("unix server");
     let addr = format!("unix:{}", path.display());
-    let run = rrpc(&["call", &addr, "Calculator.add", r#"{"a": 2, "b": 3}"#]).await;
+    let run = traitrpc(&["call", &addr, "Calculator.add", r#"{"a": 2, "b": 3}"#]).await;
     run.assert_ok();
     assert_eq!(run.json(), json!(5));
-    let run = rrpc(&["list", &addr]).await;
+    let run = traitrpc(&["list", &addr]).await;
     run.assert_ok();
     assert!(run.stdout.starts_with("Calculator.add(a, b)"), "{run:?}");
     server.shutdown().await;

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use futures::stream::BoxStream;
-use rrpc::RpcError;
 use serde_json::Value;
+use traitrpc::RpcError;
 
 use crate::cli::Options;
 use crate::http::HttpClient;

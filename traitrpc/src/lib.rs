@@ -3,7 +3,7 @@
 //! one multiplexed connection.
 //!
 //! ```
-//! #[rrpc::service]
+//! #[traitrpc::service]
 //! pub trait Calculator {
 //!     /// Adds two numbers.
 //!     async fn add(&self, a: i64, b: i64) -> i64;
@@ -18,17 +18,17 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
-//! let server = rrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
-//! let calc = CalculatorClient::new(rrpc::connect(server.local_addr()).await?);
+//! let server = traitrpc::serve("127.0.0.1:0", CalculatorServer::new(Calc)).await?;
+//! let calc = CalculatorClient::new(traitrpc::connect(server.local_addr()).await?);
 //! assert_eq!(calc.add(1, 2).await?, 3);
 //! server.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! This crate is the one dependency a user needs: it re-exports the core (`rpc-core`:
-//! protocol, client, server, streams), the transports (`rpc-transport-tcp`) and, behind
-//! features, discovery and balancing (`rpc-discovery`).
+//! This crate is the one dependency a user needs: it re-exports the core (`traitrpc-core`:
+//! protocol, client, server, streams), the transports (`traitrpc-transport-tcp`) and, behind
+//! features, discovery and balancing (`traitrpc-discovery`).
 //!
 //! | feature | gives |
 //! |---|---|
@@ -44,13 +44,13 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// Turns a trait of `async fn`s into an RPC service: see [`rpc_core::service`] for what it
-/// generates. The generated code names this crate as `::rrpc`; if you renamed the
+/// Turns a trait of `async fn`s into an RPC service: see [`traitrpc_core::service`] for what it
+/// generates. The generated code names this crate as `::traitrpc`; if you renamed the
 /// dependency, say so: `#[service(crate = "my_name")]`.
 #[doc(inline)]
-pub use rpc_macros::service_for_facade as service;
+pub use traitrpc_macros::service_for_facade as service;
 
-pub use rpc_core::{
+pub use traitrpc_core::{
     client, codec, context, error, health, json, memory, protocol, reflection, server, transport,
     ByteBuf, CallError, CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection,
     ConnectionFuture, Context, DispatchError, EncodeArgs, Established, HandlerFuture, IncomingCall,
@@ -58,52 +58,52 @@ pub use rpc_core::{
     ReplyTo, Router, RoutingKey, RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo,
     Streaming, Transport,
 };
-pub use rpc_core::{
+pub use traitrpc_core::{
     Answered, CallOutcome, DuplicateService, Keepalive, Middleware, Next, PayloadCodec,
     ServerStats, ShutdownTrigger,
 };
 
 /// Items the generated code refers to. Not a public API.
 #[doc(hidden)]
-pub use rpc_core::__private;
+pub use traitrpc_core::__private;
 
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
-pub use rpc_transport_tcp::{connect, connect_with_config, serve, serve_with_config};
+pub use traitrpc_transport_tcp::{connect, connect_with_config, serve, serve_with_config};
 
 /// TCP: listeners, connectors, and [`serve`]/[`connect`] with settings.
 #[cfg(feature = "tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub mod tcp {
-    pub use rpc_transport_tcp::{
+    pub use traitrpc_transport_tcp::{
         connect, connect_with_config, serve, serve_with_config, TcpListener,
     };
 }
 
 #[cfg(all(feature = "tcp", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "tcp", unix))))]
-pub use rpc_transport_tcp::unix;
+pub use traitrpc_transport_tcp::unix;
 
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-pub use rpc_transport_tcp::tls;
+pub use traitrpc_transport_tcp::tls;
 
 #[cfg(feature = "discovery")]
 #[cfg_attr(docsrs, doc(cfg(feature = "discovery")))]
-pub use rpc_discovery as discovery;
+pub use traitrpc_discovery as discovery;
 
 #[cfg(feature = "discovery")]
 #[cfg_attr(docsrs, doc(cfg(feature = "discovery")))]
-pub use rpc_discovery::BalancedChannel;
+pub use traitrpc_discovery::BalancedChannel;
 
 #[cfg(feature = "observability")]
 #[cfg_attr(docsrs, doc(cfg(feature = "observability")))]
-pub use rpc_observability as observability;
+pub use traitrpc_observability as observability;
 
 #[cfg(feature = "schema")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
-pub use rpc_core::schemars;
+pub use traitrpc_core::schemars;
 
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
-pub use rpc_gateway as gateway;
+pub use traitrpc_gateway as gateway;

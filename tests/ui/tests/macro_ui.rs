@@ -3,11 +3,11 @@
 //! `.stderr`), and every supported shape compiles (`tests/ui/pass`).
 //!
 //! Regenerate the expected output after an intended change with
-//! `TRYBUILD=overwrite cargo test --test macro_ui`, then review the diff.
+//! `TRYBUILD=overwrite cargo test -p traitrpc-macro-ui`, then review the diff.
 
 #[test]
 fn ui() {
     let cases = trybuild::TestCases::new();
-    cases.compile_fail("tests/ui/fail/*.rs");
-    cases.pass("tests/ui/pass/*.rs");
+    cases.compile_fail("fail/*.rs");
+    cases.pass("pass/*.rs");
 }

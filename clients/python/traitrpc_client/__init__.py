@@ -1,11 +1,11 @@
-"""An asyncio client for the native wire protocol of the rrpc framework (protocol version
+"""An asyncio client for the native wire protocol of the traitrpc framework (protocol version
 4, JSON payloads), written from ``docs/PROTOCOL.md``. Standard library only.
 
 .. code-block:: python
 
-    import rrpc_client
+    import traitrpc_client
 
-    async with await rrpc_client.connect("127.0.0.1", 7070) as client:
+    async with await traitrpc_client.connect("127.0.0.1", 7070) as client:
         print(await client.call("Calculator", "add", {"a": 1, "b": 2}))     # 3
         async for n in client.server_stream("Calculator", "count", {"to": 3, "every_ms": 0}):
             print(n)                                                      # 1, 2, 3

@@ -1,7 +1,7 @@
-//! `rrpc`: the command-line client of rrpc servers. It lists and describes the services a
+//! `traitrpc`: the command-line client of traitrpc servers. It lists and describes the services a
 //! server hosts (its reflection service, or the HTTP gateway's listing) and calls any
-//! method with JSON arguments, over the native protocol (JSON payloads) or the HTTP
-//! gateway, with no compiled-in types. `rrpc --help` and `README.md` show the commands.
+//! method with JSON (or KEY=VALUE) arguments, over the native protocol (JSON payloads) or
+//! the HTTP gateway, with no compiled-in types. `traitrpc --help` and `README.md` show the commands.
 //!
 //! Exit status: 0 on success, 1 when a call fails (or `health` is not Serving), 2 for a
 //! usage error.
@@ -21,13 +21,13 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::cli::{show_duration, Cli, Command, Options};
+use crate::cli::{call_args, show_duration, CallArgs, Cli, Command, Options};
 use crate::client::{Client, Failure};
 use crate::model::{MethodInfo, ServiceInfo, SERVER_STREAM, UNARY};
 use crate::target::Target;
 
-/// A usage error found after clap's parsing (malformed JSON arguments, a metadata entry
-/// the transport cannot carry): exit status 2, like clap's own.
+/// A usage error found after clap's parsing (malformed JSON or KEY=VALUE arguments, a
+/// metadata entry the transport cannot carry): exit status 2, like clap's own.
 #[derive(Debug)]
 pub struct Usage(pub String);
 
@@ -39,7 +39,7 @@ impl fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-/// Standard output was closed under us (`rrpc call ... | head -1`): stop quietly.
+/// Standard output was closed under us (`traitrpc call ... | head -1`): stop quietly.
 #[derive(Debug)]
 struct OutputClosed;
 
@@ -104,7 +104,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             options,
         } => {
             let (service, method) = split_method(&method)?;
-            let args = read_args(args.as_deref())?;
+            let args = match call_args(&args).map_err(Usage)? {
+                CallArgs::Json(text) => read_args(text.as_deref())?,
+                CallArgs::Named(args) => Value::Object(args),
+            };
             call(&target, service, method, &args, stream, compact, &options).await
         }
         Command::Health {
@@ -137,7 +140,7 @@ fn failed(failure: Failure, options: &Options) -> anyhow::Error {
     anyhow::Error::new(failure)
 }
 
-/// `rrpc list`.
+/// `traitrpc list`.
 async fn list(target: &Target, options: &Options) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target, options).await?;
     let services = client
@@ -165,7 +168,7 @@ async fn list(target: &Target, options: &Options) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rrpc describe`.
+/// `traitrpc describe`.
 async fn describe(
     target: &Target,
     name: &str,
@@ -194,7 +197,7 @@ async fn describe(
     };
     let Some(service) = service else {
         anyhow::bail!(
-            "the server hosts no service `{name}` callable in JSON\nhint: `rrpc list {target}` shows its services"
+            "the server hosts no service `{name}` callable in JSON\nhint: `traitrpc list {target}` shows its services"
         );
     };
     let methods: Vec<&MethodInfo> = match method {
@@ -289,6 +292,7 @@ fn split_method(text: &str) -> Result<(&str, &str), Usage> {
 
 /// The JSON arguments: the text given, stdin for `-`, `{}` without.
 fn read_args(text: Option<&str>) -> Result<Value, Usage> {
+    let from_stdin = text == Some("-");
     let text = match text {
         None => return Ok(Value::Object(Default::default())),
         Some("-") => {
@@ -306,12 +310,17 @@ fn read_args(text: Option<&str>) -> Result<Value, Usage> {
     serde_json::from_str(&text).map_err(|e| {
         Usage(format!(
             "the arguments are not valid JSON ({e}): give an object by parameter name, as \
-             '{{\"a\": 1}}', or an array in parameter order"
+             '{{\"a\": 1}}', or an array in parameter order{}",
+            if from_stdin {
+                ""
+            } else {
+                " (or KEY=VALUE words: a=1 b=2)"
+            }
         ))
     })
 }
 
-/// `rrpc call`.
+/// `traitrpc call`.
 async fn call(
     target: &Target,
     service: &str,
@@ -356,7 +365,7 @@ async fn call(
                 service.name,
                 service.method_names()
             ),
-            None => format!("`rrpc list {target}` shows the services"),
+            None => format!("`traitrpc list {target}` shows the services"),
         };
         anyhow::anyhow!("{error:#}\nhint: {hint}")
     };
@@ -381,13 +390,13 @@ async fn call(
         }
         other => anyhow::bail!(
             "`{service}.{method}` is a {other} method: it takes a stream of arguments, \
-             and rrpc calls unary and server-streaming methods only"
+             and traitrpc calls unary and server-streaming methods only"
         ),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rrpc health`.
+/// `traitrpc health`.
 async fn health(target: &Target, service: &str, options: &Options) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target, options).await?;
     let (status, note) = client

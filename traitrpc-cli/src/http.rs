@@ -109,7 +109,7 @@ impl HttpClient {
     /// A failed exchange: perhaps the server does not speak HTTP.
     fn broken(&self, error: hyper::Error) -> Failure {
         Failure::Transport(format!(
-            "HTTP exchange with {} failed: {error}\nhint: if it is a native rrpc server, \
+            "HTTP exchange with {} failed: {error}\nhint: if it is a native traitrpc server, \
              write its address without http://",
             self.target.connect
         ))

@@ -1,11 +1,11 @@
-//! The native protocol with JSON payloads: [`rrpc::json::JsonClient`] over TCP or a Unix
+//! The native protocol with JSON payloads: [`traitrpc::json::JsonClient`] over TCP or a Unix
 //! socket, reflection through `rpc.reflection.v1.Reflection`.
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use rrpc::json::JsonClient;
-use rrpc::{CallError, ClientConfig, Metadata, PayloadCodec, RpcError};
 use serde_json::{json, Value};
+use traitrpc::json::JsonClient;
+use traitrpc::{CallError, ClientConfig, Metadata, PayloadCodec, RpcError};
 
 use crate::cli::Options;
 use crate::client::{Failure, Items, REFLECTION};
@@ -32,9 +32,9 @@ impl NativeClient {
             .connect_timeout(options.timeout)
             .default_timeout(options.timeout);
         let connected = match target {
-            Target::Native(addr) => rrpc::connect_with_config(addr.as_str(), config).await,
+            Target::Native(addr) => traitrpc::connect_with_config(addr.as_str(), config).await,
             #[cfg(unix)]
-            Target::Unix(path) => rrpc::unix::connect_with_config(path, config).await,
+            Target::Unix(path) => traitrpc::unix::connect_with_config(path, config).await,
             #[cfg(not(unix))]
             Target::Unix(_) => {
                 return Err(crate::Usage("unix: addresses need a Unix system".into()).into())
