@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use traitrpc_core::client::{ClientMiddleware, ClientNext, Destination};
 use traitrpc_core::protocol::{status, ResponseFrame};
 use traitrpc_core::{
-    Channel, ChannelFuture, ClientConfig, ConnectionFuture, Keepalive, OutgoingCall, RpcError,
+    Channel, ChannelFuture, ClientConfig, Connection, ConnectionFuture, Keepalive, OutgoingCall,
+    RpcError,
 };
 
 use crate::balance::{Balancer, RoundRobin};
@@ -310,15 +311,12 @@ impl Channel for BalancedChannel {
     /// it finishes even if its endpoint leaves the set or drains.
     fn stream_connection<'a>(&'a self, call: &'a OutgoingCall<'a>) -> ConnectionFuture<'a> {
         Box::pin(async move {
-            let (member, probe) = self.inner.choose(call, &[]).await?;
-            let connection = member.connection().ok_or_else(|| RpcError::Unavailable {
-                reason: format!("{} lost its connection", member.addr).into(),
-            });
+            let (member, probe, connection) = self.inner.choose(call, &[]).await?;
             if probe {
                 // The stream's outcome is not judged; let the next call probe.
                 self.inner.pool.probe_abandoned(&member);
             }
-            connection
+            Ok(connection)
         })
     }
 }
@@ -385,8 +383,8 @@ impl Inner {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (member, probe) = self.choose(&call, &tried).await?;
-            let outcome = self.attempt(&member, probe, &call).await;
+            let (member, probe, connection) = self.choose(&call, &tried).await?;
+            let outcome = self.attempt(&member, probe, &connection, &call).await;
             // A refusal that certainly did not run the call (or an interruption) comes
             // back as a frame; keep it to return as is if the call is not retried.
             let (error, frame) = match outcome {
@@ -451,7 +449,7 @@ impl Inner {
         &self,
         call: &OutgoingCall<'_>,
         tried: &[Arc<Member>],
-    ) -> Result<(Arc<Member>, bool), RpcError> {
+    ) -> Result<(Arc<Member>, bool, Connection), RpcError> {
         let mut changes = self.pool.subscribe();
         loop {
             if changes.borrow_and_update().is_none() {
@@ -507,11 +505,19 @@ impl Inner {
                     snapshot_of(&untried)
                 }
             };
-            if let Some(chosen) = self.admit_one(pool, call, now, forced) {
-                return Ok(chosen);
+            if let Some((member, probe)) = self.admit_one(pool, call, now, forced) {
+                if let Some(connection) = member.connection() {
+                    return Ok((member, probe, connection));
+                }
+                // Its connection ended after the snapshot was taken, and its task has
+                // not republished yet: it will (reconnecting, or leaving the snapshot),
+                // so wait for that rather than spend an attempt of the call on it.
+                if probe {
+                    self.pool.probe_abandoned(&member);
+                }
             }
-            // Every candidate is on probation with its probe out: wait until one
-            // settles (or anything else changes).
+            // Every candidate is on probation with its probe out, or the chosen one has
+            // just lost its connection: wait until the pool changes.
             match tokio::time::timeout_at(call.deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(unavailable("the channel is closed")),
@@ -563,21 +569,15 @@ impl Inner {
         &self,
         member: &Arc<Member>,
         probe: bool,
+        connection: &Connection,
         call: &OutgoingCall<'_>,
     ) -> Result<ResponseFrame, RpcError> {
-        let Some(connection) = member.connection() else {
-            if probe {
-                self.pool.probe_abandoned(member);
-            }
-            // Lost between the pick and now; it never left: safe to retry.
-            return Err(unavailable(format!("{} lost its connection", member.addr)));
-        };
         let mut guard = AttemptGuard::new(&self.pool, member, probe);
         let started = Instant::now();
         let result = if self.attempt_layers.is_empty() {
             connection.send(call).await
         } else {
-            ClientNext::new(&self.attempt_layers, Destination::Connection(&connection))
+            ClientNext::new(&self.attempt_layers, Destination::Connection(connection))
                 .run(*call)
                 .await
         };
