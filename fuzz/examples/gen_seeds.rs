@@ -7,13 +7,13 @@ use std::fs;
 use std::path::Path;
 
 use bytes::BytesMut;
+use serde::Serialize;
 use traitrpc_core::codec::encode_into;
 use traitrpc_core::protocol::{
     go_away, handshake_status, kind, status, ClientHello, ServerHello, MIN_VERSION, VERSION,
 };
 use traitrpc_core::ByteBuf;
 use traitrpc_fuzz::{client_hello, request_body, FuzzError, Inner, Record, Shape, MAX_FRAME};
-use serde::Serialize;
 
 fn enc<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut buf = BytesMut::new();

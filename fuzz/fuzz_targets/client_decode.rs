@@ -10,6 +10,8 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use traitrpc_core::protocol::{
     handshake_status, Frame, FrameLayout, ServerHello, COMPACT_VERSION, HANDSHAKE_LEN,
 };
@@ -18,8 +20,6 @@ use traitrpc_fuzz::{
     decode_returns, runtime, split_frames, touch, FuzzedClient, Inner, Record, Shape, MAX_FRAME,
     PATIENCE,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 /// Calls the client has in flight (one per method).
 const CALLS: usize = 7;

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use traitrpc_core::compression::decompress;
 use traitrpc_core::protocol::{go_away, status, Binding, Frame, FrameLayout};
-use traitrpc_fuzz::{assert_server_serves, call_raw, decode_args, runtime, touch, MAX_FRAME, METHODS};
+use traitrpc_fuzz::{
+    assert_server_serves, call_raw, decode_args, runtime, touch, MAX_FRAME, METHODS,
+};
 
 fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);

@@ -10,6 +10,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 use traitrpc_core::codec;
 use traitrpc_core::memory::Connector;
 use traitrpc_core::protocol::{
@@ -17,10 +21,6 @@ use traitrpc_core::protocol::{
     SETTINGS_VERSION, VERSION,
 };
 use traitrpc_core::{service, ByteBuf, Metadata, Server, ServerConfig};
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::runtime::Runtime;
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 /// Largest frame the harness servers and clients accept (kept small so the fuzzer's
 /// inputs reach the limit).
