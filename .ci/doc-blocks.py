@@ -28,9 +28,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^(\s*)```(.*)$")
 
 
-def blocks(path):
-    """Yields (first line number, info string, code) for each fenced block of a file."""
-    lines = path.read_text().splitlines()
+def blocks(text):
+    """Yields (first line number, info string, code) for each fenced block of a text."""
+    lines = text.splitlines()
     i = 0
     while i < len(lines):
         m = FENCE.match(lines[i])
@@ -58,20 +58,11 @@ def quick_start(readme):
     """The README's Quick start: its toml dependencies, its program, what it prints."""
     text = readme.read_text()
     section = text[text.index("## Quick start"):]
-    found = list(blocks_of_text(section))
+    found = list(blocks(section))
     toml = next(code for _, info, code in found if info == "toml")
     program = next(code for _, info, code in found if is_compiled(info))
     output = next(code for _, info, code in found if info == "text")
     return toml, program, output
-
-
-def blocks_of_text(text):
-    tmp = pathlib.Path(tempfile.mkstemp(suffix=".md")[1])
-    try:
-        tmp.write_text(text)
-        yield from blocks(tmp)
-    finally:
-        tmp.unlink()
 
 
 def features_named(toml):
@@ -124,7 +115,7 @@ def main():
             line, f'traitrpc = {{ path = "{path}", features = {features!r} }}'.replace("'", '"'))
         modules, programs, count = [], [], 0
         for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
-            for line_no, info, code in blocks(doc):
+            for line_no, info, code in blocks(doc.read_text()):
                 if not is_compiled(info) or code == program:
                     continue
                 count += 1

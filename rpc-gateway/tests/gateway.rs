@@ -83,6 +83,13 @@ fn router(calc: CalcImpl) -> Router {
     Router::from(CalcServer::new(calc)).layer(blocker())
 }
 
+/// A gateway on a free loopback port serving a fresh calculator with `config`.
+async fn serve_calc(config: GatewayConfig) -> traitrpc_gateway::GatewayHandle {
+    traitrpc_gateway::serve("127.0.0.1:0", router(CalcImpl::default()), config)
+        .await
+        .unwrap()
+}
+
 /// Fails the test, with what to install, where curl is missing (a test never passes
 /// without having run).
 fn require_curl() {
@@ -134,13 +141,7 @@ fn validate_openapi(document: &Value) {
 #[ignore = "needs openapi-spec-validator: `source .ci/tools.sh` (or pip install openapi-spec-validator), then --include-ignored"]
 async fn the_openapi_document_passes_a_real_validator() {
     require_curl();
-    let gateway = traitrpc_gateway::serve(
-        "127.0.0.1:0",
-        router(CalcImpl::default()),
-        GatewayConfig::default(),
-    )
-    .await
-    .unwrap();
+    let gateway = serve_calc(GatewayConfig::default()).await;
     let url = format!("http://{}/openapi.json", gateway.local_addr());
     let (status, openapi) = tokio::task::spawn_blocking(move || curl(&url, &[]))
         .await
@@ -412,13 +413,8 @@ async fn until_closed(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
 #[tokio::test]
 async fn slow_and_surplus_connections_are_dropped_and_shutdown_is_bounded() {
     // A client that never finishes its headers is dropped after the header timeout.
-    let gateway = traitrpc_gateway::serve(
-        "127.0.0.1:0",
-        router(CalcImpl::default()),
-        GatewayConfig::default().header_timeout(Duration::from_millis(200)),
-    )
-    .await
-    .unwrap();
+    let gateway =
+        serve_calc(GatewayConfig::default().header_timeout(Duration::from_millis(200))).await;
     let mut slow = tokio::net::TcpStream::connect(gateway.local_addr())
         .await
         .unwrap();
@@ -433,16 +429,13 @@ async fn slow_and_surplus_connections_are_dropped_and_shutdown_is_bounded() {
 
     // Beyond the connection limit, a connection is closed unanswered; and shutdown
     // returns although two clients are stuck in their requests.
-    let gateway = traitrpc_gateway::serve(
-        "127.0.0.1:0",
-        router(CalcImpl::default()),
+    let gateway = serve_calc(
         GatewayConfig::default()
             .max_connections(2)
             .header_timeout(Duration::from_secs(60))
             .shutdown_grace(Duration::from_millis(200)),
     )
-    .await
-    .unwrap();
+    .await;
     let addr = gateway.local_addr();
     let mut stuck = Vec::new();
     for _ in 0..2 {
@@ -525,13 +518,7 @@ fn curl_stream(url: &str, args: &str, headers: &[&str]) -> (u16, Vec<(u8, Value)
 #[tokio::test]
 async fn server_streams_arrive_as_connect_envelopes() {
     require_curl();
-    let gateway = traitrpc_gateway::serve(
-        "127.0.0.1:0",
-        router(CalcImpl::default()),
-        GatewayConfig::default(),
-    )
-    .await
-    .unwrap();
+    let gateway = serve_calc(GatewayConfig::default()).await;
     let base = format!("http://{}", gateway.local_addr());
     tokio::task::spawn_blocking(move || {
         let url = |m: &str| format!("{base}/Calc/{m}");

@@ -33,13 +33,13 @@ Examples:
   echo '[1, 2]' | traitrpc call 127.0.0.1:7070 Calculator.add -
   traitrpc health 127.0.0.1:7070";
 
-/// Calls the services of an traitrpc server without compiled-in types.
+/// Calls the services of a traitrpc server without compiled-in types.
 #[derive(Debug, Parser)]
 #[command(
     name = "traitrpc",
     version,
-    about = "Calls the services of an traitrpc server without compiled-in types",
-    long_about = "Calls the services of an traitrpc server without compiled-in types: lists \
+    about = "Calls the services of a traitrpc server without compiled-in types",
+    long_about = "Calls the services of a traitrpc server without compiled-in types: lists \
         and describes them with the server's reflection service, and calls any method \
         with JSON arguments, over the native protocol (JSON payloads) or the HTTP gateway.",
     after_help = MAIN_AFTER_HELP
