@@ -295,9 +295,30 @@ impl Balancer for PowerOfTwoChoices {
 #[derive(Debug)]
 pub struct ConsistentHash {
     virtual_nodes: u32,
-    ring: RwLock<Vec<(u64, usize)>>,
-    addrs: RwLock<Vec<String>>,
+    /// The ring of the last update, replaced whole: a pick reads one ring and the
+    /// addresses its points index, never a new ring against old addresses.
+    ring: RwLock<Arc<Ring>>,
     fallback: RoundRobin,
+}
+
+/// One update's ring: sorted points, each naming an index into `addrs`.
+#[derive(Debug, Default)]
+struct Ring {
+    points: Vec<(u64, usize)>,
+    addrs: Vec<String>,
+}
+
+impl Ring {
+    /// The addresses in ring order from the first point at or after `key`'s hash, each
+    /// once.
+    fn owners(&self, key: u64) -> impl Iterator<Item = &str> {
+        let start = self.points.partition_point(|&(point, _)| point < mix(key));
+        let mut seen = vec![false; self.addrs.len()];
+        (0..self.points.len()).filter_map(move |k| {
+            let owner = self.points[(start + k) % self.points.len()].1;
+            (!std::mem::replace(&mut seen[owner], true)).then(|| self.addrs[owner].as_str())
+        })
+    }
 }
 
 impl Default for ConsistentHash {
@@ -317,8 +338,7 @@ impl ConsistentHash {
     pub fn with_virtual_nodes(virtual_nodes: u32) -> Self {
         ConsistentHash {
             virtual_nodes: virtual_nodes.max(1),
-            ring: RwLock::new(Vec::new()),
-            addrs: RwLock::new(Vec::new()),
+            ring: RwLock::new(Arc::default()),
             fallback: RoundRobin::new(),
         }
     }
@@ -326,13 +346,12 @@ impl ConsistentHash {
     /// The address the ring maps `key` to when every endpoint is available, or `None`
     /// for an empty ring.
     pub fn owner(&self, key: u64) -> Option<String> {
-        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
-        let addrs = self.addrs.read().unwrap_or_else(PoisonError::into_inner);
-        if ring.is_empty() {
-            return None;
-        }
-        let start = ring.partition_point(|&(point, _)| point < mix(key)) % ring.len();
-        Some(addrs[ring[start].1].clone())
+        self.ring().owners(key).next().map(str::to_owned)
+    }
+
+    /// The ring of the last update.
+    fn ring(&self) -> Arc<Ring> {
+        Arc::clone(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -341,20 +360,10 @@ impl Balancer for ConsistentHash {
         let Some(key) = key else {
             return self.fallback.pick(candidates, None);
         };
-        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
-        let addrs = self.addrs.read().unwrap_or_else(PoisonError::into_inner);
-        if !ring.is_empty() {
-            let position = |addr: &str| candidates.iter().position(|c| c.endpoint().addr == addr);
-            let start = ring.partition_point(|&(point, _)| point < mix(key));
-            let mut seen = vec![false; addrs.len()];
-            for k in 0..ring.len() {
-                let owner = ring[(start + k) % ring.len()].1;
-                if std::mem::replace(&mut seen[owner], true) {
-                    continue;
-                }
-                if let Some(i) = position(&addrs[owner]) {
-                    return i;
-                }
+        let ring = self.ring();
+        for owner in ring.owners(key) {
+            if let Some(i) = candidates.iter().position(|c| c.endpoint().addr == owner) {
+                return i;
             }
         }
         // Candidates the ring does not know yet (no update so far).
@@ -370,16 +379,16 @@ impl Balancer for ConsistentHash {
         // Scale everyone down alike when the ring would be too large.
         let total: u64 = wanted.iter().sum();
         let scale = (MAX_RING_POINTS as f64 / total.max(1) as f64).min(1.0);
-        let mut ring = Vec::with_capacity(total.min(MAX_RING_POINTS as u64) as usize);
+        let mut points = Vec::with_capacity(total.min(MAX_RING_POINTS as u64) as usize);
         for (index, (e, &want)) in endpoints.iter().zip(&wanted).enumerate() {
-            let points = ((want as f64 * scale) as u32).max(1);
-            for v in 0..points {
-                ring.push((point_hash(&e.addr, v), index));
+            let count = ((want as f64 * scale) as u32).max(1);
+            for v in 0..count {
+                points.push((point_hash(&e.addr, v), index));
             }
         }
-        ring.sort_unstable();
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
-        *self.addrs.write().unwrap_or_else(PoisonError::into_inner) = addrs;
+        points.sort_unstable();
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(Ring { points, addrs });
     }
 
     fn name(&self) -> &'static str {
@@ -556,6 +565,39 @@ mod tests {
     }
 
     #[test]
+    fn consistent_hash_picks_while_the_set_churns_never_mix_two_updates() {
+        // Discovery alternating between 1 and 64 endpoints while calls pick: a pick
+        // reads one update's ring and addresses. With the ring and the addresses under
+        // two locks, a pick between the two writes indexed a 64-endpoint ring into a
+        // 1-endpoint list (index out of bounds) or routed by a stale list.
+        let (one, many) = (endpoints(1), endpoints(64));
+        let c = candidates(&many, &[]);
+        let ring = ConsistentHash::new();
+        ring.update(&many);
+        // The owner of each key on a ring of all 64, before any churn.
+        let owner_of: Vec<String> = (0..1024).map(|k| ring.owner(k).unwrap()).collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for round in 0..500 {
+                    ring.update(if round % 2 == 0 { &one } else { &many });
+                }
+                done.store(true, Ordering::Release);
+            });
+            let mut key = 0u64;
+            while !done.load(Ordering::Acquire) {
+                key = (key + 1) % 1024;
+                let picked = c[ring.pick(&c, Some(key))].endpoint().addr.as_str();
+                // Whatever update the pick saw, it routed by that update's owner.
+                assert!(
+                    picked == one[0].addr || picked == owner_of[key as usize],
+                    "key {key} went to {picked}"
+                );
+            }
+        });
+    }
+
+    #[test]
     fn hostile_weights_cannot_blow_up_the_ring_or_the_scores() {
         // A registry claiming absurd weights for many endpoints.
         let hostile: Vec<Endpoint> = (0..1000)
@@ -565,7 +607,7 @@ mod tests {
             .collect();
         let ring = ConsistentHash::new();
         ring.update(&hostile);
-        let points = ring.ring.read().unwrap().len();
+        let points = ring.ring().points.len();
         assert!(
             points <= MAX_RING_POINTS + hostile.len(),
             "{points} ring points"
