@@ -305,21 +305,18 @@ async fn answer(
         stream: None,
     };
     if streaming {
-        // The call runs on a task of its own while its items stream out; it holds the
-        // in-flight permit until it ends. The body ends with how it ended.
+        // The response body runs the call while its items stream out (so the call ends
+        // when the caller leaves, and shutdown waits for it with the connection); it
+        // holds the in-flight permit until the call ends. The body ends with how it ended.
         let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
-        let (end, end_out) = tokio::sync::mpsc::channel(1);
         call.stream = Some(items);
         let shared = Arc::clone(shared);
-        tokio::spawn(async move {
-            let answer = call::run(&shared.router, call).await;
-            let _ = end.send(stream::end_message(&answer)).await;
-            drop(permit);
-        });
+        let run =
+            Box::pin(async move { stream::end_message(&call::run(&shared.router, call).await) });
         return Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, stream::CONTENT_TYPE)
-            .body(Envelopes::new(items_out, end_out).boxed_unsync())
+            .body(Envelopes::new(items_out, run, permit).boxed_unsync())
             .expect("a valid response");
     }
     let answer = call::run(&shared.router, call).await;

@@ -15,13 +15,14 @@
 //! that fails midway, and it needs nothing but `fetch` in a browser.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Frame};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::call::Answer;
 use crate::connect::error_body;
@@ -85,20 +86,41 @@ pub(crate) fn end_message(answer: &Answer) -> Bytes {
     envelope(END_STREAM, body.to_string().as_bytes())
 }
 
+/// The call behind a stream: it sends its items to the body's channel and resolves to
+/// the end-of-stream message.
+pub(crate) type StreamCall = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
 /// A response body of envelopes: items from the call's sink as they come, then the
-/// end-of-stream message the call's task sends last.
+/// end-of-stream message the call resolves to.
+///
+/// The body runs the call itself (it polls it whenever it is polled), so the call lives
+/// exactly as long as the response: when the caller goes away, the connection drops the
+/// body and with it the call (its handler and its in-flight permit), and a gateway's
+/// shutdown, which waits for its connections, waits for its streams too.
 pub(crate) struct Envelopes {
     items: mpsc::Receiver<String>,
-    end: mpsc::Receiver<Bytes>,
+    /// The call, while it runs.
+    call: Option<StreamCall>,
+    /// The in-flight permit, held until the call ends.
+    permit: Option<OwnedSemaphorePermit>,
+    /// The end-of-stream message, once the call has ended.
+    end: Option<Bytes>,
     done: bool,
 }
 
 impl Envelopes {
-    /// The body of a stream whose items arrive on `items` and whose end on `end`.
-    pub(crate) fn new(items: mpsc::Receiver<String>, end: mpsc::Receiver<Bytes>) -> Self {
+    /// The body of `call`, whose items arrive on `items`; `permit` is released when the
+    /// call ends (or the body is dropped).
+    pub(crate) fn new(
+        items: mpsc::Receiver<String>,
+        call: StreamCall,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
         Envelopes {
             items,
-            end,
+            call: Some(call),
+            permit: Some(permit),
+            end: None,
             done: false,
         }
     }
@@ -116,7 +138,15 @@ impl Body for Envelopes {
         if this.done {
             return Poll::Ready(None);
         }
-        // Items first: the end is sent only after the last item was queued.
+        if let Some(call) = &mut this.call {
+            if let Poll::Ready(end) = call.as_mut().poll(cx) {
+                this.call = None;
+                this.permit = None;
+                this.end = Some(end);
+            }
+        }
+        // Items first: the call has queued its last item before it ends, and it drops
+        // the sender when it does.
         match this.items.poll_recv(cx) {
             Poll::Ready(Some(item)) => {
                 return Poll::Ready(Some(Ok(Frame::data(envelope(0, item.as_bytes())))))
@@ -124,14 +154,14 @@ impl Body for Envelopes {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {}
         }
-        match this.end.poll_recv(cx) {
-            Poll::Ready(end) => {
+        match this.end.take() {
+            Some(end) => {
                 this.done = true;
-                // A call task that ended without an end (it cannot: see `http.rs`) ends
-                // the body as it is.
-                Poll::Ready(end.map(|end| Ok(Frame::data(end))))
+                Poll::Ready(Some(Ok(Frame::data(end))))
             }
-            Poll::Pending => Poll::Pending,
+            // The handler dropped its sink while the call goes on: the call's own
+            // waker brings the body back here when it ends.
+            None => Poll::Pending,
         }
     }
 }
