@@ -101,9 +101,31 @@ impl Decoder for FrameCodec {
     }
 }
 
+/// A reader that notes whether any bytes arrived since it was last asked: liveness
+/// counts the bytes of a frame still arriving, not only complete frames.
+struct NoteArrivals<R> {
+    inner: R,
+    arrived: bool,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for NoteArrivals<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.arrived = true;
+        }
+        read
+    }
+}
+
 /// Reads frames and writes an outbox's batches on one stream.
 pub(crate) struct FrameIo<R, W> {
-    frames: FramedRead<R, FrameCodec>,
+    frames: FramedRead<NoteArrivals<R>, FrameCodec>,
     writer: W,
     /// Bytes taken from the outbox and not yet fully written.
     batch: BytesMut,
@@ -133,7 +155,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
             in_body: false,
         };
         FrameIo {
-            frames: FramedRead::with_capacity(reader, codec, READ_CAPACITY),
+            frames: FramedRead::with_capacity(
+                NoteArrivals {
+                    inner: reader,
+                    arrived: false,
+                },
+                codec,
+                READ_CAPACITY,
+            ),
             writer,
             batch: BytesMut::new(),
             batch_allocation: 0,
@@ -230,6 +259,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameIo<R, W> {
     /// Whether any bytes were written since the last call.
     pub(crate) fn take_progress(&mut self) -> bool {
         std::mem::take(&mut self.progressed)
+    }
+
+    /// Whether any bytes arrived from the peer since the last call (part of a frame
+    /// counts): the peer is alive, whatever it is sending.
+    pub(crate) fn take_arrivals(&mut self) -> bool {
+        std::mem::take(&mut self.frames.get_mut().arrived)
     }
 
     /// Writes what is left in `outbox` (which the caller has closed), then shuts the

@@ -5,7 +5,8 @@
 //! closed, failing its calls with a typed error instead of leaving them to their
 //! deadlines.
 //!
-//! Any frame counts as a sign of life, so a busy connection never pings. The timer is
+//! Any bytes count as a sign of life (part of a frame too), and so does time the
+//! connection chose not to read, so a busy connection never pings. The timer is
 //! re-armed lazily: activity only stamps the time of the last frame.
 
 use std::future::Future;
@@ -75,7 +76,7 @@ impl KeepaliveTimer {
         self.settings.timeout
     }
 
-    /// A frame arrived from the peer at `now`.
+    /// The peer was heard from at `now` (any bytes), or this side chose not to read.
     pub(crate) fn heard(&mut self, now: Instant) {
         self.last_heard = now;
         self.pinged_at = None;

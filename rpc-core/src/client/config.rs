@@ -24,11 +24,14 @@ pub struct ClientConfig {
     pub(crate) reuse_call_ids: bool,
 }
 
+/// The calls a client keeps in flight on one connection by default.
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             default_timeout: Duration::from_secs(30),
-            max_in_flight: 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             connect_timeout: Duration::from_secs(10),
             keepalive: Some(Keepalive::new(

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 pub use bytes::BytesMut;
 pub use channel::{Channel, ChannelFuture, ConnectionFuture, EncodeArgs, OutgoingCall};
 pub use config::ClientConfig;
+pub(crate) use config::DEFAULT_MAX_IN_FLIGHT;
 pub use connection::Connection;
 pub use handshake::with_version_fallback;
 pub use middleware::{ClientMiddleware, ClientNext, Destination};

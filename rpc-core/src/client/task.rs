@@ -101,13 +101,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
                     return Poll::Ready(error);
                 }
             }
-            if read_any {
+            // Any bytes are a sign of life, a frame still arriving too: a large answer
+            // coming in over a slow path is not silence.
+            let heard = self.io.take_arrivals();
+            if heard {
                 if let Some(keepalive) = &mut self.keepalive {
                     keepalive.heard(Instant::now());
                 }
             }
             if let Some(timeout) = timed_out.take() {
-                if !read_any {
+                if !heard {
                     return Poll::Ready(RpcError::KeepaliveTimeout { timeout });
                 }
             }

@@ -64,7 +64,9 @@ impl ServerConfig {
     }
 
     /// Calls one connection may have running at once (default 1024). When reached, the
-    /// server stops reading that connection until a call finishes.
+    /// server goes on reading that connection and parks further requests (as many again,
+    /// at least 1024, within `max_write_buffer` bytes of payload), starting them as calls
+    /// finish; only a full park stops reading.
     pub fn max_in_flight_per_connection(mut self, max: usize) -> Self {
         self.max_in_flight_per_connection = max.clamp(1, MAX_IN_FLIGHT);
         self

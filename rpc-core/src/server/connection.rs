@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use super::foreign::SharedPort;
 use super::handshake;
 use super::observer::BatchEnds;
+use super::parked::Parked;
 use super::service::{ReplyTo, Router};
 use super::state::{ConnectionSlot, ConnectionState, Load};
 use super::ServerConfig;
@@ -35,7 +36,8 @@ use crate::keepalive::{Due, KeepaliveTimer};
 use crate::method_ids::BoundMethods;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    go_away, kind, status, Frame, FrameLayout, PayloadCodec, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
+    go_away, kind, status, Frame, FrameLayout, PayloadCodec, RequestFrame, SETTINGS_VERSION,
+    STREAM_ITEM_OVERHEAD,
 };
 use crate::stream::{Flow, StreamEnd, StreamTable};
 use crate::transport::{Established, Transport};
@@ -166,6 +168,16 @@ pub(crate) async fn serve_connection<T: Transport>(
         .keepalive
         .filter(|_| opened.version >= SETTINGS_VERSION)
         .map(|settings| KeepaliveTimer::new(settings, now));
+    // At the in-flight limit, requests wait to start: as many as the limit again, and at
+    // least as many as a client with default settings keeps in flight (so it never
+    // fills the park and never meets a server that does not read its PINGs), within the
+    // write buffer's bound in payload bytes.
+    let parked = Parked::new(
+        config
+            .max_in_flight_per_connection
+            .max(crate::client::DEFAULT_MAX_IN_FLIGHT),
+        config.max_write_buffer,
+    );
     let mut connection = ServerConnection {
         io: FrameIo::new(opened.reader, opened.writer, config.max_frame_size),
         tasks,
@@ -177,6 +189,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         last_id: 0,
         last_instance: 0,
         methods: BoundMethods::default(),
+        parked,
         last_frame_at: now,
         partial_since: None,
         last_write_at: now,
@@ -240,6 +253,8 @@ pub(super) struct ServerConnection<R, W> {
     pub(super) last_instance: u64,
     /// The method ids the client bound (version 5).
     pub(super) methods: BoundMethods,
+    /// Requests read at the in-flight limit, waiting for a slot.
+    pub(super) parked: Parked,
     /// When the last complete frame arrived (for the idle timeout).
     pub(super) last_frame_at: Instant,
     /// Since when part of a frame has been waiting for the rest (for the frame timeout).
@@ -304,16 +319,26 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             // buffer bound, stop reading its requests.
             let over_write_buffer = self.io.pending_write() > 0
                 && self.state.outbox.unwritten() > self.config.max_write_buffer;
+            // Whether this pass stopped reading by its own choice (a bound of this side),
+            // which no timer may charge to the peer.
+            let mut paused = over_write_buffer;
             while budget > 0 && !over_write_buffer {
-                // Backpressure: at the in-flight limit, stop reading until a call ends
-                // (its release wakes this task through the outbox's waker).
-                // While streams are open they need this connection read (their items and
-                // credit arrive on it), so it goes on and new calls are shed instead.
-                if !self.state.has_room() && self.state.streams.is_empty() {
+                // Backpressure: at the in-flight limit the connection goes on reading
+                // (control frames must be seen) and parks the requests it reads; parked
+                // requests start, oldest first, as calls end (a call's release wakes this
+                // task through the outbox's waker). Only a full park stops reading, unless
+                // streams are open: they need the connection read (their items and
+                // credit arrive on it), so it goes on and what cannot be parked is shed.
+                if let Err(end) = self.start_parked(now, cx) {
+                    return Poll::Ready(end);
+                }
+                if self.parked.is_full() && self.state.streams.is_empty() {
                     self.state.outbox.register(cx.waker());
-                    if !self.state.has_room() {
-                        break;
+                    if self.state.has_room() {
+                        continue;
                     }
+                    paused = true;
+                    break;
                 }
                 match self.io.poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
@@ -338,12 +363,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     Poll::Pending => break,
                 }
             }
-            if read_any {
+            // Any bytes are a sign of life (a frame still arriving too), and so is time
+            // this side chose not to read: the peer's answers may be waiting unread.
+            let heard = self.io.take_arrivals() || paused;
+            if heard {
                 if let Some(keepalive) = &mut self.keepalive {
                     keepalive.heard(now);
                 }
             }
-            if std::mem::take(&mut timed_out) && !read_any {
+            if std::mem::take(&mut timed_out) && !heard {
                 tracing::debug!(peer = %self.info.peer(), "client did not answer a ping: dropping the connection");
                 return Poll::Ready(End::Gone);
             }
@@ -356,8 +384,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
                 return Poll::Ready(End::Gone);
             }
-            // A frame begun and not finished: the frame timeout runs from now.
-            if self.io.read_buffered() == 0 {
+            // A frame begun and not finished: the frame timeout runs from now (not while
+            // this side is not reading: the rest may be waiting in the socket).
+            if self.io.read_buffered() == 0 || paused {
                 self.partial_since = None;
             } else if self.partial_since.is_none() {
                 self.partial_since = Some(now);
@@ -377,8 +406,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     let _ = self.housekeeping.as_mut().poll(cx);
                 }
             }
-            if self.draining && self.state.running().is_empty() {
-                return Poll::Ready(End::Drained);
+            if self.draining {
+                // Parked requests are refused SHUTTING_DOWN (they never ran).
+                if let Err(end) = self.start_parked(now, cx) {
+                    return Poll::Ready(end);
+                }
+                if self.state.running().is_empty() {
+                    return Poll::Ready(End::Drained);
+                }
             }
             if budget == 0 {
                 // Let other tasks run; come back at once.
@@ -443,21 +478,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
                     return Err(End::Gone);
                 }
-                if request.compressed {
-                    let limit = self.config.max_frame_size;
-                    match decompress(std::mem::take(&mut request.payload), limit) {
-                        Ok(payload) => request.payload = payload,
-                        Err(e) => {
-                            // Refused like arguments that do not decode: the handler
-                            // never runs, the connection stays.
-                            self.last_id = self.last_id.max(request.id);
-                            ReplyTo::unregistered(Arc::clone(&self.state), request.id)
-                                .error(status::INVALID_ARGUMENTS, &e.to_string());
-                            return Ok(());
-                        }
-                    }
+                // At the limit, or behind requests already waiting: park it (beyond the
+                // park, only reachable while streams keep the connection read, `start`
+                // sheds it).
+                if (!self.parked.is_empty() || !self.state.has_room()) && !self.parked.is_full() {
+                    self.parked.push(request, now);
+                    return Ok(());
                 }
-                self.start(request, now, cx)
+                self.begin(request, now, cx)
             }
             Ok(Frame::Cancel { id }) => {
                 let call = self.state.running().remove(&id);
@@ -526,6 +554,42 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 Err(End::Gone)
             }
         }
+    }
+
+    /// Decompresses a request's arguments if flagged, then starts it; the request
+    /// arrived at `arrived` (its deadline runs from then).
+    fn begin(
+        &mut self,
+        mut request: RequestFrame,
+        arrived: Instant,
+        cx: &mut TaskContext<'_>,
+    ) -> Result<(), End> {
+        if request.compressed {
+            let limit = self.config.max_frame_size;
+            match decompress(std::mem::take(&mut request.payload), limit) {
+                Ok(payload) => request.payload = payload,
+                Err(e) => {
+                    // Refused like arguments that do not decode: the handler never runs,
+                    // the connection stays.
+                    self.last_id = self.last_id.max(request.id);
+                    ReplyTo::unregistered(Arc::clone(&self.state), request.id)
+                        .error(status::INVALID_ARGUMENTS, &e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        self.start(request, arrived, cx)
+    }
+
+    /// Starts parked requests, oldest first, while there are slots (while draining, all
+    /// of them: `start` refuses them SHUTTING_DOWN).
+    fn start_parked(&mut self, now: Instant, cx: &mut TaskContext<'_>) -> Result<(), End> {
+        while !self.parked.is_empty() && (self.draining || self.state.has_room()) {
+            let (request, arrived) = self.parked.pop().expect("not empty");
+            // A request that waited past the batch's clock starts with its own.
+            self.begin(request, arrived.min(now), cx)?;
+        }
+        Ok(())
     }
 
     /// Queues a `GO_AWAY` naming the highest call id received so far: calls above it were

@@ -9,6 +9,7 @@ mod handshake;
 mod interceptor;
 pub mod middleware;
 pub mod observer;
+mod parked;
 mod service;
 mod state;
 #[cfg(feature = "tower")]
