@@ -585,10 +585,19 @@ async fn common_eventually(mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
+/// How a flood of empty stream items ended.
+#[derive(Debug)]
+enum Flooded {
+    /// The server answered GO_AWAY with this code after about this many items.
+    CutOff { code: u8, sent: usize },
+    /// The server stopped reading: the sender's writes stopped going through after this
+    /// many items (the connection stays open).
+    Stalled { sent: usize },
+}
+
 /// A raw client of protocol `version` that starts `Streams.hoard` and sends empty stream
-/// items until the server gives up on it. Returns how many it got to send and the
-/// go-away code the server answered with.
-async fn flood_with_empty_items(addr: std::net::SocketAddr, version: u16) -> (usize, u8) {
+/// items until the server gives up on it or stops reading them.
+async fn flood_with_empty_items(addr: std::net::SocketAddr, version: u16) -> Flooded {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use traitrpc_core::protocol::{kind, ClientHello, Frame, ServerHello, Settings, HANDSHAKE_LEN};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -633,29 +642,58 @@ async fn flood_with_empty_items(addr: std::net::SocketAddr, version: u16) -> (us
         .cycle()
         .take(item.len() * 1000)
         .collect();
-    let sender = tokio::spawn(async move {
-        let mut sent = 0;
-        while sent < 5_000_000 && write.write_all(&batch).await.is_ok() {
-            sent += 1000;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sender = tokio::spawn({
+        let progress = Arc::clone(&progress);
+        async move {
+            let mut sent = 0;
+            while sent < 5_000_000 && write.write_all(&batch).await.is_ok() {
+                sent += 1000;
+                progress.store(sent, Ordering::SeqCst);
+            }
+            sent
         }
-        sent
     });
-    let code = loop {
-        let Ok(len) = read.read_u32().await else {
-            panic!("the server closed without a GO_AWAY");
-        };
-        let mut body = vec![0u8; len as usize];
-        read.read_exact(&mut body).await.unwrap();
-        if let Ok(Frame::GoAway { code, .. }) = Frame::decode(body.into()) {
-            break code;
+    let go_away = async {
+        loop {
+            let Ok(len) = read.read_u32().await else {
+                panic!("the server closed without a GO_AWAY");
+            };
+            let mut body = vec![0u8; len as usize];
+            read.read_exact(&mut body).await.unwrap();
+            if let Ok(Frame::GoAway { code, .. }) = Frame::decode(body.into()) {
+                break code;
+            }
         }
     };
-    drop(read);
-    let sent = tokio::time::timeout(Duration::from_secs(10), sender)
-        .await
-        .expect("the server closed the connection")
-        .unwrap();
-    (sent, code)
+    // The sender stalls when the server stops reading and the socket buffers fill: no
+    // progress for a second (any stall counts; `sent` says how far it got).
+    let stalled = async {
+        let mut last = usize::MAX;
+        let mut still = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = progress.load(Ordering::SeqCst);
+            still = if now == last && now > 0 { still + 1 } else { 0 };
+            last = now;
+            if still >= 10 {
+                break now;
+            }
+        }
+    };
+    tokio::select! {
+        code = go_away => {
+            let sent = tokio::time::timeout(Duration::from_secs(10), sender)
+                .await
+                .expect("the server closed the connection")
+                .unwrap();
+            Flooded::CutOff { code, sent }
+        }
+        sent = stalled => {
+            sender.abort();
+            Flooded::Stalled { sent }
+        }
+    }
 }
 
 #[tokio::test]
@@ -664,25 +702,39 @@ async fn empty_stream_items_cannot_grow_a_receivers_queue_without_bound() {
     let server = traitrpc_transport_tcp::serve_with_config(
         "127.0.0.1:0",
         StreamsServer::new(StreamsImpl::default()),
-        traitrpc_core::ServerConfig::default().max_frame_size(64 * 1024),
+        // The version 2 flood leaves a connection the server does not read, with a call
+        // that hoards forever: shutdown ends it after the grace period.
+        traitrpc_core::ServerConfig::default()
+            .max_frame_size(64 * 1024)
+            .shutdown_grace(Duration::from_millis(200)),
     )
     .await
     .unwrap();
-    // Version 3: every item costs its 14 bytes of framing against the 256 KiB window.
-    let (sent, code) = flood_with_empty_items(server.local_addr(), 3).await;
-    assert_eq!(code, go_away::PROTOCOL_ERROR);
-    assert!(
-        sent < 1_000_000,
-        "cut off after about 19 thousand items, sent {sent}"
-    );
-    // Version 2 counts payload bytes only, so its credit never runs out; the receiver
-    // still counts the framing of what it holds and cuts the sender off.
-    let (sent, code) = flood_with_empty_items(server.local_addr(), 2).await;
-    assert_eq!(code, go_away::PROTOCOL_ERROR);
-    assert!(
-        sent < 1_000_000,
-        "cut off after about 23 thousand items, sent {sent}"
-    );
+    // Version 3: every item costs its 14 bytes of framing against the 256 KiB window; a
+    // sender past its credit breaks flow control and is cut off.
+    match flood_with_empty_items(server.local_addr(), 3).await {
+        Flooded::CutOff { code, sent } => {
+            assert_eq!(code, go_away::PROTOCOL_ERROR);
+            assert!(
+                sent < 1_000_000,
+                "cut off after about 19 thousand items, sent {sent}"
+            );
+        }
+        other => panic!("a version 3 flood is cut off: {other:?}"),
+    }
+    // Version 2 counts payload bytes only, so its credit never runs out and it cannot be
+    // told to stop: the server stops reading the connection once the stream holds as many
+    // items as a window allows (about 19 thousand), instead of queueing (or cutting off a
+    // peer that follows its version's rules). The sender's writes stop going through.
+    match flood_with_empty_items(server.local_addr(), 2).await {
+        Flooded::Stalled { sent } => {
+            assert!(
+                sent < 3_000_000,
+                "stalled after the socket buffers filled, sent {sent}"
+            )
+        }
+        other => panic!("a version 2 flood is not read: {other:?}"),
+    }
     // The server and other connections are fine.
     let client = StreamsClient::new(
         traitrpc_transport_tcp::connect(server.local_addr())
@@ -690,6 +742,25 @@ async fn empty_stream_items_cannot_grow_a_receivers_queue_without_bound() {
             .unwrap(),
     );
     assert_eq!(client.ping(7).await.unwrap(), 7);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_version_2_flood_is_not_read_past_a_windows_worth_of_items_with_default_limits() {
+    // With the default 16 MiB frame limit the queue's byte bound allowed about 1.2
+    // million empty items from a version 2 peer (some 95 MiB of live heap) before it was
+    // cut off; the count of queued items is bounded on its own now, for every version.
+    let server = traitrpc_transport_tcp::serve_with_config(
+        "127.0.0.1:0",
+        StreamsServer::new(StreamsImpl::default()),
+        traitrpc_core::ServerConfig::default().shutdown_grace(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    match flood_with_empty_items(server.local_addr(), 2).await {
+        Flooded::Stalled { sent } => assert!(sent < 3_000_000, "sent {sent}"),
+        other => panic!("a version 2 flood is not read: {other:?}"),
+    }
     server.shutdown().await;
 }
 

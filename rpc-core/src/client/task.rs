@@ -15,7 +15,7 @@ use crate::error::RpcError;
 use crate::frame_io::{FrameIo, ReadError};
 use crate::keepalive::{Due, KeepaliveTimer};
 use crate::protocol::{go_away, kind, Frame, SETTINGS_VERSION};
-use crate::stream::StreamEnd;
+use crate::stream::{Inbound, Pushed, StreamEnd};
 
 /// Frames handled per poll before the task yields to others.
 const FRAMES_PER_POLL: usize = 128;
@@ -35,6 +35,7 @@ where
         io,
         shared: &shared,
         keepalive,
+        full_stream: None,
     };
     let error = std::future::poll_fn(|cx| task.poll(cx)).await;
     tracing::debug!(remote = %shared.remote, %error, "client connection ended");
@@ -45,6 +46,9 @@ struct Task<'a, R, W> {
     io: FrameIo<R, W>,
     shared: &'a Shared,
     keepalive: Option<KeepaliveTimer>,
+    /// A stream of an older server that holds as many items as it may: the task reads no
+    /// more until it has room.
+    full_stream: Option<Arc<Inbound>>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
@@ -78,7 +82,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
                 Poll::Ready(Ok(false)) | Poll::Pending => {}
             }
             let mut read_any = false;
+            // Not reading by this side's choice: no timer may charge it to the server.
+            let mut paused = false;
             while budget > 0 {
+                if let Some(stream) = &self.full_stream {
+                    if stream.poll_room(cx).is_pending() {
+                        paused = true;
+                        break;
+                    }
+                    self.full_stream = None;
+                }
                 let frame = match self.io.poll_frame(cx) {
                     Poll::Ready(Some(Ok(bytes))) => bytes.freeze(),
                     Poll::Ready(Some(Err(ReadError::TooLarge { size, limit }))) => {
@@ -97,13 +110,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
                 };
                 budget -= 1;
                 read_any = true;
-                if let Err(error) = handle_frame(shared, frame) {
-                    return Poll::Ready(error);
+                match handle_frame(shared, frame) {
+                    Ok(full) => self.full_stream = full.or(self.full_stream.take()),
+                    Err(error) => return Poll::Ready(error),
                 }
             }
             // Any bytes are a sign of life, a frame still arriving too: a large answer
             // coming in over a slow path is not silence.
-            let heard = self.io.take_arrivals();
+            let heard = self.io.take_arrivals() || paused;
             if heard {
                 if let Some(keepalive) = &mut self.keepalive {
                     keepalive.heard(Instant::now());
@@ -125,8 +139,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
     }
 }
 
-/// Applies one frame from the server; `Err` ends the connection.
-fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
+/// Applies one frame from the server; `Err` ends the connection, `Ok(Some(stream))` says
+/// that an older server filled `stream` (the task reads no more until it has room).
+fn handle_frame(shared: &Shared, frame: Bytes) -> Result<Option<Arc<Inbound>>, RpcError> {
     match Frame::decode_with(frame, shared.outbox.layout())? {
         Frame::Response(response) => {
             // A response to a call that is no longer waiting (cancelled, timed out) or
@@ -155,7 +170,7 @@ fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
             shared
                 .streams
                 .finish(id, || StreamEnd::Error(RpcError::Cancelled));
-            Ok(())
+            Ok(None)
         }
         Frame::StreamItem {
             id,
@@ -167,27 +182,30 @@ fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
                 _ => None,
             };
             match inbound {
-                Some(inbound) => inbound.push(payload, compressed),
+                Some(inbound) => match inbound.push(payload, compressed)? {
+                    Pushed::Queued => Ok(None),
+                    Pushed::Full => Ok(Some(inbound)),
+                },
                 // The stream was dropped (its CANCEL is on its way): discard.
-                None => Ok(()),
+                None => Ok(None),
             }
         }
         Frame::WindowUpdate { id, increment } => {
             shared.streams.grant(id, increment);
-            Ok(())
+            Ok(None)
         }
         Frame::StopSending { id } => {
             shared.streams.stop_sending(id);
-            Ok(())
+            Ok(None)
         }
         Frame::Ping { data } if shared.version >= SETTINGS_VERSION => {
             let _ = shared
                 .outbox
                 .push_control(kind::PONG, 0, &data.to_be_bytes());
-            Ok(())
+            Ok(None)
         }
         // Any frame is a sign of life; the task stamps it.
-        Frame::Pong { .. } if shared.version >= SETTINGS_VERSION => Ok(()),
+        Frame::Pong { .. } if shared.version >= SETTINGS_VERSION => Ok(None),
         Frame::GoAway {
             code,
             message,
@@ -199,7 +217,7 @@ fn handle_frame(shared: &Shared, frame: Bytes) -> Result<(), RpcError> {
                     calls.state = State::Draining { last_id };
                 }
                 shared.usable.send_replace(false);
-                Ok(())
+                Ok(None)
             }
             go_away::PROTOCOL_ERROR => Err(RpcError::Protocol(format!(
                 "the server closed the connection: {message}"

@@ -39,7 +39,7 @@ use crate::protocol::{
     go_away, kind, status, Frame, FrameLayout, PayloadCodec, RequestFrame, SETTINGS_VERSION,
     STREAM_ITEM_OVERHEAD,
 };
-use crate::stream::{Flow, StreamEnd, StreamTable};
+use crate::stream::{Flow, Inbound, Pushed, StreamEnd, StreamTable};
 use crate::transport::{Established, Transport};
 
 /// The signals a server sends its connections.
@@ -190,6 +190,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         last_instance: 0,
         methods: BoundMethods::default(),
         parked,
+        full_stream: None,
         last_frame_at: now,
         partial_since: None,
         last_write_at: now,
@@ -255,6 +256,9 @@ pub(super) struct ServerConnection<R, W> {
     pub(super) methods: BoundMethods,
     /// Requests read at the in-flight limit, waiting for a slot.
     pub(super) parked: Parked,
+    /// A stream of an older client that holds as many items as it may: the connection
+    /// reads no more until it has room.
+    pub(super) full_stream: Option<Arc<Inbound>>,
     /// When the last complete frame arrived (for the idle timeout).
     pub(super) last_frame_at: Instant,
     /// Since when part of a frame has been waiting for the rest (for the frame timeout).
@@ -331,6 +335,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 // credit arrive on it), so it goes on and what cannot be parked is shed.
                 if let Err(end) = self.start_parked(now, cx) {
                     return Poll::Ready(end);
+                }
+                if let Some(stream) = &self.full_stream {
+                    if stream.poll_room(cx).is_pending() {
+                        paused = true;
+                        break;
+                    }
+                    self.full_stream = None;
                 }
                 if self.parked.is_full() && self.state.streams.is_empty() {
                     self.state.outbox.register(cx.waker());
@@ -502,9 +513,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             }) => {
                 // Items for a stream nobody reads any more are dropped.
                 if let Some(inbound) = self.state.streams.inbound(id) {
-                    if let Err(e) = inbound.push(payload, compressed) {
-                        self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
-                        return Err(End::Gone);
+                    match inbound.push(payload, compressed) {
+                        Ok(Pushed::Queued) => {}
+                        // An older client filled the stream: read no more until its
+                        // consumer makes room.
+                        Ok(Pushed::Full) => self.full_stream = Some(inbound),
+                        Err(e) => {
+                            self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
+                            return Err(End::Gone);
+                        }
                     }
                 }
                 Ok(())

@@ -56,6 +56,25 @@ impl Flow {
     fn queue_limit(&self) -> usize {
         self.receive_window as usize + self.max_item + STREAM_ITEM_OVERHEAD
     }
+
+    /// The most items a receiver queues for one stream: what a window holds when each
+    /// item costs its framing, plus the one a sender may start past its credit. Each
+    /// queued item holds memory beyond its payload (its entry, the frame it came in),
+    /// so the count is bounded on its own, for every version.
+    fn item_limit(&self) -> usize {
+        self.receive_window as usize / STREAM_ITEM_OVERHEAD + 1
+    }
+}
+
+/// What [`Inbound::push`] did with an item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued; there is room for more.
+    Queued,
+    /// Queued, and the stream holds as many items as it may: the connection stops
+    /// reading until [`Inbound::poll_room`] is ready. Only from peers of version 1 or 2,
+    /// whose credit does not count items, so that it cannot tell them to stop.
+    Full,
 }
 
 /// What [`Inbound::poll_next`] yields.
@@ -85,6 +104,8 @@ struct InboundState {
     queued: usize,
     end: Option<StreamEnd>,
     waker: Option<Waker>,
+    /// The connection's task, waiting for room after [`Pushed::Full`].
+    room_waker: Option<Waker>,
 }
 
 impl Inbound {
@@ -100,6 +121,7 @@ impl Inbound {
                 queued: 0,
                 end: None,
                 waker: None,
+                room_waker: None,
             }),
         }
     }
@@ -110,30 +132,54 @@ impl Inbound {
 
     /// Queues an item from the sender; an error means it went past its credit (or, from
     /// an older peer, filled the queue with framing).
-    pub(crate) fn push(&self, item: Bytes, compressed: bool) -> Result<(), RpcError> {
+    pub(crate) fn push(&self, item: Bytes, compressed: bool) -> Result<Pushed, RpcError> {
         let mut state = self.lock();
         if state.end.is_some() {
-            return Ok(());
+            return Ok(Pushed::Queued);
         }
         state.outstanding += self.flow.cost(item.len());
         state.queued += item.len() + STREAM_ITEM_OVERHEAD;
         let window = self.flow.receive_window as usize;
+        // A peer whose credit counts items (version 3 on) never queues more than the item
+        // limit; an older one is stopped by not reading it ([`Pushed::Full`]), and only
+        // a peer that overfills its queue even so breaks flow control.
+        let items_over = if self.flow.overhead > 0 {
+            state.items.len() >= self.flow.item_limit()
+        } else {
+            state.items.len() > self.flow.item_limit()
+        };
         if state.outstanding > window + self.flow.cost(self.flow.max_item)
             || state.queued > self.flow.queue_limit()
+            || items_over
         {
             return Err(RpcError::Protocol(format!(
                 "a stream exceeded its flow-control window ({} bytes of credit used, {} \
-                 bytes queued, window {window})",
-                state.outstanding, state.queued
+                 bytes and {} items queued, window {window})",
+                state.outstanding,
+                state.queued,
+                state.items.len()
             )));
         }
         state.items.push_back((item, compressed));
+        // Only an older peer is stopped by not reading it; a newer one is bound by credit.
+        let full = self.flow.overhead == 0 && state.items.len() >= self.flow.item_limit();
         self.received.fetch_add(1, Ordering::Relaxed);
         if let Some(waker) = state.waker.take() {
             drop(state);
             waker.wake();
         }
-        Ok(())
+        Ok(if full { Pushed::Full } else { Pushed::Queued })
+    }
+
+    /// Ready once the stream has room for another item (or has ended): the connection
+    /// that stopped reading after [`Pushed::Full`] reads again.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.end.is_some() || state.items.len() < self.flow.item_limit() {
+            return Poll::Ready(());
+        }
+        state.room_waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// The largest item this side accepts (its own frame limit): what a compressed item
@@ -153,8 +199,10 @@ impl Inbound {
         if state.end.is_none() {
             state.end = Some(end);
         }
-        if let Some(waker) = state.waker.take() {
-            drop(state);
+        let room = state.room_waker.take();
+        let waker = state.waker.take();
+        drop(state);
+        for waker in [room, waker].into_iter().flatten() {
             waker.wake();
         }
     }
@@ -162,6 +210,11 @@ impl Inbound {
     pub(super) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut state = self.lock();
         if let Some((item, compressed)) = state.items.pop_front() {
+            // The connection waiting for room reads again (it was told Full at the limit,
+            // so one item out is room).
+            if let Some(waker) = state.room_waker.take() {
+                waker.wake();
+            }
             state.queued -= item.len() + STREAM_ITEM_OVERHEAD;
             state.unacked += self.flow.cost(item.len());
             let grant = if state.unacked >= self.flow.receive_window as usize / 2 {
@@ -323,6 +376,34 @@ mod tests {
             inbound.poll_next(&mut cx),
             Poll::Ready(Next::End(_))
         ));
+    }
+
+    #[test]
+    fn an_older_peers_stream_fills_at_the_item_limit_and_has_room_once_one_is_consumed() {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let flow = Flow::legacy(16 << 20);
+        let legacy = Inbound::new(flow);
+        for _ in 1..flow.item_limit() {
+            assert_eq!(legacy.push(Bytes::new(), false).unwrap(), Pushed::Queued);
+        }
+        // The limit: told Full (the connection stops reading), no room until one is read.
+        assert_eq!(legacy.push(Bytes::new(), false).unwrap(), Pushed::Full);
+        assert!(legacy.poll_room(&mut cx).is_pending());
+        assert!(matches!(
+            legacy.poll_next(&mut cx),
+            Poll::Ready(Next::Item(..))
+        ));
+        assert!(legacy.poll_room(&mut cx).is_ready());
+        // A peer that keeps sending while unread breaks flow control.
+        assert_eq!(legacy.push(Bytes::new(), false).unwrap(), Pushed::Full);
+        assert_eq!(legacy.push(Bytes::new(), false).unwrap(), Pushed::Full);
+        assert!(legacy.push(Bytes::new(), false).is_err());
+        // A version 3 peer is never told Full: its credit bounds it.
+        let current = Inbound::new(current(16 << 20));
+        assert!((0..flow.item_limit())
+            .all(|_| current.push(Bytes::new(), false).unwrap() == Pushed::Queued));
+        assert!(current.push(Bytes::new(), false).is_err());
     }
 
     #[test]

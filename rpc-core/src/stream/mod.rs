@@ -37,7 +37,7 @@ use crate::outbox::Outbox;
 use crate::protocol::{kind, status, ResponseFrame};
 
 use flow::Next;
-pub(crate) use flow::{Flow, Inbound, Outbound};
+pub(crate) use flow::{Flow, Inbound, Outbound, Pushed};
 pub(crate) use send::{send_items, send_items_with, Sent};
 pub(crate) use table::StreamTable;
 
@@ -318,6 +318,9 @@ impl Remote {
 impl Drop for Remote {
     fn drop(&mut self) {
         if !self.ended {
+            // Nobody will consume what is queued: a connection waiting for room in it
+            // reads on (the items are dropped with the stream).
+            self.inbound.end(StreamEnd::Error(RpcError::Cancelled));
             self.peer.receiver_dropped(self.id);
         }
     }
