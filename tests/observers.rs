@@ -278,3 +278,38 @@ async fn a_client_observer_sees_answers_failures_and_dropped_calls() {
     assert_eq!(*count.lock().unwrap(), 4);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_interrupted_by_a_shutdown_is_observed_with_the_status_its_caller_got() {
+    // At the end of the shutdown grace, a running call is answered INTERRUPTED and its
+    // task is stopped: its observer hears INTERRUPTED, not "unanswered".
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let hanging = Arc::new(Notify::new());
+    let router = Router::from(DeskServer::new(DeskImpl {
+        hanging: Arc::clone(&hanging),
+    }))
+    .observe(Recorder(tx));
+    let server = traitrpc_transport_tcp::serve_with_config(
+        "127.0.0.1:0",
+        router,
+        traitrpc_core::ServerConfig::default().shutdown_grace(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    let desk = DeskClient::new(
+        traitrpc_transport_tcp::connect(server.local_addr())
+            .await
+            .unwrap(),
+    );
+    let call = tokio::spawn(async move { desk.hang().await });
+    hanging.notified().await;
+    server.shutdown().await;
+    assert!(
+        matches!(call.await.unwrap(), Err(RpcError::Interrupted { .. })),
+        "the caller is told INTERRUPTED"
+    );
+    assert_eq!(
+        next_end(&mut events).await,
+        ended("hang", Some(status::INTERRUPTED))
+    );
+}

@@ -156,6 +156,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         streams: StreamTable::new(flow),
         version: opened.version,
         ended: CancellationToken::new(),
+        interrupted: std::sync::OnceLock::new(),
     });
     let _ended = state.ended.clone().drop_guard();
     let now = Instant::now();

@@ -323,9 +323,28 @@ fn panicked(
     ReplyTo::registered(Arc::clone(state), id, instance).error(status::HANDLER_PANICKED, &message)
 }
 
+/// An observed call's watch inside its task: ended with the answer when the task
+/// finishes; dropped with the task, it ends with the answer the connection gave the call
+/// when it stopped it (INTERRUPTED at a shutdown's end), else unanswered (a CANCEL, the
+/// connection lost).
+struct TaskWatch {
+    watch: Option<CallWatch>,
+    state: Arc<ConnectionState>,
+}
+
+impl Drop for TaskWatch {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            match self.state.interrupted.get() {
+                Some(answered) => watch.end(answered),
+                None => drop(watch),
+            }
+        }
+    }
+}
+
 /// Runs one handler to completion, its deadline, or a panic, and answers the latter two.
-/// An observed call's watch ends with how it was answered; dropped with the task (a
-/// CANCEL, the connection closing), it ends unanswered.
+/// An observed call's watch ends with how it was answered ([`TaskWatch`]).
 async fn run_handler(
     handler: Running,
     watch: Option<CallWatch>,
@@ -333,6 +352,10 @@ async fn run_handler(
     (state, id, instance): (Arc<ConnectionState>, u64, u64),
     slot: InFlightSlot,
 ) {
+    let mut watch = TaskWatch {
+        watch,
+        state: Arc::clone(&state),
+    };
     let guarded = AssertUnwindSafe(handler).catch_unwind();
     let outcome = match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, guarded).await.ok(),
@@ -346,7 +369,7 @@ async fn run_handler(
             "the call's deadline passed before the handler finished",
         ),
     };
-    if let Some(watch) = watch {
+    if let Some(watch) = watch.watch.take() {
         watch.end(&answered);
     }
     drop(slot);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::task::AbortHandle;
 
-use super::service::ReplyTo;
+use super::service::{Answered, ReplyTo};
 use crate::outbox::Outbox;
 use crate::protocol::kind;
 use crate::stream::{StreamEnd, StreamPeer, StreamTable};
@@ -58,6 +58,10 @@ pub(crate) struct ConnectionState {
     /// Cancelled when the connection has ended: stops handler tasks no one can abort by
     /// call id any more (they answered and went on).
     pub(super) ended: tokio_util::sync::CancellationToken,
+    /// How the calls still running were answered when the connection stopped them
+    /// ([`ConnectionState::abort_all`] with an answer): their tasks, dropped, tell their
+    /// observers this instead of "unanswered".
+    pub(super) interrupted: std::sync::OnceLock<Answered>,
 }
 
 impl StreamPeer for ConnectionState {
@@ -140,11 +144,14 @@ impl ConnectionState {
             .fail_all(&RpcError::closed("the connection is closing"));
         let running = std::mem::take(&mut *self.running());
         for (id, call) in running {
+            // Answered first, and the answer recorded, so that the aborted task's
+            // observers hear the status the caller got.
+            if let Some((code, message)) = answer {
+                let answered = ReplyTo::unregistered(Arc::clone(self), id).error(code, message);
+                let _ = self.interrupted.set(answered);
+            }
             if let Some(task) = call.task {
                 task.abort();
-            }
-            if let Some((code, message)) = answer {
-                ReplyTo::unregistered(Arc::clone(self), id).error(code, message);
             }
         }
     }
