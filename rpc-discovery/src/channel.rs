@@ -384,6 +384,10 @@ impl Inner {
         loop {
             attempt += 1;
             let (member, probe, connection) = self.choose(&call, &tried).await?;
+            if attempt > 1 {
+                // Counted when it is sent: a retry whose choice found nothing never was.
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
             let outcome = self.attempt(&member, probe, &connection, &call).await;
             // A refusal that certainly did not run the call (or an interruption) comes
             // back as a frame; keep it to return as is if the call is not retried.
@@ -429,7 +433,6 @@ impl Inner {
                     return give_up(error, frame);
                 }
                 Decision::Retry(delay) => {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         service = call.method.service, method = call.method.name,
                         endpoint = %member.addr, %error, attempt = attempt + 1, ?delay,

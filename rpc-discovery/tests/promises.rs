@@ -354,3 +354,40 @@ async fn a_call_made_as_the_only_connection_drops_waits_for_the_reconnect() {
     }
     replica.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retry_that_finds_no_endpoint_is_not_counted_as_sent() {
+    // The only replica refuses the call OVERLOADED (safe to retry) and, in the same
+    // moment, discovery drops it: the retry is decided but finds nothing to go to. The
+    // channel's retries counter counts attempts sent again, so it stays at 0.
+    use traitrpc_core::protocol::status;
+    use traitrpc_core::server::middleware;
+    use traitrpc_core::{Next, Rejection, Router};
+    let discovery = StaticDiscovery::new(Vec::<String>::new());
+    let dropping = discovery.clone();
+    let router = Router::from(ReplicaServer::new(ReplicaImpl::new("r"))).layer(
+        middleware::from_fn(move |_next: Next| {
+            dropping.set(Vec::<String>::new());
+            async move { Err(Rejection::status(status::OVERLOADED, "busy")) }
+        }),
+    );
+    let replica = traitrpc_transport_tcp::serve("127.0.0.1:0", router)
+        .await
+        .unwrap();
+    discovery.set([replica.local_addr().to_string()]);
+    let channel = BalancedChannel::builder(discovery).build();
+    let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(10));
+    let error = client
+        .whoami()
+        .await
+        .expect_err("refused, then nowhere to go");
+    assert!(
+        matches!(
+            error,
+            RpcError::Unavailable { .. } | RpcError::Overloaded { .. }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(channel.stats().retries, 0, "no attempt was sent again");
+    replica.shutdown().await;
+}
