@@ -304,3 +304,38 @@ async fn a_response_bomb_fails_its_call_with_a_typed_error() {
     let again = docs.echo("again".into()).await.unwrap_err();
     assert!(matches!(again, RpcError::Decompress { .. }), "{again}");
 }
+
+#[tokio::test]
+async fn a_compressed_request_is_refused_for_what_costs_nothing_before_it_is_decompressed() {
+    // A request for a service the server does not have, whose compressed arguments would
+    // not even decompress: the refusal that costs nothing (UNKNOWN_SERVICE) comes first,
+    // as it does for draining and load shedding; nothing is decompressed for it.
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", DocumentsServer::new(Docs))
+        .await
+        .unwrap();
+    let (mut raw, hello) = common::raw::handshaken_as(server.local_addr(), 5).await;
+    assert_eq!(hello.version, 5);
+    let mut body = vec![
+        kind::REQUEST,
+        protocol::flags::COMPRESSED | protocol::flags::NAMED,
+    ];
+    varint::put(&mut body, 1);
+    varint::put(&mut body, 5_000 << 2 | 1);
+    body.push(0);
+    body.push(7);
+    body.extend_from_slice(b"Nowhere");
+    body.push(4);
+    body.extend_from_slice(b"blob");
+    body.push(0);
+    body.push(Compression::Lz4.id());
+    varint::put(&mut body, 100);
+    body.extend_from_slice(b"not lz4 at all");
+    common::raw::send_frame(&mut raw, &body).await;
+    match next_frame(&mut raw).await {
+        Some(Frame::Response(response)) => {
+            assert_eq!((response.id, response.status), (1, status::UNKNOWN_SERVICE))
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    server.shutdown().await;
+}

@@ -26,18 +26,17 @@ use super::foreign::SharedPort;
 use super::handshake;
 use super::observer::BatchEnds;
 use super::parked::Parked;
-use super::service::{ReplyTo, Router};
+use super::service::Router;
 use super::state::{ConnectionSlot, ConnectionState, Load};
 use super::ServerConfig;
-use crate::compression::{compressor, decompress};
+use crate::compression::compressor;
 use crate::context::{ConnectionInfo, PeerAddr};
 use crate::frame_io::{FrameIo, ReadError};
 use crate::keepalive::{Due, KeepaliveTimer};
 use crate::method_ids::BoundMethods;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    go_away, kind, status, Frame, FrameLayout, PayloadCodec, RequestFrame, SETTINGS_VERSION,
-    STREAM_ITEM_OVERHEAD,
+    go_away, kind, status, Frame, FrameLayout, PayloadCodec, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
 };
 use crate::stream::{Flow, Inbound, Pushed, StreamEnd, StreamTable};
 use crate::transport::{Established, Transport};
@@ -497,7 +496,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                     self.parked.push(request, now);
                     return Ok(());
                 }
-                self.begin(request, now, cx)
+                self.start(request, now, cx)
             }
             Ok(Frame::Cancel { id }) => {
                 let call = self.state.running().remove(&id);
@@ -574,38 +573,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         }
     }
 
-    /// Decompresses a request's arguments if flagged, then starts it; the request
-    /// arrived at `arrived` (its deadline runs from then).
-    fn begin(
-        &mut self,
-        mut request: RequestFrame,
-        arrived: Instant,
-        cx: &mut TaskContext<'_>,
-    ) -> Result<(), End> {
-        if request.compressed {
-            let limit = self.config.max_frame_size;
-            match decompress(std::mem::take(&mut request.payload), limit) {
-                Ok(payload) => request.payload = payload,
-                Err(e) => {
-                    // Refused like arguments that do not decode: the handler never runs,
-                    // the connection stays.
-                    self.last_id = self.last_id.max(request.id);
-                    ReplyTo::unregistered(Arc::clone(&self.state), request.id)
-                        .error(status::INVALID_ARGUMENTS, &e.to_string());
-                    return Ok(());
-                }
-            }
-        }
-        self.start(request, arrived, cx)
-    }
-
     /// Starts parked requests, oldest first, while there are slots (while draining, all
     /// of them: `start` refuses them SHUTTING_DOWN).
     fn start_parked(&mut self, now: Instant, cx: &mut TaskContext<'_>) -> Result<(), End> {
         while !self.parked.is_empty() && (self.draining || self.state.has_room()) {
             let (request, arrived) = self.parked.pop().expect("not empty");
             // A request that waited past the batch's clock starts with its own.
-            self.begin(request, arrived.min(now), cx)?;
+            self.start(request, arrived.min(now), cx)?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use super::middleware::{MiddlewareFuture, Next};
 use super::observer::CallWatch;
 use super::service::{Answered, HandlerFuture, IncomingCall, ReplyTo};
 use super::state::{ConnectionState, InFlightSlot, RunningCall};
+use crate::compression::decompress;
 use crate::context::{self, Context};
 use crate::protocol::{go_away, status, RequestFrame};
 use crate::util::panic_message;
@@ -29,7 +30,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
     /// if it is not done yet. `Err` ends the connection the way it says.
     pub(super) fn start(
         &mut self,
-        request: RequestFrame,
+        mut request: RequestFrame,
         now: Instant,
         cx: &mut TaskContext<'_>,
     ) -> Result<(), End> {
@@ -80,6 +81,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             );
             return Ok(());
         };
+        // Compressed arguments are expanded only for a call that passed every refusal
+        // above, which cost nothing; a bad payload is refused like arguments that do not
+        // decode (the handler never runs, the connection stays).
+        if request.compressed {
+            match decompress(
+                std::mem::take(&mut request.payload),
+                self.config.max_frame_size,
+            ) {
+                Ok(payload) => request.payload = payload,
+                Err(e) => {
+                    unregistered().error(status::INVALID_ARGUMENTS, &e.to_string());
+                    return Ok(());
+                }
+            }
+        }
         // The caller's budget, capped by the server's own limit (0 = the caller set none).
         let budget = match request.budget_micros {
             0 => None,
