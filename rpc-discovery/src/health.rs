@@ -96,6 +96,10 @@ impl Health {
             self.probing = false;
         }
         match verdict {
+            // Already out and not probed: the success of a call sent before the ejection
+            // (or forced through because every endpoint is out) says nothing of the
+            // endpoint now; only a probe restores it.
+            Verdict::Success if self.ejected_until.is_some() && !probe => Transition::None,
             Verdict::Success => {
                 let was_ejected = self.ejected_until.is_some();
                 *self = Health::default();
@@ -138,6 +142,34 @@ impl Health {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_of_a_call_sent_before_the_ejection_does_not_restore() {
+        let policy = OutlierPolicy {
+            consecutive_failures: 2,
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(8),
+        };
+        let now = Instant::now();
+        let mut health = Health::default();
+        health.record(&policy, Verdict::Failure, false, now);
+        assert!(matches!(
+            health.record(&policy, Verdict::Failure, false, now),
+            Transition::Ejected(_)
+        ));
+        // A slow call sent before the ejection comes back fine: still out.
+        assert_eq!(
+            health.record(&policy, Verdict::Success, false, now),
+            Transition::None
+        );
+        assert!(health.is_ejected());
+        // A probe's success restores it.
+        assert_eq!(
+            health.record(&policy, Verdict::Success, true, now),
+            Transition::Restored
+        );
+        assert!(!health.is_ejected());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn ejects_after_failures_probes_one_at_a_time_and_restores() {
