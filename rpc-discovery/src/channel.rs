@@ -252,7 +252,7 @@ impl BalancedChannel {
                 in_flight: m.load.in_flight(),
                 connected: m.connection().is_some(),
                 ejected: m.is_ejected(),
-                reconnecting: matches!(m.link(), Link::Backoff(_)),
+                reconnecting: matches!(m.link(), Link::Backoff(_) | Link::Reconnecting(_)),
                 latency: m.load.latency(),
                 serving: m.is_serving(),
             })

@@ -11,7 +11,7 @@
 //! unreachable.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -44,14 +44,19 @@ pub(crate) enum Link {
     Ready,
     /// The last attempt failed; the next one waits until then.
     Backoff(Instant),
+    /// Its connection ended, and it reconnects at this time: the server is draining,
+    /// or the connection ended right after it was made. It answered the handshake, so
+    /// calls wait for it rather than fail as unreachable.
+    Reconnecting(Instant),
 }
 
 impl Link {
-    /// Whether the member may be usable without waiting out a backoff: it is
-    /// connecting, or it is `Ready` (if its connection just ended, its task is about to
-    /// make it `Connecting` or `Backoff`, and wakes waiting calls when it does).
+    /// Whether the member may come up soon, so that calls wait for it: it is connecting,
+    /// reconnecting after a pause (its server answered it a moment ago), or `Ready` (if
+    /// its connection just ended, its task is about to change the link, and wakes
+    /// waiting calls when it does). Only a member whose connection attempts fail is not.
     fn may_come_up(self) -> bool {
-        matches!(self, Link::Connecting | Link::Ready)
+        matches!(self, Link::Connecting | Link::Ready | Link::Reconnecting(_))
     }
 }
 
@@ -67,6 +72,9 @@ pub(crate) struct Member {
     serving: AtomicBool,
     /// Signalled when the member is ejected or restored (its task re-arms its timer).
     health_changed: Notify,
+    /// Attempts it answered successfully, ever: a connection that carried none and was
+    /// lost at once counts as a failed attempt ([`STABLE_CONNECTION`]).
+    successes: AtomicU64,
     task: Mutex<Option<AbortHandle>>,
 }
 
@@ -91,6 +99,7 @@ impl Member {
             health: Mutex::new(Health::default()),
             serving: AtomicBool::new(true),
             health_changed: Notify::new(),
+            successes: AtomicU64::new(0),
             task: Mutex::new(None),
         }
     }
@@ -293,6 +302,9 @@ impl Pool {
 
     /// Records how an attempt on `member` went; ejects or restores it as the health says.
     pub(crate) fn record(&self, member: &Member, verdict: Verdict, probe: bool) {
+        if verdict == Verdict::Success {
+            member.successes.fetch_add(1, Ordering::Relaxed);
+        }
         let transition =
             lock(&member.health).record(&self.settings.outlier, verdict, probe, Instant::now());
         match transition {
@@ -356,6 +368,10 @@ impl Pool {
 /// lost, reconnect (at once after a working connection, with backoff after a failed
 /// attempt), and wake the pool when an ejection period ends. Stops when the member
 /// leaves the pool (its task is aborted) or the pool is gone.
+/// How long a connection must have lived for its loss to reconnect at once; one lost
+/// sooner, having answered no call, counts as a failed attempt and backs off.
+const STABLE_CONNECTION: Duration = Duration::from_secs(1);
+
 async fn maintain(pool: std::sync::Weak<Pool>, member: Arc<Member>) {
     let mut failures = 0u32;
     loop {
@@ -385,7 +401,8 @@ async fn maintain(pool: std::sync::Weak<Pool>, member: Arc<Member>) {
         };
         match result {
             Ok(connection) => {
-                failures = 0;
+                let connected_at = Instant::now();
+                let successes_before = member.successes.load(Ordering::Relaxed);
                 {
                     let mut state = lock(&member.state);
                     state.link = Link::Ready;
@@ -404,21 +421,46 @@ async fn maintain(pool: std::sync::Weak<Pool>, member: Arc<Member>) {
                 // The link changes with the connection, under one lock: a call that
                 // looks between the two must not see a member that is neither connected
                 // nor connecting (it would fail at once as unreachable).
-                let delay = drained.then(|| strong.settings.reconnect.delay(1));
+                // A connection that ended soon after it was made without answering a call
+                // (a server that takes the handshake and hangs up, or crashes at once)
+                // counts as a failed attempt: reconnecting at once would loop as fast as
+                // the network allows. One that lived, or served, resets the count and
+                // reconnects at once.
+                let short_lived = connected_at.elapsed() < STABLE_CONNECTION
+                    && member.successes.load(Ordering::Relaxed) == successes_before;
+                failures = if short_lived {
+                    failures.saturating_add(1)
+                } else {
+                    0
+                };
+                let delay = if drained {
+                    Some(strong.settings.reconnect.delay(1))
+                } else if short_lived {
+                    Some(strong.settings.reconnect.delay(failures))
+                } else {
+                    None
+                };
                 {
                     let mut state = lock(&member.state);
                     state.connection = None;
                     state.link = match delay {
-                        Some(delay) => Link::Backoff(Instant::now() + delay),
+                        Some(delay) => Link::Reconnecting(Instant::now() + delay),
                         None => Link::Connecting,
                     };
                 }
                 strong.republish();
                 if let Some(delay) = delay {
-                    // The server is shutting down: it refuses new connections for a
-                    // while, so do not hammer it.
-                    tracing::debug!(endpoint = %member.addr, "server is draining; connection replaced");
-                    failures = 1;
+                    if drained {
+                        // The server is shutting down: it refuses new connections for a
+                        // while, so do not hammer it.
+                        tracing::debug!(endpoint = %member.addr, "server is draining; connection replaced");
+                        failures = 1;
+                    } else {
+                        tracing::info!(
+                            endpoint = %member.addr, failures, retry_in = ?delay,
+                            "connection lost right after it was made; reconnecting after a backoff"
+                        );
+                    }
                     drop(strong);
                     tokio::time::sleep(delay).await;
                 } else {
@@ -531,5 +573,8 @@ mod tests {
         assert!(Link::Connecting.may_come_up());
         assert!(Link::Ready.may_come_up());
         assert!(!Link::Backoff(Instant::now()).may_come_up());
+        // A server that drained it, or a connection that ended at once: it reconnects
+        // after a pause, and calls wait for it.
+        assert!(Link::Reconnecting(Instant::now()).may_come_up());
     }
 }

@@ -391,3 +391,90 @@ async fn a_retry_that_finds_no_endpoint_is_not_counted_as_sent() {
     assert_eq!(channel.stats().retries, 0, "no attempt was sent again");
     replica.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_that_hangs_up_after_the_handshake_is_reconnected_with_backoff() {
+    // A server that accepts the handshake and closes at once: the channel used to
+    // reconnect immediately, forever, as fast as loopback allows. A connection lost that
+    // soon now counts as a failed attempt, and reconnects back off.
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use traitrpc_core::protocol::{ClientHello, ServerHello, Settings, HANDSHAKE_LEN};
+    use traitrpc_discovery::Backoff;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counting.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut hello = [0u8; HANDSHAKE_LEN];
+                if stream.read_exact(&mut hello).await.is_err() {
+                    return;
+                }
+                let version = ClientHello::decode(&hello).map(|h| h.version).unwrap_or(3);
+                let reply = ServerHello {
+                    version,
+                    status: 0,
+                    max_frame_size: 1 << 20,
+                };
+                let _ = stream.write_all(&reply.encode()).await;
+                let _ = stream.write_all(&Settings::default().encode()).await;
+                let mut settings = [0u8; 64];
+                let _ = stream.read(&mut settings).await;
+                // Hang up.
+            });
+        }
+    });
+    let channel = BalancedChannel::builder(StaticDiscovery::new([addr]))
+        .reconnect_backoff(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        ))
+        .build();
+    // Watch for a second: with the backoff (at least 50 ms, doubling) a handful of
+    // connections; without it, hundreds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let count = accepted.load(Ordering::SeqCst);
+    assert!(count >= 1, "the channel connects");
+    assert!(count <= 12, "{count} connections in a second");
+    drop(channel);
+}
+
+#[tokio::test]
+async fn a_single_endpoint_that_sent_go_away_makes_calls_wait_not_fail_as_unreachable() {
+    // The server ends idle connections with GO_AWAY (and keeps serving new ones). The
+    // channel reconnects after a short pause; a call made during that pause used to
+    // fail at once with "no endpoint is reachable" (the pause looked like a failed
+    // endpoint's backoff). It waits for the reconnect now.
+    let replica = traitrpc_transport_tcp::serve_with_config(
+        "127.0.0.1:0",
+        ReplicaServer::new(ReplicaImpl::new("r")),
+        ServerConfig::default().idle_timeout(Some(Duration::from_millis(100))),
+    )
+    .await
+    .unwrap();
+    let channel = BalancedChannel::from_static([replica.local_addr()]);
+    let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(10));
+    for round in 0..5 {
+        assert_eq!(client.whoami().await.unwrap(), "r", "round {round}");
+        // The connection goes idle and is ended with GO_AWAY: call in the moment the
+        // channel has seen it end.
+        assert!(
+            within(Duration::from_secs(10), || channel
+                .endpoints()
+                .iter()
+                .all(|e| !e.connected))
+            .await
+            .is_some(),
+            "round {round}: the idle connection ended"
+        );
+        match client.whoami().await {
+            Ok(name) => assert_eq!(name, "r"),
+            Err(error) => panic!("round {round}: {error:?}"),
+        }
+    }
+    replica.shutdown().await;
+}
