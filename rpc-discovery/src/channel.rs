@@ -216,7 +216,28 @@ pub struct EndpointStatus {
     pub serving: bool,
 }
 
+/// A [`BalancedChannel`] that does not keep it alive: for what watches a channel (a
+/// metrics collector) and should let it go, with its connections, when its users drop it.
+#[derive(Clone, Debug)]
+pub struct WeakBalancedChannel {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakBalancedChannel {
+    /// The channel, if anyone still holds it.
+    pub fn upgrade(&self) -> Option<BalancedChannel> {
+        self.inner.upgrade().map(|inner| BalancedChannel { inner })
+    }
+}
+
 impl BalancedChannel {
+    /// A handle that does not keep the channel (and its connections) alive.
+    pub fn downgrade(&self) -> WeakBalancedChannel {
+        WeakBalancedChannel {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// A builder over `discovery` with the default settings.
     pub fn builder(discovery: impl Discovery) -> Builder {
         Builder {

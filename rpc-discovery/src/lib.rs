@@ -72,8 +72,8 @@ mod retry;
 
 pub use balance::Balancer;
 pub use channel::{
-    BalancedChannel, Builder, ChannelStats, EndpointStatus, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_KEEPALIVE,
+    BalancedChannel, Builder, ChannelStats, EndpointStatus, WeakBalancedChannel,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
 };
 #[cfg(feature = "tls")]
 pub use connector::TlsConnector;

@@ -274,3 +274,42 @@ async fn the_admin_endpoint_serves_metrics_liveness_and_readiness() {
     assert_eq!(http_get(admin.local_addr(), "/readyz").await.0, 503);
     admin.shutdown().await;
 }
+
+#[tokio::test]
+async fn observing_a_channel_does_not_keep_it_or_its_connections_alive() {
+    // The collector used to hold a clone of the channel: dropped by its users, the
+    // channel kept its pool and its connections to every endpoint for as long as the
+    // metrics lived.
+    use traitrpc_discovery::BalancedChannel;
+    let metrics = Metrics::new();
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", ShopServer::new(ShopImpl))
+        .await
+        .unwrap();
+    let channel = BalancedChannel::from_static([server.local_addr()]);
+    metrics.observe_channel(&channel, "shop");
+    let shop = ShopClient::new(channel.clone());
+    assert!(shop.price("x".into()).await.is_ok());
+    assert_eq!(server.connections(), 1);
+    drop(shop);
+    drop(channel);
+    let mut closed = false;
+    for _ in 0..500 {
+        if server.connections() == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "the channel's connection outlived it");
+    // The scrape reports no endpoints for it any more.
+    let text = metrics.encode();
+    assert_eq!(
+        sample(
+            &text,
+            "rpc_client_endpoints{target=\"shop\",state=\"ready\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    server.shutdown().await;
+}

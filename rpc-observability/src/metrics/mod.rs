@@ -171,7 +171,9 @@ struct ClientFamilies {
     budget_exhausted: Family<TargetLabels, Counter>,
 }
 
-type Refresher = Box<dyn Fn() + Send + Sync>;
+/// Reads a live count into its metric; `false` once what it reads is gone (it is then
+/// dropped).
+type Refresher = Box<dyn Fn() -> bool + Send + Sync>;
 
 struct Inner {
     registry: Mutex<Registry>,
@@ -347,15 +349,11 @@ impl Metrics {
 
     /// Every metric in the OpenMetrics text format (what `/metrics` serves).
     pub fn encode(&self) -> String {
-        for refresh in self
-            .inner
+        self.inner
             .refreshers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            refresh();
-        }
+            .retain(|refresh| refresh());
         let mut out = String::new();
         let registry = self
             .inner
@@ -401,22 +399,25 @@ impl Metrics {
             let now = stats.calls_shed();
             let before = reported.swap(now, Ordering::Relaxed);
             shed.inc_by(now.saturating_sub(before));
+            true
         });
     }
 
     /// Reports a balanced channel's endpoints by state (`ready`, `connecting`,
     /// `backoff`, `ejected`, `not_serving`), ejections, retries and exhausted retry
-    /// budget, under `target`, at each scrape.
+    /// budget, under `target`, at each scrape. It does not keep the channel alive: once
+    /// its users drop it (and its connections close), its endpoint gauges read 0.
     #[cfg(feature = "discovery")]
     pub fn observe_channel(&self, channel: &traitrpc_discovery::BalancedChannel, target: &str) {
-        let channel = channel.clone();
+        let channel = channel.downgrade();
         let target: Arc<str> = target.into();
         let families = Arc::clone(&self.inner);
         let reported = Mutex::new(traitrpc_discovery::ChannelStats::default());
         self.refresh(move || {
             let client = &families.client;
+            let channel = channel.upgrade();
             let mut counts = [0i64; 5];
-            for endpoint in channel.endpoints() {
+            for endpoint in channel.iter().flat_map(|channel| channel.endpoints()) {
                 let state = if endpoint.ejected {
                     3
                 } else if !endpoint.serving {
@@ -442,6 +443,9 @@ impl Metrics {
                     })
                     .set(count);
             }
+            let Some(channel) = channel else {
+                return false;
+            };
             let now = channel.stats();
             let mut before = reported.lock().unwrap_or_else(PoisonError::into_inner);
             let labels = TargetLabels {
@@ -460,10 +464,11 @@ impl Metrics {
                     .saturating_sub(before.retry_budget_exhausted),
             );
             *before = now;
+            true
         });
     }
 
-    fn refresh(&self, f: impl Fn() + Send + Sync + 'static) {
+    fn refresh(&self, f: impl Fn() -> bool + Send + Sync + 'static) {
         self.inner
             .refreshers
             .lock()
