@@ -4,7 +4,8 @@
 //! as signs of life, so a large answer over a slow path does not time its call out.
 //!
 //! Real loopback sockets; the keepalive timers are short so that, without the fix, each
-//! test fails within a fraction of the time its calls take.
+//! test fails within a fraction of the time its calls take, and long enough (a few
+//! hundred milliseconds) that a loaded machine's scheduling stalls do not trip them.
 
 mod common;
 
@@ -18,16 +19,16 @@ use tokio::net::{TcpListener, TcpStream};
 use traitrpc_core::protocol::{status, Frame};
 use traitrpc_core::{codec, ClientConfig, Keepalive, ServerConfig};
 
-/// Ping after 50 ms of silence, give up 50 ms later.
+/// Ping after 200 ms of silence, give up 200 ms later.
 fn eager_keepalive() -> Option<Keepalive> {
     Some(Keepalive::new(
-        Duration::from_millis(50),
-        Duration::from_millis(50),
+        Duration::from_millis(200),
+        Duration::from_millis(200),
     ))
 }
 
-/// Four calls of 12 keepalive periods each on a connection with two slots: two run, two
-/// wait. The server must go on reading the client's PINGs and PONGs meanwhile.
+/// Four calls of about 8 keepalive periods each on a connection with two slots: two run,
+/// two wait. The server must go on reading the client's PINGs and PONGs meanwhile.
 async fn four_long_calls_on_two_slots(server_keepalive: Option<Keepalive>) {
     let server = start_with(
         ProbeImpl::default(),
@@ -46,7 +47,7 @@ async fn four_long_calls_on_two_slots(server_keepalive: Option<Keepalive>) {
     let calls: Vec<_> = (0..4)
         .map(|i| {
             let probe = probe.clone();
-            tokio::spawn(async move { probe.sleep_echo(600, i).await })
+            tokio::spawn(async move { probe.sleep_echo(1500, i).await })
         })
         .collect();
     for (i, call) in calls.into_iter().enumerate() {
@@ -154,8 +155,8 @@ async fn slow_downstream_proxy(target: SocketAddr, rate: usize) -> SocketAddr {
 
 #[tokio::test]
 async fn a_large_answer_arriving_steadily_over_a_slow_path_is_not_silence() {
-    // 256 KiB at 8 KiB per 20 ms: about 650 ms for one frame, 6.5 times the client's
-    // keepalive interval plus timeout. Its bytes arrive all along.
+    // 512 KiB at 8 KiB per 20 ms: about 1.3 s for one frame, over three times the
+    // client's keepalive interval plus timeout. Its bytes arrive all along.
     let server = start_with(ProbeImpl::default(), ServerConfig::default()).await;
     let proxy = slow_downstream_proxy(server.local_addr(), 8 * 1024).await;
     let connection = traitrpc_transport_tcp::connect_with_config(
@@ -165,7 +166,7 @@ async fn a_large_answer_arriving_steadily_over_a_slow_path_is_not_silence() {
     .await
     .unwrap();
     let probe = ProbeClient::new(connection);
-    let blob = probe.make_blob(256 * 1024).await.unwrap();
-    assert_eq!(blob.len(), 256 * 1024);
+    let blob = probe.make_blob(512 * 1024).await.unwrap();
+    assert_eq!(blob.len(), 512 * 1024);
     server.shutdown().await;
 }
