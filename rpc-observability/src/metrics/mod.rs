@@ -412,6 +412,15 @@ impl Metrics {
         let channel = channel.downgrade();
         let target: Arc<str> = target.into();
         let families = Arc::clone(&self.inner);
+        // Its counters exist from now on, at 0 until they count (and after the channel
+        // is gone, at what they reached).
+        let labels = TargetLabels {
+            target: Arc::clone(&target),
+        };
+        let client = &families.client;
+        client.ejections.get_or_create(&labels).inc_by(0);
+        client.retries.get_or_create(&labels).inc_by(0);
+        client.budget_exhausted.get_or_create(&labels).inc_by(0);
         let reported = Mutex::new(traitrpc_discovery::ChannelStats::default());
         self.refresh(move || {
             let client = &families.client;
