@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::write_timeout::WriteTimeout;
 use traitrpc_core::context::ConnectionInfo;
 use traitrpc_core::PeerAddr;
 
@@ -87,6 +89,7 @@ pub(crate) async fn serve_connection<I>(
     let connection_info = Arc::new(ConnectionInfo::new(peer.clone(), identity));
     let grace = shared.config.shutdown_grace;
     let header_timeout = shared.config.header_timeout;
+    let write_timeout = shared.config.write_timeout;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (shared, info, peer) = (
             Arc::clone(&shared),
@@ -95,6 +98,8 @@ pub(crate) async fn serve_connection<I>(
         );
         async move { Ok::<_, Infallible>(handle(shared, info, peer, request).await) }
     });
+    // hyper has no write timeout: the transport fails writes that stall.
+    let io = TokioIo::new(WriteTimeout::new(io.into_inner(), write_timeout));
     // hyper enforces the header timeout only with a timer.
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -52,6 +52,7 @@ pub mod connect;
 pub mod describe;
 mod http;
 mod stream;
+mod write_timeout;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -73,6 +74,7 @@ pub struct GatewayConfig {
     max_timeout: Duration,
     body_timeout: Duration,
     header_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
     shutdown_grace: Duration,
     cors_origins: Vec<String>,
@@ -96,6 +98,7 @@ impl Default for GatewayConfig {
             max_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
             cors_origins: Vec::new(),
@@ -142,6 +145,15 @@ impl GatewayConfig {
     /// requests of a kept-alive one (default 10 s): a slow or silent client is dropped.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
+        self
+    }
+
+    /// How long an answer may wait for the client to take any of its bytes (default
+    /// 30 s, as the native server's `write_timeout`); then the connection is closed. A
+    /// client that sends requests and never reads the answers does not hold its
+    /// connection (and a connection slot) forever.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 

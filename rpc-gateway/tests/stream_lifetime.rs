@@ -1,6 +1,7 @@
 //! A server stream over HTTP lives exactly as long as its caller's request: a caller that
 //! goes away ends the call (its handler and its in-flight permit) at once, even when the
 //! stream is quiet, and the gateway's shutdown returns only once its streams have ended.
+//! A caller that stays but never reads is dropped at the write timeout.
 //! Hand-written HTTP/1.1 over loopback, so the test decides when the caller leaves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,8 @@ use traitrpc_gateway::{GatewayConfig, GatewayHandle};
 pub trait Quiet {
     /// One item, then nothing until the caller leaves.
     async fn quiet(&self) -> Streaming<u32>;
+    /// Items as fast as they are taken, without end.
+    async fn flood(&self) -> Streaming<u32>;
     async fn ping(&self) -> u32;
 }
 
@@ -51,6 +54,10 @@ impl Quiet for QuietImpl {
                 item
             });
         Streaming::from_stream(items)
+    }
+
+    async fn flood(&self) -> Streaming<u32> {
+        Streaming::iter(0..)
     }
 
     async fn ping(&self) -> u32 {
@@ -92,18 +99,19 @@ async fn open_quiet_stream(gateway: &GatewayHandle) -> TcpStream {
     socket
 }
 
-/// Status line of a unary call to `ping`.
+/// Status line of a unary call to `ping` (empty if the gateway closed the connection
+/// unanswered, as it does beyond its connection limit).
 async fn ping_status(gateway: &GatewayHandle) -> String {
-    let mut socket = TcpStream::connect(gateway.local_addr()).await.unwrap();
-    socket
-        .write_all(
-            b"POST /Quiet/ping HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
-              Content-Length: 2\r\nConnection: close\r\n\r\n{}",
-        )
-        .await
-        .unwrap();
+    let Ok(mut socket) = TcpStream::connect(gateway.local_addr()).await else {
+        return String::new();
+    };
+    let request = b"POST /Quiet/ping HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+              Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    if socket.write_all(request).await.is_err() {
+        return String::new();
+    }
     let mut answer = Vec::new();
-    socket.read_to_end(&mut answer).await.unwrap();
+    let _ = socket.read_to_end(&mut answer).await;
     String::from_utf8_lossy(&answer)
         .lines()
         .next()
@@ -143,4 +151,45 @@ async fn shutdown_returns_only_after_the_streams_have_ended() {
         ended.flag.load(Ordering::SeqCst),
         "shutdown returned while a stream's handler was still running"
     );
+}
+
+#[tokio::test]
+async fn a_caller_that_never_reads_is_dropped_at_the_write_timeout() {
+    // One connection slot; a caller asks for an endless stream and reads nothing. The
+    // gateway used to hold its connection (and the slot) for as long as the caller
+    // stayed; it closes it once its writes have stalled for the write timeout.
+    let router = Router::from(QuietServer::new(QuietImpl(Ended::default())));
+    let config = GatewayConfig::default()
+        .max_connections(1)
+        .write_timeout(Duration::from_millis(300));
+    let gateway = traitrpc_gateway::serve("127.0.0.1:0", router, config)
+        .await
+        .unwrap();
+    let mut reader_that_never_reads = TcpStream::connect(gateway.local_addr()).await.unwrap();
+    let body = b"\x00\x00\x00\x00\x02{}";
+    let head = format!(
+        "POST /Quiet/flood HTTP/1.1\r\nHost: test\r\nContent-Type: application/connect+json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    reader_that_never_reads
+        .write_all(head.as_bytes())
+        .await
+        .unwrap();
+    reader_that_never_reads.write_all(body).await.unwrap();
+    // The slot frees once the stalled connection is closed: a new caller gets through.
+    let mut answered = String::new();
+    for _ in 0..200 {
+        answered = ping_status(&gateway).await;
+        if answered.contains("200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        answered.contains("200"),
+        "the stalled caller still holds the slot: {answered:?}"
+    );
+    drop(reader_that_never_reads);
+    gateway.shutdown().await;
 }
