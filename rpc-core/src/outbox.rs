@@ -154,16 +154,21 @@ impl Outbox {
     /// version 5 it names the method by the id the connection bound to it, or binds one,
     /// in the order the requests are written. The arguments are compressed as the
     /// method (with its call's choice) says, see [`Outbox::push`].
-    pub(crate) fn push_request<P>(
+    ///
+    /// `register` gives the call its id under the outbox's lock, so call ids reach the
+    /// wire in the order they were given (a GO_AWAY's last id then tells exactly which
+    /// calls the server never read); its error queues nothing.
+    pub(crate) fn push_request<R, P>(
         &self,
         flags: u8,
-        id: u64,
+        register: R,
         budget_micros: u64,
         method: &crate::Method,
         metadata: &Metadata,
         payload: P,
     ) -> Result<usize, RpcError>
     where
+        R: FnOnce() -> Result<u64, RpcError>,
         P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
     {
         let (service, method_name) = (method.service, method.name);
@@ -172,20 +177,32 @@ impl Outbox {
             ..self.framing
         };
         let layout = framing.layout;
-        self.queue(|buf, methods| {
-            let naming = match layout {
-                FrameLayout::Fixed => Naming::Inline(service, method_name),
-                FrameLayout::Compact => methods.naming(service, method_name),
-            };
-            let fields = |buf: &mut BytesMut| {
-                protocol::put_request_fields(buf, layout, budget_micros, naming, metadata)
-            };
-            let flags = flags | naming.flags(layout);
-            let size =
-                protocol::write_frame(buf, framing, kind::REQUEST, flags, id, fields, payload)?;
-            methods.queued(naming);
-            Ok(size)
-        })
+        // The registration runs once: under the lock before the frame, or, on a closed
+        // outbox, for the error it gives (the connection's own reason, not a generic one).
+        let register = std::cell::Cell::new(Some(register));
+        let register_once = || register.take().expect("registered once")();
+        let closed = || match register_once() {
+            Err(error) => error,
+            Ok(_) => RpcError::closed("the connection is closing"),
+        };
+        self.queue_or(
+            |buf, methods| {
+                let id = register_once()?;
+                let naming = match layout {
+                    FrameLayout::Fixed => Naming::Inline(service, method_name),
+                    FrameLayout::Compact => methods.naming(service, method_name),
+                };
+                let fields = |buf: &mut BytesMut| {
+                    protocol::put_request_fields(buf, layout, budget_micros, naming, metadata)
+                };
+                let flags = flags | naming.flags(layout);
+                let size =
+                    protocol::write_frame(buf, framing, kind::REQUEST, flags, id, fields, payload)?;
+                methods.queued(naming);
+                Ok(size)
+            },
+            closed,
+        )
     }
 
     /// Runs `write` on the buffer under the lock, counts what it appended and wakes the
@@ -194,9 +211,19 @@ impl Outbox {
     where
         W: FnOnce(&mut BytesMut, &mut MethodIds) -> Result<usize, RpcError>,
     {
+        self.queue_or(write, || RpcError::closed("the connection is closing"))
+    }
+
+    /// [`Outbox::queue`], with the error `closed` gives once the outbox is closed.
+    fn queue_or<W, C>(&self, write: W, closed: C) -> Result<usize, RpcError>
+    where
+        W: FnOnce(&mut BytesMut, &mut MethodIds) -> Result<usize, RpcError>,
+        C: FnOnce() -> RpcError,
+    {
         let mut state = self.lock();
         if state.closed {
-            return Err(RpcError::closed("the connection is closing"));
+            drop(state);
+            return Err(closed());
         }
         let was_empty = state.buf.is_empty();
         if state.buf.capacity() == 0 {

@@ -514,7 +514,17 @@ impl Connection {
             && shared.outbox.layout() == FrameLayout::Compact
             && matches!(pending, Pending::Unary(_))
             && !with_upload;
-        let id = {
+        // A budget of 0 means "no deadline" on the wire, so round up to 1 µs.
+        let budget = deadline
+            .saturating_duration_since(now)
+            .as_micros()
+            .clamp(1, u64::MAX as u128) as u64;
+        // The call is registered (id, pending answer, upload credit) under the outbox's
+        // lock, right before its request is queued: ids reach the wire in order, and the
+        // call exists before anything can answer it.
+        let mut registered = None;
+        let mut outbound = None;
+        let register = || {
             let mut calls = shared.calls();
             match &calls.state {
                 State::Open => {}
@@ -527,26 +537,25 @@ impl Connection {
                 calls.next_id - 1
             });
             calls.pending.insert(id, pending);
-            id
+            drop(calls);
+            outbound = with_upload.then(|| shared.streams.add_outbound(id));
+            registered = Some(id);
+            Ok(id)
         };
-        let mut guard = PendingCall {
+        let queued = shared
+            .outbox
+            .push_request(flags, register, budget, method, metadata, encode);
+        // Registered but not queued (the request did not encode, or was too large): the
+        // guard, not sent, takes the registration back.
+        let guard = registered.map(|id| PendingCall {
             shared,
             id,
-            sent: false,
+            sent: queued.is_ok(),
             finished: false,
             recycle,
-        };
-        let outbound = with_upload.then(|| shared.streams.add_outbound(id));
-
-        // A budget of 0 means "no deadline" on the wire, so round up to 1 µs.
-        let budget = deadline
-            .saturating_duration_since(now)
-            .as_micros()
-            .clamp(1, u64::MAX as u128) as u64;
-        shared
-            .outbox
-            .push_request(flags, id, budget, method, metadata, encode)?;
-        guard.sent = true;
+        });
+        queued?;
+        let guard = guard.expect("a queued request was registered");
         Ok((guard, outbound))
     }
 
