@@ -170,6 +170,22 @@ async fn streams_compress_their_items_both_ways() {
     server.shutdown().await;
 }
 
+/// A version 5 REQUEST body for `service.blob`, naming the method inline, with a compact
+/// budget and no metadata.
+fn v5_request(id: u64, flags: u8, service: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![kind::REQUEST, flags | protocol::flags::NAMED];
+    varint::put(&mut body, id);
+    varint::put(&mut body, 5_000 << 2 | 1);
+    body.push(0);
+    body.push(service.len() as u8);
+    body.extend_from_slice(service.as_bytes());
+    body.push(4);
+    body.extend_from_slice(b"blob");
+    body.push(0);
+    body.extend_from_slice(payload);
+    body
+}
+
 /// A compressed payload of `size` zero bytes: [algorithm, varint size, lz4 block].
 fn zeros_compressed(size: usize) -> Vec<u8> {
     let mut payload = vec![Compression::Lz4.id()];
@@ -189,19 +205,7 @@ async fn a_request_that_would_decompress_past_the_limit_is_refused_and_the_conne
     .unwrap();
     let (mut raw, hello) = common::raw::handshaken_as(server.local_addr(), 5).await;
     assert_eq!(hello.version, 5);
-    let request = |id: u64, flags: u8, payload: &[u8]| {
-        let mut body = vec![kind::REQUEST, flags | protocol::flags::NAMED];
-        varint::put(&mut body, id);
-        varint::put(&mut body, 5_000 << 2 | 1);
-        body.push(0);
-        body.push(9);
-        body.extend_from_slice(b"Documents");
-        body.push(4);
-        body.extend_from_slice(b"blob");
-        body.push(0);
-        body.extend_from_slice(payload);
-        body
-    };
+    let request = |id: u64, flags: u8, payload: &[u8]| v5_request(id, flags, "Documents", payload);
     // 64 MiB of zeros in about 256 KiB, to a server that accepts 1 MiB.
     let bomb = zeros_compressed(64 << 20);
     assert!(bomb.len() < 1 << 20);
@@ -315,21 +319,10 @@ async fn a_compressed_request_is_refused_for_what_costs_nothing_before_it_is_dec
         .unwrap();
     let (mut raw, hello) = common::raw::handshaken_as(server.local_addr(), 5).await;
     assert_eq!(hello.version, 5);
-    let mut body = vec![
-        kind::REQUEST,
-        protocol::flags::COMPRESSED | protocol::flags::NAMED,
-    ];
-    varint::put(&mut body, 1);
-    varint::put(&mut body, 5_000 << 2 | 1);
-    body.push(0);
-    body.push(7);
-    body.extend_from_slice(b"Nowhere");
-    body.push(4);
-    body.extend_from_slice(b"blob");
-    body.push(0);
-    body.push(Compression::Lz4.id());
-    varint::put(&mut body, 100);
-    body.extend_from_slice(b"not lz4 at all");
+    let mut garbage = vec![Compression::Lz4.id()];
+    varint::put(&mut garbage, 100);
+    garbage.extend_from_slice(b"not lz4 at all");
+    let body = v5_request(1, protocol::flags::COMPRESSED, "Nowhere", &garbage);
     common::raw::send_frame(&mut raw, &body).await;
     match next_frame(&mut raw).await {
         Some(Frame::Response(response)) => {

@@ -76,18 +76,24 @@ async fn gateway(ended: &Ended) -> GatewayHandle {
         .unwrap()
 }
 
-/// Opens the quiet stream and reads until its first item has arrived.
-async fn open_quiet_stream(gateway: &GatewayHandle) -> TcpStream {
+/// Opens a connection and asks for the server stream `method` (no arguments).
+async fn start_stream(gateway: &GatewayHandle, method: &str) -> TcpStream {
     let mut socket = TcpStream::connect(gateway.local_addr()).await.unwrap();
     // One Connect envelope: flags 0, length 2, `{}`.
     let body = b"\x00\x00\x00\x00\x02{}";
     let head = format!(
-        "POST /Quiet/quiet HTTP/1.1\r\nHost: test\r\nContent-Type: application/connect+json\r\n\
+        "POST /Quiet/{method} HTTP/1.1\r\nHost: test\r\nContent-Type: application/connect+json\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
     );
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(body).await.unwrap();
+    socket
+}
+
+/// Opens the quiet stream and reads until its first item has arrived.
+async fn open_quiet_stream(gateway: &GatewayHandle) -> TcpStream {
+    let mut socket = start_stream(gateway, "quiet").await;
     let first_item = b"\x00\x00\x00\x00\x011";
     let mut seen = Vec::new();
     while !seen.windows(first_item.len()).any(|w| w == first_item) {
@@ -165,18 +171,7 @@ async fn a_caller_that_never_reads_is_dropped_at_the_write_timeout() {
     let gateway = traitrpc_gateway::serve("127.0.0.1:0", router, config)
         .await
         .unwrap();
-    let mut reader_that_never_reads = TcpStream::connect(gateway.local_addr()).await.unwrap();
-    let body = b"\x00\x00\x00\x00\x02{}";
-    let head = format!(
-        "POST /Quiet/flood HTTP/1.1\r\nHost: test\r\nContent-Type: application/connect+json\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    reader_that_never_reads
-        .write_all(head.as_bytes())
-        .await
-        .unwrap();
-    reader_that_never_reads.write_all(body).await.unwrap();
+    let reader_that_never_reads = start_stream(&gateway, "flood").await;
     // The slot frees once the stalled connection is closed: a new caller gets through.
     let mut answered = String::new();
     for _ in 0..200 {
