@@ -6,7 +6,8 @@
 //!
 //! The server must answer every request, and its answer must agree with decoding the
 //! same payload here: OK for arguments that decode, INVALID_ARGUMENTS for those that do
-//! not (or do not decompress), UNKNOWN_SERVICE / UNKNOWN_METHOD for bad names; a body
+//! not (or do not decompress), UNKNOWN_SERVICE (checked before decompression) /
+//! UNKNOWN_METHOD for bad names; a body
 //! that is not a frame, or that uses a method id never bound, gets GO_AWAY
 //! PROTOCOL_ERROR. Afterwards the server still serves a normal client.
 #![no_main]
@@ -37,10 +38,12 @@ fuzz_target!(|data: &[u8]| {
             for method in METHODS {
                 decode_args(method, &request.payload);
             }
-            let status = if undecompressable {
-                status::INVALID_ARGUMENTS
-            } else if request.service.as_str() != "Fuzzed" {
+            // The server refuses an unknown service before it spends work on
+            // decompression; an unknown method is found after it.
+            let status = if request.service.as_str() != "Fuzzed" {
                 status::UNKNOWN_SERVICE
+            } else if undecompressable {
+                status::INVALID_ARGUMENTS
             } else {
                 match decode_args(request.method.as_str(), &request.payload) {
                     None => status::UNKNOWN_METHOD,
