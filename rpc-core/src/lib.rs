@@ -60,6 +60,7 @@ mod method_ids;
 mod outbox;
 pub mod protocol;
 pub mod reflection;
+pub mod schema;
 pub mod server;
 mod stream;
 pub mod transport;
