@@ -70,7 +70,7 @@ async fn add_1_2_costs_23_bytes_on_the_wire_and_57_on_version_4() {
     // 1001 calls: reused ids keep every call at id 1 (fresh ids would take 2 bytes from
     // the 128th call on).
     let (compact, version) = bytes_per_add(ClientConfig::default().reuse_call_ids(true)).await;
-    assert_eq!(version, 5);
+    assert_eq!(version, traitrpc_core::protocol::VERSION);
     // REQUEST: 4 length + kind, flags, call id, budget (3), method id, metadata count,
     // payload (2) = 14; RESPONSE: 4 + kind, flags, call id, status, payload = 9.
     assert_eq!(compact, 23, "issue target: at most 24");

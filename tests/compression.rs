@@ -294,7 +294,9 @@ async fn a_response_bomb_fails_its_call_with_a_typed_error() {
     });
     let connection = traitrpc_transport_tcp::connect_with_config(
         addr,
-        ClientConfig::default().max_frame_size(16 << 20),
+        ClientConfig::default()
+            .max_frame_size(16 << 20)
+            .max_protocol_version(5),
     )
     .await
     .unwrap();

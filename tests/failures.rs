@@ -485,6 +485,10 @@ async fn a_go_away_code_this_client_does_not_know_is_a_typed_error() {
             .write_all(&protocol::Settings::default().encode())
             .await
             .unwrap();
+        stream
+            .write_all(&protocol::Fingerprints::default().encode())
+            .await
+            .unwrap();
         let len = stream.read_u16().await.unwrap();
         let mut settings = vec![0u8; len as usize];
         stream.read_exact(&mut settings).await.unwrap();

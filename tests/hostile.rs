@@ -191,6 +191,10 @@ async fn a_client_ignores_responses_it_did_not_ask_for() {
             .write_all(&protocol::Settings::default().encode())
             .await
             .unwrap();
+        stream
+            .write_all(&protocol::Fingerprints::default().encode())
+            .await
+            .unwrap();
         let settings_len = stream.read_u16().await.unwrap();
         let mut settings = vec![0u8; settings_len as usize];
         stream.read_exact(&mut settings).await.unwrap();

@@ -42,6 +42,10 @@ async fn black_hole() -> SocketAddr {
                     .write_all(&Settings::default().encode())
                     .await
                     .unwrap();
+                stream
+                    .write_all(&protocol::Fingerprints::default().encode())
+                    .await
+                    .unwrap();
                 let mut sink = vec![0u8; 64 * 1024];
                 while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
             });

@@ -105,6 +105,10 @@ async fn a_server_that_stops_reading_cannot_make_its_client_buffer_without_bound
             .write_all(&traitrpc_core::protocol::Settings::default().encode())
             .await
             .unwrap();
+        stream
+            .write_all(&traitrpc_core::protocol::Fingerprints::default().encode())
+            .await
+            .unwrap();
         let mut settings = [0u8; 8];
         stream.read_exact(&mut settings).await.unwrap();
         std::future::pending::<()>().await;

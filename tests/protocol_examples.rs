@@ -119,10 +119,10 @@ async fn the_worked_examples_are_what_a_server_sends_and_accepts() {
     // A version from the future is refused with the server's own version.
     let mut future = TcpStream::connect(server.local_addr()).await.unwrap();
     future
-        .write_all(&hex("52 52 50 43 00 06 00 00 01 00 00 00"))
+        .write_all(&hex("52 52 50 43 00 07 00 00 01 00 00 00"))
         .await
         .unwrap();
-    let refusal = "52 52 50 43 00 05 01 00 01 00 00 00";
+    let refusal = "52 52 50 43 00 06 01 00 01 00 00 00";
     documented(refusal);
     assert_eq!(read_exact(&mut future, 12).await, hex(refusal));
     server.shutdown().await;
@@ -213,4 +213,69 @@ async fn the_version_5_examples_are_what_a_server_sends_and_accepts() {
     )
     .await;
     server.shutdown().await;
+}
+
+/// Section 24: a version 6 handshake with the server's fingerprints, and a call in JSON
+/// by name, byte for byte.
+#[tokio::test]
+async fn the_version_6_examples_are_what_a_server_sends_and_accepts() {
+    let server = traitrpc_transport_tcp::serve("127.0.0.1:0", CalculatorServer::new(Calc))
+        .await
+        .unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let hello = "52 52 50 43 00 06 00 00 01 00 00 00";
+    let settings = "00 0c 01 04 00 04 00 00 02 01 03 04 01 02";
+    // One line per entry, as the document shows them.
+    let entries = [
+        "0a 43 61 6c 63 75 6c 61 74 6f 72 03 61 64 64 94 01 5a 48 50 27 9e 7d",
+        "0a 43 61 6c 63 75 6c 61 74 6f 72 03 64 69 76 8f 4c 20 2f 20 7b fe b4",
+        "14 72 70 63 2e 68 65 61 6c 74 68 2e 76 31 2e 48 65 61 6c 74 68 05 63 68 65 63 6b 6d 48 1e 8f 9a 84 2c 0c",
+        "14 72 70 63 2e 68 65 61 6c 74 68 2e 76 31 2e 48 65 61 6c 74 68 05 77 61 74 63 68 5d 84 25 c0 9e 6f 9e 0d",
+        "1c 72 70 63 2e 72 65 66 6c 65 63 74 69 6f 6e 2e 76 31 2e 52 65 66 6c 65 63 74 69 6f 6e 08 64 65 73 63 72 69 62 65 6a 2c f7 05 e3 e5 de 26",
+        "1c 72 70 63 2e 72 65 66 6c 65 63 74 69 6f 6e 2e 76 31 2e 52 65 66 6c 65 63 74 69 6f 6e 04 6c 69 73 74 a1 a6 95 41 d0 f7 28 94",
+        "1c 72 70 63 2e 72 65 66 6c 65 63 74 69 6f 6e 2e 76 31 2e 52 65 66 6c 65 63 74 69 6f 6e 06 73 63 68 65 6d 61 dd 30 77 1f 30 36 1e fd",
+    ];
+    for example in [hello, settings, "00 00 00 f8"].iter().chain(&entries) {
+        documented(example);
+    }
+    stream.write_all(&hex(hello)).await.unwrap();
+    assert_eq!(read_exact(&mut stream, 12).await, hex(hello));
+    assert_eq!(read_exact(&mut stream, 14).await, hex(settings));
+    let block: Vec<u8> = entries.iter().flat_map(|e| hex(e)).collect();
+    assert_eq!(read_exact(&mut stream, 4).await, hex("00 00 00 f8"));
+    assert_eq!(read_exact(&mut stream, block.len()).await, block);
+    stream
+        .write_all(&hex("00 09 01 04 00 04 00 00 04 01 02"))
+        .await
+        .unwrap();
+    // add(1, 2) in JSON by name: flags NAMED | JSON, binding method id 1.
+    let request = "00 00 00 23 01 0c 01 a1 1f 01 0a 43 61 6c 63 75 6c 61 74 6f 72 03 61 64 64 00 7b 22 61 22 3a 31 2c 22 62 22 3a 32 7d";
+    let answer = "00 00 00 05 02 08 01 00 33";
+    documented(request);
+    documented(answer);
+    stream.write_all(&hex(request)).await.unwrap();
+    assert_eq!(read_frame(&mut stream).await, hex(answer));
+    // A value this server's schema cannot read: SCHEMA_MISMATCH (16), naming it.
+    let request = "00 00 00 16 01 08 02 a1 1f 01 00 7b 22 61 22 3a 31 2c 22 62 22 3a 22 78 22 7d";
+    documented(request);
+    stream.write_all(&hex(request)).await.unwrap();
+    let refusal = read_frame(&mut stream).await;
+    assert_eq!(refusal[..8], hex("00 00 00 93 02 00 02 10")[..]);
+    let message = String::from_utf8_lossy(&refusal[8..]);
+    assert!(
+        message.starts_with("parameter `b`: invalid type: string \"x\", expected i64"),
+        "{message}"
+    );
+    server.shutdown().await;
+}
+
+/// Section 24.2: the canonical form and fingerprint of `Calculator.add`.
+#[test]
+fn the_documented_fingerprint_is_the_method_s() {
+    let schema = CalculatorClient::service_schema();
+    let add = schema.method("add").unwrap();
+    let form = traitrpc_core::schema::canonical_form(add);
+    documented(&form);
+    assert_eq!(add.fingerprint.to_string(), "94015a4850279e7d");
+    documented("94015a4850279e7d");
 }

@@ -142,20 +142,38 @@ pub trait WrongTypes {
 }
 
 #[tokio::test]
-async fn arguments_of_the_wrong_types_are_a_typed_invalid_arguments_error() {
+async fn arguments_of_the_wrong_types_are_a_typed_error() {
     let server = traitrpc_transport_tcp::serve("127.0.0.1:0", v2::InventoryServer::new(v2::Store))
         .await
         .unwrap();
-    let conn = traitrpc_transport_tcp::connect(server.local_addr())
+    // Protocol version 5 cannot tell: the bincode bytes fail to decode.
+    let old = traitrpc_transport_tcp::connect_with_config(
+        server.local_addr(),
+        traitrpc_core::ClientConfig::default().max_protocol_version(5),
+    )
+    .await
+    .unwrap();
+    let error = WrongTypesClient::new(old)
+        .count(u64::MAX, 1)
         .await
-        .unwrap();
-    let wrong = WrongTypesClient::new(conn.clone());
-    let error = wrong.count(u64::MAX, 1).await.unwrap_err();
+        .unwrap_err();
     // The server's refusal, not a local decode failure: it did not run.
     assert!(
         matches!(error, RpcError::InvalidArguments { .. }),
         "{error:?}"
     );
+    assert_eq!(error.outcome(), traitrpc_core::CallOutcome::NotStarted);
+    // Version 6 knows the schemas differ and sends the call by name: the server names
+    // what does not fit.
+    let conn = traitrpc_transport_tcp::connect(server.local_addr())
+        .await
+        .unwrap();
+    let wrong = WrongTypesClient::new(conn.clone());
+    let error = wrong.count(u64::MAX, 1).await.unwrap_err();
+    let RpcError::SchemaMismatch { message, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(message.contains("parameter `item`"), "{message}");
     assert_eq!(error.outcome(), traitrpc_core::CallOutcome::NotStarted);
     assert_eq!(
         v2::InventoryClient::new(conn)

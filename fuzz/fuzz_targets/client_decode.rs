@@ -64,6 +64,12 @@ async fn against_scripted_server(script: &[u8], version: u16) {
             .write_all(&traitrpc_core::protocol::Settings::default().encode())
             .await
             .expect("settings sent");
+        if version >= traitrpc_core::protocol::SCHEMA_VERSION {
+            writer
+                .write_all(&traitrpc_core::protocol::Fingerprints::default().encode())
+                .await
+                .expect("fingerprints sent");
+        }
         let settings = reader.read_u16().await.expect("the client's settings") as usize;
         let mut block = vec![0u8; settings];
         reader

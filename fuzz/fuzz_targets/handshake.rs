@@ -1,6 +1,6 @@
 //! The handshake: `ClientHello::decode` / `ServerHello::decode` on arbitrary 12 bytes,
-//! `Settings::decode` on what follows them (never a panic, and a decoded block
-//! re-encodes to what the reference writes), and
+//! `Settings::decode` and `Fingerprints::decode` (version 6) on what follows them (never
+//! a panic, and a decoded block re-encodes to what decodes the same), and
 //! arbitrary bytes sent to a real server connection (in-memory transport) in place of a
 //! client. The server must answer exactly as the protocol says (accept the versions it
 //! speaks, refuse others, say nothing to a wrong magic), write only well-formed frames
@@ -10,8 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use traitrpc_core::protocol::{
-    handshake_status, ClientHello, ServerHello, Settings, HANDSHAKE_LEN, MAGIC, MIN_VERSION,
-    VERSION,
+    handshake_status, ClientHello, Fingerprints, ServerHello, Settings, HANDSHAKE_LEN, MAGIC,
+    MIN_VERSION, VERSION,
 };
 use traitrpc_fuzz::{assert_server_serves, exchange, runtime};
 
@@ -45,6 +45,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(settings.stream_window > 0);
             let wire = settings.encode();
             assert_eq!(Settings::decode(&wire[2..]).unwrap(), settings);
+        }
+        if let Ok(fingerprints) = Fingerprints::decode(rest) {
+            let wire = fingerprints.encode();
+            let len = u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, wire.len() - 4);
+            assert_eq!(Fingerprints::decode(&wire[4..]).unwrap(), fingerprints);
         }
     }
 

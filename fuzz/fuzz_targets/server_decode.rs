@@ -39,11 +39,20 @@ fuzz_target!(|data: &[u8]| {
                 decode_args(method, &request.payload);
             }
             // The server refuses an unknown service before it spends work on
-            // decompression; an unknown method is found after it.
+            // decompression; an unknown method is found after it. A call flagged JSON
+            // (version 6) is read by name: its arguments fit, or SCHEMA_MISMATCH.
+            let json = request.flags & traitrpc_core::protocol::flags::JSON != 0;
             let status = if request.service.as_str() != "Fuzzed" {
                 status::UNKNOWN_SERVICE
             } else if undecompressable {
                 status::INVALID_ARGUMENTS
+            } else if json {
+                // Arguments that are not JSON are refused before the method is looked up.
+                let parsed = traitrpc_core::json::parse_arguments(&request.payload).is_ok();
+                match decode_args(request.method.as_str(), &[]) {
+                    None if parsed => status::UNKNOWN_METHOD,
+                    _ => status::SCHEMA_MISMATCH,
+                }
             } else {
                 match decode_args(request.method.as_str(), &request.payload) {
                     None => status::UNKNOWN_METHOD,
@@ -71,6 +80,14 @@ fuzz_target!(|data: &[u8]| {
                     status::OK => matches!(
                         response.status,
                         status::OK | status::APPLICATION_ERROR | status::DEADLINE_EXCEEDED
+                    ),
+                    // In JSON: the handler ran, or the arguments did not fit.
+                    status::SCHEMA_MISMATCH => matches!(
+                        response.status,
+                        status::OK
+                            | status::APPLICATION_ERROR
+                            | status::DEADLINE_EXCEEDED
+                            | status::SCHEMA_MISMATCH
                     ),
                     refused => response.status == refused,
                 };

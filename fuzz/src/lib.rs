@@ -358,6 +358,18 @@ pub fn parse_server_output(out: &[u8]) -> ServerOutput {
         assert!(len <= rest.len(), "truncated settings block");
         Settings::decode(&rest[..len]).expect("the server's settings are well formed");
         rest = &rest[len..];
+        if hello.version >= protocol::SCHEMA_VERSION {
+            // Version 6: the server's method fingerprints follow its settings.
+            assert!(
+                rest.len() >= 4,
+                "no fingerprint block after a version 6 settings block"
+            );
+            let len = rest.get_u32() as usize;
+            assert!(len <= rest.len(), "truncated fingerprint block");
+            protocol::Fingerprints::decode(&rest[..len])
+                .expect("the server's fingerprints are well formed");
+            rest = &rest[len..];
+        }
     }
     let mut frames = Vec::new();
     while !rest.is_empty() {
@@ -483,6 +495,15 @@ pub async fn call_raw_after(hello: Vec<u8>, body: &[u8], id: u64) -> (ServerHell
             .await
             .expect("the whole block");
         Settings::decode(&block).expect("well-formed settings");
+        if hello.version >= protocol::SCHEMA_VERSION {
+            let len = stream.read_u32().await.expect("a fingerprint block") as usize;
+            let mut block = vec![0u8; len];
+            stream
+                .read_exact(&mut block)
+                .await
+                .expect("the whole block");
+            protocol::Fingerprints::decode(&block).expect("well-formed fingerprints");
+        }
         let len = stream.read_u32().await.expect("an answer before close") as usize;
         assert!(len <= MAX_FRAME, "a frame over the client's limit");
         let mut body = vec![0u8; len];

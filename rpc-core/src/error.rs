@@ -125,6 +125,18 @@ pub enum RpcError {
         /// The server's description.
         message: String,
     },
+    /// A call in JSON by name (protocol version 6: the client's schema of the method
+    /// differs from the server's) carried a value the other side's schema cannot read:
+    /// the message names the method and the parameter, field or variant. When the server
+    /// refused the arguments the handler did not run; when this side could not read the
+    /// answer it did.
+    #[error("the client's and the server's schemas differ: {message}")]
+    SchemaMismatch {
+        /// What could not be read, and why.
+        message: String,
+        /// Whether the handler ran (the answer could not be read here).
+        handler_ran: bool,
+    },
     /// The peer broke the protocol (bad magic, malformed frame, unexpected message).
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -253,6 +265,9 @@ impl RpcError {
             RpcError::UnknownService { .. }
             | RpcError::UnknownMethod { .. }
             | RpcError::InvalidArguments { .. }
+            | RpcError::SchemaMismatch {
+                handler_ran: false, ..
+            }
             | RpcError::Unauthenticated { .. }
             | RpcError::PermissionDenied { .. }
             | RpcError::Overloaded { .. }
@@ -270,6 +285,9 @@ impl RpcError {
             RpcError::ResponseTooLarge { .. }
             | RpcError::ResponseEncodeFailed { .. }
             | RpcError::Decode(_)
+            | RpcError::SchemaMismatch {
+                handler_ran: true, ..
+            }
             | RpcError::Decompress { .. }
             | RpcError::Internal { .. } => CallOutcome::Completed,
         }

@@ -6,41 +6,124 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 
 use crate::error::RpcError;
-use crate::protocol::{Binding, Naming, RequestFrame, WireStr, MAX_METHOD_IDS};
+use crate::protocol::{Binding, Fingerprints, Naming, RequestFrame, WireStr, MAX_METHOD_IDS};
+use crate::schema::ServiceSchema;
 use crate::util::IdHasher;
 
 type Fast = BuildHasherDefault<IdHasher>;
 
-/// The ids a client bound on one connection, by service and method name.
+/// The ids a client bound on one connection, by service and method name, each with
+/// whether the method travels in JSON by name on this connection (version 6: the
+/// server's fingerprint of it differs from the client's).
 #[derive(Default)]
 pub(crate) struct MethodIds {
-    by_service: HashMap<Box<str>, HashMap<Box<str>, u32, Fast>, Fast>,
+    by_service: HashMap<Box<str>, HashMap<Box<str>, Bound, Fast>, Fast>,
     bound: u32,
+    /// The server's fingerprints (version 6).
+    fingerprints: Option<Arc<Fingerprints>>,
+}
+
+/// A method bound on a connection, and how its calls travel for the schema that bound it.
+#[derive(Clone, Copy)]
+struct Bound {
+    id: u32,
+    json: bool,
+    /// The address of the client schema the choice was made for (0: none). Clients of
+    /// two versions of a trait may share a connection; each gets its own choice.
+    schema: usize,
+}
+
+/// The address of the schema `schema` returns (0 for none): distinct statics have
+/// distinct addresses, so equal addresses mean the same schema.
+fn schema_address(schema: Option<fn() -> &'static ServiceSchema>) -> usize {
+    schema.map_or(0, |schema| std::ptr::from_ref(schema()) as usize)
 }
 
 impl MethodIds {
-    /// How the next request for `service`'s `method` names it: by its id if it has one,
-    /// else by its names, binding the next id while there are ids left.
-    pub(crate) fn naming<'a>(&self, service: &'a str, method: &'a str) -> Naming<'a> {
-        if let Some(&id) = self.by_service.get(service).and_then(|m| m.get(method)) {
-            return Naming::Use(id);
-        }
-        if self.bound < MAX_METHOD_IDS {
-            Naming::Define(self.bound + 1, service, method)
-        } else {
-            Naming::Inline(service, method)
+    /// Ids for a connection whose server announced `fingerprints` (version 6).
+    pub(crate) fn knowing(fingerprints: Option<Arc<Fingerprints>>) -> Self {
+        MethodIds {
+            fingerprints,
+            ..MethodIds::default()
         }
     }
 
-    /// A request named this way was queued: a binding takes effect.
-    pub(crate) fn queued(&mut self, naming: Naming<'_>) {
+    /// How the next request for `service`'s `method` names it: by its id if it has one,
+    /// else by its names, binding the next id while there are ids left.
+    #[cfg(test)]
+    pub(crate) fn naming<'a>(&self, service: &'a str, method: &'a str) -> Naming<'a> {
+        self.name(service, method, None).0
+    }
+
+    /// [`MethodIds::naming`], and whether the request goes in JSON by name: decided when
+    /// the method is bound (from `schema`'s fingerprint and the server's), then kept.
+    pub(crate) fn name<'a>(
+        &self,
+        service: &'a str,
+        method: &'a str,
+        schema: Option<fn() -> &'static ServiceSchema>,
+    ) -> (Naming<'a>, bool) {
+        if let Some(bound) = self.by_service.get(service).and_then(|m| m.get(method)) {
+            // Without fingerprints (before version 6) every call is bincode.
+            if self.fingerprints.is_none() {
+                return (Naming::Use(bound.id), false);
+            }
+            let json = if bound.schema == schema_address(schema) {
+                bound.json
+            } else {
+                self.differs(service, method, schema)
+            };
+            return (Naming::Use(bound.id), json);
+        }
+        let json = self.differs(service, method, schema);
+        if self.bound < MAX_METHOD_IDS {
+            (Naming::Define(self.bound + 1, service, method), json)
+        } else {
+            (Naming::Inline(service, method), json)
+        }
+    }
+
+    /// Whether the server's fingerprint of the method differs from ours. Not if either
+    /// side has none (an older server, a hand-written service, a method the server does
+    /// not have: that one is answered UNKNOWN_METHOD).
+    fn differs(
+        &self,
+        service: &str,
+        method: &str,
+        schema: Option<fn() -> &'static ServiceSchema>,
+    ) -> bool {
+        let (Some(fingerprints), Some(schema)) = (&self.fingerprints, schema) else {
+            return false;
+        };
+        let Some(theirs) = fingerprints.get(service, method) else {
+            return false;
+        };
+        schema()
+            .method(method)
+            .is_some_and(|ours| ours.fingerprint != theirs)
+    }
+
+    /// A request named this way, for a client of `schema`, was queued: a binding takes
+    /// effect.
+    pub(crate) fn queued(
+        &mut self,
+        naming: Naming<'_>,
+        json: bool,
+        schema: Option<fn() -> &'static ServiceSchema>,
+    ) {
         if let Naming::Define(id, service, method) = naming {
+            let bound = Bound {
+                id,
+                json,
+                schema: schema_address(schema),
+            };
             self.by_service
                 .entry(service.into())
                 .or_default()
-                .insert(method.into(), id);
+                .insert(method.into(), bound);
             self.bound = id;
         }
     }
@@ -104,11 +187,11 @@ mod tests {
             ids.naming("Calculator", "add"),
             Naming::Define(1, ..)
         ));
-        ids.queued(first);
+        ids.queued(first, false, None);
         assert!(matches!(ids.naming("Calculator", "add"), Naming::Use(1)));
         let other = ids.naming("Calculator", "div");
         assert!(matches!(other, Naming::Define(2, ..)));
-        ids.queued(other);
+        ids.queued(other, false, None);
         assert!(matches!(ids.naming("Other", "add"), Naming::Define(3, ..)));
     }
 
@@ -119,7 +202,7 @@ mod tests {
             let name = n.to_string();
             let naming = ids.naming("S", &name);
             assert!(matches!(naming, Naming::Define(id, ..) if id == n + 1));
-            ids.queued(naming);
+            ids.queued(naming, false, None);
         }
         assert!(matches!(ids.naming("S", "new"), Naming::Inline("S", "new")));
         assert!(matches!(ids.naming("S", "7"), Naming::Use(8)));

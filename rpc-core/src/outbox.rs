@@ -7,7 +7,7 @@
 //! so writes coalesce under load by construction.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
@@ -17,7 +17,7 @@ use crate::compression::Compressor;
 use crate::context::Metadata;
 use crate::error::RpcError;
 use crate::method_ids::MethodIds;
-use crate::protocol::{self, kind, FrameLayout, Naming};
+use crate::protocol::{self, kind, Fingerprints, FrameLayout, Naming, PayloadCodec};
 
 /// Initial capacity of the buffer once a first frame is queued.
 const INITIAL_CAPACITY: usize = 8 * 1024;
@@ -166,10 +166,10 @@ impl Outbox {
         method: &crate::Method,
         metadata: &Metadata,
         payload: P,
-    ) -> Result<usize, RpcError>
+    ) -> Result<PayloadCodec, RpcError>
     where
         R: FnOnce() -> Result<u64, RpcError>,
-        P: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+        P: FnOnce(&mut BytesMut, PayloadCodec) -> Result<(), RpcError>,
     {
         let (service, method_name) = (method.service, method.name);
         let framing = protocol::Framing {
@@ -185,24 +185,38 @@ impl Outbox {
             Err(error) => error,
             Ok(_) => RpcError::closed("the connection is closing"),
         };
+        let mut codec = PayloadCodec::Bincode;
         self.queue_or(
             |buf, methods| {
                 let id = register_once()?;
-                let naming = match layout {
-                    FrameLayout::Fixed => Naming::Inline(service, method_name),
-                    FrameLayout::Compact => methods.naming(service, method_name),
+                let (naming, json) = match layout {
+                    FrameLayout::Fixed => (Naming::Inline(service, method_name), false),
+                    FrameLayout::Compact => methods.name(service, method_name, method.schema),
                 };
+                if json {
+                    codec = PayloadCodec::Json;
+                }
                 let fields = |buf: &mut BytesMut| {
                     protocol::put_request_fields(buf, layout, budget_micros, naming, metadata)
                 };
-                let flags = flags | naming.flags(layout);
+                let flags =
+                    flags | naming.flags(layout) | if json { protocol::flags::JSON } else { 0 };
+                let payload = |buf: &mut BytesMut| payload(buf, codec);
                 let size =
                     protocol::write_frame(buf, framing, kind::REQUEST, flags, id, fields, payload)?;
-                methods.queued(naming);
+                methods.queued(naming, json, method.schema);
                 Ok(size)
             },
             closed,
-        )
+        )?;
+        Ok(codec)
+    }
+
+    /// This outbox, for a client whose server announced `fingerprints` (version 6): its
+    /// requests of methods whose schemas differ go in JSON by name.
+    pub(crate) fn knowing(self, fingerprints: Option<Arc<Fingerprints>>) -> Self {
+        self.lock().methods = MethodIds::knowing(fingerprints);
+        self
     }
 
     /// Runs `write` on the buffer under the lock, counts what it appended and wakes the

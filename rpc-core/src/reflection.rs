@@ -131,12 +131,19 @@ pub trait Reflection {
     /// The service named `service`, if it is hosted.
     #[idempotent]
     async fn describe(&self, service: String) -> Option<ServiceDescription>;
+    /// The schema snapshot of the service named `service` ([`crate::schema`]: the
+    /// shapes of its methods' values and their fingerprints), if it is hosted and has
+    /// one: what the breaking-change checker compares (`traitrpc schema diff`).
+    #[idempotent]
+    async fn schema(&self, service: String) -> Option<JsonText>;
 }
 
 /// The descriptions a reflection service answers with, fixed when the server is built.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     services: Arc<Vec<ServiceDescription>>,
+    /// Schema snapshots by service name.
+    schemas: Arc<Vec<(String, JsonText)>>,
 }
 
 impl Catalog {
@@ -147,8 +154,21 @@ impl Catalog {
             services.push(describe_service(&ReflectionServer::new(Catalog::default())));
             services.sort_by(|a, b| a.name.cmp(&b.name));
         }
+        let mut schemas: Vec<(String, JsonText)> = router
+            .service_names()
+            .filter_map(|name| router.get(name)?.schema())
+            .chain(
+                router
+                    .get(SERVICE_NAME)
+                    .is_none()
+                    .then(ReflectionClient::service_schema),
+            )
+            .map(|schema| (schema.service.clone(), JsonText(schema.to_snapshot())))
+            .collect();
+        schemas.sort_by(|a, b| a.0.cmp(&b.0));
         Catalog {
             services: Arc::new(services),
+            schemas: Arc::new(schemas),
         }
     }
 }
@@ -160,6 +180,13 @@ impl Reflection for Catalog {
 
     async fn describe(&self, service: String) -> Option<ServiceDescription> {
         self.services.iter().find(|s| s.name == service).cloned()
+    }
+
+    async fn schema(&self, service: String) -> Option<JsonText> {
+        self.schemas
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, schema)| schema.clone())
     }
 }
 

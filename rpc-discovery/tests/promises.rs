@@ -126,7 +126,7 @@ async fn nothing_reachable_fails_at_once_instead_of_at_the_deadline() {
 /// path that black-holes its answers.
 async fn black_hole() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use traitrpc_core::protocol::{ServerHello, Settings, HANDSHAKE_LEN, VERSION};
+    use traitrpc_core::protocol::{Fingerprints, ServerHello, Settings, HANDSHAKE_LEN, VERSION};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -143,6 +143,7 @@ async fn black_hole() -> std::net::SocketAddr {
                 };
                 let _ = stream.write_all(&reply.encode()).await;
                 let _ = stream.write_all(&Settings::default().encode()).await;
+                let _ = stream.write_all(&Fingerprints::default().encode()).await;
                 let mut sink = vec![0u8; 4096];
                 while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
             });
@@ -400,7 +401,9 @@ async fn an_endpoint_that_hangs_up_after_the_handshake_is_reconnected_with_backo
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use traitrpc_core::protocol::{ClientHello, ServerHello, Settings, HANDSHAKE_LEN};
+    use traitrpc_core::protocol::{
+        ClientHello, Fingerprints, ServerHello, Settings, HANDSHAKE_LEN, SCHEMA_VERSION,
+    };
     use traitrpc_discovery::Backoff;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -422,6 +425,9 @@ async fn an_endpoint_that_hangs_up_after_the_handshake_is_reconnected_with_backo
                 };
                 let _ = stream.write_all(&reply.encode()).await;
                 let _ = stream.write_all(&Settings::default().encode()).await;
+                if version >= SCHEMA_VERSION {
+                    let _ = stream.write_all(&Fingerprints::default().encode()).await;
+                }
                 let mut settings = [0u8; 64];
                 let _ = stream.read(&mut settings).await;
                 // Hang up.

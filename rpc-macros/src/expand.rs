@@ -239,6 +239,7 @@ fn client(def: &ServiceDef) -> TokenStream {
     let vis = &def.item.vis;
     let name = generated_name(def, "Client");
     let service = &def.wire_name;
+    let schema_fn = schema_fn(def);
     let doc = format!(
         "Client of the [`{}`] service: one `async fn` per method. Cheap to clone; usable \
          from many tasks at once over one connection.",
@@ -253,12 +254,15 @@ fn client(def: &ServiceDef) -> TokenStream {
         let types = arg_types(m);
         let idempotent = m.idempotent;
         let compress = option_bool(m.compress);
+        let params = m.request_args().map(|(name, _)| name.unraw_string());
         let method = quote! {
             &#krate::Method {
                 service: #service,
                 name: #wire,
                 idempotent: #idempotent,
                 compress: #compress,
+                params: &[#(#params),*],
+                schema: ::core::option::Option::Some(Self::service_schema),
             }
         };
         // The stream argument, if any, travels as stream items, not in the request.
@@ -348,6 +352,8 @@ fn client(def: &ServiceDef) -> TokenStream {
             /// The service name on the wire.
             pub const SERVICE_NAME: &'static str = #service;
 
+            #schema_fn
+
             /// A client calling over `target`: a `traitrpc_core::Connection`, or anything else
             /// that converts into a `traitrpc_core::Client` (a balanced channel, for example).
             pub fn new(target: impl ::core::convert::Into<#krate::Client>) -> Self {
@@ -399,6 +405,7 @@ fn server(def: &ServiceDef) -> TokenStream {
     let krate = &def.krate;
     let vis = &def.item.vis;
     let name = generated_name(def, "Server");
+    let client_name = generated_name(def, "Client");
     let request = generated_name(def, "Request");
     let response = generated_name(def, "Response");
     let trait_name = &def.item.ident;
@@ -495,12 +502,7 @@ fn server(def: &ServiceDef) -> TokenStream {
         let params = m.request_args().map(|(name, _)| name.unraw_string());
         let idempotent = m.idempotent;
         let compress = option_bool(m.compress);
-        let kind = match (&m.output, m.stream_arg.is_some()) {
-            (Output::Stream { .. }, true) => quote!(BidiStream),
-            (Output::Stream { .. }, false) => quote!(ServerStream),
-            (_, true) => quote!(ClientStream),
-            (_, false) => quote!(Unary),
-        };
+        let kind = method_kind(m);
         quote! {
             #(#cfgs)*
             __rpc_methods.push(#krate::json::JsonMethod {
@@ -683,6 +685,10 @@ fn server(def: &ServiceDef) -> TokenStream {
                 ::core::option::Option::Some(self)
             }
 
+            fn schema(&self) -> ::core::option::Option<&'static #krate::schema::ServiceSchema> {
+                ::core::option::Option::Some(#client_name::service_schema())
+            }
+
             #[allow(unused_variables, unreachable_code, deprecated)]
             fn call(
                 &self,
@@ -694,6 +700,74 @@ fn server(def: &ServiceDef) -> TokenStream {
                     _ => ::core::result::Result::Err(#krate::DispatchError::UnknownMethod),
                 }
             }
+        }
+    }
+}
+
+/// The `MethodKind` variant of a method.
+fn method_kind(m: &MethodDef) -> TokenStream {
+    match (&m.output, m.stream_arg.is_some()) {
+        (Output::Stream { .. }, true) => quote!(BidiStream),
+        (Output::Stream { .. }, false) => quote!(ServerStream),
+        (_, true) => quote!(ClientStream),
+        (_, false) => quote!(Unary),
+    }
+}
+
+/// `{Trait}Client::service_schema()`: every method's schema, traced once per process from the
+/// types as they travel (wire types: a `Vec<u8>` parameter is bytes).
+fn schema_fn(def: &ServiceDef) -> TokenStream {
+    let krate = &def.krate;
+    let service = &def.wire_name;
+    let methods = def.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let wire = &m.wire_name;
+        let kind = method_kind(m);
+        let params = m.request_args().map(|(name, ty)| {
+            let param = name.unraw_string();
+            let ty = wire_type(krate, ty);
+            quote!(.param::<#ty>(#param))
+        });
+        let output = match &m.output {
+            Output::Value(ty) => {
+                let ty = wire_type(krate, ty);
+                quote!(.result::<#ty>())
+            }
+            Output::Fallible { ok, err, .. } => {
+                let ok = wire_type(krate, ok);
+                quote!(.result::<#ok>().error::<#err>())
+            }
+            Output::Stream { item, .. } => quote!(.result::<#item>()),
+        };
+        let upload = m
+            .stream_arg
+            .as_ref()
+            .map(|(_, item)| quote!(.upload::<#item>()));
+        quote! {
+            #(#cfgs)*
+            __rpc_methods.push(
+                #krate::schema::MethodTrace::new(#wire, #krate::json::MethodKind::#kind)
+                    #(#params)* #output #upload .finish(),
+            );
+        }
+    });
+    quote! {
+        /// The schema of every method (parameters, result, error and stream items as
+        /// they travel) with its fingerprint: traced from the types' own serde
+        /// implementations on first use, then kept for the process. Snapshot it in a test
+        /// to catch breaking changes (`traitrpc_core::schema`).
+        pub fn service_schema() -> &'static #krate::schema::ServiceSchema {
+            static __RPC_SCHEMA: ::std::sync::OnceLock<#krate::schema::ServiceSchema> =
+                ::std::sync::OnceLock::new();
+            __RPC_SCHEMA.get_or_init(|| {
+                #[allow(unused_mut)]
+                let mut __rpc_methods = ::std::vec::Vec::new();
+                #(#methods)*
+                #krate::schema::ServiceSchema {
+                    service: <::std::string::String as ::core::convert::From<&str>>::from(#service),
+                    methods: __rpc_methods,
+                }
+            })
         }
     }
 }

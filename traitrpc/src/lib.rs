@@ -51,12 +51,12 @@
 pub use traitrpc_macros::service_for_facade as service;
 
 pub use traitrpc_core::{
-    client, codec, context, error, health, json, memory, protocol, reflection, server, transport,
-    ByteBuf, CallError, CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection,
-    ConnectionFuture, Context, DispatchError, EncodeArgs, Established, HandlerFuture, IncomingCall,
-    Interceptor, Listener, Metadata, Method, OutgoingCall, PeerAddr, PeerIdentity, Rejection,
-    ReplyTo, Router, RoutingKey, RpcError, Server, ServerConfig, ServerHandle, Service, SplitIo,
-    Streaming, Transport,
+    client, codec, context, error, health, json, memory, protocol, reflection, schema, server,
+    transport, ByteBuf, CallError, CallOptions, Channel, ChannelFuture, Client, ClientConfig,
+    Connection, ConnectionFuture, Context, DispatchError, EncodeArgs, Established, HandlerFuture,
+    IncomingCall, Interceptor, Listener, Metadata, Method, OutgoingCall, PeerAddr, PeerIdentity,
+    Rejection, ReplyTo, Router, RoutingKey, RpcError, Server, ServerConfig, ServerHandle, Service,
+    SplitIo, Streaming, Transport,
 };
 pub use traitrpc_core::{
     Answered, CallOutcome, DuplicateService, Keepalive, Middleware, Next, PayloadCodec,

@@ -12,10 +12,13 @@ use tokio::time::Instant;
 use super::Method;
 use crate::context::Metadata;
 use crate::error::RpcError;
-use crate::protocol::ResponseFrame;
+use crate::protocol::{PayloadCodec, ResponseFrame};
 
-/// Appends a call's encoded arguments to a frame; callable once per attempt.
-pub type EncodeArgs<'a> = &'a (dyn Fn(&mut BytesMut) -> Result<(), RpcError> + Send + Sync);
+/// Appends a call's encoded arguments to a frame, in the codec the connection chose for
+/// the method (bincode; JSON by parameter name where the server's schema of it differs,
+/// protocol version 6); callable once per attempt.
+pub type EncodeArgs<'a> =
+    &'a (dyn Fn(&mut BytesMut, PayloadCodec) -> Result<(), RpcError> + Send + Sync);
 
 /// One call as a [`Channel`] receives it.
 #[derive(Clone, Copy)]

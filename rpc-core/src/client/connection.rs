@@ -26,7 +26,8 @@ use crate::error::RpcError;
 use crate::frame_io::FrameIo;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    self, kind, status, FrameLayout, ResponseFrame, SETTINGS_VERSION, STREAM_ITEM_OVERHEAD,
+    self, kind, status, FrameLayout, PayloadCodec, ResponseFrame, SETTINGS_VERSION,
+    STREAM_ITEM_OVERHEAD,
 };
 use crate::stream::{
     send_items, Flow, Inbound, Outbound, Sent, StreamEnd, StreamPeer, StreamTable,
@@ -258,7 +259,8 @@ impl Connection {
                     negotiated.server_settings.compressions,
                 ),
                 config.max_write_buffer,
-            ),
+            )
+            .knowing(negotiated.fingerprints),
             streams: StreamTable::new(flow),
             calls: Mutex::new(Calls {
                 pending: HashMap::default(),
@@ -345,7 +347,8 @@ impl Connection {
 
     /// Sends one request and waits for its response until `deadline`.
     ///
-    /// `encode` appends the bincode-encoded arguments to the frame being built.
+    /// `encode` appends the arguments to the frame being built, in the codec it is given
+    /// (JSON by name for a method whose schema differs from the server's, version 6).
     pub(crate) async fn call<E>(
         &self,
         method: &super::Method,
@@ -354,11 +357,11 @@ impl Connection {
         encode: E,
     ) -> Result<ResponseFrame, RpcError>
     where
-        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+        E: FnOnce(&mut BytesMut, PayloadCodec) -> Result<(), RpcError>,
     {
         let _permit = self.acquire(deadline).await?;
         self.writable(deadline).await?;
-        let (mut guard, _) = self.start(
+        let (mut guard, _, _) = self.start(
             method,
             metadata,
             deadline,
@@ -380,13 +383,13 @@ impl Connection {
         upload: Streaming<U>,
     ) -> Result<ResponseFrame, RpcError>
     where
-        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+        E: FnOnce(&mut BytesMut, PayloadCodec) -> Result<(), RpcError>,
         U: Serialize + DeserializeOwned + Send + 'static,
     {
         self.check_streaming()?;
         let _permit = self.acquire(deadline).await?;
         self.writable(deadline).await?;
-        let (mut guard, outbound) = self.start(
+        let (mut guard, outbound, _) = self.start(
             method,
             metadata,
             deadline,
@@ -413,13 +416,13 @@ impl Connection {
         upload: Option<Streaming<U>>,
     ) -> Result<Streaming<T>, RpcError>
     where
-        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+        E: FnOnce(&mut BytesMut, PayloadCodec) -> Result<(), RpcError>,
         U: Serialize + DeserializeOwned + Send + 'static,
     {
         self.check_streaming()?;
         self.writable(deadline).await?;
         let inbound = self.shared.streams.new_inbound();
-        let (mut guard, outbound) = self.start(
+        let (mut guard, outbound, codec) = self.start(
             method,
             metadata,
             deadline,
@@ -440,6 +443,7 @@ impl Connection {
             guard.id,
             Some(*method),
             Some(deadline),
+            codec,
         ))
     }
 
@@ -488,9 +492,9 @@ impl Connection {
         encode: E,
         pending: Pending,
         with_upload: bool,
-    ) -> Result<(PendingCall<'_>, Option<Arc<Outbound>>), RpcError>
+    ) -> Result<(PendingCall<'_>, Option<Arc<Outbound>>, PayloadCodec), RpcError>
     where
-        E: FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+        E: FnOnce(&mut BytesMut, PayloadCodec) -> Result<(), RpcError>,
     {
         let (service, method_name) = (method.service, method.name);
         if service.len() > u8::MAX as usize || method_name.len() > u8::MAX as usize {
@@ -542,6 +546,21 @@ impl Connection {
             registered = Some(id);
             Ok(id)
         };
+        // A method that takes a stream is not translated (its items would need the
+        // server's types): where the schemas differ, it fails before anything is sent.
+        let encode = |buf: &mut BytesMut, codec: PayloadCodec| {
+            if codec == PayloadCodec::Json && with_upload {
+                return Err(RpcError::SchemaMismatch {
+                    message: format!(
+                        "`{service}.{method_name}` takes a stream, and such a method is \
+                         not translated by name; the server's schema of it differs from \
+                         this client's"
+                    ),
+                    handler_ran: false,
+                });
+            }
+            encode(buf, codec)
+        };
         let queued = shared
             .outbox
             .push_request(flags, register, budget, method, metadata, encode);
@@ -554,9 +573,9 @@ impl Connection {
             finished: false,
             recycle,
         });
-        queued?;
+        let codec = queued?;
         let guard = guard.expect("a queued request was registered");
-        Ok((guard, outbound))
+        Ok((guard, outbound, codec))
     }
 
     /// Waits for a unary response until the deadline: takes it from the call's slot

@@ -1,5 +1,6 @@
 //! Opening a client connection: the 12-byte hellos and, from protocol version 3, the
-//! settings blocks (the server's follows its hello; the client answers with its own).
+//! settings blocks (the server's follows its hello, from version 6 with its method
+//! fingerprints after it; the client answers with its own settings).
 //! [`with_version_fallback`] retries once with an older server's version.
 
 use std::future::Future;
@@ -11,8 +12,9 @@ use super::ClientConfig;
 use crate::compression::Compression;
 use crate::error::RpcError;
 use crate::protocol::{
-    handshake_status, ClientHello, PayloadCodec, ServerHello, Settings, CODEC_VERSION,
-    COMPACT_VERSION, HANDSHAKE_LEN, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION,
+    handshake_status, ClientHello, Fingerprints, PayloadCodec, ServerHello, Settings,
+    CODEC_VERSION, COMPACT_VERSION, HANDSHAKE_LEN, MAX_FINGERPRINTS_LEN, MAX_SETTINGS_LEN,
+    MIN_VERSION, SCHEMA_VERSION, SETTINGS_VERSION,
 };
 
 /// What the handshake settled.
@@ -23,6 +25,8 @@ pub(super) struct Negotiated {
     pub(super) server_max_frame: usize,
     /// The server's settings (the defaults before version 3).
     pub(super) server_settings: Settings,
+    /// The server's method fingerprints (version 6; `None` before).
+    pub(super) fingerprints: Option<Arc<Fingerprints>>,
 }
 
 /// Runs the client side of the handshake on a fresh stream.
@@ -67,6 +71,7 @@ where
         )));
     }
     let mut server_settings = Settings::default();
+    let mut fingerprints = None;
     if version < SETTINGS_VERSION && config.codec != PayloadCodec::Bincode {
         return Err(RpcError::CodecUnsupported {
             codec: config.codec,
@@ -85,6 +90,19 @@ where
         let mut block = vec![0u8; len];
         reader.read_exact(&mut block).await.map_err(io_error)?;
         server_settings = Settings::decode(&block)?;
+        if version >= SCHEMA_VERSION {
+            let mut len = [0u8; 4];
+            reader.read_exact(&mut len).await.map_err(io_error)?;
+            let len = u32::from_be_bytes(len) as usize;
+            if len > MAX_FINGERPRINTS_LEN {
+                return Err(RpcError::Protocol(format!(
+                    "the server's fingerprint block of {len} bytes exceeds {MAX_FINGERPRINTS_LEN}"
+                )));
+            }
+            let mut block = vec![0u8; len];
+            reader.read_exact(&mut block).await.map_err(io_error)?;
+            fingerprints = Some(Arc::new(Fingerprints::decode(&block)?));
+        }
         let codec = config.codec;
         if codec != PayloadCodec::Bincode {
             let accepted = version >= CODEC_VERSION
@@ -110,6 +128,7 @@ where
         // A server announcing less than a header's worth is treated as announcing 64.
         server_max_frame: (reply.max_frame_size as usize).max(64),
         server_settings,
+        fingerprints,
     })
 }
 

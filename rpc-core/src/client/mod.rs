@@ -34,12 +34,12 @@ pub use routing::{fnv1a, RoutingKey};
 use crate::codec;
 use crate::context::{self, Metadata};
 use crate::error::{CallError, RpcError};
-use crate::protocol::{status, ResponseFrame};
+use crate::protocol::{status, PayloadCodec, ResponseFrame};
 use crate::Streaming;
 
 /// A method as the client addresses it on the wire. The `#[service]` macro generates one
 /// per trait method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Method {
     /// The service name (the trait's name unless renamed).
     pub service: &'static str,
@@ -52,7 +52,27 @@ pub struct Method {
     /// says. Needs protocol version 5 and a peer that can decompress; see
     /// [`crate::ClientConfig::compression`].
     pub compress: Option<bool>,
+    /// Its parameter names in order (a streaming parameter excluded): a call sent in
+    /// JSON by name (protocol version 6, when the server's schema differs) uses them.
+    pub params: &'static [&'static str],
+    /// The schema of its service ([`crate::schema`]), whose fingerprint for this method
+    /// is compared with the server's on protocol version 6; `None`: never compared.
+    pub schema: Option<fn() -> &'static crate::schema::ServiceSchema>,
 }
+
+/// Methods are equal when they name the same method the same way (the schema is not
+/// compared).
+impl PartialEq for Method {
+    fn eq(&self, other: &Self) -> bool {
+        self.service == other.service
+            && self.name == other.name
+            && self.idempotent == other.idempotent
+            && self.compress == other.compress
+            && self.params == other.params
+    }
+}
+
+impl Eq for Method {}
 
 impl Method {
     /// A method of `service` named `name`: not idempotent, compressed as the
@@ -64,6 +84,8 @@ impl Method {
             name,
             idempotent: false,
             compress: None,
+            params: &[],
+            schema: None,
         }
     }
 }
@@ -192,6 +214,7 @@ impl Client {
         response: ResponseFrame,
     ) -> Result<R, RpcError> {
         match response.status {
+            status::OK if response.json => decode_json(method, "result", &response.payload),
             status::OK => codec::decode(&response.payload),
             other => Err(status_error(method, other, &response.payload)),
         }
@@ -205,7 +228,13 @@ impl Client {
         response: ResponseFrame,
     ) -> Result<T, CallError<E>> {
         match response.status {
+            status::OK if response.json => Ok(decode_json(method, "result", &response.payload)?),
             status::OK => Ok(codec::decode(&response.payload)?),
+            status::APPLICATION_ERROR if response.json => Err(CallError::Application(decode_json(
+                method,
+                "error",
+                &response.payload,
+            )?)),
             status::APPLICATION_ERROR => {
                 Err(CallError::Application(codec::decode(&response.payload)?))
             }
@@ -313,15 +342,15 @@ impl Client {
         let deadline = self.deadline_from(now);
         let Some(observers) = &self.observers else {
             return self
-                .send_encoded(method, deadline, |buf: &mut BytesMut| {
-                    codec::encode_into(args, buf)
+                .send_encoded(method, deadline, |buf: &mut BytesMut, c| {
+                    encode_args(method, args, buf, c)
                 })
                 .await;
         };
         let watch = ClientWatch::start(observers, method, now);
-        let encode = |buf: &mut BytesMut| {
+        let encode = |buf: &mut BytesMut, c| {
             let before = buf.len();
-            let encoded = codec::encode_into(args, buf);
+            let encoded = encode_args(method, args, buf, c);
             watch
                 .request_bytes
                 .store(buf.len() - before, std::sync::atomic::Ordering::Relaxed);
@@ -340,7 +369,7 @@ impl Client {
         encode: E,
     ) -> Result<ResponseFrame, RpcError>
     where
-        E: Fn(&mut BytesMut) -> Result<(), RpcError> + Send + Sync,
+        E: Fn(&mut BytesMut, PayloadCodec) -> Result<(), RpcError> + Send + Sync,
     {
         if let Some(layers) = &self.layers {
             let metadata = middleware::decorated(layers, method, &self.options.metadata);
@@ -386,7 +415,7 @@ impl Client {
     ) -> Result<ResponseFrame, RpcError> {
         let method = &self.effective(method);
         let deadline = self.deadline();
-        self.send_encoded(method, deadline, |buf: &mut BytesMut| {
+        self.send_encoded(method, deadline, |buf: &mut BytesMut, _| {
             crate::json::write_json(args, buf)
         })
         .await
@@ -407,7 +436,7 @@ impl Client {
                 method,
                 &metadata,
                 deadline,
-                |buf| crate::json::write_json(args, buf),
+                |buf, _| crate::json::write_json(args, buf),
                 None,
             )
             .await
@@ -435,7 +464,7 @@ impl Client {
         match &self.target {
             Target::Connection(connection) => Ok(connection.clone()),
             Target::Channel(channel) => {
-                let encode = |buf: &mut BytesMut| codec::encode_into(args, buf);
+                let encode = |buf: &mut BytesMut, c| encode_args(method, args, buf, c);
                 let call = OutgoingCall {
                     method,
                     metadata,
@@ -471,7 +500,7 @@ impl Client {
                 method,
                 &metadata,
                 deadline,
-                |buf| codec::encode_into(args, buf),
+                |buf, c| encode_args(method, args, buf, c),
                 None,
             )
             .await
@@ -501,7 +530,7 @@ impl Client {
                 method,
                 &metadata,
                 deadline,
-                |buf| codec::encode_into(args, buf),
+                |buf, c| encode_args(method, args, buf, c),
                 Some(items),
             )
             .await
@@ -527,7 +556,7 @@ impl Client {
                 method,
                 &metadata,
                 deadline,
-                |buf| codec::encode_into(args, buf),
+                |buf, c| encode_args(method, args, buf, c),
                 items,
             )
             .await
@@ -582,6 +611,32 @@ impl Client {
     }
 }
 
+/// `args` (a tuple of the arguments) in `codec`: bincode, or a JSON object keyed by
+/// `method`'s parameter names.
+fn encode_args<A: Serialize + ?Sized>(
+    method: &Method,
+    args: &A,
+    buf: &mut BytesMut,
+    codec: PayloadCodec,
+) -> Result<(), RpcError> {
+    match codec {
+        PayloadCodec::Bincode => codec::encode_into(args, buf),
+        PayloadCodec::Json => crate::json::write_args_by_name(method.params, args, buf),
+    }
+}
+
+/// A value of an answer in JSON by name (version 6), read with this side's types.
+fn decode_json<T: DeserializeOwned>(
+    method: &Method,
+    what: &str,
+    payload: &[u8],
+) -> Result<T, RpcError> {
+    serde_json::from_slice(payload).map_err(|e| RpcError::SchemaMismatch {
+        message: format!("`{}.{}` {what}: {e}", method.service, method.name),
+        handler_ran: true,
+    })
+}
+
 impl RpcError {
     /// The error a non-success response status of a call to `method` means
     /// (`docs/PROTOCOL.md`, section 7): for [`Channel`]s that look at a response before
@@ -604,6 +659,10 @@ pub(crate) fn status_error(method: &Method, code: u8, payload: &[u8]) -> RpcErro
         },
         status::INVALID_ARGUMENTS => RpcError::InvalidArguments {
             message: format!("`{}.{}`: {}", method.service, method.name, message()),
+        },
+        status::SCHEMA_MISMATCH => RpcError::SchemaMismatch {
+            message: format!("`{}.{}` {}", method.service, method.name, message()),
+            handler_ran: false,
         },
         status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
         status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },

@@ -225,6 +225,29 @@ where
 }
 
 /// The UTF-8 JSON text of `value` appended to `buf`: how the JSON codec writes payloads.
+/// Writes `args` (a tuple of a call's arguments, as the generated client passes them) as
+/// a JSON object keyed by `params`, in order.
+pub(crate) fn write_args_by_name<A: Serialize + ?Sized>(
+    params: &[&str],
+    args: &A,
+    buf: &mut bytes::BytesMut,
+) -> Result<(), RpcError> {
+    let values = match serde_json::to_value(args).map_err(|e| RpcError::Encode(e.to_string()))? {
+        Value::Array(values) => values,
+        Value::Null => Vec::new(),
+        one => vec![one],
+    };
+    if values.len() != params.len() {
+        return Err(RpcError::Encode(format!(
+            "{} arguments for {} parameter names",
+            values.len(),
+            params.len()
+        )));
+    }
+    let object: Map<String, Value> = params.iter().map(|p| p.to_string()).zip(values).collect();
+    write_json(&Value::Object(object), buf)
+}
+
 pub(crate) fn write_json(value: &Value, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
     use bytes::BufMut;
     serde_json::to_writer(buf.writer(), value).map_err(|e| RpcError::Encode(e.to_string()))

@@ -19,8 +19,46 @@ pub(crate) fn json_view(router: &Router) -> Router {
     router.map_services(|service| Arc::new(OverJson(service)) as Arc<dyn Service>)
 }
 
+/// `service` answering one call in JSON by name (protocol version 6: the client's
+/// schema of the method differs from the server's): through its JSON dispatcher, with
+/// arguments that do not fit this server's types refused as SCHEMA_MISMATCH.
+pub(crate) fn translated(service: &Arc<dyn Service>) -> Arc<dyn Service> {
+    Arc::new(Translated(OverJson(Arc::clone(service))))
+}
+
 /// A service served through its JSON dispatcher.
 struct OverJson(Arc<dyn Service>);
+
+/// [`OverJson`] for a call translated by name.
+struct Translated(OverJson);
+
+impl Service for Translated {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn methods(&self) -> &'static [&'static str] {
+        self.0.methods()
+    }
+
+    fn call(&self, method: &str, call: IncomingCall) -> Result<HandlerFuture, DispatchError> {
+        self.0.call(method, call).map_err(|error| match error {
+            DispatchError::InvalidArguments(message) => DispatchError::SchemaMismatch(format!(
+                "{message} (this server's schema of the method differs from the client's; \
+                 the call was read by name)"
+            )),
+            other => other,
+        })
+    }
+
+    fn json(&self) -> Option<&dyn JsonService> {
+        self.0.json()
+    }
+
+    fn schema(&self) -> Option<&'static crate::schema::ServiceSchema> {
+        self.0.schema()
+    }
+}
 
 impl Service for OverJson {
     fn name(&self) -> &'static str {
@@ -56,6 +94,10 @@ impl Service for OverJson {
 
     fn json(&self) -> Option<&dyn JsonService> {
         self.0.json()
+    }
+
+    fn schema(&self) -> Option<&'static crate::schema::ServiceSchema> {
+        self.0.schema()
     }
 }
 

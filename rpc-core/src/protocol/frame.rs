@@ -208,6 +208,9 @@ pub struct ResponseFrame {
     /// Whether `payload` is compressed (version 5, [`flags::COMPRESSED`]): the
     /// reference client decompresses it before anyone else sees it.
     pub compressed: bool,
+    /// Whether `payload` is JSON (version 6, [`flags::JSON`]): the answer to a call in
+    /// JSON by name.
+    pub json: bool,
 }
 
 /// A UTF-8 string that is a zero-copy slice of a received frame.
@@ -292,6 +295,7 @@ impl Frame {
                     status,
                     payload: body,
                     compressed: compressed(layout, flags),
+                    json: layout == FrameLayout::Compact && flags & flags::JSON != 0,
                 }))
             }
             kind::CANCEL => Ok(Frame::Cancel { id }),

@@ -8,9 +8,11 @@
 //! errors are bincode-encoded payloads at the end of a frame, so they are never copied to
 //! be wrapped in an envelope.
 
+mod fingerprints;
 mod frame;
 pub mod varint;
 
+pub use fingerprints::Fingerprints;
 pub use frame::*;
 
 use crate::error::RpcError;
@@ -20,8 +22,9 @@ pub const MAGIC: [u8; 4] = *b"RRPC";
 /// The protocol version this implementation speaks: 2 added streaming, 3 settings in the
 /// handshake, keepalive pings and stream credit that counts each item's framing, 4 the
 /// choice of payload codec (bincode or JSON) in the settings, 5 the compact layout (varint
-/// call ids, compact budgets, method ids bound per connection).
-pub const VERSION: u16 = 5;
+/// call ids, compact budgets, method ids bound per connection), 6 the server's method
+/// fingerprints in the handshake and calls in JSON by name where schemas differ.
+pub const VERSION: u16 = 6;
 /// The oldest client version the server still accepts (unary calls only).
 pub const MIN_VERSION: u16 = 1;
 /// The first version with streaming frames.
@@ -41,6 +44,11 @@ pub const STREAM_ITEM_OVERHEAD: usize = LENGTH_PREFIX_LEN + HEADER_LEN;
 pub const CODEC_VERSION: u16 = 4;
 /// The first version with the compact frame layout ([`FrameLayout::Compact`]).
 pub const COMPACT_VERSION: u16 = 5;
+/// The first version whose handshake carries the server's method fingerprints
+/// ([`Fingerprints`]) and whose requests may be flagged [`flags::JSON`].
+pub const SCHEMA_VERSION: u16 = 6;
+/// The largest fingerprint block a server may send.
+pub const MAX_FINGERPRINTS_LEN: usize = 1024 * 1024;
 /// The largest settings block a peer may send (its `u16` length).
 pub const MAX_SETTINGS_LEN: usize = 1024;
 /// Length in bytes of each handshake message (client hello and server reply).
@@ -142,6 +150,10 @@ pub mod flags {
     /// On a version 5 `REQUEST`, `STREAM_ITEM`, or `RESPONSE` with status `OK` or
     /// `APPLICATION_ERROR`: the payload is compressed (see [`crate::compression`]).
     pub const COMPRESSED: u8 = 0x02;
+    /// On a version 6 `REQUEST`: the call is in JSON by name (the client's schema of the
+    /// method differs from the server's): its payloads both ways are JSON, and the
+    /// server's `RESPONSE` carrying a value has the flag too.
+    pub const JSON: u8 = 0x08;
 }
 
 /// Response status codes. `OK` and `APPLICATION_ERROR` carry a bincode payload; every other
@@ -181,6 +193,10 @@ pub mod status {
     /// shutdown past its grace period): it may have had effects, so it is not safe to
     /// retry unless idempotent.
     pub const INTERRUPTED: u8 = 15;
+    /// A call in JSON by name (version 6) whose values do not fit this server's schema
+    /// of the method: the message names the parameter, field or variant. The handler
+    /// did not run.
+    pub const SCHEMA_MISMATCH: u8 = 16;
 }
 
 /// Go-away codes: why the sender of a `GO_AWAY` frame stops.

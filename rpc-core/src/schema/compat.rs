@@ -158,7 +158,7 @@ pub fn call(client: &MethodSchema, server: &MethodSchema) -> Verdict {
         );
         return Verdict::Breaking(problems);
     }
-    let mut up = Reader::new(client, server, "the client sends", "this server reads");
+    let mut up = Reader::new(client, server, "the client", "this server");
     for param in &server.params {
         let path = format!("parameter `{}`", param.name);
         match client.params.iter().find(|p| p.name == param.name) {
@@ -179,7 +179,7 @@ pub fn call(client: &MethodSchema, server: &MethodSchema) -> Verdict {
         }
     }
     problems.extend(up.problems);
-    let mut down = Reader::new(server, client, "the server sends", "the client reads");
+    let mut down = Reader::new(server, client, "the server", "the client");
     let what = match server.kind {
         crate::json::MethodKind::ServerStream | crate::json::MethodKind::BidiStream => "item",
         _ => "result",
@@ -213,6 +213,7 @@ fn accepts_null(shape: &Shape, types: &BTreeMap<String, TypeShape>) -> bool {
 struct Reader<'a> {
     writer: &'a BTreeMap<String, TypeShape>,
     reader: &'a BTreeMap<String, TypeShape>,
+    /// Who writes and who reads, for messages ("the client", "this server").
     sends: &'a str,
     reads: &'a str,
     /// Pairs of named types being compared (recursion ends here).
@@ -243,7 +244,7 @@ impl<'a> Reader<'a> {
 
     fn mismatch(&mut self, path: &str, w: &Shape, r: &Shape) {
         let text = format!(
-            "{} {}, {} {}",
+            "{} sends {}, {} expects {}",
             self.sends,
             describe(w),
             self.reads,
@@ -321,7 +322,7 @@ impl<'a> Reader<'a> {
                 (Some(wr), Some(rr)) if rr.0 <= wr.0 && wr.1 <= rr.1 => {}
                 (Some(_), Some(_)) => {
                     let text = format!(
-                        "{} {}, {} {}: values that do not fit fail with SchemaMismatch",
+                        "{} sends {}, {} expects {}: values that do not fit fail with SchemaMismatch",
                         self.sends,
                         describe(w),
                         self.reads,
@@ -367,7 +368,7 @@ impl<'a> Reader<'a> {
                     let vpath = format!("{path} variant `{}`", variant.name);
                     let Some(read) = rv.iter().find(|v| v.name == variant.name) else {
                         let text = format!(
-                            "{} does not know it: calls carrying it fail with SchemaMismatch",
+                            "{} does not know it: values carrying it fail with SchemaMismatch",
                             self.reads
                         );
                         self.problem(&vpath, &text);
@@ -391,7 +392,7 @@ impl<'a> Reader<'a> {
             _ => self.problem(
                 path,
                 &format!(
-                    "{} {}, {} {}",
+                    "{} sends {}, {} expects {}",
                     self.sends,
                     kind_of(&w),
                     self.reads,
@@ -410,7 +411,7 @@ impl<'a> Reader<'a> {
                 None => {
                     let text = format!(
                         "{} does not send it and {} has no default for it \
-                         (add #[serde(default)] or make it an Option)",
+                         (give it #[serde(default)] or make it an Option)",
                         self.sends, self.reads
                     );
                     self.problem(&fpath, &text)
@@ -420,7 +421,7 @@ impl<'a> Reader<'a> {
         for field in w {
             if deny && !r.iter().any(|f| f.name == field.name) {
                 let text = format!(
-                    "{} refuses unknown fields (#[serde(deny_unknown_fields)])",
+                    "{} refuses fields it does not know (#[serde(deny_unknown_fields)])",
                     self.reads
                 );
                 self.problem(&format!("{path} field `{}`", field.name), &text);

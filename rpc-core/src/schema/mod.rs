@@ -3,7 +3,7 @@
 //! fingerprint of them ([`fingerprint`], `docs/PROTOCOL.md` section 24), and the
 //! breaking-change checker that compares two versions ([`diff`]).
 //!
-//! `#[service]` generates `{Trait}Client::schema()`, traced once per process on first
+//! `#[service]` generates `{Trait}Client::service_schema()`, traced once per process on first
 //! use. Servers announce their fingerprints to clients of protocol version 6, which send
 //! a method whose schemas differ in JSON by name instead of positional bincode, so two
 //! versions of a trait never reinterpret each other's bytes (`docs/EVOLUTION.md`).
@@ -11,12 +11,16 @@
 mod canonical;
 mod compat;
 mod model;
+mod snapshot;
 mod trace;
 
 pub use canonical::{canonical_form, fingerprint};
 pub use compat::{call, describe, diff, MethodChange, SchemaDiff, Verdict};
 pub use model::{
     Field, Fingerprint, MethodSchema, Param, ServiceSchema, Shape, TypeShape, Variant, VariantShape,
+};
+pub use snapshot::{
+    assert_compatible, check_snapshot, SnapshotError, SnapshotOutcome, UPDATE_VARIABLE,
 };
 
 use serde::de::DeserializeOwned;

@@ -27,6 +27,7 @@ pub struct ServerConfig {
     pub(crate) stream_window: u32,
     pub(crate) shutdown_delay: Duration,
     pub(crate) compression: Option<(Compression, usize)>,
+    pub(crate) announce_fingerprints: bool,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +51,7 @@ impl Default for ServerConfig {
             stream_window: INITIAL_STREAM_WINDOW,
             shutdown_delay: Duration::ZERO,
             compression: None,
+            announce_fingerprints: true,
         }
     }
 }
@@ -69,6 +71,17 @@ impl ServerConfig {
     /// finish; only a full park stops reading.
     pub fn max_in_flight_per_connection(mut self, max: usize) -> Self {
         self.max_in_flight_per_connection = max.clamp(1, MAX_IN_FLIGHT);
+        self
+    }
+
+    /// Whether the handshake of a version 6 connection tells the client the fingerprint
+    /// of every method (default `true`; `docs/PROTOCOL.md` section 24). Without it the
+    /// block is empty: clients cannot tell a method whose schema differs from theirs and
+    /// send every call in bincode, as before version 6 (`docs/EVOLUTION.md`). The block
+    /// names the methods to anyone who completes the handshake, before any interceptor
+    /// runs; mutual TLS limits that to authenticated clients.
+    pub fn announce_fingerprints(mut self, announce: bool) -> Self {
+        self.announce_fingerprints = announce;
         self
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct ServerParts {
     pub(crate) signals: Signals,
     pub(crate) tasks: TaskTracker,
     pub(crate) shared_port: SharedPort,
+    /// The fingerprint block sent to clients of version 6 (section 24), made once.
+    pub(crate) fingerprints: Arc<[u8]>,
 }
 
 /// Establishes one accepted connection, then serves it until it closes or the server
@@ -90,6 +92,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         signals,
         tasks,
         shared_port,
+        fingerprints,
     } = parts;
     let _slot = ConnectionSlot(Arc::clone(&load));
     let over_limit = load.connections.fetch_add(1, Ordering::AcqRel) >= config.max_connections;
@@ -100,6 +103,7 @@ pub(crate) async fn serve_connection<T: Transport>(
         over_limit,
         &signals,
         shared_port.0.as_ref(),
+        &fingerprints,
     )
     .await;
     let opened = match opening {

@@ -22,7 +22,7 @@ use super::service::{Answered, HandlerFuture, IncomingCall, ReplyTo};
 use super::state::{ConnectionState, InFlightSlot, RunningCall};
 use crate::compression::decompress;
 use crate::context::{self, Context};
-use crate::protocol::{go_away, status, RequestFrame};
+use crate::protocol::{flags, go_away, status, RequestFrame, SCHEMA_VERSION};
 use crate::util::panic_message;
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
@@ -118,10 +118,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
         let payload_len = request.payload.len();
         self.last_instance += 1;
         let instance = self.last_instance;
-        let call = IncomingCall::new(
-            request.payload,
-            ReplyTo::registered(Arc::clone(&self.state), id, instance),
-        );
+        let mut reply = ReplyTo::registered(Arc::clone(&self.state), id, instance);
+        // A call in JSON by name (version 6: the client's schema of the method differs
+        // from ours) goes through the JSON dispatcher and is answered in JSON.
+        let translated;
+        let service = if request.flags & flags::JSON != 0 && self.state.version >= SCHEMA_VERSION {
+            reply = reply.in_json();
+            translated = crate::json::native::translated(service);
+            &translated
+        } else {
+            service
+        };
+        let call = IncomingCall::new(request.payload, reply);
         // Layers and observers label calls by the method's name as the service declares
         // it: a bounded set.
         let layers = self.router.middleware();

@@ -1,6 +1,7 @@
 //! The server side of opening a connection: the transport's own handshake (TLS), the
 //! 12-byte hellos and, from protocol version 3, the settings blocks (the server's after
-//! its hello, then the client's), all within the handshake timeout.
+//! its hello, then from version 6 its method fingerprints, then the client's settings),
+//! all within the handshake timeout.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,8 +17,8 @@ use crate::compression::Compression;
 use crate::context::{PeerAddr, PeerIdentity};
 use crate::protocol::{
     handshake_status, ClientHello, PayloadCodec, ServerHello, Settings, CODEC_VERSION,
-    COMPACT_VERSION, HANDSHAKE_LEN, MAGIC, MAX_SETTINGS_LEN, MIN_VERSION, SETTINGS_VERSION,
-    VERSION,
+    COMPACT_VERSION, HANDSHAKE_LEN, MAGIC, MAX_SETTINGS_LEN, MIN_VERSION, SCHEMA_VERSION,
+    SETTINGS_VERSION, VERSION,
 };
 use crate::transport::{Established, Transport};
 
@@ -57,6 +58,7 @@ pub(super) async fn open<T: Transport>(
     over_limit: bool,
     signals: &Signals,
     foreign: Option<&Arc<dyn ForeignProtocol>>,
+    fingerprints: &[u8],
 ) -> Option<Opening<T>> {
     let opening = async {
         let established = establishing.await?;
@@ -109,6 +111,11 @@ pub(super) async fn open<T: Transport>(
                 compressions: (hello.version >= COMPACT_VERSION).then(Compression::supported),
             };
             out.extend_from_slice(&ours.encode());
+            // Version 6: the methods' fingerprints, so the client knows before its first
+            // call which of its methods it must send in JSON by name.
+            if hello.version >= SCHEMA_VERSION {
+                out.extend_from_slice(fingerprints);
+            }
         }
         writer.write_all(&out).await?;
         if status != handshake_status::ACCEPTED {

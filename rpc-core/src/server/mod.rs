@@ -100,6 +100,19 @@ impl Server {
         &self.router
     }
 
+    /// The fingerprint block of its methods (`docs/PROTOCOL.md` section 24), traced now
+    /// if not yet; empty if the configuration says not to announce them.
+    fn fingerprints(&self) -> Arc<[u8]> {
+        if !self.config.announce_fingerprints {
+            return crate::protocol::Fingerprints::default().encode().into();
+        }
+        let schemas = self
+            .router
+            .service_names()
+            .filter_map(|name| self.router.get(name)?.schema());
+        crate::protocol::Fingerprints::of(schemas).encode().into()
+    }
+
     /// The statuses its health service reports.
     pub fn health(&self) -> HealthReporter {
         self.health.clone()
@@ -124,6 +137,7 @@ impl Server {
             signals: signals.clone(),
             tasks: tracker.clone(),
             shared_port: self.shared_port.clone(),
+            fingerprints: self.fingerprints(),
         };
         let grace = self.config.shutdown_grace;
         let delay = self.config.shutdown_delay;

@@ -19,7 +19,7 @@ use super::state::ConnectionState;
 use crate::codec;
 use crate::error::RpcError;
 use crate::protocol::fit_message;
-use crate::protocol::{kind, status, STREAMING_VERSION};
+use crate::protocol::{flags, kind, status, PayloadCodec, STREAMING_VERSION};
 use crate::stream::{send_items_with, Sent, StreamPeer};
 use crate::Streaming;
 
@@ -97,6 +97,9 @@ pub enum DispatchError {
     UnknownMethod,
     /// The arguments did not decode as the method's parameters.
     InvalidArguments(String),
+    /// The arguments of a call translated by name (protocol version 6) do not fit this
+    /// server's schema of the method.
+    SchemaMismatch(String),
 }
 
 impl DispatchError {
@@ -110,6 +113,9 @@ impl DispatchError {
             ),
             DispatchError::InvalidArguments(message) => {
                 Rejection::status(status::INVALID_ARGUMENTS, message)
+            }
+            DispatchError::SchemaMismatch(message) => {
+                Rejection::status(status::SCHEMA_MISMATCH, message)
             }
         }
     }
@@ -131,6 +137,13 @@ pub trait Service: Send + Sync + 'static {
     /// The same service callable in JSON ([`crate::json`]), if it offers that: every
     /// service `#[service]` generates does. The default offers nothing.
     fn json(&self) -> Option<&dyn crate::json::JsonService> {
+        None
+    }
+
+    /// The schema of its methods ([`crate::schema`]), announced to clients of protocol
+    /// version 6 as fingerprints: every service `#[service]` generates has one. The
+    /// default has none (clients then cannot detect a different version of a method).
+    fn schema(&self) -> Option<&'static crate::schema::ServiceSchema> {
         None
     }
 }
@@ -178,6 +191,7 @@ impl IncomingCall {
             self.reply.id,
             None,
             None,
+            PayloadCodec::Bincode,
         ))
     }
 
@@ -201,6 +215,8 @@ pub struct ReplyTo {
     /// Whether the answer is compressed ([`ReplyTo::with_compression`]); `None`: as the
     /// server's threshold says.
     compress: Option<bool>,
+    /// The call is in JSON by name (version 6): its value `RESPONSE` is flagged JSON.
+    json: bool,
 }
 
 impl fmt::Debug for ReplyTo {
@@ -218,7 +234,14 @@ impl ReplyTo {
             instance,
             inbound: std::sync::OnceLock::new(),
             compress: None,
+            json: false,
         }
+    }
+
+    /// This reply for a call in JSON by name (version 6).
+    pub(crate) fn in_json(mut self) -> Self {
+        self.json = true;
+        self
     }
 
     /// For a call that never ran (refused before dispatch) or was already claimed.
@@ -229,6 +252,7 @@ impl ReplyTo {
             instance: 0,
             inbound: std::sync::OnceLock::new(),
             compress: None,
+            json: false,
         }
     }
 
@@ -363,8 +387,9 @@ impl ReplyTo {
         }
         // Encoded in place, under a panic guard: a `Serialize` impl that panics fails
         // this call (HANDLER_PANICKED), at once, and nothing else.
+        let flags = if self.json { flags::JSON } else { 0 };
         let outcome = self.connection.outbox.push(
-            (kind::RESPONSE, 0, self.id),
+            (kind::RESPONSE, flags, self.id),
             self.compress,
             |buf| buf.put_u8(code),
             encode,

@@ -34,7 +34,7 @@ use crate::client::Method;
 use crate::codec;
 use crate::error::RpcError;
 use crate::outbox::Outbox;
-use crate::protocol::{kind, status, ResponseFrame};
+use crate::protocol::{kind, status, PayloadCodec, ResponseFrame};
 
 use flow::Next;
 pub(crate) use flow::{Flow, Inbound, Outbound, Pushed};
@@ -135,6 +135,9 @@ impl<T: DeserializeOwned + Send + 'static> Stream for Streaming<T> {
                 Poll::Pending => Poll::Pending,
             },
             Source::Remote(remote) => match remote.poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) if remote.json => {
+                    Poll::Ready(Some(remote.decode_json(&bytes)))
+                }
                 Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(codec::decode(&bytes))),
                 Poll::Ready(Some(Err(e))) => {
                     this.source = Source::Done;
@@ -158,6 +161,7 @@ impl<T> Streaming<T> {
         id: u64,
         method: Option<Method>,
         deadline: Option<Instant>,
+        codec: PayloadCodec,
     ) -> Self {
         Streaming {
             source: Source::Remote(Remote {
@@ -165,6 +169,7 @@ impl<T> Streaming<T> {
                 peer,
                 id,
                 method,
+                json: codec == PayloadCodec::Json,
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
                 ended: false,
             }),
@@ -236,9 +241,23 @@ struct Remote {
     /// The call's deadline, on the client: it covers the whole stream.
     deadline: Option<Pin<Box<Sleep>>>,
     ended: bool,
+    /// Items are JSON (a call in JSON by name, version 6).
+    json: bool,
 }
 
 impl Remote {
+    /// An item of a call in JSON by name, read with this side's types: one that does not
+    /// fit them is a [`RpcError::SchemaMismatch`].
+    fn decode_json<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, RpcError> {
+        serde_json::from_slice(bytes).map_err(|e| RpcError::SchemaMismatch {
+            message: match &self.method {
+                Some(m) => format!("`{}.{}` stream item: {e}", m.service, m.name),
+                None => format!("stream item: {e}"),
+            },
+            handler_ran: true,
+        })
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RpcError>>> {
         if self.ended {
             return Poll::Ready(None);

@@ -123,9 +123,9 @@ impl ClientMiddleware for AttemptMetrics {
         Box::pin(async move {
             // The arguments' size, measured as they are encoded into the frame.
             let sent = std::sync::atomic::AtomicUsize::new(0);
-            let encode = |buf: &mut traitrpc_core::client::BytesMut| {
+            let encode = |buf: &mut traitrpc_core::client::BytesMut, codec| {
                 let before = buf.len();
-                let encoded = (call.encode)(buf);
+                let encoded = (call.encode)(buf, codec);
                 sent.store(buf.len() - before, Ordering::Relaxed);
                 encoded
             };
