@@ -14,3 +14,22 @@ for crate in external_user external_renamed; do
     # Share one target directory so dependencies are built once.
     CARGO_TARGET_DIR="$repo/target/external-user" cargo run --quiet --manifest-path "$work/$crate/Cargo.toml"
 done
+
+# The schema snapshot test, as a user runs it (docs/EVOLUTION.md): the first run writes the
+# snapshot, the second finds it unchanged, and after a breaking edit of the trait (a
+# parameter's sign) it fails naming the method.
+user="$work/external_user"
+test_user() { (cd "$user" && CARGO_TARGET_DIR="$repo/target/external-user" cargo test --quiet 2>&1); }
+test_user >/dev/null
+test -s "$user/schema/calculator.json" || { echo "the snapshot was not written"; exit 1; }
+cp "$user/schema/calculator.json" "$work/first.json"
+test_user >/dev/null
+cmp "$user/schema/calculator.json" "$work/first.json"
+sed -i 's/async fn add(&self, a: i64, b: i64) -> i64;/async fn add(\&self, a: u64, b: i64) -> i64;/' "$user/src/main.rs"
+sed -i 's/async fn add(&self, a: i64, b: i64) -> i64 {/async fn add(\&self, a: u64, b: i64) -> i64 {\n        let a = a as i64;/' "$user/src/main.rs"
+if out=$(test_user); then
+    echo "a breaking change passed the snapshot test:"; echo "$out"; exit 1
+fi
+echo "$out" | grep -q "add: old client -> new server: BREAKING" || { echo "$out"; exit 1; }
+echo "external user crate: the schema snapshot test caught a breaking change"
+

@@ -47,3 +47,16 @@ async fn main() -> anyhow::Result<()> {
     println!("external user crate: ok");
     Ok(())
 }
+
+/// The schema snapshot a user keeps in their CI (docs/EVOLUTION.md): the first run writes
+/// `schema/calculator.json`, later runs fail if a change would break deployed clients.
+#[cfg(test)]
+mod schema_snapshot {
+    #[test]
+    fn calculator_stays_compatible() {
+        traitrpc::schema::assert_compatible(
+            super::CalculatorClient::service_schema(),
+            "schema/calculator.json",
+        );
+    }
+}
