@@ -3,6 +3,7 @@
 //! usage error: clap prints it with the usage line and exits with status 2. `call`'s
 //! arguments (JSON, or KEY=VALUE words) are sorted out after clap, by [`call_args`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,11 +19,13 @@ ADDR is where the server listens:
   http://host:port   the HTTP gateway (Connect's JSON), e.g. http://127.0.0.1:8080
 
 Exit status:
-  0  success (for `health`: the status is Serving)
+  0  success (for `health`: the status is Serving; for `schema diff`: clients built
+     from OLD keep working against NEW servers)
   1  the call failed: connection, deadline, server or application error; for
-     `health`: any status but Serving
+     `health`: any status but Serving; for `schema diff`: a breaking change
   2  usage error: unknown command or option, malformed ADDR, --timeout,
-     --metadata or arguments (JSON or KEY=VALUE)
+     --metadata or arguments (JSON or KEY=VALUE), a snapshot file that cannot be
+     read or is not a snapshot
 
 Examples:
   traitrpc list 127.0.0.1:7070
@@ -31,7 +34,9 @@ Examples:
   traitrpc call 127.0.0.1:7070 Calculator.add a=1 b=2
   traitrpc call http://127.0.0.1:8080 Calculator.count '{\"to\": 3, \"every_ms\": 100}'
   echo '[1, 2]' | traitrpc call 127.0.0.1:7070 Calculator.add -
-  traitrpc health 127.0.0.1:7070";
+  traitrpc health 127.0.0.1:7070
+  traitrpc schema export 127.0.0.1:7070 Calculator > schema/calculator.json
+  traitrpc schema diff schema/calculator.json new/calculator.json";
 
 /// Calls the services of a traitrpc server without compiled-in types.
 #[derive(Debug, Parser)]
@@ -41,7 +46,8 @@ Examples:
     about = "Calls the services of a traitrpc server without compiled-in types",
     long_about = "Calls the services of a traitrpc server without compiled-in types: lists \
         and describes them with the server's reflection service, and calls any method \
-        with JSON arguments, over the native protocol (JSON payloads) or the HTTP gateway.",
+        with JSON arguments, over the native protocol (JSON payloads) or the HTTP gateway; \
+        exports services' schema snapshots and compares two of them for breaking changes.",
     after_help = MAIN_AFTER_HELP
 )]
 pub struct Cli {
@@ -163,6 +169,79 @@ Examples:
         /// Connection options.
         #[command(flatten)]
         options: Options,
+    },
+
+    /// Export a service's schema snapshot from a server, or compare two snapshots for
+    /// breaking changes
+    #[command(after_help = "\
+A schema snapshot is the file traitrpc::schema::assert_compatible writes (the shapes of
+a service's arguments, results, errors and stream items, with their fingerprints).
+
+Examples:
+  traitrpc schema export 127.0.0.1:7070 Calculator > schema/calculator.json
+  traitrpc schema diff schema/calculator.json new/calculator.json
+  traitrpc schema export 127.0.0.1:7070 Calculator | traitrpc schema diff schema/calculator.json -")]
+    Schema {
+        /// What to do with snapshots.
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+/// `traitrpc schema`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Print a hosted service's schema snapshot, byte for byte as assert_compatible
+    /// writes it
+    #[command(after_help = "\
+Asks the server's reflection service (rpc.reflection.v1.Reflection, method `schema`).
+Over HTTP, the gateway must serve the native server's router (Server::router()), which
+has the reflection service. A service the server does not host is an error (exit 1).
+
+Examples:
+  traitrpc schema export 127.0.0.1:7070 Calculator > schema/calculator.json
+  traitrpc schema export http://127.0.0.1:8080 Calculator")]
+    Export {
+        /// The server: host:port, unix:PATH or http://host:port
+        #[arg(value_name = "ADDR", value_parser = Target::parse)]
+        target: Target,
+        /// The service, by its wire name (Calculator, rpc.health.v1.Health)
+        #[arg(value_name = "SERVICE")]
+        service: String,
+        /// Connection options.
+        #[command(flatten)]
+        options: Options,
+    },
+
+    /// Compare two schema snapshots of a service: which calls keep working across the
+    /// two versions
+    #[command(after_help = "\
+For every method that changed, in each direction (old client -> new server, new client
+-> old server): `translated by name` (the call keeps working, in JSON while the
+versions differ) or BREAKING with the reasons; then one line with the verdict.
+
+Exit status: 0 when clients built from OLD keep working against servers built from NEW
+(upgrade the servers first); 1 when they break, and with --strict also when clients
+built from NEW break against OLD servers; 2 when a file cannot be read or is not a
+snapshot.
+
+Examples:
+  traitrpc schema diff schema/calculator.json new/calculator.json
+  traitrpc schema diff --strict --json schema/calculator.json new/calculator.json
+  traitrpc schema export 127.0.0.1:7070 Calculator | traitrpc schema diff schema/calculator.json -")]
+    Diff {
+        /// The snapshot of the version deployed now (`-`: standard input)
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        /// The snapshot of the version to deploy (`-`: standard input)
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+        /// Also fail when clients built from NEW break against servers built from OLD
+        #[arg(long)]
+        strict: bool,
+        /// Print the comparison as one JSON document instead
+        #[arg(long)]
+        json: bool,
     },
 }
 

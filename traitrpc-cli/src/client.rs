@@ -1,5 +1,6 @@
-//! One client for both protocols: reflection, unary calls, server streams and health,
-//! over the native protocol ([`crate::native`]) or the HTTP gateway ([`crate::http`]).
+//! One client for both protocols: reflection (and schema snapshots), unary calls, server
+//! streams and health, over the native protocol ([`crate::native`]) or the HTTP gateway
+//! ([`crate::http`]).
 
 use std::fmt;
 
@@ -115,6 +116,14 @@ impl Client {
             Client::Native(native) => native.describe(name).await,
             Client::Http(http) => Ok(http.list().await?.into_iter().find(|s| s.name == name)),
         }
+    }
+
+    /// The schema snapshot of the service named `name` (the reflection service's
+    /// `schema()`, over either protocol), if the server hosts it and it has one.
+    pub async fn schema(&self, name: &str) -> Result<Option<Value>, Failure> {
+        let args = serde_json::json!({ "service": name });
+        let snapshot = self.call(REFLECTION, "schema", &args).await?;
+        Ok(Some(snapshot).filter(|snapshot| !snapshot.is_null()))
     }
 
     /// Calls a unary method.

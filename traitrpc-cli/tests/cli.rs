@@ -221,13 +221,24 @@ async fn help_explains_every_command_and_usage_errors_exit_2() {
         "describe",
         "call",
         "health",
+        "schema",
         "Examples:",
         "Exit status:",
     ] {
         assert!(help.stdout.contains(needle), "{needle}: {}", help.stdout);
     }
-    for command in ["list", "describe", "call", "health"] {
-        let help = traitrpc(&[command, "--help"]).await;
+    for command in [
+        "list",
+        "describe",
+        "call",
+        "health",
+        "schema",
+        "schema export",
+        "schema diff",
+    ] {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let help = traitrpc(&args).await;
         help.assert_ok();
         assert!(
             help.stdout.contains("Examples:")
@@ -258,6 +269,16 @@ async fn help_explains_every_command_and_usage_errors_exit_2() {
         &["call", "--timeout", "soon", "127.0.0.1:1", "Calculator.add"],
         &["call", "-H", "novalue", "127.0.0.1:1", "Calculator.add"],
         &["call", "127.0.0.1:1", "Calculator.add", "{a: 1}"],
+        &["schema"],
+        &["schema", "export", "127.0.0.1:1"],
+        &["schema", "diff", "old.json"],
+        &["schema", "diff", "-", "-"],
+        &[
+            "schema",
+            "diff",
+            "/nonexistent/old.json",
+            "/nonexistent/new.json",
+        ],
     ] {
         let run = traitrpc(args).await;
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
@@ -781,4 +802,306 @@ async fn unix_sockets_speak_the_native_protocol() {
     assert!(run.stdout.starts_with("Calculator.add(a, b)"), "{run:?}");
     server.shutdown().await;
     let _ = std::fs::remove_file(&path);
+}
+
+/// Three versions of one service, `shop.Orders`, as three releases of a crate would have
+/// it: the deployed one, a compatible change (a field with a default, a new method) and
+/// a breaking one (a parameter's type). Only their schemas are used, and v1's server.
+#[allow(dead_code)]
+mod orders_v1 {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Order {
+        pub id: u64,
+        pub qty: u32,
+    }
+
+    #[traitrpc::service(name = "shop.Orders")]
+    pub trait Orders {
+        /// Places an order; its number.
+        async fn place(&self, order: Order) -> u64;
+        /// Cancels order `id`; whether there was one.
+        async fn cancel(&self, id: u64) -> bool;
+    }
+
+    pub struct Shop;
+
+    impl Orders for Shop {
+        async fn place(&self, order: Order) -> u64 {
+            order.id
+        }
+        async fn cancel(&self, _id: u64) -> bool {
+            false
+        }
+    }
+}
+
+/// `Order` has a new field with a default, and there is a new method.
+#[allow(dead_code)]
+mod orders_v2_compatible {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Order {
+        pub id: u64,
+        pub qty: u32,
+        #[serde(default)]
+        pub note: String,
+    }
+
+    #[traitrpc::service(name = "shop.Orders")]
+    pub trait Orders {
+        async fn place(&self, order: Order) -> u64;
+        async fn cancel(&self, id: u64) -> bool;
+        async fn track(&self, id: u64) -> String;
+    }
+}
+
+/// `cancel` takes an `i64` instead of a `u64`.
+#[allow(dead_code)]
+mod orders_v2_breaking {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Order {
+        pub id: u64,
+        pub qty: u32,
+    }
+
+    #[traitrpc::service(name = "shop.Orders")]
+    pub trait Orders {
+        async fn place(&self, order: Order) -> u64;
+        async fn cancel(&self, id: i64) -> bool;
+    }
+}
+
+/// A directory of its own for one test's files, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("traitrpc-cli-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+
+    /// Writes `text` to the file `name` in it; its path.
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a file");
+        path.to_str().expect("a UTF-8 path").to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_export_prints_the_snapshot_file_byte_for_byte() {
+    let servers = Servers::start().await;
+    let expected = CalculatorClient::service_schema().to_snapshot();
+    let run = traitrpc(&["schema", "export", &servers.native(), "Calculator"]).await;
+    run.assert_ok();
+    assert_eq!(run.stdout, expected);
+    assert_eq!(
+        traitrpc::schema::ServiceSchema::from_snapshot(&run.stdout).unwrap(),
+        *CalculatorClient::service_schema()
+    );
+    // The built-in services have snapshots too.
+    let run = traitrpc(&[
+        "schema",
+        "export",
+        &servers.native(),
+        "rpc.health.v1.Health",
+    ])
+    .await;
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        traitrpc::health::HealthClient::service_schema().to_snapshot()
+    );
+    traitrpc(&["schema", "export", &servers.native(), "Nope"])
+        .await
+        .assert_failed("the server hosts no service `Nope`\nhint: `traitrpc list");
+
+    // Over HTTP, from a gateway of the native server's router (with its reflection
+    // service); a gateway of the bare router has none, and the error says what to do.
+    let router = Router::from(CalculatorServer::new(Calc {
+        gate: Arc::new(Semaphore::new(0)),
+    }));
+    let router = traitrpc::Server::new(router).router().clone();
+    let gateway = gateway::serve("127.0.0.1:0", router, GatewayConfig::default())
+        .await
+        .expect("gateway");
+    let http = format!("http://{}", gateway.local_addr());
+    let run = traitrpc(&["schema", "export", &http, "Calculator"]).await;
+    run.assert_ok();
+    assert_eq!(run.stdout, expected);
+    traitrpc(&["schema", "export", &http, "Nope"])
+        .await
+        .assert_failed("no service `Nope`");
+    traitrpc(&["schema", "export", &servers.http(), "Calculator"])
+        .await
+        .assert_failed("hint: the gateway serves no reflection service");
+
+    // A service of another name (with dots), exported and compared with a later version.
+    let shop = traitrpc::serve("127.0.0.1:0", orders_v1::OrdersServer::new(orders_v1::Shop))
+        .await
+        .expect("native server");
+    let shop_addr = shop.local_addr().to_string();
+    let run = traitrpc(&["schema", "export", &shop_addr, "shop.Orders"]).await;
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        orders_v1::OrdersClient::service_schema().to_snapshot()
+    );
+    let dir = TempDir::new("export");
+    let breaking = dir.write(
+        "breaking.json",
+        &orders_v2_breaking::OrdersClient::service_schema().to_snapshot(),
+    );
+    let run = rrpc_with_input(&["schema", "diff", "-", &breaking], &run.stdout).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run
+        .stdout
+        .contains("cancel: old client -> new server: BREAKING"));
+    shop.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_diff_exits_0_unless_deployed_clients_break() {
+    let dir = TempDir::new("diff");
+    let v1 = dir.write(
+        "v1.json",
+        &orders_v1::OrdersClient::service_schema().to_snapshot(),
+    );
+    let v1_again = dir.write(
+        "v1-again.json",
+        &orders_v1::OrdersClient::service_schema().to_snapshot(),
+    );
+    let compatible = dir.write(
+        "compatible.json",
+        &orders_v2_compatible::OrdersClient::service_schema().to_snapshot(),
+    );
+    let breaking = dir.write(
+        "breaking.json",
+        &orders_v2_breaking::OrdersClient::service_schema().to_snapshot(),
+    );
+
+    // Identical.
+    let run = traitrpc(&["schema", "diff", &v1, &v1_again]).await;
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "no differences: every method is identical on the wire\n\
+         verdict: identical: nothing changes on the wire\n"
+    );
+    traitrpc(&["schema", "diff", "--strict", &v1, &v1_again])
+        .await
+        .assert_ok();
+
+    // A field with a default: translated both ways; the new method only breaks new
+    // clients against old servers, which --strict fails on.
+    let run = traitrpc(&["schema", "diff", &v1, &compatible]).await;
+    run.assert_ok();
+    let out = &run.stdout;
+    assert!(
+        out.contains("place: old client -> new server: translated by name"),
+        "{out}"
+    );
+    assert!(
+        out.contains("place: new client -> old server: translated by name"),
+        "{out}"
+    );
+    assert!(
+        out.contains("track: new client -> old server: BREAKING\n    - the method is new"),
+        "{out}"
+    );
+    assert!(!out.contains("cancel"), "{out}");
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("verdict: compatible: clients built from OLD keep working"),
+        "{out}"
+    );
+    let run = traitrpc(&["schema", "diff", "--strict", &v1, &compatible]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr, "");
+    assert!(
+        run.stdout.ends_with(
+            "\nverdict: BREAKING (--strict): clients built from NEW break against servers \
+             built from OLD\n"
+        ),
+        "{run:?}"
+    );
+
+    // A parameter's type: old clients break.
+    let run = traitrpc(&["schema", "diff", &v1, &breaking]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr, "");
+    let out = &run.stdout;
+    assert!(
+        out.contains("cancel: old client -> new server: BREAKING\n    - parameter `id`"),
+        "{out}"
+    );
+    assert!(!out.contains("place"), "{out}");
+    assert!(
+        out.ends_with(
+            "\nverdict: BREAKING: clients built from OLD break against servers built from NEW\n"
+        ),
+        "{out}"
+    );
+
+    // As JSON: the comparison itself, the same exit status.
+    let run = traitrpc(&["schema", "diff", "--json", &v1, &breaking]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let diff = run.json();
+    let cancel = diff["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["method"] == "cancel")
+        .expect("cancel is listed");
+    assert_eq!(cancel["old_client_new_server"]["verdict"], "breaking");
+    let run = traitrpc(&["schema", "diff", "--json", &v1, &compatible]).await;
+    run.assert_ok();
+    assert_eq!(run.json()["methods"][0]["method"], "place");
+
+    // A snapshot from standard input.
+    let snapshot = orders_v1::OrdersClient::service_schema().to_snapshot();
+    let run = rrpc_with_input(&["schema", "diff", &v1, "-"], &snapshot).await;
+    run.assert_ok();
+    assert!(run.stdout.starts_with("no differences"), "{run:?}");
+
+    // Files that are not snapshots are usage errors; snapshots of two services fail.
+    let not_json = dir.write("not.json", "{\"service\": ");
+    let run = traitrpc(&["schema", "diff", &v1, &not_json]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("error: {not_json} is not a schema snapshot")),
+        "{run:?}"
+    );
+    let missing = format!("{v1}.missing");
+    let run = traitrpc(&["schema", "diff", &missing, &v1]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("error: cannot read {missing}")),
+        "{run:?}"
+    );
+    let calculator = dir.write(
+        "calculator.json",
+        &CalculatorClient::service_schema().to_snapshot(),
+    );
+    traitrpc(&["schema", "diff", &v1, &calculator])
+        .await
+        .assert_failed("is a snapshot of `shop.Orders`");
 }
