@@ -1,5 +1,5 @@
 //! The schema of every method, traced from its types' own serde implementations: the
-//! shapes of its parameters, result, error and stream items ([`model`]), a stable
+//! shapes of its parameters, result, error and stream items ([`ServiceSchema`]), a stable
 //! fingerprint of them ([`fingerprint`], `docs/PROTOCOL.md` section 24), and the
 //! breaking-change checker that compares two versions ([`diff`]).
 //!
