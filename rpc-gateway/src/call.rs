@@ -65,7 +65,7 @@ pub(crate) struct JsonCall {
 pub(crate) async fn run(router: &Router, call: JsonCall) -> Answer {
     let Some(service) = router.get(&call.service) else {
         return Answer::error(
-            Code::NotFound,
+            Code::Unimplemented,
             format!("no service named `{}`", call.service),
         );
     };
@@ -109,7 +109,7 @@ async fn run_method(
 ) -> (Answer, Answered) {
     let Some(method) = method else {
         return refused(
-            Code::NotFound,
+            Code::Unimplemented,
             status::UNKNOWN_METHOD,
             format!("`{}` has no method `{}`", call.service, call.method),
         );
@@ -144,7 +144,14 @@ async fn run_method(
             ),
         );
     }
-    let args = match traitrpc_core::json::named_arguments(&method, call.args) {
+    // Connect clients write proto3's JSON (64-bit integers as strings, bytes as
+    // base64): read into serde's spelling, guided by the method's schema.
+    let mut args = call.args;
+    let schema = service.schema().and_then(|s| s.method(method.name));
+    if let (Some(schema), Some(object)) = (schema, args.as_object_mut()) {
+        crate::proto3::normalize_arguments(schema, object);
+    }
+    let args = match traitrpc_core::json::named_arguments(&method, args) {
         Ok(args) => args,
         Err(refusal) => {
             let rejection = refusal.into_rejection(service.name(), method.name);

@@ -81,8 +81,8 @@ impl Code {
     pub fn of_status(code: u8) -> Code {
         match code {
             status::APPLICATION_ERROR => Code::FailedPrecondition,
-            status::UNKNOWN_SERVICE | status::UNKNOWN_METHOD => Code::NotFound,
-            status::INVALID_ARGUMENTS => Code::InvalidArgument,
+            status::UNKNOWN_SERVICE | status::UNKNOWN_METHOD => Code::Unimplemented,
+            status::INVALID_ARGUMENTS | status::SCHEMA_MISMATCH => Code::InvalidArgument,
             status::DEADLINE_EXCEEDED => Code::DeadlineExceeded,
             status::HANDLER_PANICKED | status::ENCODE_FAILED | status::INTERNAL => Code::Internal,
             status::SHUTTING_DOWN => Code::Unavailable,
@@ -178,7 +178,7 @@ mod tests {
             Code::of_status(status::INVALID_ARGUMENTS),
             Code::InvalidArgument
         );
-        assert_eq!(Code::of_status(status::UNKNOWN_METHOD), Code::NotFound);
+        assert_eq!(Code::of_status(status::UNKNOWN_METHOD), Code::Unimplemented);
         assert_eq!(Code::of_status(200), Code::Unknown);
         assert_eq!(
             Code::Unauthenticated.http_status(),

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -26,6 +27,7 @@ use traitrpc_core::PeerAddr;
 use crate::call::{self, Answer, JsonCall};
 use crate::connect::{self, Code};
 use crate::describe;
+use crate::encoding::{Encoding, Refused};
 use crate::stream::{self, Envelopes};
 use crate::Shared;
 
@@ -214,46 +216,44 @@ async fn answer(
             }
         }
     }
-    let path = request.uri().path().trim_start_matches('/').to_string();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().trim_start_matches('/').to_string();
     let Some((service, method)) = path
         .rsplit_once('/')
         .map(|(s, m)| (s.to_string(), m.to_string()))
     else {
-        return error(
-            Code::NotFound,
-            "the path is /{Service}/{method}, for example /Calculator/add",
-        );
+        return drained(
+            shared,
+            body,
+            error(
+                Code::NotFound,
+                "the path is /{Service}/{method}, for example /Calculator/add",
+            ),
+        )
+        .await;
     };
-    let is_get = match *request.method() {
+    let is_get = match parts.method {
         Method::POST => false,
         Method::GET => true,
         _ => {
             let mut response = error(Code::Unimplemented, "calls are POST (or GET if idempotent)");
             *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            return response;
+            return drained(shared, body, response).await;
         }
     };
     // The deadline starts when the request arrived.
     let arrived = Instant::now();
-    let timeout = match connect::timeout_ms(request.headers()) {
+    let timeout = match connect::timeout_ms(&parts.headers) {
         Ok(Some(ms)) => std::time::Duration::from_millis(ms).min(shared.config.max_timeout),
         Ok(None) => shared.config.default_timeout,
-        Err(message) => return error(Code::InvalidArgument, &message),
+        Err(message) => return drained(shared, body, error(Code::InvalidArgument, &message)).await,
     };
-    let metadata = match connect::metadata(request.headers()) {
+    let metadata = match connect::metadata(&parts.headers) {
         Ok(metadata) => metadata,
-        Err(message) => return error(Code::InvalidArgument, &message),
+        Err(message) => return drained(shared, body, error(Code::InvalidArgument, &message)).await,
     };
-    // The permit first: a body is read only for a call that may run, so bodies held in
-    // memory are bounded by the in-flight limit times the body limit.
-    let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
-        return error(
-            Code::ResourceExhausted,
-            "the gateway is at its in-flight limit; the call did not run",
-        );
-    };
-    let content_type = request
-        .headers()
+    let content_type = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -264,31 +264,57 @@ async fn answer(
                 .to_ascii_lowercase()
         });
     let streaming = !is_get && content_type.as_deref() == Some(stream::CONTENT_TYPE);
+    if !is_get && !streaming && content_type.as_deref() != Some("application/json") {
+        let mut response = error(
+            Code::Unimplemented,
+            "the body must be Content-Type: application/json (a server stream: application/connect+json)",
+        );
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return drained(shared, body, response).await;
+    }
+    // A unary body names its encoding in Content-Encoding, a stream's envelopes in
+    // Connect-Content-Encoding.
+    let encoding_header = if streaming {
+        "connect-content-encoding"
+    } else {
+        "content-encoding"
+    };
+    let encoding = parts
+        .headers
+        .get(encoding_header)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let encoding = match Encoding::named(encoding) {
+        Ok(encoding) => encoding,
+        Err(message) => return drained(shared, body, error(Code::Unimplemented, &message)).await,
+    };
+    // The permit first: a body is read only for a call that may run, so bodies held in
+    // memory are bounded by the in-flight limit times the body limit.
+    let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
+        let response = error(
+            Code::ResourceExhausted,
+            "the gateway is at its in-flight limit; the call did not run",
+        );
+        return drained(shared, body, response).await;
+    };
     let (args, body_bytes) = if is_get {
-        match get_message(request.uri().query().unwrap_or("")) {
+        match get_message(parts.uri.query().unwrap_or(""), shared.config.max_body) {
             Ok(args) => (args, 0),
-            Err(message) => return error(Code::InvalidArgument, &message),
+            Err((code, message)) => return error(code, &message),
         }
     } else {
-        if !streaming && content_type.as_deref() != Some("application/json") {
-            let mut response = error(
-                Code::Unimplemented,
-                "the body must be Content-Type: application/json (a server stream: application/connect+json)",
-            );
-            *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-            return response;
-        }
-        match read_body(shared, request.into_body()).await {
+        match read_body(shared, body).await {
             Ok(body) => {
                 let len = body.len();
                 let parsed = if streaming {
-                    stream::parse_arguments(&body)
+                    stream::parse_arguments(&body, encoding, shared.config.max_body)
                 } else {
-                    parse(&body)
+                    decoded(encoding, &body, shared.config.max_body).and_then(|body| {
+                        parse(&body).map_err(|message| (Code::InvalidArgument, message))
+                    })
                 };
                 match parsed {
                     Ok(args) => (args, len),
-                    Err(message) => return error(Code::InvalidArgument, &message),
+                    Err((code, message)) => return error(code, &message),
                 }
             }
             Err(response) => return response,
@@ -370,21 +396,69 @@ fn parse(body: &[u8]) -> Result<Value, String> {
         .map_err(|e| format!("the body is not valid JSON: {e}"))
 }
 
-/// The arguments of a Connect GET: `message` (percent-encoded JSON; `{}` if absent),
-/// with `encoding=json` if given and no `base64`.
-fn get_message(query: &str) -> Result<Value, String> {
+/// The arguments of a Connect GET: `message` (percent-encoded JSON; `{}` if absent), with
+/// `encoding=json` if given; with `base64=1` the message is URL-safe base64 (padded or
+/// not), and with `compression=gzip` it is gzipped (at most `limit` bytes once expanded).
+fn get_message(query: &str, limit: usize) -> Result<Value, (Code, String)> {
+    let invalid = |message: String| (Code::InvalidArgument, message);
     let mut message = None;
+    let mut base64 = false;
+    let mut compression = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
             "message" => message = Some(value.into_owned()),
             "encoding" if value != "json" => {
-                return Err(format!("encoding {value} is not served: only json"));
+                return Err(invalid(format!(
+                    "encoding {value} is not served: only json"
+                )));
             }
-            "base64" if value == "1" => {
-                return Err("base64-encoded messages are not served".into());
-            }
+            "base64" => base64 = value == "1",
+            "compression" => compression = Some(value.into_owned()),
             _ => {}
         }
     }
-    parse(message.unwrap_or_default().as_bytes())
+    let mut bytes = message.unwrap_or_default().into_bytes();
+    if base64 {
+        bytes = URL_SAFE_ANY_PADDING
+            .decode(&bytes)
+            .map_err(|e| invalid(format!("the message is not URL-safe base64: {e}")))?;
+    }
+    let encoding = Encoding::named(compression.as_deref())
+        .map_err(|message| (Code::Unimplemented, message))?;
+    let bytes = decoded(encoding, &bytes, limit)?;
+    parse(&bytes).map_err(invalid)
+}
+
+/// URL-safe base64, padded or not (Connect's GET `base64=1`).
+const URL_SAFE_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// `body` decoded from `encoding`, within `limit` bytes.
+fn decoded(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, (Code, String)> {
+    encoding
+        .decode(body, limit)
+        .map_err(|refused| match refused {
+            Refused::TooLarge(limit) => (
+                Code::ResourceExhausted,
+                format!(
+                    "the decompressed body is larger than the gateway's limit of {limit} bytes"
+                ),
+            ),
+            Refused::Malformed(message) => (Code::InvalidArgument, message),
+        })
+}
+
+/// `response`, after reading what the client sends of its body (within the body limits):
+/// a client still writing its body when the answer comes would see the connection reset
+/// instead of the answer.
+async fn drained(
+    shared: &Shared,
+    body: Incoming,
+    response: Response<HttpBody>,
+) -> Response<HttpBody> {
+    let _ = read_body(shared, body).await;
+    response
 }

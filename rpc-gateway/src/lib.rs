@@ -11,7 +11,9 @@
 //! ```
 //!
 //! - `POST /{Service}/{method}`, `Content-Type: application/json`, the arguments as a JSON
-//!   object keyed by parameter name; the answer is `200` with the result as JSON.
+//!   object keyed by parameter name; the answer is `200` with the result as JSON. proto3's
+//!   JSON spellings are read too (64-bit integers as strings, bytes as base64), and a
+//!   body may be gzipped (`Content-Encoding: gzip`).
 //! - `GET /{Service}/{method}?encoding=json&message={percent-encoded JSON}` for
 //!   `#[idempotent]` methods (cacheable, as Connect's GET).
 //! - Errors are Connect's error JSON (`{"code": "invalid_argument", "message": ...}`) with
@@ -50,7 +52,9 @@
 mod call;
 pub mod connect;
 pub mod describe;
+mod encoding;
 mod http;
+mod proto3;
 mod stream;
 mod write_timeout;
 

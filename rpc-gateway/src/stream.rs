@@ -5,9 +5,9 @@
 //! {"code", "message"}}`).
 //!
 //! An envelope is 1 byte of flags, a 4-byte big-endian length, and that many bytes of
-//! JSON. Flag `0x02` marks the end-of-stream message; flag `0x01` (compressed) is not
-//! accepted. Connect clients (connect-web, connect-go, ...) read this as they read any
-//! Connect server stream; a page's `fetch` reads it with a `ReadableStream` reader
+//! JSON. Flag `0x02` marks the end-of-stream message; flag `0x01` marks a compressed
+//! request message, read with the request's `Connect-Content-Encoding` (gzip; answers
+//! are not compressed). A page's `fetch` reads the answer with a `ReadableStream` reader
 //! (`docs/HTTP.md` shows how).
 //!
 //! Chosen over newline-delimited JSON or server-sent events because it is a protocol
@@ -25,7 +25,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::call::Answer;
-use crate::connect::error_body;
+use crate::connect::{error_body, Code};
+use crate::encoding::{Encoding, Refused};
 
 /// The content type of Connect's streaming JSON.
 pub(crate) const CONTENT_TYPE: &str = "application/connect+json";
@@ -39,20 +40,17 @@ const COMPRESSED: u8 = 0x01;
 pub(crate) const SINK_CAPACITY: usize = 16;
 
 /// The arguments in a streaming request's body: exactly one enveloped JSON message (an
-/// empty body, or an empty message, is `{}`).
-pub(crate) fn request_message(body: &[u8]) -> Result<&[u8], String> {
+/// empty body, or an empty message, is `{}`); `Ok((message, compressed))`.
+pub(crate) fn request_message(body: &[u8]) -> Result<(&[u8], bool), String> {
     if body.is_empty() {
-        return Ok(b"");
+        return Ok((b"", false));
     }
     let Some((header, rest)) = body.split_first_chunk::<5>() else {
         return Err("the body is not an enveloped message: it has less than 5 bytes".into());
     };
     let flags = header[0];
     let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if flags & COMPRESSED != 0 {
-        return Err("compressed messages are not served".into());
-    }
-    if flags != 0 {
+    if flags & !COMPRESSED != 0 {
         return Err(format!("unexpected envelope flags {flags:#04x}"));
     }
     if length != rest.len() {
@@ -61,7 +59,7 @@ pub(crate) fn request_message(body: &[u8]) -> Result<&[u8], String> {
             rest.len()
         ));
     }
-    Ok(rest)
+    Ok((rest, flags & COMPRESSED != 0))
 }
 
 /// One envelope around `message`.
@@ -166,11 +164,35 @@ impl Body for Envelopes {
     }
 }
 
-/// The JSON arguments of a streaming request, parsed (`{}` for none).
-pub(crate) fn parse_arguments(body: &[u8]) -> Result<Value, String> {
-    let message = request_message(body)?;
+/// The JSON arguments of a streaming request, parsed (`{}` for none); a compressed
+/// envelope is decoded with the stream's `encoding` (at most `limit` bytes).
+pub(crate) fn parse_arguments(
+    body: &[u8],
+    encoding: Encoding,
+    limit: usize,
+) -> Result<Value, (Code, String)> {
+    let invalid = |message: String| (Code::InvalidArgument, message);
+    let (message, compressed) = request_message(body).map_err(invalid)?;
+    let expanded;
+    let message = if compressed {
+        if encoding == Encoding::Identity {
+            return Err(invalid(
+                "a compressed envelope needs Connect-Content-Encoding (gzip)".into(),
+            ));
+        }
+        expanded = encoding.decode(message, limit).map_err(|refused| match refused {
+            Refused::TooLarge(limit) => (
+                Code::ResourceExhausted,
+                format!("the decompressed message is larger than the gateway's limit of {limit} bytes"),
+            ),
+            Refused::Malformed(message) => invalid(message),
+        })?;
+        &expanded[..]
+    } else {
+        message
+    };
     traitrpc_core::json::parse_arguments(message)
-        .map_err(|e| format!("the message is not valid JSON: {e}"))
+        .map_err(|e| invalid(format!("the message is not valid JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -178,18 +200,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_is_exactly_one_uncompressed_envelope() {
+    fn a_request_is_exactly_one_envelope_compressed_or_not() {
         let mut body = vec![0, 0, 0, 0, 7];
         body.extend_from_slice(br#"{"a":1}"#);
-        assert_eq!(request_message(&body), Ok(&br#"{"a":1}"#[..]));
-        assert_eq!(request_message(b""), Ok(&b""[..]));
+        assert_eq!(request_message(&body), Ok((&br#"{"a":1}"#[..], false)));
+        assert_eq!(request_message(b""), Ok((&b""[..], false)));
         assert!(request_message(&body[..4]).is_err(), "short header");
         assert!(request_message(&body[..8]).is_err(), "short message");
         let mut two = body.clone();
         two.extend_from_slice(&body);
         assert!(request_message(&two).is_err(), "two messages");
         body[0] = COMPRESSED;
-        assert!(request_message(&body).unwrap_err().contains("compressed"));
+        assert_eq!(request_message(&body), Ok((&br#"{"a":1}"#[..], true)));
+        assert!(parse_arguments(&body, Encoding::Identity, 100).is_err());
+        body[0] = 0x04;
+        assert!(request_message(&body).unwrap_err().contains("flags"));
     }
 
     #[test]

@@ -242,9 +242,12 @@ async fn curl_calls_the_same_router_the_native_protocol_serves() {
             "arguments in parameter order"
         );
         let (status, body) = post(&url("nope"), "{}", &[]);
-        assert_eq!((status, body["code"].clone()), (404, json!("not_found")));
+        assert_eq!(
+            (status, body["code"].clone()),
+            (501, json!("unimplemented"))
+        );
         let (status, _) = post(&format!("{base}/Nope/add"), "{}", &[]);
-        assert_eq!(status, 404);
+        assert_eq!(status, 501);
         let (status, body) = post(&url("count"), r#"{"n": 3}"#, &[]);
         assert_eq!(
             (status, body["code"].clone()),
@@ -690,7 +693,7 @@ async fn observers_see_gateway_calls_as_native_ones() {
     );
     assert_eq!(
         raw(addr, post("/Calc/nope", "{}", "").as_bytes()).await.0,
-        404
+        501
     );
     assert_eq!(
         raw(addr, post("/Calc/add", r#"{"a":"x"}"#, "").as_bytes())
