@@ -49,11 +49,17 @@ impl Failure {
         }
     }
 
-    /// Whether the server hosts no such service or method.
+    /// Whether the server hosts no such service or method. A gateway says so with
+    /// `unimplemented` (Connect's code for it), or `not_found` before version 6.
     pub fn is_not_found(&self) -> bool {
         match self {
             Failure::Rpc(RpcError::UnknownService { .. } | RpcError::UnknownMethod { .. }) => true,
-            Failure::Http { code, .. } => code == "not_found",
+            Failure::Http { code, message } => {
+                code == "not_found"
+                    || (code == "unimplemented"
+                        && (message.starts_with("no service named")
+                            || message.contains("has no method")))
+            }
             _ => false,
         }
     }

@@ -391,6 +391,10 @@ mod tests {
             connect_error(StatusCode::BAD_REQUEST, body),
             Failure::Application(Value::String(e)) if e == "division by zero"
         ));
+        let body = br#"{"code":"unimplemented","message":"`Calc` has no method `nope`"}"#;
+        assert!(connect_error(StatusCode::NOT_IMPLEMENTED, body).is_not_found());
+        let body = br#"{"code":"unimplemented","message":"`Calc.add`: it is unary"}"#;
+        assert!(!connect_error(StatusCode::NOT_IMPLEMENTED, body).is_not_found());
         let body = br#"{"code":"not_found","message":"`Calc` has no method `nope`"}"#;
         let failure = connect_error(StatusCode::NOT_FOUND, body);
         assert!(failure.is_not_found());

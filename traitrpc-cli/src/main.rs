@@ -458,7 +458,7 @@ async fn schema_export(
             Failure::Rpc(RpcError::UnknownService { .. }) => {
                 Some("the server hosts no reflection service")
             }
-            Failure::Http { code, .. } if code == "not_found" => Some(
+            failure @ Failure::Http { .. } if failure.is_not_found() => Some(
                 "the gateway serves no reflection service with a `schema` method: give \
                  it the native server's router (Server::router()), or export from the \
                  native address",
