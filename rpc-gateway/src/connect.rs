@@ -95,14 +95,42 @@ impl Code {
     }
 }
 
-/// Connect's error body: `{"code": ..., "message": ...}`, with the method's own error as
-/// `error` for an application error.
+/// Connect's error body: `{"code": ..., "message": ...}`. An application error (the
+/// method's own `Err(e)`) travels twice: as Connect's error detail (what Connect clients
+/// read, [`APPLICATION_ERROR_DETAIL`]) and as `error` (`e` as JSON, for curl).
 pub fn error_body(code: Code, message: &str, application_error: Option<Value>) -> Value {
     let mut body = json!({ "code": code.name(), "message": message });
     if let Some(error) = application_error {
+        body["details"] = json!([application_error_detail(&error)]);
         body["error"] = error;
     }
     body
+}
+
+/// The type of the error detail that carries a method's own error: protobuf's well-known
+/// `StringValue`, holding the error's JSON text; the detail's `debug` is the error as
+/// JSON.
+pub const APPLICATION_ERROR_DETAIL: &str = "google.protobuf.StringValue";
+
+/// The error detail for application error `error`: `{"type", "value", "debug"}`, the value
+/// a `google.protobuf.StringValue` (field 1, the JSON text) in protobuf's binary form,
+/// base64 without padding as Connect asks.
+fn application_error_detail(error: &Value) -> Value {
+    use base64::Engine;
+    let text = error.to_string();
+    let mut message = vec![0x0a]; // field 1, length-delimited
+    let mut len = text.len();
+    while len >= 0x80 {
+        message.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    message.push(len as u8);
+    message.extend_from_slice(text.as_bytes());
+    json!({
+        "type": APPLICATION_ERROR_DETAIL,
+        "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(message),
+        "debug": error,
+    })
 }
 
 /// The `Connect-Timeout-Ms` header: at most 10 digits (Connect's rule), in milliseconds.

@@ -241,17 +241,6 @@ async fn answer(
             return drained(shared, body, response).await;
         }
     };
-    // The deadline starts when the request arrived.
-    let arrived = Instant::now();
-    let timeout = match connect::timeout_ms(&parts.headers) {
-        Ok(Some(ms)) => std::time::Duration::from_millis(ms).min(shared.config.max_timeout),
-        Ok(None) => shared.config.default_timeout,
-        Err(message) => return drained(shared, body, error(Code::InvalidArgument, &message)).await,
-    };
-    let metadata = match connect::metadata(&parts.headers) {
-        Ok(metadata) => metadata,
-        Err(message) => return drained(shared, body, error(Code::InvalidArgument, &message)).await,
-    };
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -264,6 +253,29 @@ async fn answer(
                 .to_ascii_lowercase()
         });
     let streaming = !is_get && content_type.as_deref() == Some(stream::CONTENT_TYPE);
+    // A stream's refusals are Connect stream answers: 200, the error in the end message.
+    let refusal = |code: Code, message: &str| {
+        if streaming {
+            stream_error(code, message)
+        } else {
+            error(code, message)
+        }
+    };
+    // The deadline starts when the request arrived.
+    let arrived = Instant::now();
+    let timeout = match connect::timeout_ms(&parts.headers) {
+        Ok(Some(ms)) => std::time::Duration::from_millis(ms).min(shared.config.max_timeout),
+        Ok(None) => shared.config.default_timeout,
+        Err(message) => {
+            return drained(shared, body, refusal(Code::InvalidArgument, &message)).await
+        }
+    };
+    let metadata = match connect::metadata(&parts.headers) {
+        Ok(metadata) => metadata,
+        Err(message) => {
+            return drained(shared, body, refusal(Code::InvalidArgument, &message)).await
+        }
+    };
     if !is_get && !streaming && content_type.as_deref() != Some("application/json") {
         let mut response = error(
             Code::Unimplemented,
@@ -285,12 +297,12 @@ async fn answer(
         .map(|v| v.to_str().unwrap_or("(not text)"));
     let encoding = match Encoding::named(encoding) {
         Ok(encoding) => encoding,
-        Err(message) => return drained(shared, body, error(Code::Unimplemented, &message)).await,
+        Err(message) => return drained(shared, body, refusal(Code::Unimplemented, &message)).await,
     };
     // The permit first: a body is read only for a call that may run, so bodies held in
     // memory are bounded by the in-flight limit times the body limit.
     let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
-        let response = error(
+        let response = refusal(
             Code::ResourceExhausted,
             "the gateway is at its in-flight limit; the call did not run",
         );
@@ -314,14 +326,14 @@ async fn answer(
                 };
                 match parsed {
                     Ok(args) => (args, len),
-                    Err((code, message)) => return error(code, &message),
+                    Err((code, message)) => return refusal(code, &message),
                 }
             }
-            Err(response) => return response,
+            Err((code, message)) => return refusal(code, &message),
         }
     };
     let Some(deadline) = arrived.checked_add(timeout) else {
-        return error(Code::InvalidArgument, "the timeout is too long");
+        return refusal(Code::InvalidArgument, "the timeout is too long");
     };
     let mut call = JsonCall {
         service,
@@ -366,28 +378,38 @@ async fn answer(
     }
 }
 
-/// The request body, within the size and time limits.
-async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, Response<HttpBody>> {
+/// The request body, within the size and time limits; or why not.
+async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, (Code, String)> {
     let limit = shared.config.max_body;
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(shared.config.body_timeout, collect).await {
-        Err(_) => Err(error(
+        Err(_) => Err((
             Code::DeadlineExceeded,
-            &format!(
+            format!(
                 "the request body took longer than {:?} to arrive",
                 shared.config.body_timeout
             ),
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err((
             Code::ResourceExhausted,
-            &format!("the request body is larger than the gateway's limit of {limit} bytes"),
+            format!("the request body is larger than the gateway's limit of {limit} bytes"),
         )),
-        Ok(Err(e)) => Err(error(
+        Ok(Err(e)) => Err((
             Code::InvalidArgument,
-            &format!("the request body could not be read: {e}"),
+            format!("the request body could not be read: {e}"),
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
+}
+
+/// A stream's refusal before its call starts, as Connect's streaming protocol answers
+/// every outcome: `200`, no items, the error in the end-of-stream message.
+fn stream_error(code: Code, message: &str) -> Response<HttpBody> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, stream::CONTENT_TYPE)
+        .body(Full::new(stream::end_message(&Answer::error(code, message))).boxed_unsync())
+        .expect("a valid response")
 }
 
 /// The arguments in a body: a JSON value (an empty body is `{}`).

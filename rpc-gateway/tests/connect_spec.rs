@@ -1,8 +1,10 @@
 //! Connect's protocol as its clients speak it (issue 20, first part): proto3's JSON
 //! (64-bit integers as strings, bytes as base64, enums as numbers) next to serde's,
 //! gzip request bodies and stream envelopes, GET with `base64=1` and `compression=gzip`,
-//! `unimplemented` for what is not served (an unknown method, an unknown encoding), and
-//! early refusals that read the body first, so a client still writing it gets the answer
+//! `unimplemented` for what is not served (an unknown method, an unknown encoding), a
+//! method's own error as a Connect error detail, a stream refused before it starts
+//! answered as Connect streams answer (200, the error in the end message), and early
+//! refusals that read the body first, so a client still writing it gets the answer
 //! instead of a reset connection. Real calls over loopback, by curl or raw HTTP/1.1.
 
 use std::io::Write;
@@ -33,6 +35,7 @@ pub trait Store {
     async fn add(&self, a: i64, b: i64) -> i64;
     async fn put(&self, blob: Blob) -> String;
     async fn count(&self, to: u64) -> Streaming<u64>;
+    async fn take(&self, n: u32) -> Result<u32, String>;
 }
 
 struct S;
@@ -46,6 +49,13 @@ impl Store for S {
     }
     async fn count(&self, to: u64) -> Streaming<u64> {
         Streaming::iter(0..to)
+    }
+    async fn take(&self, n: u32) -> Result<u32, String> {
+        if n > 10 {
+            Err(format!("only 10 left, not {n}"))
+        } else {
+            Ok(10 - n)
+        }
     }
 }
 
@@ -328,6 +338,90 @@ async fn early_refusals_reach_a_client_still_writing_its_body() {
                 "{headers:?}: {answer}"
             );
         }
+    }
+    gateway.shutdown().await;
+}
+
+/// The envelopes of a Connect stream answer: the items, and the end message.
+fn envelopes(body: &[u8]) -> (Vec<Value>, Value) {
+    let mut items = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let message = body_json(&rest[5..5 + len]);
+        if rest[0] & 0x02 != 0 {
+            return (items, message);
+        }
+        items.push(message);
+        rest = &rest[5 + len..];
+    }
+    panic!("no end message in {:?}", String::from_utf8_lossy(body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_s_own_error_is_a_connect_error_detail() {
+    use base64::Engine;
+    let gateway = gateway().await;
+    let (status, body) = curl(
+        format!("http://{}/Store/take", gateway.local_addr()),
+        json_args(&[]),
+        Some(br#"{"n":11}"#.to_vec()),
+    )
+    .await;
+    let body = body_json(&body);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("failed_precondition")),
+        "{body}"
+    );
+    let detail = &body["details"][0];
+    assert_eq!(detail["type"], "google.protobuf.StringValue", "{body}");
+    assert_eq!(detail["debug"], json!("only 10 left, not 11"));
+    // The value is the StringValue's protobuf bytes: field 1, the error's JSON text.
+    let value = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(detail["value"].as_str().unwrap())
+        .unwrap();
+    let text = br#""only 10 left, not 11""#;
+    assert_eq!(value[..2], [0x0a, text.len() as u8]);
+    assert_eq!(&value[2..], text);
+    // curl users keep the error as JSON.
+    assert_eq!(body["error"], json!("only 10 left, not 11"));
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_refused_before_it_starts_answers_200_with_the_error_in_its_end() {
+    let gateway = gateway().await;
+    let url = format!("http://{}/Store/count", gateway.local_addr());
+    let stream_args = |extra: &[&str]| {
+        let mut args = vec![
+            "-H".to_string(),
+            "Content-Type: application/connect+json".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    for (args, body, code) in [
+        (
+            stream_args(&[]),
+            b"not an envelope".to_vec(),
+            "invalid_argument",
+        ),
+        (
+            stream_args(&["-H", "Connect-Content-Encoding: br"]),
+            vec![0, 0, 0, 0, 2, b'{', b'}'],
+            "unimplemented",
+        ),
+        (
+            stream_args(&["-H", "Connect-Timeout-Ms: soon"]),
+            vec![0, 0, 0, 0, 2, b'{', b'}'],
+            "invalid_argument",
+        ),
+    ] {
+        let (status, answer) = curl(url.clone(), args, Some(body)).await;
+        let (items, end) = envelopes(&answer);
+        assert_eq!((status, items.len()), (200, 0), "{end}");
+        assert_eq!(end["error"]["code"], code, "{end}");
     }
     gateway.shutdown().await;
 }
