@@ -478,9 +478,22 @@ fn decoded(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, (Co
 /// instead of the answer.
 async fn drained(
     shared: &Shared,
-    body: Incoming,
+    mut body: Incoming,
     response: Response<HttpBody>,
 ) -> Response<HttpBody> {
-    let _ = read_body(shared, body).await;
+    // Read and dropped frame by frame: a refused request holds no buffer (refusals at the
+    // in-flight limit happen without a permit). Past the limits, stop: the connection
+    // is then reset, as before.
+    let limit = shared.config.max_body;
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(shared.config.body_timeout, discard).await;
     response
 }

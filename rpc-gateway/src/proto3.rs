@@ -1,8 +1,10 @@
 //! Arguments in proto3's canonical JSON mapping, as Connect clients send them, read into
 //! serde's JSON: guided by the method's schema (`traitrpc_core::schema`), a 64-bit (or
 //! any) integer written as a decimal string becomes a number, bytes (a byte string or a
-//! `Vec<u8>`) written as base64 become serde's array of numbers, and an enum written as its variant's number becomes
-//! the variant's name. Everything serde's JSON already accepts (what curl users send)
+//! `Vec<u8>`) written as base64 become serde's array of numbers. An enum written as a
+//! number is not read: without a `.proto` fixing the numbers, a number would name a
+//! variant by its position, which inserting a variant changes. Everything serde's JSON
+//! already accepts (what curl users send)
 //! is left as it is, so both spellings work. A value that matches neither is left for
 //! serde to refuse with its usual message.
 
@@ -108,16 +110,6 @@ fn normalize_named(value: &mut Value, def: &TypeShape, method: &MethodSchema, de
             }
         }
         TypeShape::Enum(variants) => {
-            // proto3 may write an enum as its number: the variant of that index, if it
-            // carries nothing.
-            if let Some(index) = value.as_u64() {
-                if let Some(variant) = variants.get(index as usize) {
-                    if variant.shape == VariantShape::Unit {
-                        *value = Value::String(variant.name.clone());
-                    }
-                }
-                return;
-            }
             let Some(object) = value.as_object_mut() else {
                 return;
             };
@@ -196,7 +188,8 @@ mod tests {
             args,
             json!({
                 "a": -9007199254740993i64,
-                "order": {"id": 18446744073709551615u64, "amounts": [1, 2], "data": [1, 2, 3], "status": "Suspended"},
+                // An enum's number is left alone (serde refuses it).
+                "order": {"id": 18446744073709551615u64, "amounts": [1, 2], "data": [1, 2, 3], "status": 1},
                 "n": 7,
             })
         );
