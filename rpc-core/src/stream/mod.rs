@@ -209,6 +209,20 @@ impl<T> Streaming<T> {
                 .as_mut()
                 .poll_next(cx)
                 .map(|next| next.map(|r| r.map(Outgoing::Value))),
+            // Items received in JSON by name (version 6, the sender's schema differs)
+            // are not this side's bincode: forwarding their bytes would make the next
+            // peer misread them, so the stream ends with a typed error instead. Decode
+            // the items (`map`) to forward them.
+            Source::Remote(remote) if remote.json => {
+                self.source = Source::Done;
+                Poll::Ready(Some(Err(RpcError::SchemaMismatch {
+                    message: "a stream received in JSON by name (its sender's schema \
+                              differs) cannot be forwarded undecoded: map its items to \
+                              forward them"
+                        .into(),
+                    handler_ran: true,
+                })))
+            }
             Source::Remote(remote) => remote
                 .poll_next(cx)
                 .map(|next| next.map(|r| r.map(Outgoing::Encoded))),
