@@ -254,4 +254,60 @@ fn snapshots_round_trip() {
         traitrpc_core::schema::ServiceSchema::from_snapshot(&text).unwrap(),
         schema
     );
+    // A fingerprint edited by hand is computed again from the shapes.
+    let print = schema.methods[0].fingerprint.to_string();
+    let edited = text.replace(&print, "0000000000000000");
+    assert_ne!(edited, text);
+    assert_eq!(
+        traitrpc_core::schema::ServiceSchema::from_snapshot(&edited).unwrap(),
+        schema
+    );
+}
+
+/// What JSON cannot carry is breaking when the schemas differ (the call goes by name):
+/// `Some` of a value written as `null` reads as `None`; maps with keys JSON cannot write
+/// fail.
+#[test]
+fn the_checker_knows_what_json_cannot_carry() {
+    use std::collections::HashMap;
+    use traitrpc_core::schema::{call, Verdict};
+    let method = |optional: bool, nested: bool| {
+        let trace = MethodTrace::new("m", MethodKind::Unary).param::<u32>("a");
+        let trace = if optional {
+            trace.param::<Option<u8>>("extra")
+        } else {
+            trace
+        };
+        if nested {
+            trace
+                .param::<Option<Option<u8>>>("clear")
+                .result::<()>()
+                .finish()
+        } else {
+            trace.result::<()>().finish()
+        }
+    };
+    // An added optional parameter alone is translated...
+    assert_eq!(
+        call(&method(false, false), &method(true, false)),
+        Verdict::Translated
+    );
+    // ...but `Option<Option<_>>` in a method whose schemas differ is not.
+    let Verdict::Breaking(reasons) = call(&method(false, true), &method(true, true)) else {
+        panic!()
+    };
+    assert!(reasons[0].contains("read as None"), "{reasons:?}");
+    let keyed = |extra: bool| {
+        let trace = MethodTrace::new("m", MethodKind::Unary).param::<HashMap<(u8, u8), u8>>("grid");
+        let trace = if extra {
+            trace.param::<Option<u8>>("x")
+        } else {
+            trace
+        };
+        trace.result::<()>().finish()
+    };
+    let Verdict::Breaking(reasons) = call(&keyed(false), &keyed(true)) else {
+        panic!()
+    };
+    assert!(reasons[0].contains("JSON keys are strings"), "{reasons:?}");
 }

@@ -224,7 +224,6 @@ where
     }))
 }
 
-/// The UTF-8 JSON text of `value` appended to `buf`: how the JSON codec writes payloads.
 /// Writes `args` (a tuple of a call's arguments, as the generated client passes them) as
 /// a JSON object keyed by `params`, in order.
 pub(crate) fn write_args_by_name<A: Serialize + ?Sized>(
@@ -248,6 +247,7 @@ pub(crate) fn write_args_by_name<A: Serialize + ?Sized>(
     write_json(&Value::Object(object), buf)
 }
 
+/// The UTF-8 JSON text of `value` appended to `buf`: how the JSON codec writes payloads.
 pub(crate) fn write_json(value: &Value, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
     use bytes::BufMut;
     serde_json::to_writer(buf.writer(), value).map_err(|e| RpcError::Encode(e.to_string()))

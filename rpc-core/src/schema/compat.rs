@@ -278,6 +278,13 @@ impl<'a> Reader<'a> {
                 "an opaque type (one the tracer cannot describe) differs or may differ: \
                  not checked",
             ),
+            // JSON writes `None` as `null`, and so `Some` of anything written as `null`:
+            // `Some(None)`, `Some(())`, `Some(f64::NAN)` would be read as `None`.
+            (Option(w), Option(_)) if self.writes_null(w) => self.problem(
+                path,
+                "an Option of a value JSON writes as null (an Option, (), a float's NaN): \
+                 Some of it would be read as None",
+            ),
             (Option(w), Option(r)) => self.value(path, w, r),
             (Option(_), _) => self.problem(
                 path,
@@ -292,6 +299,14 @@ impl<'a> Reader<'a> {
                 let (w, r) = (bytes_item(&w), bytes_item(&r));
                 self.value(&format!("{path} item"), &w, &r)
             }
+            (Map(wk, _), Map(..)) if !self.string_key(wk) => self.problem(
+                path,
+                &format!(
+                    "a map keyed by {}: JSON keys are strings, so such maps cannot travel \
+                     (calls fail)",
+                    describe(wk)
+                ),
+            ),
             (Map(wk, wv), Map(rk, rv)) => {
                 self.value(&format!("{path} key"), wk, rk);
                 self.value(&format!("{path} value"), wv, rv);
@@ -340,6 +355,31 @@ impl<'a> Reader<'a> {
                 _ if matches!((w, r), (F32, F64) | (Char, Str)) => {}
                 _ => self.mismatch(path, w, r),
             },
+        }
+    }
+
+    /// Whether JSON may write a value of `shape` (as the writer has it) as `null`.
+    fn writes_null(&self, shape: &Shape) -> bool {
+        match self.resolve(shape, self.writer) {
+            Shape::Option(_) | Shape::Unit | Shape::F32 | Shape::F64 => true,
+            Shape::Named(name) => matches!(self.writer.get(name), Some(TypeShape::UnitStruct)),
+            _ => false,
+        }
+    }
+
+    /// Whether serde_json can write a map key of `shape`: strings, chars, integers,
+    /// bools and unit variants.
+    fn string_key(&self, shape: &Shape) -> bool {
+        use Shape::*;
+        match self.resolve(shape, self.writer) {
+            Str | Char | Bool | I8 | I16 | I32 | I64 | I128 | U8 | U16 | U32 | U64 | U128 => true,
+            Named(name) => match self.writer.get(name) {
+                Some(TypeShape::Enum(variants)) => variants
+                    .iter()
+                    .all(|v| matches!(v.shape, VariantShape::Unit)),
+                _ => false,
+            },
+            _ => false,
         }
     }
 

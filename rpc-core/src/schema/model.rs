@@ -210,9 +210,15 @@ impl ServiceSchema {
         text
     }
 
-    /// Reads a snapshot written by [`ServiceSchema::to_snapshot`].
+    /// Reads a snapshot written by [`ServiceSchema::to_snapshot`]. The fingerprints are
+    /// computed again from the shapes (a file edited by hand, or written by another
+    /// version of the tracer, cannot make two schemas look identical).
     pub fn from_snapshot(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        let mut schema: ServiceSchema = serde_json::from_str(text)?;
+        for method in &mut schema.methods {
+            method.fingerprint = super::fingerprint(method);
+        }
+        Ok(schema)
     }
 }
 

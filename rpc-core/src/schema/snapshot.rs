@@ -11,6 +11,8 @@
 //! }
 //! ```
 //!
+//! Under CI (the `CI` variable set) a missing snapshot fails instead of being written.
+//!
 //! The snapshot stands for what is deployed: changes that keep every call working
 //! (identical on the wire, or translated by name) pass and are listed, but the file is
 //! only rewritten when asked, with `TRAITRPC_UPDATE_SCHEMA=1`, once the new version is
@@ -87,6 +89,15 @@ pub fn check_snapshot(
         message: e.to_string(),
     };
     let update = std::env::var_os(UPDATE_VARIABLE).is_some_and(|v| v != "0" && !v.is_empty());
+    // Under CI (`CI` set, as CI services do) a missing snapshot is an error: written
+    // there, it would pass and compare nothing.
+    let ci = std::env::var_os("CI").is_some_and(|v| v != "0" && v != "false" && !v.is_empty());
+    if !path.exists() && ci && !update {
+        return Err(io(&format!(
+            "there is no snapshot, and CI is set: run the test locally (it writes the \
+             snapshot) and commit the file, or set {UPDATE_VARIABLE}=1"
+        )));
+    }
     if update || !path.exists() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
