@@ -156,7 +156,7 @@ fn http() {
             "native JSON: Calculator.add {\"a\":1,\"b\":2} -> 3",
             "-> 200 3",
             "HTTP on the native port: POST /Calculator/add {\"a\":2,\"b\":2} -> 200 4",
-            r#"-> 400 {"code":"failed_precondition","error":"division by zero","message":"the method returned an error"}"#,
+            r#"-> 400 {"code":"failed_precondition","details":[{"debug":"division by zero","type":"google.protobuf.StringValue","value":"ChIiZGl2aXNpb24gYnkgemVybyI"}],"error":"division by zero","message":"the method returned an error"}"#,
             r#"-> 400 {"code":"invalid_argument""#,
         ],
     );
