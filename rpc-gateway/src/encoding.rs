@@ -4,9 +4,12 @@
 //! refused as `unimplemented`, naming what is served. Decompression stops at the
 //! gateway's body limit, so a small compressed body cannot expand past it.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use flate2::read::GzDecoder;
+
+use crate::connect::Code;
 
 /// The encodings the gateway reads, as its refusals list them.
 pub(crate) const SERVED: &str = "gzip, identity";
@@ -32,12 +35,34 @@ impl Encoding {
         }
     }
 
-    /// `data` decoded, at most `limit` bytes; `Err` names what went wrong.
-    pub(crate) fn decode(self, data: &[u8], limit: usize) -> Result<Vec<u8>, Refused> {
+    /// `data` decoded (borrowed as it is for identity), at most `limit` bytes; `Err` names
+    /// what went wrong.
+    pub(crate) fn decode(self, data: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, Refused> {
         match self {
-            Encoding::Identity => Ok(data.to_vec()),
-            Encoding::Gzip => gunzip(data, limit),
+            Encoding::Identity => Ok(Cow::Borrowed(data)),
+            Encoding::Gzip => gunzip(data, limit).map(Cow::Owned),
         }
+    }
+}
+
+impl Encoding {
+    /// [`Encoding::decode`], its refusal as a Connect code and message naming `what` was
+    /// decoded (`body`, `message`).
+    pub(crate) fn decode_or_refuse<'a>(
+        self,
+        data: &'a [u8],
+        limit: usize,
+        what: &str,
+    ) -> Result<Cow<'a, [u8]>, (Code, String)> {
+        self.decode(data, limit).map_err(|refused| match refused {
+            Refused::TooLarge(limit) => (
+                Code::ResourceExhausted,
+                format!(
+                    "the decompressed {what} is larger than the gateway's limit of {limit} bytes"
+                ),
+            ),
+            Refused::Malformed(message) => (Code::InvalidArgument, message),
+        })
     }
 }
 
@@ -82,7 +107,7 @@ mod tests {
             .unwrap_err()
             .contains("gzip, identity"));
         let body = gzip(br#"{"a":1}"#);
-        assert_eq!(Encoding::Gzip.decode(&body, 100).unwrap(), br#"{"a":1}"#);
+        assert_eq!(&*Encoding::Gzip.decode(&body, 100).unwrap(), br#"{"a":1}"#);
         // A bomb: 1 MiB of zeros in about a kilobyte, refused at a 1 KiB limit.
         let bomb = gzip(&vec![0u8; 1 << 20]);
         assert!(bomb.len() < 4096);

@@ -27,7 +27,7 @@ use traitrpc_core::PeerAddr;
 use crate::call::{self, Answer, JsonCall};
 use crate::connect::{self, Code};
 use crate::describe;
-use crate::encoding::{Encoding, Refused};
+use crate::encoding::Encoding;
 use crate::stream::{self, Envelopes};
 use crate::Shared;
 
@@ -320,9 +320,11 @@ async fn answer(
                 let parsed = if streaming {
                     stream::parse_arguments(&body, encoding, shared.config.max_body)
                 } else {
-                    decoded(encoding, &body, shared.config.max_body).and_then(|body| {
-                        parse(&body).map_err(|message| (Code::InvalidArgument, message))
-                    })
+                    encoding
+                        .decode_or_refuse(&body, shared.config.max_body, "body")
+                        .and_then(|body: std::borrow::Cow<'_, [u8]>| {
+                            parse(&body).map_err(|message| (Code::InvalidArgument, message))
+                        })
                 };
                 match parsed {
                     Ok(args) => (args, len),
@@ -441,36 +443,14 @@ fn get_message(query: &str, limit: usize) -> Result<Value, (Code, String)> {
     }
     let mut bytes = message.unwrap_or_default().into_bytes();
     if base64 {
-        bytes = URL_SAFE_ANY_PADDING
+        bytes = crate::proto3::URL_SAFE_LENIENT
             .decode(&bytes)
             .map_err(|e| invalid(format!("the message is not URL-safe base64: {e}")))?;
     }
     let encoding = Encoding::named(compression.as_deref())
         .map_err(|message| (Code::Unimplemented, message))?;
-    let bytes = decoded(encoding, &bytes, limit)?;
+    let bytes = encoding.decode_or_refuse(&bytes, limit, "message")?;
     parse(&bytes).map_err(invalid)
-}
-
-/// URL-safe base64, padded or not (Connect's GET `base64=1`).
-const URL_SAFE_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-);
-
-/// `body` decoded from `encoding`, within `limit` bytes.
-fn decoded(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, (Code, String)> {
-    encoding
-        .decode(body, limit)
-        .map_err(|refused| match refused {
-            Refused::TooLarge(limit) => (
-                Code::ResourceExhausted,
-                format!(
-                    "the decompressed body is larger than the gateway's limit of {limit} bytes"
-                ),
-            ),
-            Refused::Malformed(message) => (Code::InvalidArgument, message),
-        })
 }
 
 /// `response`, after reading what the client sends of its body (within the body limits):

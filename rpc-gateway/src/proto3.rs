@@ -13,11 +13,13 @@ use base64::Engine;
 use serde_json::{Map, Number, Value};
 use traitrpc_core::schema::{MethodSchema, Shape, TypeShape, VariantShape};
 
-/// Base64 as proto3 JSON writes it: standard or URL-safe, padded or not.
+/// Base64 as proto3 JSON and Connect write it: standard or URL-safe, padded or not.
 const LENIENT: GeneralPurposeConfig =
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
 const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
-const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+/// URL-safe base64, padded or not (also Connect's GET `base64=1`).
+pub(crate) const URL_SAFE_LENIENT: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
 
 /// Rewrites the proto3 spellings in `args` (an object by parameter name) into serde's,
 /// following `method`'s parameter shapes.

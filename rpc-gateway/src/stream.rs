@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::call::Answer;
 use crate::connect::{error_body, Code};
-use crate::encoding::{Encoding, Refused};
+use crate::encoding::Encoding;
 
 /// The content type of Connect's streaming JSON.
 pub(crate) const CONTENT_TYPE: &str = "application/connect+json";
@@ -180,13 +180,7 @@ pub(crate) fn parse_arguments(
                 "a compressed envelope needs Connect-Content-Encoding (gzip)".into(),
             ));
         }
-        expanded = encoding.decode(message, limit).map_err(|refused| match refused {
-            Refused::TooLarge(limit) => (
-                Code::ResourceExhausted,
-                format!("the decompressed message is larger than the gateway's limit of {limit} bytes"),
-            ),
-            Refused::Malformed(message) => invalid(message),
-        })?;
+        expanded = encoding.decode_or_refuse(message, limit, "message")?;
         &expanded[..]
     } else {
         message

@@ -631,10 +631,7 @@ fn decode_json<T: DeserializeOwned>(
     what: &str,
     payload: &[u8],
 ) -> Result<T, RpcError> {
-    serde_json::from_slice(payload).map_err(|e| RpcError::SchemaMismatch {
-        message: format!("`{}.{}` {what}: {e}", method.service, method.name),
-        handler_ran: true,
-    })
+    crate::json::decode_translated(Some(method), what, payload)
 }
 
 impl RpcError {

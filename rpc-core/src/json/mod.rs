@@ -247,6 +247,23 @@ pub(crate) fn write_args_by_name<A: Serialize + ?Sized>(
     write_json(&Value::Object(object), buf)
 }
 
+/// A value of a call in JSON by name (version 6: the peer's schema of the method
+/// differs) read with this side's types: one that does not fit them is a
+/// [`RpcError::SchemaMismatch`] naming the method and `what` (the handler ran).
+pub(crate) fn decode_translated<T: DeserializeOwned>(
+    method: Option<&crate::Method>,
+    what: &str,
+    payload: &[u8],
+) -> Result<T, RpcError> {
+    serde_json::from_slice(payload).map_err(|e| RpcError::SchemaMismatch {
+        message: match method {
+            Some(m) => format!("`{}.{}` {what}: {e}", m.service, m.name),
+            None => format!("{what}: {e}"),
+        },
+        handler_ran: true,
+    })
+}
+
 /// The UTF-8 JSON text of `value` appended to `buf`: how the JSON codec writes payloads.
 pub(crate) fn write_json(value: &Value, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
     use bytes::BufMut;

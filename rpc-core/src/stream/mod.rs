@@ -263,13 +263,7 @@ impl Remote {
     /// An item of a call in JSON by name, read with this side's types: one that does not
     /// fit them is a [`RpcError::SchemaMismatch`].
     fn decode_json<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, RpcError> {
-        serde_json::from_slice(bytes).map_err(|e| RpcError::SchemaMismatch {
-            message: match &self.method {
-                Some(m) => format!("`{}.{}` stream item: {e}", m.service, m.name),
-                None => format!("stream item: {e}"),
-            },
-            handler_ran: true,
-        })
+        crate::json::decode_translated(self.method.as_ref(), "stream item", bytes)
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RpcError>>> {
