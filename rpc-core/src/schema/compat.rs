@@ -5,8 +5,8 @@
 //! - [`Verdict::Translated`]: the fingerprints differ, so peers of protocol version 6
 //!   exchange this method in JSON by name, and every value keeps its meaning.
 //! - [`Verdict::Breaking`]: some calls fail with a typed error (`SchemaMismatch`,
-//!   `UnknownMethod`...), listed with the reason. Never a silent change: that is the
-//!   wire's promise, not the checker's.
+//!   `UnknownMethod`...), or carry values JSON cannot tell apart (`Some(None)` read as
+//!   `None`), listed with the reason.
 //!
 //! The rules are serde's for reading JSON by name (what the translation does): fields
 //! and variants match by name, unknown fields are ignored unless the reader denies
@@ -30,7 +30,8 @@ pub enum Verdict {
     /// Different fingerprints, every value read by name keeps its meaning (at JSON's
     /// cost while the versions differ).
     Translated,
-    /// Some calls fail (never silently): why.
+    /// Some calls fail with a typed error, or carry values JSON cannot tell apart
+    /// (`Some(None)` read as `None`): why.
     Breaking(Vec<String>),
 }
 

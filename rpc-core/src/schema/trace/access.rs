@@ -114,13 +114,11 @@ impl<'de> Deserializer<'de> for De<'_> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
         let mut item = Shape::Unknown;
         let len = usize::from(!self.t.recursing());
-        let value = visitor.visit_seq(Items {
-            t: self.t,
-            shapes: std::slice::from_mut(&mut item),
-            left: len,
-            index: 0,
-            repeat: true,
-        });
+        let value = visitor.visit_seq(Items::repeating(
+            self.t,
+            std::slice::from_mut(&mut item),
+            len,
+        ));
         *self.out = Shape::Seq(Box::new(item));
         value
     }
@@ -131,13 +129,7 @@ impl<'de> Deserializer<'de> for De<'_> {
         visitor: V,
     ) -> Result<V::Value, TraceError> {
         let mut items = vec![Shape::Unknown; len];
-        let value = visitor.visit_seq(Items {
-            t: self.t,
-            shapes: &mut items,
-            left: len,
-            index: 0,
-            repeat: false,
-        });
+        let value = visitor.visit_seq(Items::positional(self.t, &mut items));
         *self.out = Shape::Tuple(items);
         value
     }
@@ -153,13 +145,7 @@ impl<'de> Deserializer<'de> for De<'_> {
         *self.out = Shape::Named(name.clone());
         self.t.enter(rust)?;
         let mut items = vec![Shape::Unknown; len];
-        let value = visitor.visit_seq(Items {
-            t: self.t,
-            shapes: &mut items,
-            left: len,
-            index: 0,
-            repeat: false,
-        });
+        let value = visitor.visit_seq(Items::positional(self.t, &mut items));
         self.t.stack.pop();
         let value = value?;
         self.t.define(&name, TypeShape::TupleStruct(items));
@@ -193,13 +179,7 @@ impl<'de> Deserializer<'de> for De<'_> {
         self.t.enter(rust)?;
         let mut shapes = vec![Shape::Unknown; fields.len()];
         let value = match self.t.apply_probe(&name) {
-            None => visitor.visit_seq(Items {
-                t: self.t,
-                shapes: &mut shapes,
-                left: fields.len(),
-                index: 0,
-                repeat: false,
-            }),
+            None => visitor.visit_seq(Items::positional(self.t, &mut shapes)),
             Some(probe) => {
                 let (omit, extra) = match probe {
                     Probe::Omit(_, field) => (Some(field), false),
@@ -304,6 +284,43 @@ struct Items<'a> {
     repeat: bool,
 }
 
+impl<'a> Items<'a> {
+    /// One item per shape, in order (a tuple, a positional struct or variant).
+    fn positional(t: &'a mut Tracer, shapes: &'a mut [Shape]) -> Self {
+        let left = shapes.len();
+        Items {
+            t,
+            shapes,
+            left,
+            index: 0,
+            repeat: false,
+        }
+    }
+
+    /// `len` items, all of the one shape `item` (a sequence).
+    fn repeating(t: &'a mut Tracer, item: &'a mut [Shape], len: usize) -> Self {
+        Items {
+            t,
+            shapes: item,
+            left: len,
+            index: 0,
+            repeat: true,
+        }
+    }
+}
+
+/// Deserializes one value with `seed` and merges its shape into `into`.
+fn trace_into<'de, S: DeserializeSeed<'de>>(
+    t: &mut Tracer,
+    seed: S,
+    into: &mut Shape,
+) -> Result<S::Value, TraceError> {
+    let mut shape = Shape::Unknown;
+    let value = seed.deserialize(De { t, out: &mut shape })?;
+    into.merge(shape);
+    Ok(value)
+}
+
 impl<'de> de::SeqAccess<'de> for Items<'_> {
     type Error = TraceError;
 
@@ -317,13 +334,7 @@ impl<'de> de::SeqAccess<'de> for Items<'_> {
         self.left -= 1;
         let slot = if self.repeat { 0 } else { self.index };
         self.index += 1;
-        let mut shape = Shape::Unknown;
-        let value = seed.deserialize(De {
-            t: self.t,
-            out: &mut shape,
-        })?;
-        self.shapes[slot].merge(shape);
-        Ok(Some(value))
+        trace_into(self.t, seed, &mut self.shapes[slot]).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -350,26 +361,14 @@ impl<'de> de::MapAccess<'de> for Entries<'_> {
             return Ok(None);
         }
         self.left -= 1;
-        let mut shape = Shape::Unknown;
-        let key = seed.deserialize(De {
-            t: self.t,
-            out: &mut shape,
-        })?;
-        self.key.merge(shape);
-        Ok(Some(key))
+        trace_into(self.t, seed, self.key).map(Some)
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(
         &mut self,
         seed: S,
     ) -> Result<S::Value, TraceError> {
-        let mut shape = Shape::Unknown;
-        let value = seed.deserialize(De {
-            t: self.t,
-            out: &mut shape,
-        })?;
-        self.value.merge(shape);
-        Ok(value)
+        trace_into(self.t, seed, self.value)
     }
 }
 
@@ -460,13 +459,7 @@ impl<'de> de::VariantAccess<'de> for Choice<'_> {
         visitor: V,
     ) -> Result<V::Value, TraceError> {
         let mut items = vec![Shape::Unknown; len];
-        let value = visitor.visit_seq(Items {
-            t: self.t,
-            shapes: &mut items,
-            left: len,
-            index: 0,
-            repeat: false,
-        })?;
+        let value = visitor.visit_seq(Items::positional(self.t, &mut items))?;
         *self.shape = VariantShape::Tuple(items);
         Ok(value)
     }
@@ -477,13 +470,7 @@ impl<'de> de::VariantAccess<'de> for Choice<'_> {
         visitor: V,
     ) -> Result<V::Value, TraceError> {
         let mut shapes = vec![Shape::Unknown; fields.len()];
-        let value = visitor.visit_seq(Items {
-            t: self.t,
-            shapes: &mut shapes,
-            left: fields.len(),
-            index: 0,
-            repeat: false,
-        })?;
+        let value = visitor.visit_seq(Items::positional(self.t, &mut shapes))?;
         *self.shape = VariantShape::Struct(
             fields
                 .iter()
