@@ -40,8 +40,9 @@
 //! [`transport`] (stream and listener traits, in-memory transport), [`error`], [`json`]
 //! (JSON calls: the dispatcher every service has, JSON on the native protocol,
 //! `JsonClient`, schemas), [`health`] and [`reflection`] (the built-in services); privately
-//! `outbox` and `frame_io` (a connection's batched writes and reads), `keepalive` (pings
-//! on a silent connection) and `stream` ([`Streaming`] and its flow control).
+//! `outbox` and `frame_io` (a connection's batched writes and reads), `connection_core`
+//! (the rules both sides share: timers, control frames, the connection loop),
+//! `keepalive` (its settings) and `stream` ([`Streaming`] and its flow control).
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -50,6 +51,7 @@ mod byte_buf;
 pub mod client;
 pub mod codec;
 pub mod compression;
+mod connection_core;
 pub mod context;
 pub mod error;
 mod frame_io;

@@ -119,6 +119,11 @@ impl Shared {
             >= 2
     }
 
+    /// Whether any call is in flight.
+    pub(super) fn any_in_flight(&self) -> bool {
+        self.in_flight.available_permits() < self.config.max_in_flight
+    }
+
     pub(super) fn calls(&self) -> MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }

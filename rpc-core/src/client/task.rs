@@ -1,24 +1,23 @@
-//! A client connection's one task: writes what the outbox holds, reads every frame that
-//! is ready, completes calls and feeds streams, answers pings and sends its own
-//! ([`crate::keepalive`]), until the connection ends. Then every call still waiting
-//! fails with the reason.
+//! A client connection's one task: the shared connection loop
+//! ([`crate::connection_core::driver`]) with the client's side plugged in. Responses
+//! complete calls, stream items feed streams, a `GO_AWAY` drains or ends the connection;
+//! the core answers pings, sends its own and runs the keepalive. When the connection
+//! ends, every call still waiting fails with the reason.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::connection::{Pending, Shared, State};
+use crate::connection_core::driver::{Driver, Side};
+use crate::connection_core::watchdog::{Expired, Limits};
 use crate::error::RpcError;
 use crate::frame_io::{FrameIo, ReadError};
-use crate::keepalive::{Due, KeepaliveTimer};
-use crate::protocol::{go_away, kind, Frame, SETTINGS_VERSION};
-use crate::stream::{Inbound, Pushed, StreamEnd};
-
-/// Frames handled per poll before the task yields to others.
-const FRAMES_PER_POLL: usize = 128;
+use crate::outbox::Outbox;
+use crate::protocol::{go_away, Frame, SETTINGS_VERSION};
+use crate::stream::{Inbound, Pushed, StreamEnd, StreamTable};
 
 /// Runs the connection until it ends, then fails what is left.
 pub(super) async fn run_connection<R, W>(io: FrameIo<R, W>, shared: Arc<Shared>)
@@ -26,123 +25,110 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let keepalive = shared
-        .config
-        .keepalive
-        .filter(|_| shared.version >= SETTINGS_VERSION)
-        .map(|settings| KeepaliveTimer::new(settings, Instant::now()));
-    let mut task = Task {
-        io,
-        shared: &shared,
-        keepalive,
-        full_stream: None,
+    let limits = Limits {
+        keepalive: shared
+            .config
+            .keepalive
+            .filter(|_| shared.version >= SETTINGS_VERSION),
+        ..Limits::default()
     };
-    let error = std::future::poll_fn(|cx| task.poll(cx)).await;
+    let mut driver = Driver::new(io, limits, Instant::now());
+    let mut side = ClientSide { shared: &shared };
+    let error = std::future::poll_fn(|cx| driver.poll(&mut side, cx)).await;
     tracing::debug!(remote = %shared.remote, %error, "client connection ended");
     shared.fail(error);
 }
 
-struct Task<'a, R, W> {
-    io: FrameIo<R, W>,
+/// The client's side of a connection: responses complete calls, items feed streams.
+struct ClientSide<'a> {
     shared: &'a Shared,
-    keepalive: Option<KeepaliveTimer>,
-    /// A stream of an older server that holds as many items as it may: the task reads no
-    /// more until it has room.
-    full_stream: Option<Arc<Inbound>>,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Task<'_, R, W> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RpcError> {
-        let shared = self.shared;
-        // A timed-out ping is judged after one read pass: after a stall of this task
-        // (a loaded machine), the answer may be waiting in the socket already.
-        let mut timed_out = None;
-        if let Some(keepalive) = &mut self.keepalive {
-            match keepalive.poll(cx) {
-                Due::Nothing => {}
-                Due::Ping(data) => {
-                    let _ = shared
-                        .outbox
-                        .push_control(kind::PING, 0, &data.to_be_bytes());
-                }
-                Due::TimedOut => timed_out = Some(keepalive.timeout()),
-            }
+impl Side for ClientSide<'_> {
+    type End = RpcError;
+
+    fn outbox(&self) -> &Outbox {
+        &self.shared.outbox
+    }
+
+    fn streams(&self) -> &StreamTable {
+        &self.shared.streams
+    }
+
+    fn version(&self) -> u16 {
+        self.shared.version
+    }
+
+    fn begin(&mut self, _: &mut Context<'_>) -> Result<(), RpcError> {
+        Ok(())
+    }
+
+    /// A client reads whenever it can: calls in flight are bounded before they are sent.
+    fn may_read(&mut self, _: Instant, _: &mut Context<'_>) -> Result<bool, RpcError> {
+        Ok(true)
+    }
+
+    fn write_backlogged(&self, _: usize) -> bool {
+        false
+    }
+
+    fn frame(
+        &mut self,
+        frame: Frame,
+        _: Instant,
+        _: &mut Context<'_>,
+    ) -> Result<Option<Arc<Inbound>>, RpcError> {
+        handle_frame(self.shared, frame)
+    }
+
+    fn violation(&mut self, error: RpcError) -> RpcError {
+        error
+    }
+
+    fn read_ended(&mut self, error: Option<ReadError>) -> RpcError {
+        match error {
+            Some(ReadError::TooLarge { size, limit }) => RpcError::closed(format!(
+                "the server sent a frame of {size} bytes, over this client's limit of {limit} bytes"
+            )),
+            Some(ReadError::Io(e)) => RpcError::closed(format!("read failed: {e}")),
+            None => RpcError::closed("the server closed the connection"),
         }
-        let mut budget = FRAMES_PER_POLL;
-        loop {
-            // Other callers are about to queue requests: let theirs go out with these.
-            match self.io.poll_write(cx, &shared.outbox, shared.busy()) {
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(RpcError::closed(format!("write failed: {e}")))
-                }
-                // Closed by this side and everything written.
-                Poll::Ready(Ok(true)) => {
-                    return Poll::Ready(RpcError::closed("the connection was closed"))
-                }
-                Poll::Ready(Ok(false)) | Poll::Pending => {}
-            }
-            let mut read_any = false;
-            // Not reading by this side's choice: no timer may charge it to the server.
-            let mut paused = false;
-            while budget > 0 {
-                if let Some(stream) = &self.full_stream {
-                    if stream.poll_room(cx).is_pending() {
-                        paused = true;
-                        break;
-                    }
-                    self.full_stream = None;
-                }
-                let frame = match self.io.poll_frame(cx) {
-                    Poll::Ready(Some(Ok(bytes))) => bytes.freeze(),
-                    Poll::Ready(Some(Err(ReadError::TooLarge { size, limit }))) => {
-                        return Poll::Ready(RpcError::closed(format!(
-                            "the server sent a frame of {size} bytes, over this client's \
-                             limit of {limit} bytes"
-                        )))
-                    }
-                    Poll::Ready(Some(Err(ReadError::Io(e)))) => {
-                        return Poll::Ready(RpcError::closed(format!("read failed: {e}")))
-                    }
-                    Poll::Ready(None) => {
-                        return Poll::Ready(RpcError::closed("the server closed the connection"))
-                    }
-                    Poll::Pending => break,
-                };
-                budget -= 1;
-                read_any = true;
-                match handle_frame(shared, frame) {
-                    Ok(full) => self.full_stream = full.or(self.full_stream.take()),
-                    Err(error) => return Poll::Ready(error),
-                }
-            }
-            // Any bytes are a sign of life, a frame still arriving too: a large answer
-            // coming in over a slow path is not silence.
-            let heard = self.io.take_arrivals() || paused;
-            if heard {
-                if let Some(keepalive) = &mut self.keepalive {
-                    keepalive.heard(Instant::now());
-                }
-            }
-            if let Some(timeout) = timed_out.take() {
-                if !heard {
-                    return Poll::Ready(RpcError::KeepaliveTimeout { timeout });
-                }
-            }
-            if budget == 0 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if !read_any {
-                return Poll::Pending;
-            }
+    }
+
+    /// Other callers are about to queue requests: let theirs go out with these.
+    fn coalesce(&self, _: bool) -> bool {
+        self.shared.busy()
+    }
+
+    fn write_failed(&mut self, error: std::io::Error) -> RpcError {
+        RpcError::closed(format!("write failed: {error}"))
+    }
+
+    fn closed(&mut self) -> RpcError {
+        RpcError::closed("the connection was closed")
+    }
+
+    fn after_write(&mut self, _: Instant, _: &mut Context<'_>) -> Result<(), RpcError> {
+        Ok(())
+    }
+
+    fn busy(&self) -> bool {
+        self.shared.any_in_flight()
+    }
+
+    fn expired(&mut self, expired: Expired) -> RpcError {
+        match expired {
+            Expired::Keepalive(timeout) => RpcError::KeepaliveTimeout { timeout },
+            // The client runs no other timer.
+            other => RpcError::closed(format!("connection timer expired: {other:?}")),
         }
     }
 }
 
 /// Applies one frame from the server; `Err` ends the connection, `Ok(Some(stream))` says
 /// that an older server filled `stream` (the task reads no more until it has room).
-fn handle_frame(shared: &Shared, frame: Bytes) -> Result<Option<Arc<Inbound>>, RpcError> {
-    match Frame::decode_with(frame, shared.outbox.layout())? {
+fn handle_frame(shared: &Shared, frame: Frame) -> Result<Option<Arc<Inbound>>, RpcError> {
+    match frame {
         Frame::Response(response) => {
             // A response to a call that is no longer waiting (cancelled, timed out) or
             // that was never made is dropped.
@@ -190,22 +176,6 @@ fn handle_frame(shared: &Shared, frame: Bytes) -> Result<Option<Arc<Inbound>>, R
                 None => Ok(None),
             }
         }
-        Frame::WindowUpdate { id, increment } => {
-            shared.streams.grant(id, increment);
-            Ok(None)
-        }
-        Frame::StopSending { id } => {
-            shared.streams.stop_sending(id);
-            Ok(None)
-        }
-        Frame::Ping { data } if shared.version >= SETTINGS_VERSION => {
-            let _ = shared
-                .outbox
-                .push_control(kind::PONG, 0, &data.to_be_bytes());
-            Ok(None)
-        }
-        // Any frame is a sign of life; the task stamps it.
-        Frame::Pong { .. } if shared.version >= SETTINGS_VERSION => Ok(None),
         Frame::GoAway {
             code,
             message,

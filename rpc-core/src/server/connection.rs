@@ -1,6 +1,8 @@
 //! One server-side connection: after the handshake ([`super::handshake`]), one task
-//! that reads frames, starts calls ([`super::dispatch`]), and writes answers in batches,
-//! with the connection's timeouts, keepalive and shutdown signals.
+//! running the shared connection loop ([`crate::connection_core::driver`]) with the
+//! server's side plugged in: it starts calls ([`super::dispatch`]), parks requests at
+//! the in-flight limit, and follows the server's shutdown signals; the core applies the
+//! control frames and runs every timer.
 //!
 //! A call's handler future is polled once right where its request is read: a handler that
 //! completes at once (most do) answers without a task, a timer or a wake-up. Only a
@@ -13,11 +15,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
+use std::task::Context as TaskContext;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BufMut;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
@@ -30,9 +31,11 @@ use super::service::Router;
 use super::state::{ConnectionSlot, ConnectionState, Load};
 use super::ServerConfig;
 use crate::compression::compressor;
+use crate::connection_core::driver::{Driver, Side};
+use crate::connection_core::watchdog::{Expired, Limits};
 use crate::context::{ConnectionInfo, PeerAddr};
+use crate::error::RpcError;
 use crate::frame_io::{FrameIo, ReadError};
-use crate::keepalive::{Due, KeepaliveTimer};
 use crate::method_ids::BoundMethods;
 use crate::outbox::Outbox;
 use crate::protocol::{
@@ -163,15 +166,19 @@ pub(crate) async fn serve_connection<T: Transport>(
     });
     let _ended = state.ended.clone().drop_guard();
     let now = Instant::now();
-    let first_check = now
-        + config
-            .idle_timeout
-            .unwrap_or(HOUSEKEEPING_FALLBACK)
-            .min(HOUSEKEEPING_FALLBACK);
-    let keepalive = config
-        .keepalive
-        .filter(|_| opened.version >= SETTINGS_VERSION)
-        .map(|settings| KeepaliveTimer::new(settings, now));
+    let limits = Limits {
+        keepalive: config
+            .keepalive
+            .filter(|_| opened.version >= SETTINGS_VERSION),
+        frame_timeout: Some(config.frame_timeout),
+        write_timeout: Some(config.write_timeout),
+        idle_timeout: config.idle_timeout,
+    };
+    let mut driver = Driver::new(
+        FrameIo::new(opened.reader, opened.writer, config.max_frame_size),
+        limits,
+        now,
+    );
     // At the in-flight limit, requests wait to start: as many as the limit again, and at
     // least as many as a client with default settings keeps in flight (so it never
     // fills the park and never meets a server that does not read its PINGs), within the
@@ -183,7 +190,6 @@ pub(crate) async fn serve_connection<T: Transport>(
         config.max_write_buffer,
     );
     let mut connection = ServerConnection {
-        io: FrameIo::new(opened.reader, opened.writer, config.max_frame_size),
         tasks,
         state: Arc::clone(&state),
         router,
@@ -194,18 +200,12 @@ pub(crate) async fn serve_connection<T: Transport>(
         last_instance: 0,
         methods: BoundMethods::default(),
         parked,
-        full_stream: None,
-        last_frame_at: now,
-        partial_since: None,
-        last_write_at: now,
-        housekeeping: Box::pin(tokio::time::sleep_until(first_check)),
-        keepalive,
         batch_ends: BatchEnds::default(),
         graceful: Box::pin(signals.graceful.clone().cancelled_owned()),
         hard: Box::pin(signals.hard.clone().cancelled_owned()),
         kill: Box::pin(signals.kill.clone().cancelled_owned()),
     };
-    let end = std::future::poll_fn(|cx| connection.poll(cx)).await;
+    let end = std::future::poll_fn(|cx| driver.poll(&mut connection, cx)).await;
     // Calls answered in the last pass end now, not after the closing flush.
     connection.batch_ends.end_all();
 
@@ -227,7 +227,7 @@ pub(crate) async fn serve_connection<T: Transport>(
     // Write what is queued, but never wait long on a peer that stopped reading, nor past
     // the server's own kill.
     tokio::select! {
-        _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, connection.io.finish(&state.outbox)) => {}
+        _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, driver.io.finish(&state.outbox)) => {}
         _ = signals.kill.cancelled() => {}
     }
 }
@@ -235,16 +235,10 @@ pub(crate) async fn serve_connection<T: Transport>(
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Longest the housekeeping timer sleeps when no timeout could expire sooner.
-const HOUSEKEEPING_FALLBACK: Duration = Duration::from_secs(60);
-
-/// Frames handled per poll before the task yields to others.
-const FRAMES_PER_POLL: usize = 128;
-
 type Cancelled = Pin<Box<WaitForCancellationFutureOwned>>;
-/// The state of the connection's task after the handshake.
-pub(super) struct ServerConnection<R, W> {
-    pub(super) io: FrameIo<R, W>,
+/// The server's side of a connection after the handshake: what it does with the frames
+/// the [`Driver`] reads, and when its own bounds stop it reading.
+pub(super) struct ServerConnection {
     /// The server's tasks: spawned handlers join them, so shutdown waits for them too.
     pub(super) tasks: TaskTracker,
     pub(super) state: Arc<ConnectionState>,
@@ -260,20 +254,6 @@ pub(super) struct ServerConnection<R, W> {
     pub(super) methods: BoundMethods,
     /// Requests read at the in-flight limit, waiting for a slot.
     pub(super) parked: Parked,
-    /// A stream of an older client that holds as many items as it may: the connection
-    /// reads no more until it has room.
-    pub(super) full_stream: Option<Arc<Inbound>>,
-    /// When the last complete frame arrived (for the idle timeout).
-    pub(super) last_frame_at: Instant,
-    /// Since when part of a frame has been waiting for the rest (for the frame timeout).
-    pub(super) partial_since: Option<Instant>,
-    /// When queued answers last made progress or none were queued (for the write timeout).
-    pub(super) last_write_at: Instant,
-    /// Fires at the earliest time the idle or write timeout could expire; re-armed lazily,
-    /// so activity costs a timestamp, not a timer update.
-    pub(super) housekeeping: Pin<Box<tokio::time::Sleep>>,
-    /// Pings a silent client (version 3), and drops it if it does not answer.
-    pub(super) keepalive: Option<KeepaliveTimer>,
     /// Observed calls answered in the current batch, ended after its write.
     pub(super) batch_ends: BatchEnds,
     pub(super) graceful: Cancelled,
@@ -281,15 +261,27 @@ pub(super) struct ServerConnection<R, W> {
     pub(super) kill: Cancelled,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
-    /// Reads and handles every frame that is ready, writes every answer that is queued,
-    /// and returns `Pending` until the connection ends.
-    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<End> {
+impl Side for ServerConnection {
+    type End = End;
+
+    fn outbox(&self) -> &Outbox {
+        &self.state.outbox
+    }
+
+    fn streams(&self) -> &StreamTable {
+        &self.state.streams
+    }
+
+    fn version(&self) -> u16 {
+        self.state.version
+    }
+
+    fn begin(&mut self, cx: &mut TaskContext<'_>) -> Result<(), End> {
         if self.kill.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(End::Killed);
+            return Err(End::Killed);
         }
         if self.hard.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(End::Hard);
+            return Err(End::Hard);
         }
         // Answers queued while this task runs (the inline handlers') are written before
         // it returns: they need not wake it.
@@ -298,197 +290,127 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
             self.draining = true;
             self.go_away(go_away::SHUTTING_DOWN, "the server is shutting down");
         }
-        if self.housekeeping.as_mut().poll(cx).is_ready() {
-            if let Some(end) = self.housekeeping(cx) {
-                return Poll::Ready(end);
-            }
-        }
-        // A timed-out ping is judged after one read pass: after a stall of this task
-        // (a loaded machine), the answer may be waiting in the socket already.
-        let mut timed_out = false;
-        if let Some(keepalive) = &mut self.keepalive {
-            match keepalive.poll(cx) {
-                Due::Nothing => {}
-                Due::Ping(data) => {
-                    let _ = self
-                        .state
-                        .outbox
-                        .push_control(kind::PING, 0, &data.to_be_bytes());
-                }
-                Due::TimedOut => timed_out = true,
-            }
-        }
-        let mut budget = FRAMES_PER_POLL;
-        // One clock read per batch: deadlines of frames read together start together.
-        let now = Instant::now();
+        Ok(())
+    }
+
+    /// At the in-flight limit the connection goes on reading (control frames must be
+    /// seen) and parks the requests it reads; parked requests start, oldest first, as
+    /// calls end (a call's release wakes this task through the outbox's waker). Only a
+    /// full park stops reading, unless streams are open: they need the connection read
+    /// (their items and credit arrive on it), so it goes on and what cannot be parked
+    /// is shed.
+    fn may_read(&mut self, now: Instant, cx: &mut TaskContext<'_>) -> Result<bool, End> {
         loop {
-            let mut read_any = false;
-            // Backpressure on a peer that does not read its answers: above the write
-            // buffer bound, stop reading its requests.
-            let over_write_buffer = self.io.pending_write() > 0
-                && self.state.outbox.unwritten() > self.config.max_write_buffer;
-            // Whether this pass stopped reading by its own choice (a bound of this side),
-            // which no timer may charge to the peer.
-            let mut paused = over_write_buffer;
-            while budget > 0 && !over_write_buffer {
-                // Backpressure: at the in-flight limit the connection goes on reading
-                // (control frames must be seen) and parks the requests it reads; parked
-                // requests start, oldest first, as calls end (a call's release wakes this
-                // task through the outbox's waker). Only a full park stops reading, unless
-                // streams are open: they need the connection read (their items and
-                // credit arrive on it), so it goes on and what cannot be parked is shed.
-                if let Err(end) = self.start_parked(now, cx) {
-                    return Poll::Ready(end);
-                }
-                if let Some(stream) = &self.full_stream {
-                    if stream.poll_room(cx).is_pending() {
-                        paused = true;
-                        break;
-                    }
-                    self.full_stream = None;
-                }
-                if self.parked.is_full() && self.state.streams.is_empty() {
-                    self.state.outbox.register(cx.waker());
-                    if self.state.has_room() {
-                        continue;
-                    }
-                    paused = true;
-                    break;
-                }
-                match self.io.poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        budget -= 1;
-                        read_any = true;
-                        self.last_frame_at = now;
-                        if let Err(end) = self.handle(frame.freeze(), now, cx) {
-                            return Poll::Ready(end);
-                        }
-                    }
-                    Poll::Ready(Some(Err(ReadError::TooLarge { size, limit }))) => {
-                        self.go_away(
-                            go_away::FRAME_TOO_LARGE,
-                            &format!(
-                                "a frame of {size} bytes exceeds the server's limit of {limit} bytes"
-                            ),
-                        );
-                        return Poll::Ready(End::Gone);
-                    }
-                    Poll::Ready(Some(Err(ReadError::Io(_)))) => return Poll::Ready(End::Gone),
-                    Poll::Ready(None) => return Poll::Ready(End::Gone),
-                    Poll::Pending => break,
-                }
+            self.start_parked(now, cx)?;
+            if !(self.parked.is_full() && self.state.streams.is_empty()) {
+                return Ok(true);
             }
-            // Any bytes are a sign of life (a frame still arriving too), and so is time
-            // this side chose not to read: the peer's answers may be waiting unread.
-            let heard = self.io.take_arrivals() || paused;
-            if heard {
-                if let Some(keepalive) = &mut self.keepalive {
-                    keepalive.heard(now);
-                }
-            }
-            if std::mem::take(&mut timed_out) && !heard {
-                tracing::debug!(peer = %self.info.peer(), "client did not answer a ping: dropping the connection");
-                return Poll::Ready(End::Gone);
-            }
-            // Answers to what was just read go out at once; one that woke this task from a
-            // handler's own task waits for the other running handlers' answers once.
-            let coalesce = !read_any && self.state.in_flight.load(Ordering::Acquire) >= 2;
-            let written = self.io.poll_write(cx, &self.state.outbox, coalesce);
-            self.batch_ends.end_all();
-            if let Poll::Ready(Err(e)) = written {
-                tracing::debug!(peer = %self.info.peer(), error = %e, "server write failed");
-                return Poll::Ready(End::Gone);
-            }
-            // A frame begun and not finished: the frame timeout runs from now (not while
-            // this side is not reading: the rest may be waiting in the socket).
-            if self.io.read_buffered() == 0 || paused {
-                self.partial_since = None;
-            } else if self.partial_since.is_none() {
-                self.partial_since = Some(now);
-                let frame_deadline = now + self.config.frame_timeout;
-                if self.housekeeping.deadline() > frame_deadline {
-                    self.housekeeping.as_mut().reset(frame_deadline);
-                    let _ = self.housekeeping.as_mut().poll(cx);
-                }
-            }
-            if self.io.take_progress() || self.io.pending_write() == 0 {
-                self.last_write_at = now;
-            } else {
-                // Answers are stuck: make sure the timer looks again by the write timeout.
-                let stall_deadline = self.last_write_at + self.config.write_timeout;
-                if self.housekeeping.deadline() > stall_deadline {
-                    self.housekeeping.as_mut().reset(stall_deadline);
-                    let _ = self.housekeeping.as_mut().poll(cx);
-                }
-            }
-            if self.draining {
-                // Parked requests are refused SHUTTING_DOWN (they never ran).
-                if let Err(end) = self.start_parked(now, cx) {
-                    return Poll::Ready(end);
-                }
-                if self.state.running().is_empty() {
-                    return Poll::Ready(End::Drained);
-                }
-            }
-            if budget == 0 {
-                // Let other tasks run; come back at once.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if !read_any {
-                return Poll::Pending;
+            self.state.outbox.register(cx.waker());
+            if !self.state.has_room() {
+                return Ok(false);
             }
         }
     }
 
-    /// The idle and write timeouts: ends the connection if one expired, else re-arms the
-    /// timer for the earliest time one could.
-    fn housekeeping(&mut self, cx: &mut TaskContext<'_>) -> Option<End> {
-        let now = Instant::now();
-        let writing = self.io.pending_write() > 0;
-        if writing && now.duration_since(self.last_write_at) >= self.config.write_timeout {
-            tracing::debug!(peer = %self.info.peer(), "peer stopped reading: dropping the connection");
-            return Some(End::Gone);
+    /// A peer that does not read its answers: above the write buffer bound, its requests
+    /// are not read.
+    fn write_backlogged(&self, pending_write: usize) -> bool {
+        pending_write > 0 && self.state.outbox.unwritten() > self.config.max_write_buffer
+    }
+
+    fn frame(
+        &mut self,
+        frame: Frame,
+        now: Instant,
+        cx: &mut TaskContext<'_>,
+    ) -> Result<Option<Arc<Inbound>>, End> {
+        self.handle(frame, now, cx)
+    }
+
+    fn violation(&mut self, error: RpcError) -> End {
+        tracing::debug!(peer = %self.info.peer(), %error, "protocol error");
+        self.go_away(go_away::PROTOCOL_ERROR, &error.to_string());
+        End::Gone
+    }
+
+    fn read_ended(&mut self, error: Option<ReadError>) -> End {
+        if let Some(ReadError::TooLarge { size, limit }) = error {
+            self.go_away(
+                go_away::FRAME_TOO_LARGE,
+                &format!("a frame of {size} bytes exceeds the server's limit of {limit} bytes"),
+            );
         }
-        if let Some(since) = self.partial_since {
-            if now.duration_since(since) >= self.config.frame_timeout {
-                tracing::debug!(peer = %self.info.peer(), "a frame took too long to arrive");
+        End::Gone
+    }
+
+    /// Answers to what was just read go out at once; one that woke this task from a
+    /// handler's own task waits for the other running handlers' answers once.
+    fn coalesce(&self, read_any: bool) -> bool {
+        !read_any && self.state.in_flight.load(Ordering::Acquire) >= 2
+    }
+
+    fn write_failed(&mut self, error: std::io::Error) -> End {
+        self.batch_ends.end_all();
+        tracing::debug!(peer = %self.info.peer(), %error, "server write failed");
+        End::Gone
+    }
+
+    fn closed(&mut self) -> End {
+        End::Gone
+    }
+
+    fn after_write(&mut self, now: Instant, cx: &mut TaskContext<'_>) -> Result<(), End> {
+        self.batch_ends.end_all();
+        if self.draining {
+            // Parked requests are refused SHUTTING_DOWN (they never ran).
+            self.start_parked(now, cx)?;
+            if self.state.running().is_empty() {
+                return Err(End::Drained);
+            }
+        }
+        Ok(())
+    }
+
+    fn busy(&self) -> bool {
+        self.state.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    fn expired(&mut self, expired: Expired) -> End {
+        let peer = self.info.peer();
+        match expired {
+            Expired::Write => {
+                tracing::debug!(%peer, "peer stopped reading: dropping the connection");
+                End::Gone
+            }
+            Expired::Frame => {
+                tracing::debug!(%peer, "a frame took too long to arrive");
                 self.go_away(go_away::IDLE_TIMEOUT, "a frame took too long to arrive");
-                return Some(End::Gone);
+                End::Gone
             }
-        }
-        let idle = self.state.in_flight.load(Ordering::Acquire) == 0 && !writing;
-        if let Some(idle_timeout) = self.config.idle_timeout {
-            if idle && now.duration_since(self.last_frame_at) >= idle_timeout {
-                tracing::debug!(peer = %self.info.peer(), "idle timeout: closing the connection");
+            Expired::Keepalive(_) => {
+                tracing::debug!(%peer, "client did not answer a ping: dropping the connection");
+                End::Gone
+            }
+            Expired::Idle => {
+                tracing::debug!(%peer, "idle timeout: closing the connection");
                 self.go_away(go_away::IDLE_TIMEOUT, "the connection was idle too long");
-                return Some(End::Drained);
+                End::Drained
             }
         }
-        // Idle: when the idle period would end; busy: look again one period from now.
-        let mut next = now + HOUSEKEEPING_FALLBACK;
-        if let Some(idle_timeout) = self.config.idle_timeout {
-            let base = if idle { self.last_frame_at } else { now };
-            next = next.min(base + idle_timeout);
-        }
-        if writing {
-            next = next.min(self.last_write_at + self.config.write_timeout);
-        }
-        if let Some(since) = self.partial_since {
-            next = next.min(since + self.config.frame_timeout);
-        }
-        self.housekeeping
-            .as_mut()
-            .reset(next.max(now + Duration::from_millis(1)));
-        // Register the re-armed timer with this task.
-        let _ = self.housekeeping.as_mut().poll(cx);
-        None
     }
+}
 
-    fn handle(&mut self, frame: Bytes, now: Instant, cx: &mut TaskContext<'_>) -> Result<(), End> {
-        let decoded = Frame::decode_with(frame, self.state.outbox.layout());
-        match decoded {
-            Ok(Frame::Request(mut request)) => {
+impl ServerConnection {
+    /// Handles a frame that is not a control frame; `Ok(Some(stream))`: an older client
+    /// filled `stream`.
+    fn handle(
+        &mut self,
+        frame: Frame,
+        now: Instant,
+        cx: &mut TaskContext<'_>,
+    ) -> Result<Option<Arc<Inbound>>, End> {
+        match frame {
+            Frame::Request(mut request) => {
                 if let Err(e) = self.methods.resolve(&mut request) {
                     self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
                     return Err(End::Gone);
@@ -498,83 +420,57 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
                 // sheds it).
                 if (!self.parked.is_empty() || !self.state.has_room()) && !self.parked.is_full() {
                     self.parked.push(request, now);
-                    return Ok(());
+                    return Ok(None);
                 }
-                self.start(request, now, cx)
+                self.start(request, now, cx)?;
             }
-            Ok(Frame::Cancel { id }) => {
+            Frame::Cancel { id } => {
                 let call = self.state.running().remove(&id);
                 if let Some(task) = call.and_then(|call| call.task) {
                     task.abort();
                 }
                 self.state.end_streams(id);
-                Ok(())
             }
-            Ok(Frame::StreamItem {
+            Frame::StreamItem {
                 id,
                 payload,
                 compressed,
-            }) => {
+            } => {
                 // Items for a stream nobody reads any more are dropped.
                 if let Some(inbound) = self.state.streams.inbound(id) {
                     match inbound.push(payload, compressed) {
                         Ok(Pushed::Queued) => {}
                         // An older client filled the stream: read no more until its
                         // consumer makes room.
-                        Ok(Pushed::Full) => self.full_stream = Some(inbound),
+                        Ok(Pushed::Full) => return Ok(Some(inbound)),
                         Err(e) => {
                             self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
                             return Err(End::Gone);
                         }
                     }
                 }
-                Ok(())
             }
-            Ok(Frame::StreamEnd {
+            Frame::StreamEnd {
                 id,
                 status,
                 message,
-            }) => {
+            } => {
                 if let Some(inbound) = self.state.streams.inbound(id) {
                     inbound.end(StreamEnd::Status { status, message });
                 }
-                Ok(())
             }
-            Ok(Frame::WindowUpdate { id, increment }) => {
-                self.state.streams.grant(id, increment);
-                Ok(())
-            }
-            Ok(Frame::StopSending { id }) => {
-                self.state.streams.stop_sending(id);
-                Ok(())
-            }
-            Ok(Frame::Ping { data }) if self.state.version >= SETTINGS_VERSION => {
-                let _ = self
-                    .state
-                    .outbox
-                    .push_control(kind::PONG, 0, &data.to_be_bytes());
-                Ok(())
-            }
-            // Any frame is a sign of life; the read loop stamps it.
-            Ok(Frame::Pong { .. }) if self.state.version >= SETTINGS_VERSION => Ok(()),
-            Ok(Frame::Ping { .. } | Frame::Pong { .. }) => {
-                self.go_away(
-                    go_away::PROTOCOL_ERROR,
-                    "PING and PONG need protocol version 3",
-                );
-                Err(End::Gone)
-            }
-            Ok(Frame::GoAway { .. }) => Err(End::Gone),
-            Ok(Frame::Response(_)) => {
+            Frame::GoAway { .. } => return Err(End::Gone),
+            Frame::Response(_) => {
                 self.go_away(go_away::PROTOCOL_ERROR, "a client may not send responses");
-                Err(End::Gone)
+                return Err(End::Gone);
             }
-            Err(e) => {
-                tracing::debug!(peer = %self.info.peer(), error = %e, "protocol error");
-                self.go_away(go_away::PROTOCOL_ERROR, &e.to_string());
-                Err(End::Gone)
+            other => {
+                let message = format!("unexpected frame from a client: {other:?}");
+                self.go_away(go_away::PROTOCOL_ERROR, &message);
+                return Err(End::Gone);
             }
         }
+        Ok(None)
     }
 
     /// Starts parked requests, oldest first, while there are slots (while draining, all

@@ -12,7 +12,6 @@ use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::connection::{End, ServerConnection};
@@ -25,7 +24,7 @@ use crate::context::{self, Context};
 use crate::protocol::{flags, go_away, status, RequestFrame, SCHEMA_VERSION};
 use crate::util::panic_message;
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> ServerConnection<R, W> {
+impl ServerConnection {
     /// Starts one request: dispatches it, polls its handler once, and spawns the handler
     /// if it is not done yet. `Err` ends the connection the way it says.
     pub(super) fn start(
