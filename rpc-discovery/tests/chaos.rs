@@ -2,6 +2,12 @@
 //! repeatedly SIGKILLed and restarted, another gracefully restarted, and the third
 //! black-holed (a loopback proxy in front of it stops forwarding, without closing).
 //!
+//! Beside them, a fourth replica is busy, not dead (issue 21): it runs at most 4 calls at
+//! a time, serves calls longer than the keepalive's interval and timeout together to 8
+//! callers, and sends large answers over a slow link (a proxy that passes 400 KiB/s), to
+//! its own balanced channel with the same keepalive. That channel must see no error at
+//! all, eject nothing, retry nothing, and no call may start twice on that replica.
+//!
 //! Each replica logs the id of every call its handlers start. At the end:
 //! - no non-idempotent call id started twice, anywhere, and every one that succeeded
 //!   started exactly once;
@@ -154,6 +160,94 @@ async fn pump(
     }
 }
 
+/// A proxy whose answers (server to client) pass at `per_tick` bytes every 20 ms: a slow
+/// link. Requests pass at once.
+async fn slow_link(target: SocketAddr, per_tick: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let upstream = tokio::io::copy(&mut cr, &mut sw);
+                let downstream = async {
+                    let mut buf = vec![0u8; per_tick];
+                    let mut tick = tokio::time::interval(Duration::from_millis(20));
+                    loop {
+                        tick.tick().await;
+                        match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if cw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = upstream => {}
+                    _ = downstream => {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Calls to the busy replica: long non-idempotent calls and large answers, alternating,
+/// with a deadline far beyond the link's pace. Any error is counted.
+async fn busy_load(
+    client: ReplicaClient,
+    ids: Arc<AtomicU64>,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = client.with_timeout(Duration::from_secs(30));
+    while !stop.load(Ordering::SeqCst) {
+        let id = ids.fetch_add(1, Ordering::SeqCst);
+        let outcome = if id % 2 == 0 {
+            client.record_id(id, 800).await.map(|_| ())
+        } else {
+            client.bulk(id, 256 * 1024).await.map(|answer| {
+                assert_eq!(answer.len(), "r4".len() + 256 * 1024);
+            })
+        };
+        match outcome {
+            Ok(()) => {
+                tally.works_ok.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(error) => {
+                *tally
+                    .errors
+                    .lock()
+                    .unwrap()
+                    .entry(kind(&error))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+}
+
+/// Every `start METHOD ID` line of a replica's log, counted by method and id.
+fn starts_in(log: &std::path::Path, starts: &mut HashMap<(String, u64), usize>) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (Some("start"), Some(method), Some(id)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        *starts
+            .entry((method.to_string(), id.parse().unwrap()))
+            .or_insert(0) += 1;
+    }
+}
+
 /// What the load saw.
 #[derive(Default)]
 struct Tally {
@@ -227,7 +321,16 @@ async fn load(
 }
 
 fn spawn_replica(name: &str, port: u16, log: &std::path::Path) -> ServerProcess {
-    let args = vec![
+    spawn_replica_with(name, port, log, &[])
+}
+
+fn spawn_replica_with(
+    name: &str,
+    port: u16,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> ServerProcess {
+    let mut args = vec![
         "--listen".to_string(),
         format!("127.0.0.1:{port}"),
         "--log".to_string(),
@@ -235,6 +338,7 @@ fn spawn_replica(name: &str, port: u16, log: &std::path::Path) -> ServerProcess 
         "--grace-ms".to_string(),
         "300".to_string(),
     ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
     ServerProcess::spawn_with(name, &args, false)
 }
 
@@ -293,6 +397,13 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
     }
     let proxy = Proxy::start(replicas[2].addr).await;
     let addrs = [replicas[0].addr, replicas[1].addr, proxy.addr];
+    let busy_log = dir.join("r4.log");
+    let busy_replica = {
+        let (port, log) = (free_port(), busy_log.clone());
+        blocking(move || spawn_replica_with("r4", port, &log, &["--max-in-flight", "4"])).await
+    };
+    let busy_addr = slow_link(busy_replica.addr, 8 * 1024).await;
+    let busy_tally = Arc::new(Tally::default());
 
     let fds_before = open_fds();
     let heap_before = LIVE.load(Ordering::SeqCst);
@@ -324,6 +435,27 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
             })
             .build();
         let client = ReplicaClient::new(channel.clone());
+        let busy_channel = BalancedChannel::builder(StaticDiscovery::new([busy_addr]))
+            .client_config(ClientConfig::default().keepalive(Some(Keepalive::new(
+                Duration::from_millis(200),
+                Duration::from_millis(300),
+            ))))
+            .outlier(OutlierPolicy {
+                consecutive_failures: 3,
+                base_ejection: Duration::from_millis(500),
+                max_ejection: Duration::from_secs(2),
+            })
+            .build();
+        let busy_workers: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(busy_load(
+                    ReplicaClient::new(busy_channel.clone()),
+                    Arc::clone(&ids),
+                    Arc::clone(&busy_tally),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
         let workers: Vec<_> = (0..24)
             .map(|_| {
                 tokio::spawn(load(
@@ -393,12 +525,35 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
         }
         set_phase(&phase, "stopping the load");
         stop.store(true, Ordering::SeqCst);
-        for worker in workers {
+        for worker in workers.into_iter().chain(busy_workers) {
             worker.await.unwrap();
         }
         let calls = ids.load(Ordering::SeqCst) - 1;
+        let busy_stats = busy_channel.stats();
         figures.push(format!(
-            "{seconds} s of chaos: {calls} calls from 24 workers; {kills} SIGKILLs, {restarts} graceful restarts, {black_holes} black holes"
+            "busy replica over a slow link: {} calls answered, errors {:?}, {} ejections, {} retries",
+            busy_tally.works_ok.load(Ordering::SeqCst),
+            busy_tally.errors.lock().unwrap(),
+            busy_stats.ejections,
+            busy_stats.retries
+        ));
+        assert!(
+            busy_tally.errors.lock().unwrap().is_empty(),
+            "the busy replica's calls all succeeded: {:?}",
+            busy_tally.errors.lock().unwrap()
+        );
+        assert_eq!(
+            (busy_stats.ejections, busy_stats.retries),
+            (0, 0),
+            "a busy replica is neither ejected nor retried around"
+        );
+        assert!(
+            busy_tally.works_ok.load(Ordering::SeqCst) >= 16,
+            "the busy replica served calls throughout"
+        );
+        drop(busy_channel);
+        figures.push(format!(
+            "{seconds} s of chaos: {calls} calls from 24 workers (and 8 on the busy replica); {kills} SIGKILLs, {restarts} graceful restarts, {black_holes} black holes"
         ));
         eject_times.sort();
         figures.push(format!(
@@ -416,19 +571,17 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
     // Every handler start, from the replicas' own logs.
     let mut starts: HashMap<(String, u64), usize> = HashMap::new();
     for log in &logs {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines() {
-            let mut parts = line.split(' ');
-            let (Some("start"), Some(method), Some(id)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            *starts
-                .entry((method.to_string(), id.parse().unwrap()))
-                .or_insert(0) += 1;
-        }
+        starts_in(log, &mut starts);
     }
+    // On the busy replica nothing was retried, so nothing at all started twice.
+    let mut busy_starts = HashMap::new();
+    starts_in(&busy_log, &mut busy_starts);
+    let busy_twice: Vec<_> = busy_starts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        busy_twice.is_empty(),
+        "calls started twice on the busy replica: {busy_twice:?}"
+    );
+    drop(busy_replica);
     let twice: Vec<_> = starts
         .iter()
         .filter(|((method, _), n)| method == "record" && **n > 1)

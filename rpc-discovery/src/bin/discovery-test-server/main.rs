@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! discovery-test-server --name NAME [--listen 127.0.0.1:0] [--log FILE] [--grace-ms MS]
+//!                       [--max-in-flight N]
 //!                       [--etcd http://127.0.0.1:2379 --service SERVICE --ttl SECONDS]
 //! ```
 //!
@@ -40,10 +41,14 @@ async fn main() {
     let grace = Duration::from_millis(
         arg(&args, "--grace-ms").map_or(5000, |g| g.parse().expect("--grace-ms MS")),
     );
+    let mut config = traitrpc_core::ServerConfig::default().shutdown_grace(grace);
+    if let Some(limit) = arg(&args, "--max-in-flight") {
+        config = config.max_in_flight_per_connection(limit.parse().expect("--max-in-flight N"));
+    }
     let server = traitrpc_transport_tcp::serve_with_config(
         listen.as_str(),
         ReplicaServer::new(replica),
-        traitrpc_core::ServerConfig::default().shutdown_grace(grace),
+        config,
     )
     .await
     .expect("bind");

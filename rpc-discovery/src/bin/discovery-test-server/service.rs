@@ -22,6 +22,10 @@ pub trait Replica {
     /// Logs `start work <id>`, sleeps `ms` milliseconds, returns the replica's name.
     #[idempotent]
     async fn work_id(&self, id: u64, ms: u64) -> String;
+    /// Logs `start bulk <id>`, returns the replica's name followed by `len` bytes of
+    /// padding: a large answer.
+    #[idempotent]
+    async fn bulk(&self, id: u64, len: u32) -> String;
 }
 
 /// A replica named `name`.
@@ -95,5 +99,13 @@ impl Replica for ReplicaImpl {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms) + self.delay).await;
         self.name.clone()
+    }
+
+    async fn bulk(&self, id: u64, len: u32) -> String {
+        self.log_start("bulk", id);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut answer = self.name.clone();
+        answer.extend(std::iter::repeat_n('.', len as usize));
+        answer
     }
 }
