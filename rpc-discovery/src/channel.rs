@@ -21,6 +21,7 @@ use crate::connector::{Connector, TcpConnector};
 use crate::discovery::{Discovery, Endpoints, StaticDiscovery};
 use crate::endpoint::Endpoint;
 use crate::health::Verdict;
+use crate::hedge::{Hedger, HedgingPolicy};
 use crate::policy::{Backoff, OutlierPolicy};
 use crate::pool::{Link, Member, Pool, PoolSettings, Routable};
 use crate::retry::{decide, Decision, RetryBudget, RetryPolicy};
@@ -70,6 +71,7 @@ pub struct Builder {
     reconnect: Backoff,
     health_checks: bool,
     attempt_layers: Vec<Arc<dyn ClientMiddleware>>,
+    hedging: Option<HedgingPolicy>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -80,6 +82,7 @@ impl std::fmt::Debug for Builder {
             .field("client_config", &self.client_config)
             .field("default_timeout", &self.default_timeout)
             .field("retry", &self.retry)
+            .field("hedging", &self.hedging)
             .field("outlier", &self.outlier)
             .field("reconnect", &self.reconnect)
             .finish()
@@ -168,6 +171,15 @@ impl Builder {
         self
     }
 
+    /// Hedges the first attempt of `#[idempotent]` calls (default off): when it has not
+    /// answered after the policy's delay, a second attempt goes to another endpoint, the
+    /// first useful answer wins and the other is cancelled. Calls of other methods are
+    /// never hedged. See [`HedgingPolicy`] and docs/SCALING.md.
+    pub fn hedging(mut self, policy: HedgingPolicy) -> Self {
+        self.hedging = Some(policy);
+        self
+    }
+
     /// Builds the channel and starts following the discovery and connecting. Must be
     /// called inside a tokio runtime (it spawns the pool's tasks).
     pub fn build(self) -> BalancedChannel {
@@ -186,6 +198,7 @@ impl Builder {
             retry: self.retry,
             pool,
             attempt_layers: self.attempt_layers.into(),
+            hedger: self.hedging.map(Hedger::new),
             counters: Counters::default(),
             updates: Mutex::new(None),
             _discovery: self.discovery,
@@ -253,6 +266,7 @@ impl BalancedChannel {
             reconnect: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             health_checks: false,
             attempt_layers: Vec::new(),
+            hedging: None,
         }
     }
 
@@ -297,6 +311,13 @@ impl BalancedChannel {
             retries: self.inner.counters.retries.load(Ordering::Relaxed),
             retry_budget_exhausted: self.inner.counters.budget_exhausted.load(Ordering::Relaxed),
             ejections: self.inner.pool.ejections(),
+            hedges: self.inner.counters.hedges.load(Ordering::Relaxed),
+            hedges_won: self.inner.counters.hedges_won.load(Ordering::Relaxed),
+            hedge_budget_exhausted: self
+                .inner
+                .counters
+                .hedge_budget_exhausted
+                .load(Ordering::Relaxed),
         }
     }
 }
@@ -310,12 +331,21 @@ pub struct ChannelStats {
     pub retry_budget_exhausted: u64,
     /// Times an endpoint was ejected.
     pub ejections: u64,
+    /// Hedges sent (second attempts of idempotent calls whose first was slow).
+    pub hedges: u64,
+    /// Calls whose hedge gave the answer.
+    pub hedges_won: u64,
+    /// Hedges not sent because the hedging budget was empty.
+    pub hedge_budget_exhausted: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
+    hedges: AtomicU64,
+    hedges_won: AtomicU64,
+    hedge_budget_exhausted: AtomicU64,
 }
 
 impl Channel for BalancedChannel {
@@ -356,6 +386,8 @@ struct Inner {
     pool: Arc<Pool>,
     /// Middleware around each attempt.
     attempt_layers: Arc<[Arc<dyn ClientMiddleware>]>,
+    /// Hedging of idempotent calls, if on.
+    hedger: Option<Hedger>,
     counters: Counters,
     updates: Mutex<Option<AbortHandle>>,
     /// Kept alive as long as the channel.
@@ -400,6 +432,10 @@ fn unavailable(reason: impl Into<Arc<str>>) -> RpcError {
 impl Inner {
     async fn call(&self, call: OutgoingCall<'_>) -> Result<ResponseFrame, RpcError> {
         self.budget.deposit();
+        let hedger = self.hedger.as_ref().filter(|_| call.method.idempotent);
+        if let Some(hedger) = hedger {
+            hedger.deposit();
+        }
         let mut tried: Vec<Arc<Member>> = Vec::new();
         let mut attempt = 0u32;
         loop {
@@ -409,7 +445,17 @@ impl Inner {
                 // Counted when it is sent: a retry whose choice found nothing never was.
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let outcome = self.attempt(&member, probe, &connection, &call).await;
+            let (outcome, member) = match hedger {
+                // Only a call's first attempt is hedged; retries follow their own rules.
+                Some(hedger) if attempt == 1 => {
+                    self.hedged(hedger, member, probe, connection, &call, &mut tried)
+                        .await
+                }
+                _ => (
+                    self.attempt(&member, probe, &connection, &call).await,
+                    member,
+                ),
+            };
             // A refusal that certainly did not run the call (or an interruption) comes
             // back as a frame; keep it to return as is if the call is not retried.
             let (error, frame) = match outcome {
@@ -588,6 +634,87 @@ impl Inner {
         None
     }
 
+    /// The first attempt of an idempotent call, hedged: if it has not answered after the
+    /// hedger's delay (and the budget allows), a second attempt goes to another member.
+    /// The first useful answer wins (the other attempt is dropped, which cancels it); a
+    /// failure or refusal of one waits for the other. Returns the outcome and the member
+    /// that gave it; a hedge's member that failed too joins `tried`.
+    async fn hedged(
+        &self,
+        hedger: &Hedger,
+        member: Arc<Member>,
+        probe: bool,
+        connection: Connection,
+        call: &OutgoingCall<'_>,
+        tried: &mut Vec<Arc<Member>>,
+    ) -> (Result<ResponseFrame, RpcError>, Arc<Member>) {
+        let first = self.attempt(&member, probe, &connection, call);
+        tokio::pin!(first);
+        let hedge_at = match hedger.delay() {
+            Some(delay) if Instant::now() + delay < call.deadline => Instant::now() + delay,
+            _ => return (first.await, Arc::clone(&member)),
+        };
+        tokio::select! {
+            biased;
+            outcome = &mut first => return (outcome, Arc::clone(&member)),
+            _ = tokio::time::sleep_until(hedge_at) => {}
+        }
+        if !hedger.try_hedge() {
+            self.counters
+                .hedge_budget_exhausted
+                .fetch_add(1, Ordering::Relaxed);
+            return (first.await, Arc::clone(&member));
+        }
+        // The first attempt may answer while the hedge's endpoint is being chosen.
+        let excluded = [Arc::clone(&member)];
+        let chosen = tokio::select! {
+            biased;
+            outcome = &mut first => return (outcome, Arc::clone(&member)),
+            chosen = self.choose(call, &excluded) => chosen,
+        };
+        let (other, other_probe, other_connection) = match chosen {
+            Ok(chosen) if !Arc::ptr_eq(&chosen.0, &member) => chosen,
+            // No other endpoint: the first attempt is the call.
+            Ok((same, same_probe, _)) => {
+                if same_probe {
+                    self.pool.probe_abandoned(&same);
+                }
+                return (first.await, Arc::clone(&member));
+            }
+            Err(_) => return (first.await, Arc::clone(&member)),
+        };
+        self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            service = call.method.service, method = call.method.name,
+            slow = %member.addr, hedge = %other.addr, "hedging call"
+        );
+        let second = self.attempt(&other, other_probe, &other_connection, call);
+        tokio::pin!(second);
+        let (mut first_failed, mut second_failed) = (None, None);
+        loop {
+            tokio::select! {
+                outcome = &mut first, if first_failed.is_none() => {
+                    if useful(&outcome) {
+                        return (outcome, Arc::clone(&member));
+                    }
+                    first_failed = Some(outcome);
+                }
+                outcome = &mut second, if second_failed.is_none() => {
+                    if useful(&outcome) {
+                        self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
+                        return (outcome, Arc::clone(&other));
+                    }
+                    second_failed = Some(outcome);
+                }
+            }
+            if let (Some(_), Some(_)) = (&first_failed, &second_failed) {
+                tried.push(Arc::clone(&other));
+                let outcome = first_failed.take().expect("both ended");
+                return (outcome, Arc::clone(&member));
+            }
+        }
+    }
+
     /// One attempt on one member.
     async fn attempt(
         &self,
@@ -607,12 +734,25 @@ impl Inner {
         };
         let verdict = verdict(&result);
         if verdict == Verdict::Success {
-            member.load.observe(started.elapsed());
+            let elapsed = started.elapsed();
+            member.load.observe(elapsed);
+            if let Some(hedger) = &self.hedger {
+                hedger.record(elapsed);
+            }
         }
         self.pool.record(member, verdict, probe);
         guard.recorded = true;
         result
     }
+}
+
+/// Whether an attempt's outcome is the call's answer: an answer of the method (success
+/// or its error), not a refusal or failure that another endpoint might not give.
+fn useful(outcome: &Result<ResponseFrame, RpcError>) -> bool {
+    matches!(outcome, Ok(frame) if !matches!(
+        frame.status,
+        status::SHUTTING_DOWN | status::OVERLOADED | status::INTERRUPTED
+    ))
 }
 
 /// How an attempt's result counts for the endpoint's health.

@@ -65,6 +65,7 @@ mod endpoint;
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub mod etcd;
 mod health;
+mod hedge;
 pub mod load;
 mod policy;
 mod pool;
@@ -82,6 +83,7 @@ pub use connector::UnixConnector;
 pub use connector::{ConnectFuture, Connector, TcpConnector, TLS_SERVER_NAME};
 pub use discovery::{Discovery, Endpoints, Publisher, StaticDiscovery};
 pub use endpoint::{diff, Change, Endpoint, MAX_WEIGHT};
+pub use hedge::{HedgeDelay, HedgingPolicy, MIN_SAMPLES};
 pub use policy::{Backoff, OutlierPolicy};
 pub use pool::MAX_ENDPOINTS;
 pub use retry::RetryPolicy;
