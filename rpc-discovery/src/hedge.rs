@@ -1,7 +1,7 @@
 //! Hedged calls ([`HedgingPolicy`]): when the first attempt of an idempotent call has
-//! not answered after a delay, a second attempt goes to another endpoint; the first
-//! useful answer wins and the other attempt is cancelled (its `CANCEL` frame stops the
-//! handler). Against the tail of slow replicas, in the spirit of Dean and Barroso's "The
+//! not answered after a delay, another attempt goes to another endpoint (and after each
+//! further delay one more, up to `max_hedges`); the first useful answer wins and the
+//! other attempts are cancelled (their `CANCEL` frames stop the handlers). Against the tail of slow replicas, in the spirit of Dean and Barroso's "The
 //! Tail at Scale", gRPC's hedging policy (gRFC A6) and Kitex's backup requests.
 //!
 //! Only methods marked `#[idempotent]` are ever hedged: a hedge may run a call twice.
@@ -23,6 +23,9 @@ pub struct HedgingPolicy {
     pub max_extra_ratio: f64,
     /// At most this many hedges saved up in quiet times may be sent in a burst.
     pub max_burst: u32,
+    /// Hedges per call at most, each one delay after the one before, while no attempt
+    /// has answered (2: three attempts in all, as gRPC's `maxAttempts: 3`).
+    pub max_hedges: u32,
 }
 
 /// How long the first attempt may take before its hedge is sent.
@@ -51,6 +54,7 @@ impl HedgingPolicy {
             delay: HedgeDelay::Fixed(delay),
             max_extra_ratio: 0.05,
             max_burst: 10,
+            max_hedges: 2,
         }
     }
 
@@ -65,6 +69,7 @@ impl HedgingPolicy {
             },
             max_extra_ratio: 0.05,
             max_burst: 10,
+            max_hedges: 2,
         }
     }
 
@@ -113,6 +118,11 @@ impl Hedger {
                 .quantile(quantile)
                 .map(|delay| delay.max(floor)),
         }
+    }
+
+    /// Hedges per call at most.
+    pub(crate) fn max_hedges(&self) -> u32 {
+        self.policy.max_hedges
     }
 
     /// Takes a token for one hedge, if the budget has one.

@@ -38,6 +38,7 @@ mod procstat;
 mod raw;
 mod rpc;
 mod soak;
+mod tail;
 #[cfg(feature = "tarpc")]
 mod tarpc_mode;
 #[cfg(feature = "tonic")]
@@ -157,7 +158,9 @@ impl Flags {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
-        bail!("usage: loadgen bench|serve|allocs|idle|matrix|interleave|soak [--flag value ...]");
+        bail!(
+            "usage: loadgen bench|serve|allocs|idle|matrix|interleave|soak|tail [--flag value ...]"
+        );
     };
     let flags = Flags::parse(&args[1..])?;
     match command.as_str() {
@@ -176,6 +179,7 @@ fn main() -> Result<()> {
         "soak" => runtime()?.block_on(soak::run(&flags)),
         "soak-serve" => runtime()?.block_on(soak::serve(&flags)),
         "interleave" => runtime()?.block_on(interleave::run(&flags)),
+        "tail" => runtime()?.block_on(tail::run(&flags)),
         other => bail!("unknown command `{other}`"),
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use traitrpc_core::client::{ClientMiddleware, ClientNext, Destination};
@@ -22,6 +23,8 @@ use crate::discovery::{Discovery, Endpoints, StaticDiscovery};
 use crate::endpoint::Endpoint;
 use crate::health::Verdict;
 use crate::hedge::{Hedger, HedgingPolicy};
+
+mod hedged;
 use crate::policy::{Backoff, OutlierPolicy};
 use crate::pool::{Link, Member, Pool, PoolSettings, Routable};
 use crate::retry::{decide, Decision, RetryBudget, RetryPolicy};
@@ -634,87 +637,6 @@ impl Inner {
         None
     }
 
-    /// The first attempt of an idempotent call, hedged: if it has not answered after the
-    /// hedger's delay (and the budget allows), a second attempt goes to another member.
-    /// The first useful answer wins (the other attempt is dropped, which cancels it); a
-    /// failure or refusal of one waits for the other. Returns the outcome and the member
-    /// that gave it; a hedge's member that failed too joins `tried`.
-    async fn hedged(
-        &self,
-        hedger: &Hedger,
-        member: Arc<Member>,
-        probe: bool,
-        connection: Connection,
-        call: &OutgoingCall<'_>,
-        tried: &mut Vec<Arc<Member>>,
-    ) -> (Result<ResponseFrame, RpcError>, Arc<Member>) {
-        let first = self.attempt(&member, probe, &connection, call);
-        tokio::pin!(first);
-        let hedge_at = match hedger.delay() {
-            Some(delay) if Instant::now() + delay < call.deadline => Instant::now() + delay,
-            _ => return (first.await, Arc::clone(&member)),
-        };
-        tokio::select! {
-            biased;
-            outcome = &mut first => return (outcome, Arc::clone(&member)),
-            _ = tokio::time::sleep_until(hedge_at) => {}
-        }
-        if !hedger.try_hedge() {
-            self.counters
-                .hedge_budget_exhausted
-                .fetch_add(1, Ordering::Relaxed);
-            return (first.await, Arc::clone(&member));
-        }
-        // The first attempt may answer while the hedge's endpoint is being chosen.
-        let excluded = [Arc::clone(&member)];
-        let chosen = tokio::select! {
-            biased;
-            outcome = &mut first => return (outcome, Arc::clone(&member)),
-            chosen = self.choose(call, &excluded) => chosen,
-        };
-        let (other, other_probe, other_connection) = match chosen {
-            Ok(chosen) if !Arc::ptr_eq(&chosen.0, &member) => chosen,
-            // No other endpoint: the first attempt is the call.
-            Ok((same, same_probe, _)) => {
-                if same_probe {
-                    self.pool.probe_abandoned(&same);
-                }
-                return (first.await, Arc::clone(&member));
-            }
-            Err(_) => return (first.await, Arc::clone(&member)),
-        };
-        self.counters.hedges.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            service = call.method.service, method = call.method.name,
-            slow = %member.addr, hedge = %other.addr, "hedging call"
-        );
-        let second = self.attempt(&other, other_probe, &other_connection, call);
-        tokio::pin!(second);
-        let (mut first_failed, mut second_failed) = (None, None);
-        loop {
-            tokio::select! {
-                outcome = &mut first, if first_failed.is_none() => {
-                    if useful(&outcome) {
-                        return (outcome, Arc::clone(&member));
-                    }
-                    first_failed = Some(outcome);
-                }
-                outcome = &mut second, if second_failed.is_none() => {
-                    if useful(&outcome) {
-                        self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
-                        return (outcome, Arc::clone(&other));
-                    }
-                    second_failed = Some(outcome);
-                }
-            }
-            if let (Some(_), Some(_)) = (&first_failed, &second_failed) {
-                tried.push(Arc::clone(&other));
-                let outcome = first_failed.take().expect("both ended");
-                return (outcome, Arc::clone(&member));
-            }
-        }
-    }
-
     /// One attempt on one member.
     async fn attempt(
         &self,
@@ -744,15 +666,6 @@ impl Inner {
         guard.recorded = true;
         result
     }
-}
-
-/// Whether an attempt's outcome is the call's answer: an answer of the method (success
-/// or its error), not a refusal or failure that another endpoint might not give.
-fn useful(outcome: &Result<ResponseFrame, RpcError>) -> bool {
-    matches!(outcome, Ok(frame) if !matches!(
-        frame.status,
-        status::SHUTTING_DOWN | status::OVERLOADED | status::INTERRUPTED
-    ))
 }
 
 /// How an attempt's result counts for the endpoint's health.
