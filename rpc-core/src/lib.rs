@@ -83,9 +83,9 @@ pub use protocol::PayloadCodec;
 #[cfg(feature = "schema")]
 pub use schemars;
 pub use server::{
-    Answered, DispatchError, DuplicateService, HandlerFuture, IncomingCall, Interceptor,
-    Middleware, Next, Rejection, ReplyTo, Router, Server, ServerConfig, ServerHandle, ServerStats,
-    Service, ShutdownTrigger,
+    AdaptiveConcurrency, Answered, DispatchError, DuplicateService, HandlerFuture, IncomingCall,
+    Interceptor, Middleware, Next, Rejection, ReplyTo, Router, Server, ServerConfig, ServerHandle,
+    ServerStats, Service, ShutdownTrigger,
 };
 pub use stream::Streaming;
 pub use transport::{memory, Established, Listener, SplitIo, Transport};

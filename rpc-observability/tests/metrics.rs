@@ -187,6 +187,11 @@ async fn shed_calls_and_balanced_channels_are_reported() {
         "{text}"
     );
     assert_eq!(
+        sample(&text, "rpc_server_concurrency_limit"),
+        Some(1.0),
+        "the fixed limit: {text}"
+    );
+    assert_eq!(
         sample(
             &text,
             "rpc_client_endpoints{target=\"shop\",state=\"ready\"}"

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::admission::{AdaptiveConcurrency, Admission};
 use crate::compression::Compression;
 use crate::keepalive::Keepalive;
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, INITIAL_STREAM_WINDOW};
@@ -19,6 +20,7 @@ pub struct ServerConfig {
     pub(crate) max_call_duration: Option<Duration>,
     pub(crate) max_connections: usize,
     pub(crate) max_concurrent_calls: usize,
+    pub(crate) adaptive_concurrency: Option<AdaptiveConcurrency>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) frame_timeout: Duration,
     pub(crate) max_write_buffer: usize,
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             max_call_duration: None,
             max_connections: 16 * 1024,
             max_concurrent_calls: 64 * 1024,
+            adaptive_concurrency: None,
             idle_timeout: None,
             frame_timeout: Duration::from_secs(30),
             max_write_buffer: 4 * 1024 * 1024,
@@ -118,6 +121,25 @@ impl ServerConfig {
     pub fn max_concurrent_calls(mut self, max: usize) -> Self {
         self.max_concurrent_calls = max.max(1);
         self
+    }
+
+    /// Lets the server find its concurrency limit from the latency of the calls it runs
+    /// (default off: the fixed `max_concurrent_calls`). Calls beyond the limit, and calls
+    /// whose remaining deadline is shorter than the server's latency without load, are
+    /// refused at once with `RpcError::Overloaded` (they never ran: safe to retry
+    /// elsewhere), before their arguments are decoded. `max_concurrent_calls` still caps
+    /// the limit. See [`AdaptiveConcurrency`] and docs/SCALING.md.
+    pub fn adaptive_concurrency(mut self, settings: AdaptiveConcurrency) -> Self {
+        self.adaptive_concurrency = Some(settings);
+        self
+    }
+
+    /// The admission a server with these settings starts with at `now`.
+    pub(crate) fn admission(&self, now: tokio::time::Instant) -> Admission {
+        match self.adaptive_concurrency {
+            Some(settings) => Admission::adaptive(settings, self.max_concurrent_calls, now),
+            None => Admission::fixed(self.max_concurrent_calls),
+        }
     }
 
     /// How long a connection may go without a complete frame while no call is running

@@ -59,8 +59,8 @@ impl ServerConnection {
             );
             return Ok(());
         }
-        if self.state.load.calls.fetch_add(1, Ordering::AcqRel) >= self.config.max_concurrent_calls
-        {
+        let admission = &self.state.load.admission;
+        if self.state.load.calls.fetch_add(1, Ordering::AcqRel) >= admission.limit() {
             self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
             self.state.load.shed.fetch_add(1, Ordering::Relaxed);
             unregistered().error(
@@ -72,7 +72,23 @@ impl ServerConnection {
         let mut slot = InFlightSlot {
             state: Arc::clone(&self.state),
             counted: false,
+            started: None,
         };
+        // Deadline-aware shedding: a call with less time left than the server's latency
+        // without load cannot finish in time; refuse it now rather than run it too late.
+        // (`now` is when the request arrived; a parked request has waited since.)
+        if let (Some(baseline), 1..) = (admission.baseline(), request.budget_micros) {
+            let waited = Instant::now().saturating_duration_since(now);
+            let left = Duration::from_micros(request.budget_micros).saturating_sub(waited);
+            if left < baseline {
+                self.state.load.shed.fetch_add(1, Ordering::Relaxed);
+                unregistered().error(
+                    status::OVERLOADED,
+                    "the call's deadline is too close for it to finish here; it did not run",
+                );
+                return Ok(());
+            }
+        }
         let Some(service) = self.router.get(request.service.as_str()) else {
             unregistered().error(
                 status::UNKNOWN_SERVICE,
@@ -213,6 +229,9 @@ impl ServerConnection {
         self.state.inline_call.store(instance, Ordering::Release);
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
         slot.counted = true;
+        if admission.is_adaptive() {
+            slot.started = Some(now);
+        }
         let (first_poll, pending_context) = context::sync_scope(context, || {
             let polled =
                 std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut handler).poll(cx)));

@@ -1,6 +1,7 @@
 //! The server side: a [`Server`] accepts connections from a [`Listener`] and serves the
 //! [`Service`]s of its [`Router`]; the [`ServerHandle`] it returns shuts it down.
 
+mod admission;
 mod config;
 mod connection;
 mod dispatch;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admission::AdaptiveConcurrency;
 pub use config::ServerConfig;
 pub use interceptor::{Interceptor, Rejection};
 pub use middleware::{Middleware, Next};
@@ -127,7 +129,9 @@ impl Server {
             kill: CancellationToken::new(),
         };
         let tracker = TaskTracker::new();
-        let load = Arc::new(Load::default());
+        let load = Arc::new(Load::new(
+            self.config.admission(tokio::time::Instant::now()),
+        ));
         let accept_signals = signals.clone();
         let connections = tracker.clone();
         let parts = connection::ServerParts {
@@ -222,6 +226,16 @@ impl<A> ServerHandle<A> {
         self.load.calls.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Calls shed (answered OVERLOADED by a limit, without running) since the start.
+    pub fn calls_shed(&self) -> u64 {
+        self.load.shed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Calls that may run at once now (see [`ServerStats::concurrency_limit`]).
+    pub fn concurrency_limit(&self) -> usize {
+        self.load.admission.limit()
+    }
+
     /// The server's counts now, for metrics.
     pub fn stats(&self) -> ServerStats {
         ServerStats {
@@ -305,6 +319,12 @@ impl ServerStats {
     /// Calls shed (answered OVERLOADED by a limit, without running) since the start.
     pub fn calls_shed(&self) -> u64 {
         self.load.shed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Calls that may run at once now: `max_concurrent_calls`, or where the adaptive
+    /// limit stands ([`ServerConfig::adaptive_concurrency`]).
+    pub fn concurrency_limit(&self) -> usize {
+        self.load.admission.limit()
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::task::AbortHandle;
 
+use super::admission::Admission;
 use super::service::{Answered, ReplyTo};
 use crate::outbox::Outbox;
 use crate::protocol::kind;
@@ -18,7 +19,7 @@ use crate::util::IdHasher;
 use crate::RpcError;
 
 /// Server-wide counts, shared by every connection of a server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Load {
     /// Connections being served (past accept, including those still in the handshake).
     pub(crate) connections: AtomicUsize,
@@ -26,6 +27,20 @@ pub(crate) struct Load {
     pub(crate) calls: AtomicUsize,
     /// Calls shed (answered OVERLOADED by a limit) since the server started.
     pub(crate) shed: std::sync::atomic::AtomicU64,
+    /// How many calls may run at once.
+    pub(crate) admission: Admission,
+}
+
+impl Load {
+    /// No connections or calls yet, with `admission`.
+    pub(crate) fn new(admission: Admission) -> Self {
+        Load {
+            connections: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            shed: Default::default(),
+            admission,
+        }
+    }
 }
 
 /// A connection's place in the server's connection count.
@@ -164,11 +179,17 @@ pub(super) struct InFlightSlot {
     /// Whether the call also counts toward its connection's in-flight limit (it does once
     /// it got past dispatch).
     pub(super) counted: bool,
+    /// When its handler started, if an adaptive limit wants its latency.
+    pub(super) started: Option<tokio::time::Instant>,
 }
 
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
-        self.state.load.calls.fetch_sub(1, Ordering::AcqRel);
+        let running = self.state.load.calls.fetch_sub(1, Ordering::AcqRel) - 1;
+        if let Some(started) = self.started {
+            let now = tokio::time::Instant::now();
+            self.state.load.admission.sample(started, now, running);
+        }
         if self.counted {
             self.state.release_slot();
         }

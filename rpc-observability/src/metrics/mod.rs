@@ -11,7 +11,7 @@
 //!   `rpc_client_attempt_sent_message_size_bytes`,
 //!   `rpc_client_attempt_rcvd_message_size_bytes`;
 //! - [`Metrics::observe_server`] reports `rpc_server_connections`, `rpc_server_calls_in_flight`,
-//!   `rpc_server_calls_shed_total`;
+//!   `rpc_server_calls_shed_total`, `rpc_server_concurrency_limit`;
 //! - `Metrics::observe_channel` (feature `discovery`) reports `rpc_client_endpoints` by state,
 //!   `rpc_client_endpoint_ejections_total`, `rpc_client_retries_total`,
 //!   `rpc_client_retry_budget_exhausted_total`.
@@ -156,6 +156,7 @@ struct ServerFamilies {
     connections: Gauge,
     in_flight: Gauge,
     shed: Counter,
+    limit: Gauge,
 }
 
 #[derive(Clone)]
@@ -221,6 +222,7 @@ impl Metrics {
             connections: Gauge::default(),
             in_flight: Gauge::default(),
             shed: Counter::default(),
+            limit: Gauge::default(),
         };
         let client = ClientFamilies {
             call_duration: Family::new_with_constructor(duration_histogram),
@@ -276,6 +278,11 @@ impl Metrics {
             "rpc_server_calls_shed",
             "Calls answered OVERLOADED by a limit, without running",
             server.shed.clone(),
+        );
+        r.register(
+            "rpc_server_concurrency_limit",
+            "Calls the server lets run at once (fixed, or where its adaptive limit stands)",
+            server.limit.clone(),
         );
         r.register_with_unit(
             "rpc_client_call_duration",
@@ -384,18 +391,20 @@ impl Metrics {
         AttemptMetrics(self.client_observer(target))
     }
 
-    /// Reports `stats`' live counts (connections, calls in flight, calls shed) at each
-    /// scrape.
+    /// Reports `stats`' live counts (connections, calls in flight, calls shed, the
+    /// concurrency limit) at each scrape.
     pub fn observe_server(&self, stats: ServerStats) {
-        let (connections, in_flight, shed) = (
+        let (connections, in_flight, shed, limit) = (
             self.inner.server.connections.clone(),
             self.inner.server.in_flight.clone(),
             self.inner.server.shed.clone(),
+            self.inner.server.limit.clone(),
         );
         let reported = AtomicU64::new(0);
         self.refresh(move || {
             connections.set(stats.connections() as i64);
             in_flight.set(stats.calls_in_flight() as i64);
+            limit.set(stats.concurrency_limit() as i64);
             let now = stats.calls_shed();
             let before = reported.swap(now, Ordering::Relaxed);
             shed.inc_by(now.saturating_sub(before));
