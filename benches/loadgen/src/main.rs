@@ -34,6 +34,7 @@ mod handrpc;
 mod interleave;
 mod matrix;
 mod overhead;
+mod overload;
 mod procstat;
 mod raw;
 mod rpc;
@@ -126,7 +127,7 @@ impl Flags {
                 bail!("unexpected argument `{flag}`");
             };
             let value = match name {
-                "tarpc" | "tonic" | "tls" => "true".to_string(),
+                "tarpc" | "tonic" | "tls" | "channel" | "capacity" => "true".to_string(),
                 _ => iter
                     .next()
                     .with_context(|| format!("`{flag}` needs a value"))?
@@ -159,7 +160,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
         bail!(
-            "usage: loadgen bench|serve|allocs|idle|matrix|interleave|soak|tail [--flag value ...]"
+            "usage: loadgen bench|serve|allocs|idle|matrix|interleave|soak|tail|overload [--flag value ...]"
         );
     };
     let flags = Flags::parse(&args[1..])?;
@@ -180,6 +181,8 @@ fn main() -> Result<()> {
         "soak-serve" => runtime()?.block_on(soak::serve(&flags)),
         "interleave" => runtime()?.block_on(interleave::run(&flags)),
         "tail" => runtime()?.block_on(tail::run(&flags)),
+        "overload" => runtime()?.block_on(overload::run(&flags)),
+        "overload-serve" => runtime()?.block_on(overload::serve(&flags)),
         other => bail!("unknown command `{other}`"),
     }
 }
