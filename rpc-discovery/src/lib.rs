@@ -86,4 +86,4 @@ pub use endpoint::{diff, Change, Endpoint, MAX_WEIGHT};
 pub use hedge::{HedgeDelay, HedgingPolicy, MIN_SAMPLES};
 pub use policy::{Backoff, OutlierPolicy};
 pub use pool::MAX_ENDPOINTS;
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, RETRY_ATTEMPT_KEY};

@@ -61,6 +61,29 @@ impl RetryPolicy {
     }
 }
 
+/// The metadata key a balanced channel sets on every attempt after a call's first (a
+/// retry or a hedge); its value is the attempt's number (`"2"`, `"3"`, ...). A handler
+/// that makes calls of its own while serving such an attempt sends them without retries
+/// or hedges (a *chain stop*, as Kitex calls it): one failure deep in a call graph is
+/// then retried at one layer, not multiplied at every layer.
+pub const RETRY_ATTEMPT_KEY: &str = "rpc-retry-attempt";
+
+/// Whether the call this task is serving (if any) is itself a retry or a hedge.
+pub(crate) fn serving_a_retry() -> bool {
+    traitrpc_core::context::with_current(|context| {
+        context.metadata().get(RETRY_ATTEMPT_KEY).is_some()
+    })
+    .unwrap_or(false)
+}
+
+/// `metadata` marked as attempt number `attempt` of its call.
+pub(crate) fn marked(metadata: &traitrpc_core::Metadata, attempt: u32) -> traitrpc_core::Metadata {
+    let mut marked = metadata.clone();
+    // The key and a number always fit.
+    let _ = marked.insert(RETRY_ATTEMPT_KEY, attempt.to_string());
+    marked
+}
+
 /// The retry budget: a token bucket filled by calls, drained by retries.
 #[derive(Debug)]
 pub(crate) struct RetryBudget {

@@ -33,24 +33,35 @@ async fn slow_and_fast() -> (
     (slow, fast, servers)
 }
 
-fn channel(
+/// A channel over `servers`, once it is connected to all of them (round robin then
+/// alternates between them from the first call).
+async fn channel(
     servers: &[traitrpc_core::ServerHandle<std::net::SocketAddr>],
     policy: HedgingPolicy,
 ) -> BalancedChannel {
-    BalancedChannel::builder(StaticDiscovery::new(
+    let channel = BalancedChannel::builder(StaticDiscovery::new(
         servers.iter().map(|server| server.local_addr()),
     ))
     .hedging(policy)
-    .build()
+    .build();
+    let connected = support::within(Duration::from_secs(10), || {
+        let endpoints = channel.endpoints();
+        endpoints.len() == servers.len() && endpoints.iter().all(|e| e.connected)
+    })
+    .await;
+    assert!(connected.is_some(), "every endpoint connected");
+    channel
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_first_attempt_of_an_idempotent_call_is_answered_by_its_hedge() {
     let (slow, _fast, servers) = slow_and_fast().await;
+    // A delay the fast replica answers within even on a loaded machine.
     let channel = channel(
         &servers,
-        HedgingPolicy::after(Duration::from_millis(50)).max_extra_ratio(1.0),
-    );
+        HedgingPolicy::after(Duration::from_millis(300)).max_extra_ratio(1.0),
+    )
+    .await;
     let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(30));
     for call in 0..10 {
         assert_eq!(client.work(0).await.unwrap(), "fast", "call {call}");
@@ -77,7 +88,8 @@ async fn a_call_that_is_not_idempotent_is_never_hedged() {
     let channel = channel(
         &servers,
         HedgingPolicy::after(Duration::from_millis(1)).max_extra_ratio(1.0),
-    );
+    )
+    .await;
     let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(30));
     // Each call outlasts the hedging delay on either replica.
     let calls: Vec<_> = (0..6)
@@ -108,7 +120,8 @@ async fn an_empty_budget_sends_no_hedge() {
     let channel = channel(
         &servers,
         HedgingPolicy::after(Duration::from_millis(50)).max_extra_ratio(0.0),
-    );
+    )
+    .await;
     let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(30));
     let calls: Vec<_> = (0..4)
         .map(|_| {

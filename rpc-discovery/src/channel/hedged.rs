@@ -70,8 +70,11 @@ impl Inner {
                             service = call.method.service, method = call.method.name,
                             slow = %member.addr, hedge = %other.addr, "hedging call"
                         );
+                        // A hedge is marked like a retry (attempt 2, 3, ...).
+                        let metadata = crate::retry::marked(call.metadata, sent + 1);
                         hedges.push(async move {
-                            let outcome = self.attempt(&other, other_probe, &other_connection, call).await;
+                            let call = OutgoingCall { metadata: &metadata, ..*call };
+                            let outcome = self.attempt(&other, other_probe, &other_connection, &call).await;
                             (outcome, other)
                         });
                         let at = Instant::now() + delay;

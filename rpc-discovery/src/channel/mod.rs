@@ -27,7 +27,7 @@ use crate::hedge::{Hedger, HedgingPolicy};
 mod hedged;
 use crate::policy::{Backoff, OutlierPolicy};
 use crate::pool::{Link, Member, Pool, PoolSettings, Routable};
-use crate::retry::{decide, Decision, RetryBudget, RetryPolicy};
+use crate::retry::{self, decide, Decision, RetryBudget, RetryPolicy};
 
 /// A [`Channel`] that spreads calls over the endpoints a [`Discovery`] reports.
 ///
@@ -435,7 +435,12 @@ fn unavailable(reason: impl Into<Arc<str>>) -> RpcError {
 impl Inner {
     async fn call(&self, call: OutgoingCall<'_>) -> Result<ResponseFrame, RpcError> {
         self.budget.deposit();
-        let hedger = self.hedger.as_ref().filter(|_| call.method.idempotent);
+        // Serving a call that is itself a retry or a hedge: this call is neither.
+        let chain_stop = retry::serving_a_retry();
+        let hedger = self
+            .hedger
+            .as_ref()
+            .filter(|_| call.method.idempotent && !chain_stop);
         if let Some(hedger) = hedger {
             hedger.deposit();
         }
@@ -444,10 +449,18 @@ impl Inner {
         loop {
             attempt += 1;
             let (member, probe, connection) = self.choose(&call, &tried).await?;
-            if attempt > 1 {
+            let retry_metadata;
+            let call = if attempt > 1 {
                 // Counted when it is sent: a retry whose choice found nothing never was.
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            }
+                retry_metadata = retry::marked(call.metadata, attempt);
+                OutgoingCall {
+                    metadata: &retry_metadata,
+                    ..call
+                }
+            } else {
+                call
+            };
             let (outcome, member) = match hedger {
                 // Only a call's first attempt is hedged; retries follow their own rules.
                 Some(hedger) if attempt == 1 => {
@@ -475,14 +488,18 @@ impl Inner {
                 Some(frame) => Ok(frame),
                 None => Err(error),
             };
-            let decision = decide(
-                &self.retry,
-                &self.budget,
-                &error,
-                call.method.idempotent,
-                attempt,
-                call.deadline,
-            );
+            let decision = if chain_stop {
+                Decision::GiveUp("the call being served is itself a retry (chain stop)")
+            } else {
+                decide(
+                    &self.retry,
+                    &self.budget,
+                    &error,
+                    call.method.idempotent,
+                    attempt,
+                    call.deadline,
+                )
+            };
             match decision {
                 Decision::GiveUp(why) => {
                     if why == "retry budget exhausted" {
