@@ -74,7 +74,7 @@ mod retry;
 pub use balance::Balancer;
 pub use channel::{
     BalancedChannel, Builder, ChannelStats, EndpointStatus, WeakBalancedChannel,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_OVERLOAD_PAUSE,
 };
 #[cfg(feature = "tls")]
 pub use connector::TlsConnector;

@@ -75,7 +75,16 @@ pub(crate) struct Member {
     /// Attempts it answered successfully, ever: a connection that carried none and was
     /// lost at once counts as a failed attempt ([`STABLE_CONNECTION`]).
     successes: AtomicU64,
+    /// Until when it gets no new calls while others can take them, because it answered
+    /// OVERLOADED: nanoseconds after [`epoch`], 0 for never.
+    shedding_until: AtomicU64,
     task: Mutex<Option<AbortHandle>>,
+}
+
+/// The instant shedding pauses are counted from.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 struct MemberState {
@@ -100,6 +109,7 @@ impl Member {
             serving: AtomicBool::new(true),
             health_changed: Notify::new(),
             successes: AtomicU64::new(0),
+            shedding_until: AtomicU64::new(0),
             task: Mutex::new(None),
         }
     }
@@ -125,6 +135,20 @@ impl Member {
     /// Admits a call picked for it: `Some(probe)` or `None` (see `Health::admit`).
     pub(crate) fn admit(&self, now: Instant, forced: bool) -> Option<bool> {
         lock(&self.health).admit(now, forced)
+    }
+
+    /// It answered OVERLOADED: it gets no new calls until `until` while other endpoints
+    /// can take them.
+    pub(crate) fn shed_until(&self, until: Instant) {
+        let nanos = until.saturating_duration_since(epoch()).as_nanos() as u64;
+        self.shedding_until
+            .fetch_max(nanos.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether it is in a pause for having answered OVERLOADED.
+    pub(crate) fn is_shedding(&self, now: Instant) -> bool {
+        let until = self.shedding_until.load(Ordering::Relaxed);
+        until != 0 && (now.saturating_duration_since(epoch()).as_nanos() as u64) < until
     }
 
     /// Whether its server's health service says it is serving (always, unless watched).

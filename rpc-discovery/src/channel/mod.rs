@@ -25,6 +25,8 @@ use crate::health::Verdict;
 use crate::hedge::{Hedger, HedgingPolicy};
 
 mod hedged;
+#[cfg(test)]
+mod tests;
 use crate::policy::{Backoff, OutlierPolicy};
 use crate::pool::{Link, Member, Pool, PoolSettings, Routable};
 use crate::retry::{self, decide, Decision, RetryBudget, RetryPolicy};
@@ -75,6 +77,7 @@ pub struct Builder {
     health_checks: bool,
     attempt_layers: Vec<Arc<dyn ClientMiddleware>>,
     hedging: Option<HedgingPolicy>,
+    overload_pause: Duration,
 }
 
 impl std::fmt::Debug for Builder {
@@ -86,6 +89,7 @@ impl std::fmt::Debug for Builder {
             .field("default_timeout", &self.default_timeout)
             .field("retry", &self.retry)
             .field("hedging", &self.hedging)
+            .field("overload_pause", &self.overload_pause)
             .field("outlier", &self.outlier)
             .field("reconnect", &self.reconnect)
             .finish()
@@ -96,6 +100,10 @@ impl std::fmt::Debug for Builder {
 /// [`Builder::client_config`] says otherwise: short, because another endpoint can take
 /// the call.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long an endpoint that answered OVERLOADED gets no new calls while others can take
+/// them, unless [`Builder::overload_pause`] says otherwise.
+pub const DEFAULT_OVERLOAD_PAUSE: Duration = Duration::from_millis(100);
 
 /// The keepalive of a balanced channel's connections unless [`Builder::client_config`]
 /// says otherwise: a silent endpoint (crashed host, black-holed path) is noticed within
@@ -183,6 +191,16 @@ impl Builder {
         self
     }
 
+    /// How long an endpoint that answered OVERLOADED gets no new calls while other
+    /// endpoints can take them (default 100 ms, [`DEFAULT_OVERLOAD_PAUSE`]; zero: never
+    /// paused). A server that sheds is at its limit: calls sent elsewhere meanwhile let
+    /// it drain instead of being refused there. When every endpoint is paused, all are
+    /// used.
+    pub fn overload_pause(mut self, pause: Duration) -> Self {
+        self.overload_pause = pause;
+        self
+    }
+
     /// Builds the channel and starts following the discovery and connecting. Must be
     /// called inside a tokio runtime (it spawns the pool's tasks).
     pub fn build(self) -> BalancedChannel {
@@ -202,6 +220,7 @@ impl Builder {
             pool,
             attempt_layers: self.attempt_layers.into(),
             hedger: self.hedging.map(Hedger::new),
+            overload_pause: self.overload_pause,
             counters: Counters::default(),
             updates: Mutex::new(None),
             _discovery: self.discovery,
@@ -270,6 +289,7 @@ impl BalancedChannel {
             health_checks: false,
             attempt_layers: Vec::new(),
             hedging: None,
+            overload_pause: DEFAULT_OVERLOAD_PAUSE,
         }
     }
 
@@ -391,6 +411,8 @@ struct Inner {
     attempt_layers: Arc<[Arc<dyn ClientMiddleware>]>,
     /// Hedging of idempotent calls, if on.
     hedger: Option<Hedger>,
+    /// How long an endpoint that answered OVERLOADED gets no new calls.
+    overload_pause: Duration,
     counters: Counters,
     updates: Mutex<Option<AbortHandle>>,
     /// Kept alive as long as the channel.
@@ -595,6 +617,7 @@ impl Inner {
                     snapshot_of(&untried)
                 }
             };
+            let pool = without_shedding(pool, now);
             if let Some((member, probe)) = self.admit_one(pool, call, now, forced) {
                 if let Some(connection) = member.connection() {
                     return Ok((member, probe, connection));
@@ -672,6 +695,13 @@ impl Inner {
                 .await
         };
         let verdict = verdict(&result);
+        let overloaded = match &result {
+            Ok(frame) => frame.status == status::OVERLOADED,
+            Err(error) => matches!(error, RpcError::Overloaded { .. }),
+        };
+        if overloaded && !self.overload_pause.is_zero() {
+            member.shed_until(Instant::now() + self.overload_pause);
+        }
         if verdict == Verdict::Success {
             let elapsed = started.elapsed();
             member.load.observe(elapsed);
@@ -706,6 +736,25 @@ fn verdict(result: &Result<ResponseFrame, RpcError>) -> Verdict {
             | RpcError::DeadlineExceeded,
         ) => Verdict::Failure,
         Err(_) => Verdict::Neutral,
+    }
+}
+
+/// `pool` without the members pausing after an OVERLOADED answer, unless that leaves
+/// none (a fleet that sheds everywhere is used as it is).
+fn without_shedding(pool: Routable, now: Instant) -> Routable {
+    if !pool.members.iter().any(|m| m.is_shedding(now)) {
+        return pool;
+    }
+    let calm: Vec<Arc<Member>> = pool
+        .members
+        .iter()
+        .filter(|m| !m.is_shedding(now))
+        .cloned()
+        .collect();
+    if calm.is_empty() {
+        pool
+    } else {
+        snapshot_of(&calm)
     }
 }
 
