@@ -71,7 +71,7 @@ mod util;
 pub use byte_buf::ByteBuf;
 pub use client::{
     CallOptions, Channel, ChannelFuture, Client, ClientConfig, Connection, ConnectionFuture,
-    EncodeArgs, Method, OutgoingCall, RoutingKey,
+    EncodeArgs, Hedging, Method, OutgoingCall, RoutingKey,
 };
 pub use compression::Compression;
 pub use context::{Context, Metadata, PeerAddr, PeerIdentity};

@@ -11,6 +11,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use traitrpc_core::Hedging;
+
 use crate::retry::RetryBudget;
 
 /// When a hedge is sent, and how many may be.
@@ -21,7 +23,8 @@ pub struct HedgingPolicy {
     /// Hedges allowed per call made through the channel (0.05: at most 5 % extra
     /// attempts over time).
     pub max_extra_ratio: f64,
-    /// At most this many hedges saved up in quiet times may be sent in a burst.
+    /// At most this many hedges saved up in quiet times may be sent in a burst (the
+    /// budget starts with this many).
     pub max_burst: u32,
     /// Hedges per call at most, each one delay after the one before, while no attempt
     /// has answered (2: three attempts in all, as gRPC's `maxAttempts: 3`).
@@ -83,6 +86,8 @@ impl HedgingPolicy {
 /// A channel's hedging state: its policy, budget and the latencies it has seen.
 #[derive(Debug)]
 pub(crate) struct Hedger {
+    /// Whether calls that make no choice of their own are hedged.
+    enabled: bool,
     policy: HedgingPolicy,
     budget: RetryBudget,
     latencies: Mutex<Latencies>,
@@ -91,9 +96,29 @@ pub(crate) struct Hedger {
 impl Hedger {
     pub(crate) fn new(policy: HedgingPolicy) -> Self {
         Hedger {
+            enabled: true,
             policy,
             budget: RetryBudget::with_ratio(policy.max_extra_ratio, policy.max_burst),
             latencies: Mutex::new(Latencies::default()),
+        }
+    }
+
+    /// A channel without a policy: only calls that ask for it ([`Hedging::After`]) are
+    /// hedged, within the default budget.
+    pub(crate) fn disabled() -> Self {
+        Hedger {
+            enabled: false,
+            ..Hedger::new(HedgingPolicy::after(Duration::ZERO))
+        }
+    }
+
+    /// How long a call that made `choice` waits before its first hedge, if it is hedged.
+    pub(crate) fn delay_for(&self, choice: Option<Hedging>) -> Option<Duration> {
+        match choice {
+            Some(Hedging::Off) => None,
+            Some(Hedging::After(delay)) => Some(delay),
+            None if self.enabled => self.delay(),
+            None => None,
         }
     }
 
@@ -268,9 +293,12 @@ mod tests {
                 hedges += 1;
             }
         }
-        // Every call wanted a hedge; 5 % of them got one (give or take the burst).
-        assert!((495..=510).contains(&hedges), "{hedges}");
-        let none = Hedger::new(HedgingPolicy::after(ms(1)).max_extra_ratio(0.0));
+        // Every call wanted a hedge; 5 % of them got one, plus the burst it started with.
+        assert!((505..=510).contains(&hedges), "{hedges}");
+        let none = Hedger::new(HedgingPolicy {
+            max_burst: 0,
+            ..HedgingPolicy::after(ms(1)).max_extra_ratio(0.0)
+        });
         none.deposit();
         assert!(!none.try_hedge());
     }

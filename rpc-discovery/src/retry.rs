@@ -115,15 +115,15 @@ impl RetryBudget {
         }
     }
 
-    /// A bucket that earns `ratio` tokens per call, holds at most `max_tokens`, and has no
-    /// reserve beyond what calls earned (the hedging budget).
+    /// A bucket that starts full, earns `ratio` tokens per call, holds at most
+    /// `max_tokens`, and has no reserve beyond that (the hedging budget).
     pub(crate) fn with_ratio(ratio: f64, max_tokens: u32) -> Self {
         RetryBudget {
             ratio: ratio.max(0.0),
             max_tokens: f64::from(max_tokens),
             min_per_second: 0.0,
             state: Mutex::new(BudgetState {
-                tokens: 0.0,
+                tokens: f64::from(max_tokens),
                 reserve: 0.0,
                 refilled: Instant::now(),
             }),

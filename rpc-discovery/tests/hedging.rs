@@ -117,11 +117,11 @@ async fn a_call_that_is_not_idempotent_is_never_hedged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_budget_sends_no_hedge() {
     let (_slow, _fast, servers) = slow_and_fast().await;
-    let channel = channel(
-        &servers,
-        HedgingPolicy::after(Duration::from_millis(50)).max_extra_ratio(0.0),
-    )
-    .await;
+    let none = HedgingPolicy {
+        max_burst: 0,
+        ..HedgingPolicy::after(Duration::from_millis(50)).max_extra_ratio(0.0)
+    };
+    let channel = channel(&servers, none).await;
     let client = ReplicaClient::new(channel.clone()).with_timeout(Duration::from_secs(30));
     let calls: Vec<_> = (0..4)
         .map(|_| {

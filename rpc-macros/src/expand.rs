@@ -396,6 +396,12 @@ fn client(def: &ServiceDef) -> TokenStream {
                 Self { client: ::core::clone::Clone::clone(&self.client).with_routing_key(key) }
             }
 
+            /// A copy whose calls hedge as `hedging` says, whatever the channel's policy
+            /// (`#[idempotent]` methods on a channel that hedges only).
+            pub fn with_hedging(&self, hedging: #krate::Hedging) -> Self {
+                Self { client: ::core::clone::Clone::clone(&self.client).with_hedging(hedging) }
+            }
+
             #(#methods)*
         }
     }

@@ -21,6 +21,7 @@ const RESERVED_CLIENT_NAMES: &[&str] = &[
     "with_metadata",
     "with_routing_key",
     "with_compression",
+    "with_hedging",
     "service_schema",
     "SERVICE_NAME",
 ];

@@ -59,8 +59,8 @@ pub use traitrpc_core::{
     SplitIo, Streaming, Transport,
 };
 pub use traitrpc_core::{
-    Answered, CallOutcome, DuplicateService, Keepalive, Middleware, Next, PayloadCodec,
-    ServerStats, ShutdownTrigger,
+    AdaptiveConcurrency, Answered, CallOutcome, DuplicateService, Hedging, Keepalive, Middleware,
+    Next, PayloadCodec, ServerStats, ShutdownTrigger,
 };
 
 /// Items the generated code refers to. Not a public API.

@@ -33,6 +33,20 @@ pub struct OutgoingCall<'a> {
     pub routing_key: Option<u64>,
     /// Encodes the arguments.
     pub encode: EncodeArgs<'a>,
+    /// The call's own hedging choice (`None`: the channel's policy). Channels that do
+    /// not hedge ignore it.
+    pub hedging: Option<Hedging>,
+}
+
+/// A call's own hedging choice ([`Client::with_hedging`](super::Client::with_hedging)),
+/// for channels that hedge (`traitrpc-discovery`'s balanced channel). Only methods marked
+/// `#[idempotent]` are ever hedged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hedging {
+    /// Never hedge this call.
+    Off,
+    /// Hedge after this delay, whatever the channel's policy, within its hedging budget.
+    After(Duration),
 }
 
 /// The future a [`Channel`] returns.

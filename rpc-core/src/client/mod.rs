@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 /// The buffer [`EncodeArgs`] encode into (re-exported for middleware that wraps them).
 pub use bytes::BytesMut;
-pub use channel::{Channel, ChannelFuture, ConnectionFuture, EncodeArgs, OutgoingCall};
+pub use channel::{Channel, ChannelFuture, ConnectionFuture, EncodeArgs, Hedging, OutgoingCall};
 pub use config::ClientConfig;
 pub(crate) use config::DEFAULT_MAX_IN_FLIGHT;
 pub use connection::Connection;
@@ -98,6 +98,7 @@ pub struct CallOptions {
     metadata: Metadata,
     routing_key: Option<u64>,
     compress: Option<bool>,
+    hedging: Option<Hedging>,
 }
 
 impl CallOptions {
@@ -120,6 +121,11 @@ impl CallOptions {
     /// overrides the method's `#[compress]` and the connection's threshold).
     pub fn compression(&self) -> Option<bool> {
         self.compress
+    }
+
+    /// The hedging choice of calls made with these options, if set.
+    pub fn hedging(&self) -> Option<Hedging> {
+        self.hedging
     }
 }
 
@@ -302,6 +308,15 @@ impl Client {
         self
     }
 
+    /// A copy whose calls hedge as `hedging` says, whatever the channel's own policy:
+    /// [`Hedging::After`] a delay, or [`Hedging::Off`]. Only `#[idempotent]` methods are
+    /// ever hedged, and only by a channel that hedges (a balanced channel; a single
+    /// connection has nowhere else to send a hedge). See docs/SCALING.md.
+    pub fn with_hedging(mut self, hedging: Hedging) -> Self {
+        self.options.hedging = Some(hedging);
+        self
+    }
+
     /// `method` as this client's calls send it: with the options' compression choice,
     /// if they make one.
     fn effective(&self, method: &Method) -> Method {
@@ -379,6 +394,7 @@ impl Client {
                 deadline,
                 routing_key: self.options.routing_key,
                 encode: &encode,
+                hedging: self.options.hedging,
             };
             let destination = match &self.target {
                 Target::Connection(connection) => Destination::Connection(connection),
@@ -400,6 +416,7 @@ impl Client {
                         deadline,
                         routing_key: self.options.routing_key,
                         encode: &encode,
+                        hedging: self.options.hedging,
                     })
                     .await
             }
@@ -471,6 +488,7 @@ impl Client {
                     deadline,
                     routing_key: self.options.routing_key,
                     encode: &encode,
+                    hedging: self.options.hedging,
                 };
                 channel.stream_connection(&call).await
             }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
@@ -10,12 +11,11 @@ use traitrpc_core::protocol::{status, ResponseFrame};
 use traitrpc_core::{Connection, OutgoingCall, RpcError};
 
 use super::Inner;
-use crate::hedge::Hedger;
 use crate::pool::Member;
 
 impl Inner {
     /// The first attempt of an idempotent call, hedged: while no attempt has answered,
-    /// every hedging delay (up to the policy's `max_hedges` times, each within the
+    /// every `delay` (up to the policy's `max_hedges` times, each within the
     /// budget) sends one more attempt to a member not used yet. The first useful answer
     /// wins (the other attempts are dropped, which cancels them); a failure or refusal
     /// waits for the attempts still running. Returns the outcome and the member that
@@ -23,7 +23,7 @@ impl Inner {
     /// members added to `tried`.
     pub(super) async fn hedged(
         &self,
-        hedger: &Hedger,
+        delay: Duration,
         member: Arc<Member>,
         probe: bool,
         connection: Connection,
@@ -32,9 +32,6 @@ impl Inner {
     ) -> (Result<ResponseFrame, RpcError>, Arc<Member>) {
         let first = self.attempt(&member, probe, &connection, call);
         tokio::pin!(first);
-        let Some(delay) = hedger.delay() else {
-            return (first.await, Arc::clone(&member));
-        };
         let mut used = vec![Arc::clone(&member)];
         let mut hedges = futures::stream::FuturesUnordered::new();
         let mut next_hedge = Some(Instant::now() + delay).filter(|at| *at < call.deadline);
@@ -62,7 +59,7 @@ impl Inner {
                 }
                 _ = tokio::time::sleep_until(next_hedge.unwrap_or(call.deadline)), if next_hedge.is_some() => {
                     next_hedge = None;
-                    if let Some((other, other_probe, other_connection)) = self.hedge_target(hedger, call, &used) {
+                    if let Some((other, other_probe, other_connection)) = self.hedge_target(call, &used) {
                         used.push(Arc::clone(&other));
                         sent += 1;
                         self.counters.hedges.fetch_add(1, Ordering::Relaxed);
@@ -78,7 +75,7 @@ impl Inner {
                             (outcome, other)
                         });
                         let at = Instant::now() + delay;
-                        if sent < hedger.max_hedges() && at < call.deadline {
+                        if sent < self.hedger.max_hedges() && at < call.deadline {
                             next_hedge = Some(at);
                         }
                     }
@@ -93,7 +90,6 @@ impl Inner {
     /// does not wait for connections), within the hedging budget.
     fn hedge_target(
         &self,
-        hedger: &Hedger,
         call: &OutgoingCall<'_>,
         used: &[Arc<Member>],
     ) -> Option<(Arc<Member>, bool, Connection)> {
@@ -104,7 +100,7 @@ impl Inner {
             }
             return None;
         }
-        if !hedger.try_hedge() {
+        if !self.hedger.try_hedge() {
             if probe {
                 self.pool.probe_abandoned(&chosen);
             }

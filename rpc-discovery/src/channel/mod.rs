@@ -219,7 +219,7 @@ impl Builder {
             retry: self.retry,
             pool,
             attempt_layers: self.attempt_layers.into(),
-            hedger: self.hedging.map(Hedger::new),
+            hedger: self.hedging.map_or_else(Hedger::disabled, Hedger::new),
             overload_pause: self.overload_pause,
             counters: Counters::default(),
             updates: Mutex::new(None),
@@ -409,8 +409,8 @@ struct Inner {
     pool: Arc<Pool>,
     /// Middleware around each attempt.
     attempt_layers: Arc<[Arc<dyn ClientMiddleware>]>,
-    /// Hedging of idempotent calls, if on.
-    hedger: Option<Hedger>,
+    /// Hedging of idempotent calls: the channel's policy (or none), its budget.
+    hedger: Hedger,
     /// How long an endpoint that answered OVERLOADED gets no new calls.
     overload_pause: Duration,
     counters: Counters,
@@ -459,12 +459,15 @@ impl Inner {
         self.budget.deposit();
         // Serving a call that is itself a retry or a hedge: this call is neither.
         let chain_stop = retry::serving_a_retry();
-        let hedger = self
-            .hedger
-            .as_ref()
-            .filter(|_| call.method.idempotent && !chain_stop);
-        if let Some(hedger) = hedger {
-            hedger.deposit();
+        // How long the first attempt may take before a hedge leaves, if it is hedged:
+        // idempotent methods only, and not while serving a retry.
+        let hedge_delay = if call.method.idempotent && !chain_stop {
+            self.hedger.delay_for(call.hedging)
+        } else {
+            None
+        };
+        if hedge_delay.is_some() {
+            self.hedger.deposit();
         }
         let mut tried: Vec<Arc<Member>> = Vec::new();
         let mut attempt = 0u32;
@@ -483,10 +486,10 @@ impl Inner {
             } else {
                 call
             };
-            let (outcome, member) = match hedger {
+            let (outcome, member) = match hedge_delay {
                 // Only a call's first attempt is hedged; retries follow their own rules.
-                Some(hedger) if attempt == 1 => {
-                    self.hedged(hedger, member, probe, connection, &call, &mut tried)
+                Some(delay) if attempt == 1 => {
+                    self.hedged(delay, member, probe, connection, &call, &mut tried)
                         .await
                 }
                 _ => (
@@ -705,9 +708,7 @@ impl Inner {
         if verdict == Verdict::Success {
             let elapsed = started.elapsed();
             member.load.observe(elapsed);
-            if let Some(hedger) = &self.hedger {
-                hedger.record(elapsed);
-            }
+            self.hedger.record(elapsed);
         }
         self.pool.record(member, verdict, probe);
         guard.recorded = true;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use traitrpc_core::{memory, ClientConfig, RpcError, Server, ServerConfig};
+use traitrpc_core::{memory, ClientConfig, Hedging, RpcError, Server, ServerConfig};
 
 use crate::balance::{Balancer, Candidate};
 use crate::{
@@ -225,4 +225,48 @@ async fn an_endpoint_that_sheds_gets_no_new_calls_for_the_pause() {
         "{refused:?}"
     );
     assert_eq!(busy_server.calls_shed(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_may_ask_for_hedging_on_a_channel_without_a_policy() {
+    let delays = [("a-slow", 10_000), ("b-fast", 5)];
+    let mut connectors = HashMap::new();
+    for (name, delay) in delays {
+        let (listener, connector) = memory::listener();
+        let replica = Replica {
+            name,
+            delay: Duration::from_millis(delay),
+            finished: Arc::default(),
+        };
+        std::mem::forget(Server::new(NamedServer::new(replica)).serve(listener, ()));
+        connectors.insert(name.to_string(), connector);
+    }
+    let channel = BalancedChannel::builder(StaticDiscovery::new(
+        delays.map(|(name, _)| Endpoint::from(name.to_string())),
+    ))
+    .connector(Memory(connectors))
+    .balancer(InOrder)
+    .build();
+    while channel.endpoints().iter().filter(|e| e.connected).count() < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let client = NamedClient::new(channel.clone());
+    let start = Instant::now();
+    let hedged = client.with_hedging(Hedging::After(Duration::from_millis(20)));
+    assert_eq!(hedged.name().await.unwrap(), "b-fast");
+    assert_eq!(start.elapsed(), Duration::from_millis(25));
+    assert_eq!(channel.stats().hedges, 1);
+    // Without asking, no hedge: the slow replica answers.
+    let start = Instant::now();
+    assert_eq!(client.name().await.unwrap(), "a-slow");
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(channel.stats().hedges, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_may_turn_hedging_off() {
+    let (channel, _) = replicas(&[("a-slow", 1_000), ("b-fast", 5)], after_50ms()).await;
+    let client = NamedClient::new(channel.clone()).with_hedging(Hedging::Off);
+    assert_eq!(client.name().await.unwrap(), "a-slow");
+    assert_eq!(channel.stats().hedges, 0);
 }
