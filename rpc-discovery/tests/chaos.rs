@@ -418,33 +418,29 @@ async fn calls_keep_their_promises_while_replicas_die_restart_and_go_silent() {
     let ids = Arc::new(AtomicU64::new(1));
     let mut figures = Vec::new();
     {
+        // Both channels: keepalive 200 ms / 300 ms, ejection after 3 failures.
+        let keepalive = Some(Keepalive::new(
+            Duration::from_millis(200),
+            Duration::from_millis(300),
+        ));
+        let outlier = OutlierPolicy {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_millis(500),
+            max_ejection: Duration::from_secs(2),
+        };
         let channel = BalancedChannel::builder(StaticDiscovery::new(addrs.map(Endpoint::from)))
             .balancer(balance::PowerOfTwoChoices::new())
             .client_config(
                 ClientConfig::default()
                     .connect_timeout(Duration::from_millis(500))
-                    .keepalive(Some(Keepalive::new(
-                        Duration::from_millis(200),
-                        Duration::from_millis(300),
-                    ))),
+                    .keepalive(keepalive),
             )
-            .outlier(OutlierPolicy {
-                consecutive_failures: 3,
-                base_ejection: Duration::from_millis(500),
-                max_ejection: Duration::from_secs(2),
-            })
+            .outlier(outlier.clone())
             .build();
         let client = ReplicaClient::new(channel.clone());
         let busy_channel = BalancedChannel::builder(StaticDiscovery::new([busy_addr]))
-            .client_config(ClientConfig::default().keepalive(Some(Keepalive::new(
-                Duration::from_millis(200),
-                Duration::from_millis(300),
-            ))))
-            .outlier(OutlierPolicy {
-                consecutive_failures: 3,
-                base_ejection: Duration::from_millis(500),
-                max_ejection: Duration::from_secs(2),
-            })
+            .client_config(ClientConfig::default().keepalive(keepalive))
+            .outlier(outlier)
             .build();
         let busy_workers: Vec<_> = (0..8)
             .map(|_| {

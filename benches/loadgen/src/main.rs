@@ -223,18 +223,31 @@ async fn serve(mode: &str, addr: &str) -> Result<()> {
     Ok(())
 }
 
-/// A server process of the given mode, killed on drop.
+/// A server process of this binary, killed on drop.
 struct ServerProcess {
     child: std::process::Child,
     addr: SocketAddr,
 }
 
 impl ServerProcess {
+    /// `loadgen serve --mode MODE`.
     fn start(mode: &str) -> Result<ServerProcess> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--mode", mode])
-            .stdout(Stdio::piped())
-            .spawn()?;
+        Self::spawn(&["serve", "--mode", mode], None)
+    }
+
+    /// This binary with `args` (a command that prints `LISTENING <addr>`), pinned to
+    /// `cpu` with `taskset` if given.
+    fn spawn(args: &[&str], cpu: Option<&str>) -> Result<ServerProcess> {
+        let exe = std::env::current_exe()?;
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", cpu]).arg(exe);
+                taskset
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command.args(args).stdout(Stdio::piped()).spawn()?;
         let stdout = BufReader::new(child.stdout.take().context("server stdout")?);
         let addr = stdout
             .lines()

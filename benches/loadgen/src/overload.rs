@@ -22,20 +22,18 @@
 //! call made: the retry and hedging budgets must keep it bounded under overload.
 //! `--server-cpu N` pins the server process to CPU N (with `taskset`).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use traitrpc_core::{AdaptiveConcurrency, ClientConfig, RpcError, ServerConfig, ServerStats};
 use traitrpc_discovery::{BalancedChannel, HedgingPolicy, StaticDiscovery};
 
-use crate::Flags;
+use crate::{Flags, ServerProcess};
 
 #[traitrpc_core::service]
 pub trait Backend {
@@ -95,46 +93,16 @@ pub async fn serve(flags: &Flags) -> Result<()> {
     Ok(())
 }
 
-/// The server process, killed on drop.
-struct ServerProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    fn start(flags: &Flags) -> Result<ServerProcess> {
-        let exe = std::env::current_exe()?;
-        let mut args: Vec<String> = vec!["overload-serve".into()];
-        for name in ["admission", "permits", "work-us"] {
-            if let Some(value) = flags.0.get(name) {
-                args.extend([format!("--{name}"), value.clone()]);
-            }
+/// `loadgen overload-serve` with the flags that shape the server.
+fn start_server(flags: &Flags) -> Result<ServerProcess> {
+    let mut args = vec!["overload-serve".to_string()];
+    for name in ["admission", "permits", "work-us"] {
+        if let Some(value) = flags.0.get(name) {
+            args.extend([format!("--{name}"), value.clone()]);
         }
-        let mut command = match flags.0.get("server-cpu") {
-            Some(cpu) => {
-                let mut taskset = Command::new("taskset");
-                taskset.args(["-c", cpu]).arg(exe);
-                taskset
-            }
-            None => Command::new(exe),
-        };
-        let mut child = command.args(&args).stdout(Stdio::piped()).spawn()?;
-        let stdout = BufReader::new(child.stdout.take().context("server stdout")?);
-        let addr = stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("LISTENING ").map(str::to_string))
-            .context("the server did not report its address")?
-            .parse()?;
-        Ok(ServerProcess { child, addr })
     }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServerProcess::spawn(&args, flags.0.get("server-cpu").map(String::as_str))
 }
 
 /// What the calls of one run came to.
@@ -169,7 +137,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
     let seconds: f64 = flags.get("seconds", 5.0)?;
     let warmup: f64 = flags.get("warmup", 2.0)?;
     let deadline = Duration::from_millis(flags.get("deadline-ms", 100)?);
-    let server = ServerProcess::start(flags)?;
+    let server = start_server(flags)?;
     let clients = clients(flags, server.addr).await?;
     if flags.0.contains_key("capacity") {
         return capacity(&clients, seconds).await;
