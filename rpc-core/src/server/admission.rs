@@ -20,7 +20,7 @@
 //! [`Limiter`] is plain state with time as an input; the server feeds it the latency of
 //! every call that ran.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -71,6 +71,9 @@ const SMOOTHING: f64 = 0.2;
 #[derive(Debug)]
 pub(crate) struct Admission {
     limit: AtomicUsize,
+    /// The limiter's no-load latency in nanoseconds (0 until measured), read on every
+    /// call without the limiter's lock.
+    baseline_nanos: AtomicU64,
     adaptive: Option<Mutex<Limiter>>,
 }
 
@@ -79,6 +82,7 @@ impl Admission {
     pub(crate) fn fixed(max: usize) -> Self {
         Admission {
             limit: AtomicUsize::new(max),
+            baseline_nanos: AtomicU64::new(0),
             adaptive: None,
         }
     }
@@ -94,6 +98,7 @@ impl Admission {
         );
         Admission {
             limit: AtomicUsize::new(limiter.limit()),
+            baseline_nanos: AtomicU64::new(0),
             adaptive: Some(Mutex::new(limiter)),
         }
     }
@@ -110,7 +115,10 @@ impl Admission {
 
     /// The latency without load, once measured (adaptive only).
     pub(crate) fn baseline(&self) -> Option<Duration> {
-        self.limiter().and_then(|limiter| limiter.baseline)
+        match self.baseline_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 
     /// A call that ran from `started` ended at `now`, leaving `in_flight` calls running.
@@ -118,6 +126,8 @@ impl Admission {
         if let Some(mut limiter) = self.limiter() {
             if let Some(limit) = limiter.sample(started, now, in_flight) {
                 self.limit.store(limit, Ordering::Relaxed);
+                let nanos = limiter.baseline.map_or(0, |b| b.as_nanos() as u64);
+                self.baseline_nanos.store(nanos.max(1), Ordering::Relaxed);
             }
         }
     }
