@@ -62,7 +62,7 @@ impl HedgingPolicy {
     }
 
     /// Hedge once the first attempt has taken longer than the `quantile` of recent
-    /// attempts (0.95 is the usual choice: about 5 % of calls would be hedged, and the
+    /// attempts (0.95 is the usual choice: at most about 5 % of calls are hedged, and the
     /// budget caps it there), at least 1 ms, at most 5 % extra attempts.
     pub fn at_percentile(quantile: f64) -> Self {
         HedgingPolicy {

@@ -59,18 +59,8 @@ impl Side for ClientSide<'_> {
         self.shared.version
     }
 
-    fn begin(&mut self, _: &mut Context<'_>) -> Result<(), RpcError> {
-        Ok(())
-    }
-
-    /// A client reads whenever it can: calls in flight are bounded before they are sent.
-    fn may_read(&mut self, _: Instant, _: &mut Context<'_>) -> Result<bool, RpcError> {
-        Ok(true)
-    }
-
-    fn write_backlogged(&self, _: usize) -> bool {
-        false
-    }
+    // A client reads whenever it can (the default `may_read`): calls in flight are
+    // bounded before they are sent.
 
     fn frame(
         &mut self,
@@ -106,10 +96,6 @@ impl Side for ClientSide<'_> {
 
     fn closed(&mut self) -> RpcError {
         RpcError::closed("the connection was closed")
-    }
-
-    fn after_write(&mut self, _: Instant, _: &mut Context<'_>) -> Result<(), RpcError> {
-        Ok(())
     }
 
     fn busy(&self) -> bool {

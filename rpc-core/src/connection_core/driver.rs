@@ -45,14 +45,24 @@ pub(crate) trait Side {
     /// The protocol version spoken.
     fn version(&self) -> u16;
 
-    /// Called first in every poll (signals, wakers); `Err` ends the connection.
-    fn begin(&mut self, cx: &mut Context<'_>) -> Result<(), Self::End>;
+    /// Called first in every poll (signals, wakers); `Err` ends the connection. By
+    /// default, nothing.
+    fn begin(&mut self, cx: &mut Context<'_>) -> Result<(), Self::End> {
+        let _ = cx;
+        Ok(())
+    }
     /// Whether this side's own bounds let it read the next frame (`Ok(false)` pauses
-    /// reading for this pass; the side registers what wakes it).
-    fn may_read(&mut self, now: Instant, cx: &mut Context<'_>) -> Result<bool, Self::End>;
+    /// reading for this pass; the side registers what wakes it). By default, always.
+    fn may_read(&mut self, now: Instant, cx: &mut Context<'_>) -> Result<bool, Self::End> {
+        let _ = (now, cx);
+        Ok(true)
+    }
     /// Whether answers are backed up so far that this pass reads nothing
-    /// (`pending_write`: bytes taken for writing and not yet written).
-    fn write_backlogged(&self, pending_write: usize) -> bool;
+    /// (`pending_write`: bytes taken for writing and not yet written). By default, never.
+    fn write_backlogged(&self, pending_write: usize) -> bool {
+        let _ = pending_write;
+        false
+    }
     /// Handles a frame that is not a control frame. `Ok(Some(stream))`: an older peer
     /// filled `stream`, and nothing more is read until it has room.
     fn frame(
@@ -71,8 +81,11 @@ pub(crate) trait Side {
     fn write_failed(&mut self, error: io::Error) -> Self::End;
     /// The outbox was closed and everything in it written.
     fn closed(&mut self) -> Self::End;
-    /// Called after each write; `Err` ends the connection.
-    fn after_write(&mut self, now: Instant, cx: &mut Context<'_>) -> Result<(), Self::End>;
+    /// Called after each write; `Err` ends the connection. By default, nothing.
+    fn after_write(&mut self, now: Instant, cx: &mut Context<'_>) -> Result<(), Self::End> {
+        let _ = (now, cx);
+        Ok(())
+    }
     /// Whether calls are in flight (the connection is not idle).
     fn busy(&self) -> bool;
     /// A timer ran out.
@@ -259,9 +272,6 @@ mod tests {
         fn version(&self) -> u16 {
             crate::protocol::VERSION
         }
-        fn begin(&mut self, _: &mut Context<'_>) -> Result<(), String> {
-            Ok(())
-        }
         fn may_read(&mut self, _: Instant, cx: &mut Context<'_>) -> Result<bool, String> {
             if self.frames.lock().unwrap().len() < self.limit.load(Ordering::SeqCst) {
                 return Ok(true);
@@ -269,9 +279,6 @@ mod tests {
             // The test wakes the task through the outbox when it reads again.
             self.outbox.register(cx.waker());
             Ok(false)
-        }
-        fn write_backlogged(&self, _: usize) -> bool {
-            false
         }
         fn frame(
             &mut self,
@@ -296,9 +303,6 @@ mod tests {
         }
         fn closed(&mut self) -> String {
             "closed".into()
-        }
-        fn after_write(&mut self, _: Instant, _: &mut Context<'_>) -> Result<(), String> {
-            Ok(())
         }
         fn busy(&self) -> bool {
             true
