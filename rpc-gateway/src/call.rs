@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use traitrpc_core::context::{self, ConnectionInfo};
@@ -13,14 +14,16 @@ use traitrpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
 use traitrpc_core::protocol::status;
 use traitrpc_core::{Answered, Context, HandlerFuture, Metadata, Next, Rejection, Router};
 
+use traitrpc_proto::MethodCodec;
+
 use crate::connect::Code;
 
 /// What a JSON call came to.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Answer {
-    /// The method's result, as the JSON text of the response body (encoded once: its
-    /// length is also what observers of the call are told).
-    Ok(String),
+    /// The method's result, as the response body's message (encoded once, as the
+    /// call's [`Render`] says: its length is also what observers of the call are told).
+    Ok(Bytes),
     /// A server stream ended normally (its items went to the call's sink).
     StreamEnded,
     /// A Connect error, with the method's own error for an application error.
@@ -41,6 +44,33 @@ impl Answer {
     }
 }
 
+/// How a call's results (and a stream's items) are written.
+#[derive(Debug, Clone)]
+pub(crate) enum Render {
+    /// serde's JSON of the value (curl, browsers: the plain JSON form).
+    Serde,
+    /// proto3's JSON of the response message (Connect and gRPC clients' JSON codec).
+    ProtoJson(MethodCodec),
+    /// The response message's protobuf bytes.
+    Proto(MethodCodec),
+}
+
+impl Render {
+    /// `value` as this render writes it.
+    pub(crate) fn render(&self, value: Value) -> Result<Bytes, String> {
+        match self {
+            Render::Serde => Ok(Bytes::from(value.to_string())),
+            Render::ProtoJson(codec) => {
+                Ok(Bytes::from(codec.result_to_proto_json(value).to_string()))
+            }
+            Render::Proto(codec) => codec
+                .encode_result(value)
+                .map(Bytes::from)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// A call as the gateway received it.
 pub(crate) struct JsonCall {
     pub service: String,
@@ -54,10 +84,11 @@ pub(crate) struct JsonCall {
     pub metadata: Metadata,
     pub connection: Arc<ConnectionInfo>,
     pub request_id: u64,
-    /// Where a server stream's items go, each as its JSON text (`None`: a unary call).
-    /// The call waits while the sink is full; a closed sink (the caller went away) stops
-    /// it.
-    pub stream: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Where a server stream's items go, each rendered (`None`: a unary call). The call
+    /// waits while the sink is full; a closed sink (the caller went away) stops it.
+    pub stream: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    /// How results and items are written.
+    pub render: Render,
 }
 
 /// Runs `call` on `router` until it ends or its deadline passes (the handler is then
@@ -176,6 +207,7 @@ async fn run_method(
     // The handler's outcome, taken out of the middleware chain's end.
     let outcome: Arc<Mutex<Option<(Answer, Answered)>>> = Arc::default();
     let sink = call.stream;
+    let render = call.render;
     let start = {
         let outcome = Arc::clone(&outcome);
         let method: JsonMethod = method;
@@ -186,11 +218,17 @@ async fn run_method(
                 .map_err(|e| e.into_rejection(service_name, method.name))?;
             Ok(Box::pin(async move {
                 let (answer, status, bytes) = match future.await {
-                    Ok(JsonOutcome::Ok(value)) => {
-                        let body = value.to_string();
-                        let bytes = body.len();
-                        (Answer::Ok(body), status::OK, bytes)
-                    }
+                    Ok(JsonOutcome::Ok(value)) => match render.render(value) {
+                        Ok(body) => {
+                            let bytes = body.len();
+                            (Answer::Ok(body), status::OK, bytes)
+                        }
+                        Err(message) => (
+                            Answer::error(Code::Internal, message),
+                            status::ENCODE_FAILED,
+                            0,
+                        ),
+                    },
                     Ok(JsonOutcome::ApplicationError(error)) => (
                         Answer::Error {
                             code: Code::FailedPrecondition,
@@ -202,7 +240,7 @@ async fn run_method(
                     ),
                     Ok(JsonOutcome::Stream(items)) => match &sink {
                         Some(sink) => {
-                            let (answer, status, bytes, sent) = forward(items, sink).await;
+                            let (answer, status, bytes, sent) = forward(items, sink, &render).await;
                             let answered = Answered::external(status, bytes).with_items(sent, 0);
                             *outcome.lock().unwrap_or_else(PoisonError::into_inner) =
                                 Some((answer, answered));
@@ -287,14 +325,21 @@ async fn run_method(
 /// how it ended, its status, the bytes and the items sent.
 async fn forward(
     mut items: traitrpc_core::Streaming<Value>,
-    sink: &tokio::sync::mpsc::Sender<String>,
+    sink: &tokio::sync::mpsc::Sender<Bytes>,
+    render: &Render,
 ) -> (Answer, u8, usize, u64) {
     let (mut bytes, mut sent) = (0, 0);
     loop {
         match items.next().await {
             None => return (Answer::StreamEnded, status::OK, bytes, sent),
             Some(Ok(item)) => {
-                let text = item.to_string();
+                let text = match render.render(item) {
+                    Ok(text) => text,
+                    Err(message) => {
+                        let answer = Answer::error(Code::Internal, message);
+                        return (answer, status::ENCODE_FAILED, bytes, sent);
+                    }
+                };
                 bytes += text.len();
                 if sink.send(text).await.is_err() {
                     // Nobody reads the answer any more; dropping `items` stops the producer.

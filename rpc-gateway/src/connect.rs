@@ -117,7 +117,16 @@ pub const APPLICATION_ERROR_DETAIL: &str = "google.protobuf.StringValue";
 /// base64 without padding as Connect asks.
 fn application_error_detail(error: &Value) -> Value {
     use base64::Engine;
-    let text = error.to_string();
+    let message = string_value(&error.to_string());
+    json!({
+        "type": APPLICATION_ERROR_DETAIL,
+        "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(message),
+        "debug": error,
+    })
+}
+
+/// A `google.protobuf.StringValue` holding `text`, in protobuf's binary form.
+pub(crate) fn string_value(text: &str) -> Vec<u8> {
     let mut message = vec![0x0a]; // field 1, length-delimited
     let mut len = text.len();
     while len >= 0x80 {
@@ -126,11 +135,7 @@ fn application_error_detail(error: &Value) -> Value {
     }
     message.push(len as u8);
     message.extend_from_slice(text.as_bytes());
-    json!({
-        "type": APPLICATION_ERROR_DETAIL,
-        "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(message),
-        "debug": error,
-    })
+    message
 }
 
 /// The `Connect-Timeout-Ms` header: at most 10 digits (Connect's rule), in milliseconds.
@@ -153,6 +158,7 @@ pub fn timeout_ms(headers: &HeaderMap) -> Result<Option<u64>, String> {
 /// Headers that are HTTP's or Connect's own, not the application's.
 fn is_transport_header(name: &str) -> bool {
     name.starts_with("connect-")
+        || name.starts_with("grpc-")
         || name.starts_with("content-")
         || name.starts_with("accept")
         || name.starts_with("access-control-")
@@ -173,6 +179,8 @@ fn is_transport_header(name: &str) -> bool {
                 | "proxy-authorization"
                 | "expect"
                 | "priority"
+                | "x-grpc-web"
+                | "x-user-agent"
         )
 }
 

@@ -17,6 +17,10 @@ use traitrpc_core::Router;
 /// The path of the reflection listing.
 pub const SERVICES_PATH: &str = "/.well-known/rrpc/services";
 
+/// The path of the exported `.proto` files: a JSON list there, each file at
+/// `{PROTO_PATH}/{name}` (`/.well-known/rrpc/proto/shop.proto`).
+pub const PROTO_PATH: &str = "/.well-known/rrpc/proto";
+
 /// The path of the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/openapi.json";
 

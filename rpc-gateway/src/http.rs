@@ -10,10 +10,10 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -25,14 +25,20 @@ use traitrpc_core::context::ConnectionInfo;
 use traitrpc_core::PeerAddr;
 
 use crate::call::{self, Answer, JsonCall};
+use crate::codec::{Choice, Codec};
 use crate::connect::{self, Code};
 use crate::describe;
 use crate::encoding::Encoding;
+use crate::grpc;
 use crate::stream::{self, Envelopes};
 use crate::Shared;
 
 /// Every response's body: JSON in one piece, or a stream's envelopes as they come.
-type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// HTTP/2 streams one connection may have open at once (calls beyond wait in the
+/// client; the gateway's in-flight limit still applies across connections).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// Accepts connections until `stop`, serving each on a task of `tasks`.
 pub(crate) async fn accept_loop(
@@ -102,11 +108,19 @@ pub(crate) async fn serve_connection<I>(
     });
     // hyper has no write timeout: the transport fails writes that stall.
     let io = TokioIo::new(WriteTimeout::new(io.into_inner(), write_timeout));
-    // hyper enforces the header timeout only with a timer.
-    let connection = hyper::server::conn::http1::Builder::new()
+    // HTTP/1.1, or HTTP/2 when the connection opens with its preface (gRPC's h2c with
+    // prior knowledge) or TLS negotiated it. hyper enforces the header timeout only with
+    // a timer.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .serve_connection(io, service);
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,
@@ -205,6 +219,12 @@ async fn answer(
             describe::OPENAPI_PATH => {
                 return json(StatusCode::OK, &describe::openapi(&shared.router))
             }
+            describe::PROTO_PATH => return proto_listing(shared),
+            path if path.starts_with(describe::PROTO_PATH) => {
+                if let Some(response) = proto_file(shared, &path[describe::PROTO_PATH.len()..]) {
+                    return response;
+                }
+            }
             path => {
                 if let Some(asset) = shared.config.assets.iter().find(|a| a.path == path) {
                     return Response::builder()
@@ -252,7 +272,16 @@ async fn answer(
                 .trim()
                 .to_ascii_lowercase()
         });
-    let streaming = !is_get && content_type.as_deref() == Some(stream::CONTENT_TYPE);
+    if !is_get {
+        if let Some(grpc) = content_type.as_deref().and_then(grpc::Flavor::of) {
+            return grpc::answer(shared, info, parts, body, service, method, grpc).await;
+        }
+    }
+    let streaming = !is_get
+        && matches!(
+            content_type.as_deref(),
+            Some("application/connect+json" | "application/connect+proto")
+        );
     // A stream's refusals are Connect stream answers: 200, the error in the end message.
     let refusal = |code: Code, message: &str| {
         if streaming {
@@ -260,6 +289,38 @@ async fn answer(
         } else {
             error(code, message)
         }
+    };
+    // A GET carries its message (and its codec) in the query.
+    let get = if is_get {
+        match get_query(parts.uri.query().unwrap_or("")) {
+            Ok(get) => Some(get),
+            Err((code, message)) => return error(code, &message),
+        }
+    } else {
+        None
+    };
+    let codec = match (&get, content_type.as_deref()) {
+        (Some(get), _) => get.codec,
+        (None, Some("application/proto" | "application/connect+proto")) => Codec::Proto,
+        (None, Some("application/json" | "application/connect+json")) => Codec::Json,
+        (None, _) => {
+            let mut response = error(
+                Code::Unimplemented,
+                "the body must be Content-Type: application/json or application/proto (a server stream: application/connect+json or application/connect+proto; gRPC: application/grpc)",
+            );
+            *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return drained(shared, body, response).await;
+        }
+    };
+    // Connect's clients say so (a header, or `connect=v1` in a GET's query): their JSON
+    // is proto3's mapping of the exported messages.
+    let proto3_json = match &get {
+        Some(get) => get.connect,
+        None => parts.headers.contains_key("connect-protocol-version"),
+    };
+    let choice = match Choice::new(shared, &service, &method, codec, proto3_json) {
+        Ok(choice) => choice,
+        Err((code, message)) => return drained(shared, body, refusal(code, &message)).await,
     };
     // The deadline starts when the request arrived.
     let arrived = Instant::now();
@@ -276,14 +337,6 @@ async fn answer(
             return drained(shared, body, refusal(Code::InvalidArgument, &message)).await
         }
     };
-    if !is_get && !streaming && content_type.as_deref() != Some("application/json") {
-        let mut response = error(
-            Code::Unimplemented,
-            "the body must be Content-Type: application/json (a server stream: application/connect+json)",
-        );
-        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-        return drained(shared, body, response).await;
-    }
     // A unary body names its encoding in Content-Encoding, a stream's envelopes in
     // Connect-Content-Encoding.
     let encoding_header = if streaming {
@@ -308,8 +361,11 @@ async fn answer(
         );
         return drained(shared, body, response).await;
     };
-    let (args, body_bytes) = if is_get {
-        match get_message(parts.uri.query().unwrap_or(""), shared.config.max_body) {
+    let (args, body_bytes) = if let Some(get) = get {
+        match get
+            .message(shared.config.max_body)
+            .and_then(|message| choice.arguments(&message))
+        {
             Ok(args) => (args, 0),
             Err((code, message)) => return error(code, &message),
         }
@@ -318,13 +374,12 @@ async fn answer(
             Ok(body) => {
                 let len = body.len();
                 let parsed = if streaming {
-                    stream::parse_arguments(&body, encoding, shared.config.max_body)
+                    stream::request_body(&body, encoding, shared.config.max_body)
+                        .and_then(|message| choice.arguments(&message))
                 } else {
                     encoding
                         .decode_or_refuse(&body, shared.config.max_body, "body")
-                        .and_then(|body: std::borrow::Cow<'_, [u8]>| {
-                            parse(&body).map_err(|message| (Code::InvalidArgument, message))
-                        })
+                        .and_then(|body| choice.arguments(&body))
                 };
                 match parsed {
                     Ok(args) => (args, len),
@@ -348,6 +403,7 @@ async fn answer(
         connection: info,
         request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         stream: None,
+        render: choice.render(),
     };
     if streaming {
         // The response body runs the call while its items stream out (so the call ends
@@ -356,18 +412,23 @@ async fn answer(
         let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
         call.stream = Some(items);
         let shared = Arc::clone(shared);
-        let run =
-            Box::pin(async move { stream::end_message(&call::run(&shared.router, call).await) });
+        let run = Box::pin(async move {
+            Frame::data(stream::end_message(&call::run(&shared.router, call).await))
+        });
         return Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, stream::CONTENT_TYPE)
+            .header(header::CONTENT_TYPE, choice.stream_content_type())
             .body(Envelopes::new(items_out, run, permit).boxed_unsync())
             .expect("a valid response");
     }
     let answer = call::run(&shared.router, call).await;
     drop(permit);
     match answer {
-        Answer::Ok(body) => json_text(StatusCode::OK, body),
+        Answer::Ok(body) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, choice.unary_content_type())
+            .body(Full::new(body).boxed_unsync())
+            .expect("a valid response"),
         Answer::StreamEnded => json_text(StatusCode::OK, "null".into()),
         Answer::Error {
             code,
@@ -380,8 +441,57 @@ async fn answer(
     }
 }
 
+/// `GET /.well-known/rrpc/proto`: the exported `.proto` files, `{"files": [{"name",
+/// "path"}], "skipped": [{"service", "method", "reason"}]}`.
+fn proto_listing(shared: &Shared) -> Response<HttpBody> {
+    let Some(proto) = &shared.proto else {
+        return error(
+            Code::NotFound,
+            "the gateway has no protobuf form of its services",
+        );
+    };
+    let export = proto.export();
+    let files: Vec<Value> = export
+        .files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "path": format!("{}/{}", describe::PROTO_PATH, f.name()),
+            })
+        })
+        .collect();
+    let skipped: Vec<Value> = export
+        .skipped
+        .iter()
+        .map(|s| serde_json::json!({"service": s.service, "method": s.method, "reason": s.reason}))
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "files": files, "skipped": skipped }),
+    )
+}
+
+/// `GET /.well-known/rrpc/proto/{name}`: one exported `.proto` file as text.
+fn proto_file(shared: &Shared, rest: &str) -> Option<Response<HttpBody>> {
+    let name = rest.strip_prefix('/')?;
+    let (_, text) = shared
+        .proto
+        .as_ref()?
+        .proto_files()
+        .into_iter()
+        .find(|(file, _)| file == name)?;
+    Some(
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(text)).boxed_unsync())
+            .expect("a valid response"),
+    )
+}
+
 /// The request body, within the size and time limits; or why not.
-async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, (Code, String)> {
+pub(crate) async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, (Code, String)> {
     let limit = shared.config.max_body;
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(shared.config.body_timeout, collect).await {
@@ -414,49 +524,75 @@ fn stream_error(code: Code, message: &str) -> Response<HttpBody> {
         .expect("a valid response")
 }
 
-/// The arguments in a body: a JSON value (an empty body is `{}`).
-fn parse(body: &[u8]) -> Result<Value, String> {
-    traitrpc_core::json::parse_arguments(body)
-        .map_err(|e| format!("the body is not valid JSON: {e}"))
+/// A Connect GET's query: `message` (the request message, percent-encoded; empty if
+/// absent), `encoding` (`json` or `proto`), `base64=1` (the message is URL-safe base64,
+/// padded or not), `compression` (`gzip`), `connect=v1` (a Connect client).
+struct GetQuery {
+    message: Vec<u8>,
+    codec: Codec,
+    base64: bool,
+    compression: Option<String>,
+    connect: bool,
 }
 
-/// The arguments of a Connect GET: `message` (percent-encoded JSON; `{}` if absent), with
-/// `encoding=json` if given; with `base64=1` the message is URL-safe base64 (padded or
-/// not), and with `compression=gzip` it is gzipped (at most `limit` bytes once expanded).
-fn get_message(query: &str, limit: usize) -> Result<Value, (Code, String)> {
-    let invalid = |message: String| (Code::InvalidArgument, message);
-    let mut message = None;
-    let mut base64 = false;
-    let mut compression = None;
+fn get_query(query: &str) -> Result<GetQuery, (Code, String)> {
+    let mut get = GetQuery {
+        message: Vec::new(),
+        codec: Codec::Json,
+        base64: false,
+        compression: None,
+        connect: false,
+    };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*key {
-            "message" => message = Some(value.into_owned()),
-            "encoding" if value != "json" => {
-                return Err(invalid(format!(
-                    "encoding {value} is not served: only json"
-                )));
+            "message" => get.message = value.into_owned().into_bytes(),
+            "encoding" => {
+                get.codec = match &*value {
+                    "json" => Codec::Json,
+                    "proto" => Codec::Proto,
+                    other => {
+                        return Err((
+                            Code::Unimplemented,
+                            format!("encoding {other} is not served: json or proto"),
+                        ))
+                    }
+                }
             }
-            "base64" => base64 = value == "1",
-            "compression" => compression = Some(value.into_owned()),
+            "base64" => get.base64 = value == "1",
+            "compression" => get.compression = Some(value.into_owned()),
+            "connect" => get.connect = value.starts_with('v'),
             _ => {}
         }
     }
-    let mut bytes = message.unwrap_or_default().into_bytes();
-    if base64 {
-        bytes = crate::proto3::URL_SAFE_LENIENT
-            .decode(&bytes)
-            .map_err(|e| invalid(format!("the message is not URL-safe base64: {e}")))?;
+    Ok(get)
+}
+
+impl GetQuery {
+    /// The request message, decoded and expanded (at most `limit` bytes).
+    fn message(self, limit: usize) -> Result<Vec<u8>, (Code, String)> {
+        let mut bytes = self.message;
+        if self.base64 {
+            bytes = crate::proto3::URL_SAFE_LENIENT
+                .decode(&bytes)
+                .map_err(|e| {
+                    (
+                        Code::InvalidArgument,
+                        format!("the message is not URL-safe base64: {e}"),
+                    )
+                })?;
+        }
+        let encoding = Encoding::named(self.compression.as_deref())
+            .map_err(|message| (Code::Unimplemented, message))?;
+        Ok(encoding
+            .decode_or_refuse(&bytes, limit, "message")?
+            .into_owned())
     }
-    let encoding = Encoding::named(compression.as_deref())
-        .map_err(|message| (Code::Unimplemented, message))?;
-    let bytes = encoding.decode_or_refuse(&bytes, limit, "message")?;
-    parse(&bytes).map_err(invalid)
 }
 
 /// `response`, after reading what the client sends of its body (within the body limits):
 /// a client still writing its body when the answer comes would see the connection reset
 /// instead of the answer.
-async fn drained(
+pub(crate) async fn drained(
     shared: &Shared,
     mut body: Incoming,
     response: Response<HttpBody>,

@@ -50,11 +50,14 @@
 #![warn(missing_docs)]
 
 mod call;
+mod codec;
 pub mod connect;
 pub mod describe;
 mod encoding;
+mod grpc;
 mod http;
 mod proto3;
+mod reflection;
 mod stream;
 mod write_timeout;
 
@@ -206,6 +209,9 @@ pub(crate) struct Shared {
     pub in_flight: Arc<Semaphore>,
     pub connections: Arc<Semaphore>,
     pub next_id: AtomicU64,
+    /// The protobuf form of the router's methods (gRPC, Connect's binary codec, the
+    /// exported `.proto`); `None` if the export failed to load (logged).
+    pub proto: Option<traitrpc_proto::ProtoCodec>,
 }
 
 /// A running gateway; [`GatewayHandle::shutdown`] stops it.
@@ -234,7 +240,15 @@ impl GatewayHandle {
 
 impl Shared {
     fn new(router: Router, config: GatewayConfig) -> Arc<Shared> {
+        let proto = match traitrpc_proto::ProtoCodec::for_router(&router) {
+            Ok(codec) => Some(codec),
+            Err(error) => {
+                tracing::warn!(%error, "no protobuf form for this router: gRPC and Connect's binary codec are off");
+                None
+            }
+        };
         Arc::new(Shared {
+            proto,
             router,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -267,8 +281,10 @@ impl std::fmt::Debug for NativePort {
     }
 }
 
-/// HTTP/1.1 request lines begin with one of these.
-const HTTP_METHODS: [&[u8]; 7] = [
+/// HTTP/1.1 request lines begin with one of these, and HTTP/2 connections with its
+/// preface (`PRI * HTTP/2.0`).
+const HTTP_METHODS: [&[u8]; 8] = [
+    b"PRI ",
     b"GET ",
     b"POST ",
     b"OPTIONS ",

@@ -21,14 +21,15 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Frame};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::call::Answer;
 use crate::connect::{error_body, Code};
 use crate::encoding::Encoding;
 
-/// The content type of Connect's streaming JSON.
+/// The content type of Connect's streaming JSON (also of a refusal before the codec is
+/// known: the end message is JSON whatever the codec).
 pub(crate) const CONTENT_TYPE: &str = "application/connect+json";
 
 /// The flag of the end-of-stream message.
@@ -63,7 +64,7 @@ pub(crate) fn request_message(body: &[u8]) -> Result<(&[u8], bool), String> {
 }
 
 /// One envelope around `message`.
-fn envelope(flags: u8, message: &[u8]) -> Bytes {
+pub(crate) fn envelope(flags: u8, message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + message.len());
     out.put_u8(flags);
     out.put_u32(message.len() as u32);
@@ -85,24 +86,25 @@ pub(crate) fn end_message(answer: &Answer) -> Bytes {
 }
 
 /// The call behind a stream: it sends its items to the body's channel and resolves to
-/// the end-of-stream message.
-pub(crate) type StreamCall = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+/// the body's last frame (Connect's end-of-stream message, gRPC's trailers).
+pub(crate) type StreamCall = Pin<Box<dyn Future<Output = Frame<Bytes>> + Send>>;
 
-/// A response body of envelopes: items from the call's sink as they come, then the
-/// end-of-stream message the call resolves to.
+/// A response body of envelopes (Connect's, and gRPC's length-prefixed messages, which
+/// are the same): items from the call's sink as they come, then the last frame the call
+/// resolves to.
 ///
 /// The body runs the call itself (it polls it whenever it is polled), so the call lives
 /// exactly as long as the response: when the caller goes away, the connection drops the
 /// body and with it the call (its handler and its in-flight permit), and a gateway's
 /// shutdown, which waits for its connections, waits for its streams too.
 pub(crate) struct Envelopes {
-    items: mpsc::Receiver<String>,
+    items: mpsc::Receiver<Bytes>,
     /// The call, while it runs.
     call: Option<StreamCall>,
     /// The in-flight permit, held until the call ends.
     permit: Option<OwnedSemaphorePermit>,
-    /// The end-of-stream message, once the call has ended.
-    end: Option<Bytes>,
+    /// The last frame, once the call has ended.
+    end: Option<Frame<Bytes>>,
     done: bool,
 }
 
@@ -110,7 +112,7 @@ impl Envelopes {
     /// The body of `call`, whose items arrive on `items`; `permit` is released when the
     /// call ends (or the body is dropped).
     pub(crate) fn new(
-        items: mpsc::Receiver<String>,
+        items: mpsc::Receiver<Bytes>,
         call: StreamCall,
         permit: OwnedSemaphorePermit,
     ) -> Self {
@@ -147,7 +149,7 @@ impl Body for Envelopes {
         // the sender when it does.
         match this.items.poll_recv(cx) {
             Poll::Ready(Some(item)) => {
-                return Poll::Ready(Some(Ok(Frame::data(envelope(0, item.as_bytes())))))
+                return Poll::Ready(Some(Ok(Frame::data(envelope(0, &item)))))
             }
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {}
@@ -155,7 +157,7 @@ impl Body for Envelopes {
         match this.end.take() {
             Some(end) => {
                 this.done = true;
-                Poll::Ready(Some(Ok(Frame::data(end))))
+                Poll::Ready(Some(Ok(end)))
             }
             // The handler dropped its sink while the call goes on: the call's own
             // waker brings the body back here when it ends.
@@ -164,29 +166,26 @@ impl Body for Envelopes {
     }
 }
 
-/// The JSON arguments of a streaming request, parsed (`{}` for none); a compressed
-/// envelope is decoded with the stream's `encoding` (at most `limit` bytes).
-pub(crate) fn parse_arguments(
+/// The one message of a streaming request's body (empty for none), expanded with the
+/// stream's `encoding` if its envelope is compressed (at most `limit` bytes).
+pub(crate) fn request_body(
     body: &[u8],
     encoding: Encoding,
     limit: usize,
-) -> Result<Value, (Code, String)> {
+) -> Result<Vec<u8>, (Code, String)> {
     let invalid = |message: String| (Code::InvalidArgument, message);
     let (message, compressed) = request_message(body).map_err(invalid)?;
-    let expanded;
-    let message = if compressed {
-        if encoding == Encoding::Identity {
-            return Err(invalid(
-                "a compressed envelope needs Connect-Content-Encoding (gzip)".into(),
-            ));
-        }
-        expanded = encoding.decode_or_refuse(message, limit, "message")?;
-        &expanded[..]
-    } else {
-        message
-    };
-    traitrpc_core::json::parse_arguments(message)
-        .map_err(|e| invalid(format!("the message is not valid JSON: {e}")))
+    if !compressed {
+        return Ok(message.to_vec());
+    }
+    if encoding == Encoding::Identity {
+        return Err(invalid(
+            "a compressed envelope needs Connect-Content-Encoding (gzip)".into(),
+        ));
+    }
+    Ok(encoding
+        .decode_or_refuse(message, limit, "message")?
+        .into_owned())
 }
 
 #[cfg(test)]
@@ -206,7 +205,7 @@ mod tests {
         assert!(request_message(&two).is_err(), "two messages");
         body[0] = COMPRESSED;
         assert_eq!(request_message(&body), Ok((&br#"{"a":1}"#[..], true)));
-        assert!(parse_arguments(&body, Encoding::Identity, 100).is_err());
+        assert!(request_body(&body, Encoding::Identity, 100).is_err());
         body[0] = 0x04;
         assert!(request_message(&body).unwrap_err().contains("flags"));
     }
@@ -215,7 +214,7 @@ mod tests {
     fn the_end_message_carries_the_error() {
         let end = end_message(&Answer::error(crate::connect::Code::Aborted, "boom"));
         assert_eq!(end[0], END_STREAM);
-        let json: Value = serde_json::from_slice(&end[5..]).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&end[5..]).unwrap();
         assert_eq!(json["error"]["code"], "aborted");
         assert_eq!(json["error"]["message"], "boom");
         assert_eq!(&end_message(&Answer::StreamEnded)[5..], b"{}");
