@@ -147,9 +147,7 @@ impl<'a> JsonMapping<'a> {
                         let converted = match variants.iter().find(|v| v.name == variant) {
                             Some(v) => match &v.shape {
                                 VariantShape::Unit => Value::Object(Map::new()),
-                                VariantShape::Newtype(shape) => {
-                                    self.proto_at(inner, shape, next)
-                                }
+                                VariantShape::Newtype(shape) => self.proto_at(inner, shape, next),
                                 VariantShape::Struct(fields) => {
                                     self.struct_to_proto(inner, fields, next)
                                 }
@@ -262,9 +260,7 @@ impl<'a> JsonMapping<'a> {
                         };
                         let inner = match &v.shape {
                             VariantShape::Unit => return Value::String(variant),
-                            VariantShape::Newtype(shape) => {
-                                self.serde_at(Some(inner), shape, next)
-                            }
+                            VariantShape::Newtype(shape) => self.serde_at(Some(inner), shape, next),
                             VariantShape::Struct(fields) => match inner {
                                 Value::Object(mut object) => {
                                     let fields = fields.iter().map(|f| (f.name.as_str(), &f.shape));

@@ -59,6 +59,34 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the .proto of the server's services, exported from their traits' schemas
+    #[command(after_help = "\
+The .proto that gRPC and Connect clients are generated from (docs/HTTP.md): one file per
+package, with field numbers derived from field names. Without SERVICE, every service the
+server hosts except the built-in ones (rpc.*). Methods with no protobuf form are listed
+in a comment at the top of the file, with the reason.
+
+With --out DIR, each file is written to DIR/NAME (shop.proto; services.proto for services
+without a package) and its path printed; otherwise the files are printed.
+
+Examples:
+  traitrpc proto 127.0.0.1:7070 > services.proto
+  traitrpc proto http://127.0.0.1:8080 shop.Orders --out proto/")]
+    Proto {
+        /// The server: host:port, unix:PATH or http://host:port
+        #[arg(value_name = "ADDR", value_parser = Target::parse)]
+        target: Target,
+        /// The services, by wire name (default: every service but rpc.*)
+        #[arg(value_name = "SERVICE")]
+        services: Vec<String>,
+        /// Write the files into this directory instead of printing them
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Connection options.
+        #[command(flatten)]
+        options: Options,
+    },
+
     /// List the services and their methods, one line per method
     #[command(after_help = "\
 Each line is SERVICE.METHOD(PARAMS), its kind (unary, server_stream, client_stream,

@@ -86,7 +86,8 @@ impl HttpClient {
             .method(method)
             .uri(self.target.path(path))
             .header(HOST, &self.target.authority)
-            .header("connect-protocol-version", "1")
+            // No Connect-Protocol-Version: with it the gateway would read and write
+            // proto3's JSON of the exported messages; the CLI speaks serde's JSON.
             .header(
                 "connect-timeout-ms",
                 self.timeout.as_millis().clamp(1, 9_999_999_999).to_string(),

@@ -1105,3 +1105,48 @@ async fn schema_diff_exits_0_unless_deployed_clients_break() {
         .await
         .assert_failed("is a snapshot of `shop.Orders`");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proto_prints_the_exported_proto_of_the_services() {
+    let shop = traitrpc::serve("127.0.0.1:0", orders_v1::OrdersServer::new(orders_v1::Shop))
+        .await
+        .expect("native server");
+    let addr = shop.local_addr().to_string();
+    let run = traitrpc(&["proto", &addr]).await;
+    run.assert_ok();
+    let input = traitrpc_proto::ServiceInput {
+        schema: orders_v1::OrdersClient::service_schema().clone(),
+        idempotent: Default::default(),
+    };
+    let export = traitrpc_proto::export(&[input]);
+    assert_eq!(
+        run.stdout,
+        traitrpc_proto::to_proto_text(&export.files[0], &export.skipped)
+    );
+    assert!(run.stdout.contains("package shop;"));
+    assert!(run.stdout.contains("service Orders {"));
+    assert!(
+        !run.stdout.contains("rpc.health"),
+        "built-in services are left out"
+    );
+
+    let dir = TempDir::new("proto");
+    let out = dir.0.join("out");
+    let run = traitrpc(&[
+        "proto",
+        &addr,
+        "shop.Orders",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    run.assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("shop.proto")).unwrap(),
+        traitrpc_proto::to_proto_text(&export.files[0], &export.skipped)
+    );
+    traitrpc(&["proto", &addr, "Nope"])
+        .await
+        .assert_failed("the server hosts no service `Nope`");
+    shop.shutdown().await;
+}
