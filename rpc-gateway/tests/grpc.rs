@@ -5,6 +5,7 @@
 #[path = "support/shop.rs"]
 mod shop;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -547,6 +548,60 @@ async fn the_proto_is_served_and_http2_shares_the_native_port() {
     assert_eq!(
         decode("shop.OrdersAddResponse", &answer.messages[0].1),
         json!({"result": "42"})
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_negotiates_h2_with_alpn_on_the_native_port() {
+    use traitrpc_transport_tcp::tls::{
+        Identity, TlsClientConfig, TlsListener, TlsServerConfig, TrustRoots,
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    let identity =
+        Identity::from_der(vec![certificate.der().to_vec()], key.serialize_der()).unwrap();
+    let router = router();
+    let server = traitrpc_core::Server::new(router.clone())
+        .share_port(traitrpc_gateway::on_native_port(router, Default::default()));
+    let listener = TlsListener::bind("127.0.0.1:0", TlsServerConfig::new(identity).unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = server.serve(listener, addr);
+
+    // A gRPC client's TLS: ALPN "h2" only.
+    let roots = TrustRoots::from_der([certificate.der().to_vec()]).unwrap();
+    let client = TlsClientConfig::new(roots).unwrap();
+    let mut config = (**client.rustls_config()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = encode("shop.OrdersAddRequest", json!({"a": 1, "b": 2}));
+    let request = Request::post(format!("https://localhost:{}/shop.Orders/add", addr.port()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(prefixed(0, &request))))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+        .await
+        .expect("answered")
+        .unwrap();
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    let frames = messages(&collected.to_bytes());
+    assert_eq!(
+        decode("shop.OrdersAddResponse", &frames[0].1),
+        json!({"result": "3"})
     );
     handle.shutdown().await;
 }

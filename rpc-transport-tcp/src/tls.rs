@@ -351,6 +351,13 @@ impl TrustRoots {
     }
 }
 
+/// The application protocols a server offers in ALPN: HTTP/2 (gRPC clients require it)
+/// and HTTP/1.1, for a gateway sharing the port. Native clients offer none, and a
+/// handshake without ALPN goes on as before.
+fn http_alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
 /// A TLS server's settings: its identity and, for mutual TLS, the roots client
 /// certificates must chain to. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -361,10 +368,11 @@ pub struct TlsServerConfig {
 impl TlsServerConfig {
     /// A server presenting `identity` that asks clients for no certificate.
     pub fn new(identity: Identity) -> Result<Self, TlsConfigError> {
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(identity.chain, identity.key)?;
+        config.alpn_protocols = http_alpn();
         Ok(TlsServerConfig::from_rustls(Arc::new(config)))
     }
 
@@ -377,10 +385,11 @@ impl TlsServerConfig {
             WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots.store), provider())
                 .build()
                 .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(identity.chain, identity.key)?;
+        config.alpn_protocols = http_alpn();
         Ok(TlsServerConfig::from_rustls(Arc::new(config)))
     }
 
