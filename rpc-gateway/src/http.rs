@@ -493,8 +493,13 @@ fn proto_file(shared: &Shared, rest: &str) -> Option<Response<HttpBody>> {
 /// The request body, within the size and time limits; or why not.
 pub(crate) async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, (Code, String)> {
     let limit = shared.config.max_body;
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(shared.config.body_timeout, collect).await {
+    let mut collect = Box::pin(Limited::new(body, limit).collect());
+    // A body that has arrived whole (a gRPC or Connect call's, usually) needs no timer.
+    let collected = match futures::FutureExt::now_or_never(&mut collect) {
+        Some(collected) => Ok(collected),
+        None => tokio::time::timeout(shared.config.body_timeout, collect).await,
+    };
+    match collected {
         Err(_) => Err((
             Code::DeadlineExceeded,
             format!(

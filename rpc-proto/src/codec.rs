@@ -50,13 +50,14 @@ pub struct ProtoCodec {
 struct Inner {
     export: ProtoExport,
     pool: DescriptorPool,
-    methods: HashMap<(String, String), MethodCodec>,
+    /// By service, then method (looked up with borrowed names: no allocation per call).
+    methods: HashMap<String, HashMap<String, MethodCodec>>,
 }
 
 impl std::fmt::Debug for ProtoCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProtoCodec")
-            .field("methods", &self.inner.methods.len())
+            .field("methods", &self.inner.export.methods.len())
             .finish()
     }
 }
@@ -96,14 +97,17 @@ impl ProtoCodec {
             let response = pool
                 .get_message_by_name(&exported.response)
                 .ok_or_else(|| DescriptorError(format!("{} is missing", exported.response)))?;
-            methods.insert(
-                (exported.service.clone(), exported.method.clone()),
-                MethodCodec {
-                    schema: Arc::new(schema.clone()),
-                    request,
-                    response,
-                },
-            );
+            methods
+                .entry(exported.service.clone())
+                .or_insert_with(HashMap::new)
+                .insert(
+                    exported.method.clone(),
+                    MethodCodec {
+                        schema: Arc::new(schema.clone()),
+                        request,
+                        response,
+                    },
+                );
         }
         Ok(ProtoCodec {
             inner: Arc::new(Inner {
@@ -126,9 +130,7 @@ impl ProtoCodec {
 
     /// Method `method` of service `service`, if it was exported.
     pub fn method(&self, service: &str, method: &str) -> Option<&MethodCodec> {
-        self.inner
-            .methods
-            .get(&(service.to_string(), method.to_string()))
+        self.inner.methods.get(service)?.get(method)
     }
 
     /// The `.proto` text of every exported file, in order: `(file name, text)`.

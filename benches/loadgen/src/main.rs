@@ -1,7 +1,7 @@
 //! Load generator for the RPC framework.
 //!
 //! ```text
-//! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc|tonic
+//! loadgen bench  --mode rpc|rpc-metrics|rpc-observed|handrpc|raw|raw-batched|tarpc|tonic|grpc-tonic|grpc-gateway
 //!                [--concurrency 64] [--connections 1] [--duration 3] [--warmup 1] [--payload 8]
 //!                [--content fill|json|noise]     (LOADGEN_COMPRESS=lz4: both sides compress)
 //!                (LOADGEN_HANDLER_AWAITS=1: the echo handler awaits once, on its own task)
@@ -30,6 +30,8 @@
 //! flags) are built with the cargo features of those names.
 
 mod allocs;
+#[cfg(feature = "tonic")]
+mod grpc_mode;
 mod handrpc;
 mod interleave;
 mod matrix;
@@ -216,6 +218,10 @@ async fn serve(mode: &str, addr: &str) -> Result<()> {
         "tarpc" => tarpc_mode::serve(addr).await?,
         #[cfg(feature = "tonic")]
         "tonic" => tonic_mode::serve(addr).await?,
+        #[cfg(feature = "tonic")]
+        "grpc-tonic" => grpc_mode::serve_tonic(addr).await?,
+        #[cfg(feature = "tonic")]
+        "grpc-gateway" => grpc_mode::serve_gateway(addr).await?,
         other => bail!("unknown mode `{other}` (built without the tarpc or tonic feature?)"),
     };
     println!("LISTENING {local}");
@@ -337,6 +343,10 @@ async fn bench(flags: &Flags) -> Result<()> {
                 Arc::clone(&phase),
             )
             .await?
+        }
+        #[cfg(feature = "tonic")]
+        "grpc-tonic" | "grpc-gateway" => {
+            grpc_mode::client(server.addr, connections, concurrency, Arc::clone(&phase)).await?
         }
         #[cfg(feature = "tonic")]
         "tonic" => {
