@@ -151,9 +151,11 @@ async fn run_method(
     };
     if method.kind != wanted {
         let how = match method.kind {
-            MethodKind::Unary => "it is unary: call it with Content-Type: application/json",
+            MethodKind::Unary => {
+                "it is unary: call it with Content-Type: application/json or application/proto"
+            }
             MethodKind::ServerStream => {
-                "it streams its answer: call it with Content-Type: application/connect+json"
+                "it streams its answer: call it with Content-Type: application/connect+json or application/connect+proto"
             }
             MethodKind::ClientStream | MethodKind::BidiStream => {
                 "it takes a stream, which the gateway does not serve"

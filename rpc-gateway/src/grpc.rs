@@ -70,7 +70,7 @@ impl Flavor {
     }
 
     /// The content type of the answer.
-    fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match (self.web, self.codec) {
             (false, Codec::Proto) => "application/grpc",
             (false, Codec::Json) => "application/grpc+json",
@@ -265,7 +265,7 @@ pub(crate) async fn answer(
     flavor: Flavor,
 ) -> Response<HttpBody> {
     if crate::reflection::is_reflection(&service, &method) {
-        return crate::reflection::serve(shared, &service, body, flavor);
+        return crate::reflection::serve(shared, body, crate::reflection::Framing::Grpc(flavor));
     }
     let refuse = |code: Code, message: String| trailers_only(flavor, &Answer::error(code, message));
     let choice = match Choice::new(shared, &service, &method, flavor.codec, true) {

@@ -277,18 +277,21 @@ async fn answer(
             return grpc::answer(shared, info, parts, body, service, method, grpc).await;
         }
     }
-    let streaming = !is_get
-        && matches!(
-            content_type.as_deref(),
-            Some("application/connect+json" | "application/connect+proto")
-        );
+    let stream_type = match content_type.as_deref() {
+        Some("application/connect+json") if !is_get => Some(stream::CONTENT_TYPE),
+        Some("application/connect+proto") if !is_get => Some(stream::PROTO_CONTENT_TYPE),
+        _ => None,
+    };
+    let streaming = stream_type.is_some();
+    if stream_type == Some(stream::PROTO_CONTENT_TYPE)
+        && crate::reflection::is_reflection(&service, &method)
+    {
+        return crate::reflection::serve(shared, body, crate::reflection::Framing::Connect);
+    }
     // A stream's refusals are Connect stream answers: 200, the error in the end message.
-    let refusal = |code: Code, message: &str| {
-        if streaming {
-            stream_error(code, message)
-        } else {
-            error(code, message)
-        }
+    let refusal = |code: Code, message: &str| match stream_type {
+        Some(content_type) => stream_error(content_type, code, message),
+        None => error(code, message),
     };
     // A GET carries its message (and its codec) in the query.
     let get = if is_get {
@@ -520,11 +523,12 @@ pub(crate) async fn read_body(shared: &Shared, body: Incoming) -> Result<Bytes, 
 }
 
 /// A stream's refusal before its call starts, as Connect's streaming protocol answers
-/// every outcome: `200`, no items, the error in the end-of-stream message.
-fn stream_error(code: Code, message: &str) -> Response<HttpBody> {
+/// every outcome: `200`, no items, the error in the end-of-stream message (JSON whatever
+/// the codec), under the request's own content type (`content_type`).
+fn stream_error(content_type: &'static str, code: Code, message: &str) -> Response<HttpBody> {
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, stream::CONTENT_TYPE)
+        .header(header::CONTENT_TYPE, content_type)
         .body(Full::new(stream::end_message(&Answer::error(code, message))).boxed_unsync())
         .expect("a valid response")
 }

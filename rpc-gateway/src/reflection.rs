@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::header;
 use hyper::{Response, StatusCode};
 use prost::Message;
@@ -212,31 +212,71 @@ fn with_imports(file: &FileDescriptor) -> FileDescriptorResponse {
     }
 }
 
+/// How a reflection call is framed: gRPC (or gRPC-Web), or Connect's streaming protocol
+/// (`buf curl`'s default, which reflects over the protocol it calls with).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Framing {
+    /// gRPC or gRPC-Web: trailers (or the trailers message) end the answer.
+    Grpc(Flavor),
+    /// Connect's streaming protocol: the end-of-stream message ends it.
+    Connect,
+}
+
+impl Framing {
+    fn content_type(self) -> &'static str {
+        match self {
+            Framing::Grpc(flavor) => flavor.content_type(),
+            Framing::Connect => stream::PROTO_CONTENT_TYPE,
+        }
+    }
+
+    fn end(self, answer: &Answer) -> Frame<Bytes> {
+        match self {
+            Framing::Grpc(flavor) => grpc::end_frame(flavor, answer),
+            Framing::Connect => Frame::data(stream::end_message(answer)),
+        }
+    }
+
+    /// An answer with no messages: only how the call ended.
+    fn refusal(self, code: Code, message: &str) -> Response<HttpBody> {
+        let answer = Answer::error(code, message);
+        match self {
+            Framing::Grpc(flavor) => grpc::trailers_only(flavor, &answer),
+            Framing::Connect => Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, self.content_type())
+                .body(
+                    http_body_util::Full::new(stream::end_message(&answer))
+                        .map_err(|e| match e {})
+                        .boxed_unsync(),
+                )
+                .expect("a valid response"),
+        }
+    }
+}
+
 /// Serves one reflection call: answers stream out as the requests come in.
-pub(crate) fn serve(
-    shared: &Arc<Shared>,
-    service: &str,
-    body: Incoming,
-    flavor: Flavor,
-) -> Response<HttpBody> {
-    let refuse =
-        |code: Code, message: &str| grpc::trailers_only(flavor, &Answer::error(code, message));
+pub(crate) fn serve(shared: &Arc<Shared>, body: Incoming, framing: Framing) -> Response<HttpBody> {
     let Some(proto) = shared.proto.clone() else {
-        return refuse(
+        return framing.refusal(
             Code::Unimplemented,
             "the gateway has no protobuf form of its services",
         );
     };
-    if flavor.codec != Codec::Proto {
-        return refuse(Code::Unimplemented, "reflection speaks protobuf only");
+    if let Framing::Grpc(flavor) = framing {
+        if flavor.codec != Codec::Proto {
+            return framing.refusal(Code::Unimplemented, "reflection speaks protobuf only");
+        }
     }
     let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
-        return refuse(
+        return framing.refusal(
             Code::ResourceExhausted,
             "the gateway is at its in-flight limit; the call did not run",
         );
     };
-    let mut services: Vec<String> = proto
+    // The exported services (the reflection service itself has no descriptor here, so it
+    // is not listed: a listed name must resolve).
+    let services: Vec<String> = proto
         .export()
         .files
         .iter()
@@ -251,7 +291,6 @@ pub(crate) fn serve(
             })
         })
         .collect();
-    services.push(service.to_string());
     let limit = shared.config.max_body;
     let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
     let run = Box::pin(async move {
@@ -270,11 +309,11 @@ pub(crate) fn serve(
             Ok(()) => Answer::StreamEnded,
             Err(message) => Answer::error(Code::InvalidArgument, message),
         };
-        grpc::end_frame(flavor, &answer)
+        framing.end(&answer)
     });
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/grpc")
+        .header(header::CONTENT_TYPE, framing.content_type())
         .body(Envelopes::new(items_out, run, permit).boxed_unsync())
         .expect("a valid response")
 }

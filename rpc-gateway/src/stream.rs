@@ -31,6 +31,8 @@ use crate::encoding::Encoding;
 /// The content type of Connect's streaming JSON (also of a refusal before the codec is
 /// known: the end message is JSON whatever the codec).
 pub(crate) const CONTENT_TYPE: &str = "application/connect+json";
+/// The content type of Connect's streaming protobuf.
+pub(crate) const PROTO_CONTENT_TYPE: &str = "application/connect+proto";
 
 /// The flag of the end-of-stream message.
 const END_STREAM: u8 = 0x02;

@@ -605,3 +605,69 @@ async fn grpc_over_tls_negotiates_h2_with_alpn_on_the_native_port() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_reflection_answer_in_the_request_s_own_protocol() {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ListServices {
+        #[prost(string, tag = "7")]
+        list_services: String,
+    }
+    let gateway = gateway().await;
+    let addr = gateway.local_addr();
+    let post = |path: &'static str, content_type: &'static str, body: Vec<u8>| async move {
+        let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let (mut sender, connection) = http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(connection);
+        let request = Request::post(format!("http://{addr}{path}"))
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (content_type, messages(&body))
+    };
+    // A Connect stream refused before it starts: its own content type, the end message.
+    let (content_type, frames) = post(
+        "/shop.Orders/nope",
+        "application/connect+proto",
+        prefixed(0, &[]),
+    )
+    .await;
+    assert_eq!(content_type, "application/connect+proto");
+    assert_eq!(frames[0].0, 0x02);
+    assert!(String::from_utf8_lossy(&frames[0].1).contains("unimplemented"));
+
+    let list = prefixed(
+        0,
+        &ListServices {
+            list_services: "*".into(),
+        }
+        .encode_to_vec(),
+    );
+    for (content_type, end_flag) in [
+        ("application/connect+proto", 0x02),
+        ("application/grpc-web+proto", 0x80),
+    ] {
+        let (answered_as, frames) = post(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            content_type,
+            list.clone(),
+        )
+        .await;
+        assert_eq!(answered_as, content_type);
+        assert_eq!(frames.len(), 2, "the listing, then the end");
+        let listing = String::from_utf8_lossy(&frames[0].1).to_string();
+        assert!(listing.contains("shop.Orders"), "{listing}");
+        assert!(
+            !listing.contains("ServerReflection"),
+            "only services that resolve are listed"
+        );
+        assert_eq!(frames[1].0, end_flag);
+    }
+    gateway.shutdown().await;
+}

@@ -37,7 +37,7 @@
 //! | `discovery` | `discovery`, `BalancedChannel`: several replicas behind one client (static lists, balancing, retries, ejection) |
 //! | `dns` | `discovery::dns`: DNS A/AAAA and SRV discovery |
 //! | `etcd` | `discovery::etcd`: registration and discovery in etcd |
-//! | `gateway` | `gateway`: HTTP/JSON (Connect's JSON, unary and server streams) for curl, browsers and other languages, from the same router |
+//! | `gateway` | `gateway`: HTTP for curl, browsers, gRPC and Connect clients in any language (JSON, Connect, gRPC, gRPC-Web, reflection), from the same router; `proto`: the `.proto` exported from a trait |
 //! | `schema` | JSON Schemas of arguments and results in reflection and the gateway's OpenAPI document, for types deriving `schemars::JsonSchema` (re-exported as `schemars`) |
 //! | `observability` | `observability`: Prometheus metrics, tracing with W3C trace context, the admin endpoint |
 
@@ -107,3 +107,6 @@ pub use traitrpc_core::schemars;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub use traitrpc_gateway as gateway;
+#[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
+pub use traitrpc_proto as proto;
