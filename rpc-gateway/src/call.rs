@@ -14,6 +14,7 @@ use traitrpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
 use traitrpc_core::protocol::status;
 use traitrpc_core::{Answered, Context, HandlerFuture, Metadata, Next, Rejection, Router};
 
+use traitrpc_proto::json::JsonMapping;
 use traitrpc_proto::MethodCodec;
 
 use crate::connect::Code;
@@ -181,8 +182,10 @@ async fn run_method(
     // base64): read into serde's spelling, guided by the method's schema.
     let mut args = call.args;
     let schema = service.schema().and_then(|s| s.method(method.name));
-    if let (Some(schema), Some(object)) = (schema, args.as_object_mut()) {
-        crate::proto3::normalize_arguments(schema, object);
+    if let (Some(schema), Value::Object(object)) = (schema, &mut args) {
+        let mapping = JsonMapping::new(&schema.types).leaving_absent_fields();
+        let params = schema.params.iter().map(|p| (p.name.as_str(), &p.shape));
+        *object = mapping.serde_fields_of(std::mem::take(object), params);
     }
     let args = match traitrpc_core::json::named_arguments(&method, args) {
         Ok(args) => args,

@@ -533,6 +533,13 @@ fn stream_error(content_type: &'static str, code: Code, message: &str) -> Respon
         .expect("a valid response")
 }
 
+/// URL-safe base64, padded or not (Connect's GET `base64=1`).
+const URL_SAFE_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// A Connect GET's query: `message` (the request message, percent-encoded; empty if
 /// absent), `encoding` (`json` or `proto`), `base64=1` (the message is URL-safe base64,
 /// padded or not), `compression` (`gzip`), `connect=v1` (a Connect client).
@@ -581,14 +588,12 @@ impl GetQuery {
     fn message(self, limit: usize) -> Result<Vec<u8>, (Code, String)> {
         let mut bytes = self.message;
         if self.base64 {
-            bytes = crate::proto3::URL_SAFE_LENIENT
-                .decode(&bytes)
-                .map_err(|e| {
-                    (
-                        Code::InvalidArgument,
-                        format!("the message is not URL-safe base64: {e}"),
-                    )
-                })?;
+            bytes = URL_SAFE_LENIENT.decode(&bytes).map_err(|e| {
+                (
+                    Code::InvalidArgument,
+                    format!("the message is not URL-safe base64: {e}"),
+                )
+            })?;
         }
         let encoding = Encoding::named(self.compression.as_deref())
             .map_err(|message| (Code::Unimplemented, message))?;

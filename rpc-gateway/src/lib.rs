@@ -56,7 +56,6 @@ pub mod describe;
 mod encoding;
 mod grpc;
 mod http;
-mod proto3;
 mod reflection;
 mod stream;
 mod write_timeout;

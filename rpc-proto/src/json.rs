@@ -35,12 +35,25 @@ const MAX_DEPTH: usize = 128;
 #[derive(Clone, Copy)]
 pub struct JsonMapping<'a> {
     types: &'a BTreeMap<String, TypeShape>,
+    /// Absent fields read as protobuf's defaults (else they stay absent).
+    defaults: bool,
 }
 
 impl<'a> JsonMapping<'a> {
     /// The mapping for shapes that refer to `types` (a method's `types`).
     pub fn new(types: &'a BTreeMap<String, TypeShape>) -> Self {
-        JsonMapping { types }
+        JsonMapping {
+            types,
+            defaults: true,
+        }
+    }
+
+    /// The same mapping, but reading leaves absent fields absent: for serde's JSON that
+    /// may use proto3's spellings (a curl user's), where a missing field is the caller's
+    /// mistake for serde to name, not a default.
+    pub fn leaving_absent_fields(mut self) -> Self {
+        self.defaults = false;
+        self
     }
 
     /// `value` (serde's JSON of a `shape`) in proto3's JSON.
@@ -242,6 +255,20 @@ impl<'a> JsonMapping<'a> {
                 ),
                 other => other,
             },
+            // No protobuf form, but serde's JSON with proto3's spellings inside.
+            Shape::Tuple(items) => match value {
+                Value::Array(values) => Value::Array(
+                    values
+                        .into_iter()
+                        .zip(items.iter().map(Some).chain(std::iter::repeat(None)))
+                        .map(|(v, s)| match s {
+                            Some(s) => self.serde_at(Some(v), s, next),
+                            None => v,
+                        })
+                        .collect(),
+                ),
+                other => other,
+            },
             Shape::Named(name) => match self.types.get(name) {
                 Some(TypeShape::UnitStruct) => Value::Null,
                 Some(TypeShape::Struct { fields, .. }) => match value {
@@ -289,7 +316,9 @@ impl<'a> JsonMapping<'a> {
     ) {
         for (name, shape) in fields {
             let present = object.remove(name);
-            if present.is_none() && matches!(self.resolve(shape), Shape::Option(_)) {
+            if present.is_none()
+                && (!self.defaults || matches!(self.resolve(shape), Shape::Option(_)))
+            {
                 continue;
             }
             let value = self.serde_at(present, shape, depth);
@@ -458,6 +487,28 @@ mod tests {
         assert_eq!(
             mapping.proto_of(moved.clone(), &Shape::Named("Status".into())),
             moved
+        );
+    }
+
+    #[test]
+    fn serde_json_with_proto3_spellings_is_read_without_inventing_fields() {
+        let types = types();
+        let mapping = JsonMapping::new(&types).leaving_absent_fields();
+        let order = Shape::Named("Order".into());
+        let sent = json!({"id": "18446744073709551615", "blob": "AQID", "status": {"Held": "4"}});
+        assert_eq!(
+            mapping.serde_of(Some(sent), &order),
+            json!({"id": 18446744073709551615u64, "blob": [1, 2, 3], "status": {"Held": 4}})
+        );
+        // What fits neither is left for serde to refuse, with its own message.
+        assert_eq!(
+            mapping.serde_of(Some(json!("five")), &Shape::I64),
+            json!("five")
+        );
+        let pair = Shape::Tuple(vec![Shape::I64, Shape::Str]);
+        assert_eq!(
+            mapping.serde_of(Some(json!(["-3", "x"])), &pair),
+            json!([-3, "x"])
         );
     }
 
