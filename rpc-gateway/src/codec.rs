@@ -29,8 +29,10 @@ pub(crate) struct Choice {
 }
 
 impl Choice {
-    /// The choice for `service.method` in `codec`; protobuf (binary, or proto3's JSON)
-    /// needs the method in the export, else `unimplemented` says why it is not.
+    /// The choice for `service.method` in `codec`. Binary protobuf needs the method in
+    /// the export, else `unimplemented` says why it is not there; proto3's JSON is used
+    /// for an exported method and serde's otherwise (a method with no protobuf form is
+    /// still callable in JSON, whoever asks).
     pub(crate) fn new(
         shared: &Shared,
         service: &str,
@@ -38,13 +40,12 @@ impl Choice {
         codec: Codec,
         proto3_json: bool,
     ) -> Result<Choice, (Code, String)> {
-        let needs_proto = codec == Codec::Proto || proto3_json;
         let found = shared
             .proto
             .as_ref()
             .and_then(|p| p.method(service, method))
             .cloned();
-        if needs_proto && found.is_none() {
+        if codec == Codec::Proto && found.is_none() {
             return Err((Code::Unimplemented, not_exported(shared, service, method)));
         }
         Ok(Choice {
