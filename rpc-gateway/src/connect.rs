@@ -1,7 +1,11 @@
-//! The Connect protocol's unary JSON shapes: error codes and their HTTP statuses, the
-//! error body, the timeout header, and which request headers become call metadata.
+//! The Connect protocol's shapes: error codes and their HTTP statuses, the error body,
+//! the timeout header, which request headers become call metadata, and a GET's query.
 
+use base64::Engine;
 use hyper::header::HeaderMap;
+
+use crate::codec::Codec;
+use crate::encoding::Encoding;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use traitrpc_core::protocol::status;
@@ -202,6 +206,76 @@ pub fn metadata(headers: &HeaderMap) -> Result<Metadata, String> {
             .map_err(|e| format!("header {name}: {e}"))?;
     }
     Ok(metadata)
+}
+
+/// URL-safe base64, padded or not (Connect's GET `base64=1`).
+const URL_SAFE_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// A Connect GET's query: `message` (the request message, percent-encoded; empty if
+/// absent), `encoding` (`json` or `proto`), `base64=1` (the message is URL-safe base64,
+/// padded or not), `compression` (`gzip`), `connect=v1` (a Connect client).
+pub(crate) struct GetQuery {
+    pub(crate) message: Vec<u8>,
+    pub(crate) codec: Codec,
+    pub(crate) base64: bool,
+    pub(crate) compression: Option<String>,
+    pub(crate) connect: bool,
+}
+
+pub(crate) fn get_query(query: &str) -> Result<GetQuery, (Code, String)> {
+    let mut get = GetQuery {
+        message: Vec::new(),
+        codec: Codec::Json,
+        base64: false,
+        compression: None,
+        connect: false,
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "message" => get.message = value.into_owned().into_bytes(),
+            "encoding" => {
+                get.codec = match &*value {
+                    "json" => Codec::Json,
+                    "proto" => Codec::Proto,
+                    other => {
+                        return Err((
+                            Code::Unimplemented,
+                            format!("encoding {other} is not served: json or proto"),
+                        ))
+                    }
+                }
+            }
+            "base64" => get.base64 = value == "1",
+            "compression" => get.compression = Some(value.into_owned()),
+            "connect" => get.connect = value.starts_with('v'),
+            _ => {}
+        }
+    }
+    Ok(get)
+}
+
+impl GetQuery {
+    /// The request message, decoded and expanded (at most `limit` bytes).
+    pub(crate) fn message(self, limit: usize) -> Result<Vec<u8>, (Code, String)> {
+        let mut bytes = self.message;
+        if self.base64 {
+            bytes = URL_SAFE_LENIENT.decode(&bytes).map_err(|e| {
+                (
+                    Code::InvalidArgument,
+                    format!("the message is not URL-safe base64: {e}"),
+                )
+            })?;
+        }
+        let encoding = Encoding::named(self.compression.as_deref())
+            .map_err(|message| (Code::Unimplemented, message))?;
+        Ok(encoding
+            .decode_or_refuse(&bytes, limit, "message")?
+            .into_owned())
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! What the gateway says about itself: the services and methods it serves (reflection,
+//! What the gateway says about itself: the exported `.proto` files ([`PROTO_PATH`]), the
+//! services and methods it serves (reflection,
 //! `GET /.well-known/rrpc/services`, the same descriptions as the native reflection
 //! service `rpc.reflection.v1.Reflection`) and an OpenAPI 3.1 document of its paths
 //! (`GET /openapi.json`), both built from the services' own JSON method lists and
@@ -23,6 +24,32 @@ pub const PROTO_PATH: &str = "/.well-known/rrpc/proto";
 
 /// The path of the OpenAPI document.
 pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// The exported `.proto` files (`GET /.well-known/rrpc/proto`): `{"files": [{"name",
+/// "path"}], "skipped": [{"service", "method", "reason"}]}`.
+pub fn proto_listing(proto: &traitrpc_proto::ProtoCodec) -> Value {
+    let export = proto.export();
+    let files: Vec<Value> = export
+        .files
+        .iter()
+        .map(|f| json!({ "name": f.name(), "path": format!("{PROTO_PATH}/{}", f.name()) }))
+        .collect();
+    let skipped: Vec<Value> = export
+        .skipped
+        .iter()
+        .map(|s| json!({ "service": s.service, "method": s.method, "reason": s.reason }))
+        .collect();
+    json!({ "files": files, "skipped": skipped })
+}
+
+/// The text of the exported file `name`, if there is one.
+pub fn proto_file(proto: &traitrpc_proto::ProtoCodec, name: &str) -> Option<String> {
+    proto
+        .proto_files()
+        .into_iter()
+        .find(|(file, _)| file == name)
+        .map(|(_, text)| text)
+}
 
 /// The reflection listing: `{"services": [{"name", "methods": [{"name", "kind",
 /// "idempotent", "params", "arguments", "result", "error", "path"}]}]}`, the schemas as

@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -295,7 +294,7 @@ async fn answer(
     };
     // A GET carries its message (and its codec) in the query.
     let get = if is_get {
-        match get_query(parts.uri.query().unwrap_or("")) {
+        match connect::get_query(parts.uri.query().unwrap_or("")) {
             Ok(get) => Some(get),
             Err((code, message)) => return error(code, &message),
         }
@@ -444,46 +443,20 @@ async fn answer(
     }
 }
 
-/// `GET /.well-known/rrpc/proto`: the exported `.proto` files, `{"files": [{"name",
-/// "path"}], "skipped": [{"service", "method", "reason"}]}`.
+/// `GET /.well-known/rrpc/proto`: the exported files' listing.
 fn proto_listing(shared: &Shared) -> Response<HttpBody> {
-    let Some(proto) = &shared.proto else {
-        return error(
+    match &shared.proto {
+        Some(proto) => json(StatusCode::OK, &describe::proto_listing(proto)),
+        None => error(
             Code::NotFound,
             "the gateway has no protobuf form of its services",
-        );
-    };
-    let export = proto.export();
-    let files: Vec<Value> = export
-        .files
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "name": f.name(),
-                "path": format!("{}/{}", describe::PROTO_PATH, f.name()),
-            })
-        })
-        .collect();
-    let skipped: Vec<Value> = export
-        .skipped
-        .iter()
-        .map(|s| serde_json::json!({"service": s.service, "method": s.method, "reason": s.reason}))
-        .collect();
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "files": files, "skipped": skipped }),
-    )
+        ),
+    }
 }
 
 /// `GET /.well-known/rrpc/proto/{name}`: one exported `.proto` file as text.
 fn proto_file(shared: &Shared, rest: &str) -> Option<Response<HttpBody>> {
-    let name = rest.strip_prefix('/')?;
-    let (_, text) = shared
-        .proto
-        .as_ref()?
-        .proto_files()
-        .into_iter()
-        .find(|(file, _)| file == name)?;
+    let text = describe::proto_file(shared.proto.as_ref()?, rest.strip_prefix('/')?)?;
     Some(
         Response::builder()
             .status(StatusCode::OK)
@@ -531,76 +504,6 @@ fn stream_error(content_type: &'static str, code: Code, message: &str) -> Respon
         .header(header::CONTENT_TYPE, content_type)
         .body(Full::new(stream::end_message(&Answer::error(code, message))).boxed_unsync())
         .expect("a valid response")
-}
-
-/// URL-safe base64, padded or not (Connect's GET `base64=1`).
-const URL_SAFE_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-);
-
-/// A Connect GET's query: `message` (the request message, percent-encoded; empty if
-/// absent), `encoding` (`json` or `proto`), `base64=1` (the message is URL-safe base64,
-/// padded or not), `compression` (`gzip`), `connect=v1` (a Connect client).
-struct GetQuery {
-    message: Vec<u8>,
-    codec: Codec,
-    base64: bool,
-    compression: Option<String>,
-    connect: bool,
-}
-
-fn get_query(query: &str) -> Result<GetQuery, (Code, String)> {
-    let mut get = GetQuery {
-        message: Vec::new(),
-        codec: Codec::Json,
-        base64: false,
-        compression: None,
-        connect: false,
-    };
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*key {
-            "message" => get.message = value.into_owned().into_bytes(),
-            "encoding" => {
-                get.codec = match &*value {
-                    "json" => Codec::Json,
-                    "proto" => Codec::Proto,
-                    other => {
-                        return Err((
-                            Code::Unimplemented,
-                            format!("encoding {other} is not served: json or proto"),
-                        ))
-                    }
-                }
-            }
-            "base64" => get.base64 = value == "1",
-            "compression" => get.compression = Some(value.into_owned()),
-            "connect" => get.connect = value.starts_with('v'),
-            _ => {}
-        }
-    }
-    Ok(get)
-}
-
-impl GetQuery {
-    /// The request message, decoded and expanded (at most `limit` bytes).
-    fn message(self, limit: usize) -> Result<Vec<u8>, (Code, String)> {
-        let mut bytes = self.message;
-        if self.base64 {
-            bytes = URL_SAFE_LENIENT.decode(&bytes).map_err(|e| {
-                (
-                    Code::InvalidArgument,
-                    format!("the message is not URL-safe base64: {e}"),
-                )
-            })?;
-        }
-        let encoding = Encoding::named(self.compression.as_deref())
-            .map_err(|message| (Code::Unimplemented, message))?;
-        Ok(encoding
-            .decode_or_refuse(&bytes, limit, "message")?
-            .into_owned())
-    }
 }
 
 /// `response`, after reading what the client sends of its body (within the body limits):
