@@ -181,6 +181,11 @@ async fn handle(
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         if let Some(origin) = origin {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            // gRPC-Web's status of a call refused before it ran is in the headers.
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"),
+            );
         }
     }
     tracing::debug!(%peer, status = response.status().as_u16(), "gateway request");

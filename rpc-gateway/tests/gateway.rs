@@ -373,6 +373,8 @@ async fn hostile_requests_meet_limits_and_the_gateway_stays_up() {
     let lower = text.to_ascii_lowercase();
     assert!(lower.contains("access-control-allow-origin: http://app.example"));
     assert!(lower.contains("access-control-allow-headers: content-type"));
+    // gRPC-Web in a browser reads a refused call's status from the headers.
+    assert!(lower.contains("access-control-expose-headers: grpc-status, grpc-message"));
     let (_, text) = raw(
         addr,
         b"POST /Calc/add HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"a\":1,\"b\":2}",
