@@ -1,8 +1,8 @@
 //! serde's JSON and proto3's JSON of the same value, converted both ways with the traced
 //! shape as the guide. The services speak serde's JSON (what `serde_json` writes for the
 //! Rust types); protobuf clients speak proto3's JSON mapping of the exported `.proto`
-//! (and the binary codec goes through it, [`crate::codec`]). They differ where the
-//! mapping says ([`crate::mapping`]):
+//! (and the binary codec goes through it, [`ProtoCodec`](crate::ProtoCodec)). They
+//! differ where the mapping says ([`crate::mapping`]):
 //!
 //! | value | serde | proto3 |
 //! |---|---|---|
