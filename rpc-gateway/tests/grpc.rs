@@ -289,6 +289,22 @@ async fn grpc_streams_errors_deadlines_metadata_and_compression() {
         json!({"result": "hello"})
     );
 
+    // gRPC with proto3's JSON as the codec.
+    let answer = grpc(
+        addr,
+        "/shop.Orders/add",
+        "application/grpc+json",
+        prefixed(0, br#"{"a":"9007199254740993","b":"1"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.headers["content-type"], "application/grpc+json");
+    assert_eq!(answer.status(), "0");
+    assert_eq!(
+        &answer.messages[0].1[..],
+        br#"{"result":"9007199254740994"}"#
+    );
+
     // A gzipped request message.
     let request = encode("shop.OrdersAddRequest", json!({"a": 2, "b": 3}));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
