@@ -292,9 +292,10 @@ pub(crate) fn serve(shared: &Arc<Shared>, body: Incoming, framing: Framing) -> R
         })
         .collect();
     let limit = shared.config.max_body;
+    let idle = shared.config.body_timeout;
     let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
     let run = Box::pin(async move {
-        let ended = answer_each(body, limit, |request| {
+        let ended = answer_each(body, limit, idle, |request| {
             let response = reply(proto.pool(), &services, request);
             let items = items.clone();
             async move {
@@ -319,8 +320,14 @@ pub(crate) fn serve(shared: &Arc<Shared>, body: Incoming, framing: Framing) -> R
 }
 
 /// Reads `body`'s length-prefixed request messages as they arrive and calls `answer` on
-/// each (it says whether the caller still listens); `Err` for a malformed stream.
-async fn answer_each<F, Fut>(mut body: Incoming, limit: usize, answer: F) -> Result<(), String>
+/// each (it says whether the caller still listens); `Err` for a malformed stream, or one
+/// that sends nothing for `idle` (it would hold an in-flight slot).
+async fn answer_each<F, Fut>(
+    mut body: Incoming,
+    limit: usize,
+    idle: std::time::Duration,
+    answer: F,
+) -> Result<(), String>
 where
     F: Fn(ReflectionRequest) -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -346,7 +353,10 @@ where
                 return Ok(());
             }
         }
-        match body.frame().await {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            return Err(format!("no request for {idle:?}"));
+        };
+        match frame {
             None => return Ok(()),
             Some(Err(e)) => return Err(format!("the request stream failed: {e}")),
             Some(Ok(frame)) => {

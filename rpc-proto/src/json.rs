@@ -200,7 +200,10 @@ impl<'a> JsonMapping<'a> {
 
     fn serde_at(&self, value: Option<Value>, shape: &Shape, depth: usize) -> Value {
         let shape = self.resolve(shape);
-        let Some(value) = value.filter(|v| !v.is_null() || matches!(shape, Shape::Option(_)))
+        // proto3's JSON reads `null` as the field's default; serde's JSON leaves it for
+        // serde to judge (a `null` where a number belongs is an error, never a 0).
+        let Some(value) =
+            value.filter(|v| !v.is_null() || !self.defaults || matches!(shape, Shape::Option(_)))
         else {
             return self.default_of(shape, depth);
         };
@@ -500,7 +503,15 @@ mod tests {
             mapping.serde_of(Some(sent), &order),
             json!({"id": 18446744073709551615u64, "blob": [1, 2, 3], "status": {"Held": 4}})
         );
-        // What fits neither is left for serde to refuse, with its own message.
+        // What fits neither is left for serde to refuse, with its own message; a null is
+        // not a default here.
+        assert_eq!(
+            mapping.serde_of(Some(json!(null)), &Shape::U32),
+            json!(null)
+        );
+        let nulls = json!({"n": null}).as_object().unwrap().clone();
+        let read = mapping.serde_fields_of(nulls.clone(), [("n", &Shape::U32)]);
+        assert_eq!(read, nulls);
         assert_eq!(
             mapping.serde_of(Some(json!("five")), &Shape::I64),
             json!("five")
