@@ -12,12 +12,13 @@ use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
 };
 use serde_json::{Map, Value};
-use traitrpc_core::schema::{MethodSchema, Shape};
+use traitrpc_core::schema::{MethodSchema, Shape, TypeShape, VariantShape};
 use traitrpc_core::Router;
 
 use crate::export::{export, ProtoExport, ServiceInput};
 use crate::json::JsonMapping;
 use crate::numbers::RESULT_FIELD;
+use crate::wire::{Fields, Plans, Wire};
 
 /// Why a message could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +104,7 @@ impl ProtoCodec {
                 .insert(
                     exported.method.clone(),
                     MethodCodec {
+                        direct: Direct::new(schema).map(Arc::new),
                         schema: Arc::new(schema.clone()),
                         request,
                         response,
@@ -177,6 +179,59 @@ pub struct MethodCodec {
     schema: Arc<MethodSchema>,
     request: MessageDescriptor,
     response: MessageDescriptor,
+    /// The direct codec's plans, for a method without opaque values (those go through
+    /// prost-reflect's `google.protobuf.Value`).
+    direct: Option<Arc<Direct>>,
+}
+
+/// What the direct codec needs for one method, computed once.
+#[derive(Debug)]
+struct Direct {
+    plans: Plans,
+    request: Fields,
+    response: Fields,
+}
+
+impl Direct {
+    fn new(schema: &MethodSchema) -> Option<Direct> {
+        let opaque = schema.params.iter().any(|p| has_opaque(&p.shape))
+            || has_opaque(&schema.result)
+            || schema.types.values().any(|t| match t {
+                TypeShape::NewtypeStruct(s) => has_opaque(s),
+                TypeShape::TupleStruct(items) => items.iter().any(has_opaque),
+                TypeShape::Struct { fields, .. } => fields.iter().any(|f| has_opaque(&f.shape)),
+                TypeShape::Enum(variants) => variants.iter().any(|v| match &v.shape {
+                    VariantShape::Unit => false,
+                    VariantShape::Newtype(s) => has_opaque(s),
+                    VariantShape::Tuple(items) => items.iter().any(has_opaque),
+                    VariantShape::Struct(fields) => fields.iter().any(|f| has_opaque(&f.shape)),
+                }),
+                TypeShape::UnitStruct => false,
+            });
+        if opaque {
+            return None;
+        }
+        Some(Direct {
+            plans: Plans::new(&schema.types),
+            request: Fields::new(schema.params.iter().map(|p| (p.name.as_str(), &p.shape))),
+            response: if schema.result == Shape::Unit {
+                Fields::default()
+            } else {
+                Fields::result(&schema.result)
+            },
+        })
+    }
+}
+
+/// Whether `shape` holds an opaque value anywhere (not through named types).
+fn has_opaque(shape: &Shape) -> bool {
+    match shape {
+        Shape::Opaque(_) => true,
+        Shape::Option(inner) | Shape::Seq(inner) => has_opaque(inner),
+        Shape::Map(k, v) => has_opaque(k) || has_opaque(v),
+        Shape::Tuple(items) => items.iter().any(has_opaque),
+        _ => false,
+    }
 }
 
 impl MethodCodec {
@@ -188,6 +243,24 @@ impl MethodCodec {
     /// The arguments (an object by parameter name, serde's JSON) in a request message's
     /// protobuf bytes.
     pub fn decode_request(&self, bytes: &[u8]) -> Result<Value, ProtoError> {
+        let Some(direct) = &self.direct else {
+            return self.decode_request_dynamic(bytes);
+        };
+        let wire = Wire {
+            types: &self.schema.types,
+            plans: &direct.plans,
+        };
+        wire.read_message(bytes, &direct.request, 0)
+            .map(Value::Object)
+            .map_err(|e| ProtoError::Decode {
+                message: self.request.full_name().to_string(),
+                reason: e.0,
+            })
+    }
+
+    /// [`MethodCodec::decode_request`] through prost-reflect's dynamic messages: the
+    /// reference the direct codec is tested against, and the path for opaque values.
+    pub fn decode_request_dynamic(&self, bytes: &[u8]) -> Result<Value, ProtoError> {
         let message = DynamicMessage::decode(self.request.clone(), bytes).map_err(|e| {
             ProtoError::Decode {
                 message: self.request.full_name().to_string(),
@@ -236,6 +309,26 @@ impl MethodCodec {
 
     /// A result (serde's JSON) as the response message's protobuf bytes.
     pub fn encode_result(&self, result: Value) -> Result<Vec<u8>, ProtoError> {
+        let Some(direct) = &self.direct else {
+            return self.encode_result_dynamic(result);
+        };
+        let wire = Wire {
+            types: &self.schema.types,
+            plans: &direct.plans,
+        };
+        let object = Map::from_iter([("result".to_string(), result)]);
+        let mut out = Vec::new();
+        wire.write_message(&object, &direct.response, &mut out, 0)
+            .map_err(|e| ProtoError::Encode {
+                message: self.response.full_name().to_string(),
+                reason: e.0,
+            })?;
+        Ok(out)
+    }
+
+    /// [`MethodCodec::encode_result`] through prost-reflect's dynamic messages (the
+    /// reference, and the path for opaque values).
+    pub fn encode_result_dynamic(&self, result: Value) -> Result<Vec<u8>, ProtoError> {
         let json = self.result_to_proto_json(result);
         let message = DynamicMessage::deserialize_with_options(
             self.response.clone(),

@@ -30,6 +30,7 @@ pub mod json;
 pub mod mapping;
 pub mod numbers;
 mod text;
+mod wire;
 
 pub use codec::{services_of, DescriptorError, MethodCodec, ProtoCodec, ProtoError};
 pub use export::{
