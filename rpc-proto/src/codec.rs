@@ -1,8 +1,9 @@
 //! Protobuf for the services' JSON calls: a request's protobuf bytes (or proto3 JSON)
 //! read into the arguments the services' JSON dispatcher takes, and a result written as
-//! the response message. Binary goes through `prost-reflect`'s dynamic messages built
-//! from the exported descriptors (no generated code, no protoc), then proto3's JSON
-//! ([`crate::json`]).
+//! the response message. Binary goes through the direct codec ([`crate::wire`]: the
+//! traced shapes, no intermediate message); methods with opaque values, and the tests'
+//! reference, through `prost-reflect`'s dynamic messages built from the exported
+//! descriptors (no generated code, no protoc) and proto3's JSON ([`crate::json`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
