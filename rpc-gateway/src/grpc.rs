@@ -39,8 +39,6 @@ use crate::http::HttpBody;
 use crate::stream::{self, Envelopes};
 use crate::Shared;
 
-/// The flag of a compressed message.
-const COMPRESSED: u8 = 0x01;
 /// gRPC-Web's flag of the trailers message.
 const WEB_TRAILERS: u8 = 0x80;
 
@@ -214,46 +212,6 @@ pub(crate) fn end_frame(flavor: Flavor, answer: &Answer) -> Frame<Bytes> {
     Frame::data(stream::envelope(WEB_TRAILERS, text.as_bytes()))
 }
 
-/// The one request message in a gRPC body (empty for none), expanded with `encoding`
-/// if it is compressed.
-fn request_message(
-    body: &[u8],
-    encoding: Encoding,
-    limit: usize,
-) -> Result<Vec<u8>, (Code, String)> {
-    let invalid = |message: String| (Code::InvalidArgument, message);
-    if body.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some((header, rest)) = body.split_first_chunk::<5>() else {
-        return Err(invalid("the body is not a length-prefixed message".into()));
-    };
-    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if header[0] & !COMPRESSED != 0 {
-        return Err(invalid(format!(
-            "unexpected message flags {:#04x}",
-            header[0]
-        )));
-    }
-    if length != rest.len() {
-        return Err(invalid(format!(
-            "the message prefix says {length} bytes but {} follow: send exactly one message",
-            rest.len()
-        )));
-    }
-    if header[0] & COMPRESSED == 0 {
-        return Ok(rest.to_vec());
-    }
-    if encoding == Encoding::Identity {
-        return Err(invalid(
-            "a compressed message needs grpc-encoding (gzip)".into(),
-        ));
-    }
-    Ok(encoding
-        .decode_or_refuse(rest, limit, "message")?
-        .into_owned())
-}
-
 /// One gRPC call: read, run, answered.
 pub(crate) async fn answer(
     shared: &Arc<Shared>,
@@ -308,7 +266,7 @@ pub(crate) async fn answer(
     let (args, body_bytes) = match crate::http::read_body(shared, body).await {
         Ok(body) => {
             let len = body.len();
-            match request_message(&body, encoding, shared.config.max_body)
+            match stream::request_body(&body, encoding, "grpc-encoding", shared.config.max_body)
                 .and_then(|message| choice.arguments(&message))
             {
                 Ok(args) => (args, len),

@@ -384,8 +384,13 @@ async fn answer(
             Ok(body) => {
                 let len = body.len();
                 let parsed = if streaming {
-                    stream::request_body(&body, encoding, shared.config.max_body)
-                        .and_then(|message| choice.arguments(&message))
+                    stream::request_body(
+                        &body,
+                        encoding,
+                        "Connect-Content-Encoding",
+                        shared.config.max_body,
+                    )
+                    .and_then(|message| choice.arguments(&message))
                 } else {
                     encoding
                         .decode_or_refuse(&body, shared.config.max_body, "body")

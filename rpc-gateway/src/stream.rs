@@ -169,10 +169,14 @@ impl Body for Envelopes {
 }
 
 /// The one message of a streaming request's body (empty for none), expanded with the
-/// stream's `encoding` if its envelope is compressed (at most `limit` bytes).
+/// stream's `encoding` if its envelope is compressed (at most `limit` bytes); the
+/// encoding is named by the request's header `encoding_header`
+/// (`Connect-Content-Encoding`, or gRPC's `grpc-encoding`: gRPC's length-prefixed
+/// messages are the same envelopes).
 pub(crate) fn request_body(
     body: &[u8],
     encoding: Encoding,
+    encoding_header: &str,
     limit: usize,
 ) -> Result<Vec<u8>, (Code, String)> {
     let invalid = |message: String| (Code::InvalidArgument, message);
@@ -181,9 +185,9 @@ pub(crate) fn request_body(
         return Ok(message.to_vec());
     }
     if encoding == Encoding::Identity {
-        return Err(invalid(
-            "a compressed envelope needs Connect-Content-Encoding (gzip)".into(),
-        ));
+        return Err(invalid(format!(
+            "a compressed envelope needs {encoding_header} (gzip)"
+        )));
     }
     Ok(encoding
         .decode_or_refuse(message, limit, "message")?
@@ -207,7 +211,7 @@ mod tests {
         assert!(request_message(&two).is_err(), "two messages");
         body[0] = COMPRESSED;
         assert_eq!(request_message(&body), Ok((&br#"{"a":1}"#[..], true)));
-        assert!(request_body(&body, Encoding::Identity, 100).is_err());
+        assert!(request_body(&body, Encoding::Identity, "Connect-Content-Encoding", 100).is_err());
         body[0] = 0x04;
         assert!(request_message(&body).unwrap_err().contains("flags"));
     }

@@ -79,23 +79,14 @@ impl<'a> JsonMapping<'a> {
         object
     }
 
-    fn resolve<'s>(&'s self, mut shape: &'s Shape) -> &'s Shape {
-        for _ in 0..32 {
-            match shape {
-                Shape::Named(name) => match self.types.get(name) {
-                    Some(TypeShape::NewtypeStruct(inner)) => shape = inner,
-                    _ => return shape,
-                },
-                _ => return shape,
-            }
-        }
-        shape
+    fn resolve<'s>(&'s self, shape: &'s Shape) -> &'s Shape {
+        crate::mapping::unwrap_newtypes(self.types, shape)
     }
 
     fn is_bytes(&self, shape: &Shape) -> bool {
         match shape {
             Shape::Bytes => true,
-            Shape::Seq(item) => *self.resolve(item) == Shape::U8,
+            Shape::Seq(item) => crate::mapping::is_byte(self.types, item),
             _ => false,
         }
     }

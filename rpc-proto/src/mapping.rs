@@ -183,6 +183,29 @@ impl Mapper<'_> {
     }
 }
 
+/// `shape` with newtype structs unwrapped (they are their inner type on every wire);
+/// a chain deeper than 32 (a cycle) stops where it is.
+pub(crate) fn unwrap_newtypes<'s>(
+    types: &'s BTreeMap<String, TypeShape>,
+    mut shape: &'s Shape,
+) -> &'s Shape {
+    for _ in 0..MAX_NEWTYPES {
+        match shape {
+            Shape::Named(name) => match types.get(name) {
+                Some(TypeShape::NewtypeStruct(inner)) => shape = inner,
+                _ => return shape,
+            },
+            _ => return shape,
+        }
+    }
+    shape
+}
+
+/// Whether `shape` is a byte, so that a list of it is protobuf's `bytes`.
+pub(crate) fn is_byte(types: &BTreeMap<String, TypeShape>, shape: &Shape) -> bool {
+    *unwrap_newtypes(types, shape) == Shape::U8
+}
+
 /// A message name from a traced type name: serde's name, with characters protobuf does
 /// not take as `_` (the tracer names a second type of the same serde name `Name#2`).
 pub fn message_name(name: &str) -> String {

@@ -171,21 +171,12 @@ enum Payload<'b> {
 }
 
 impl Wire<'_> {
-    fn resolve<'s>(&'s self, mut shape: &'s Shape) -> &'s Shape {
-        for _ in 0..32 {
-            match shape {
-                Shape::Named(name) => match self.types.get(name) {
-                    Some(TypeShape::NewtypeStruct(inner)) => shape = inner,
-                    _ => return shape,
-                },
-                _ => return shape,
-            }
-        }
-        shape
+    fn resolve<'s>(&'s self, shape: &'s Shape) -> &'s Shape {
+        crate::mapping::unwrap_newtypes(self.types, shape)
     }
 
     fn is_byte(&self, shape: &Shape) -> bool {
-        *self.resolve(shape) == Shape::U8
+        crate::mapping::is_byte(self.types, shape)
     }
 
     /// The fields of a message in `bytes`, as serde's JSON object.
