@@ -245,6 +245,24 @@ pub struct Context {
     flags: u8,
     metadata: Metadata,
     connection: Arc<ConnectionInfo>,
+    /// Where the handler's response metadata goes, on transports that carry it (the
+    /// HTTP gateway); `None` on the native protocol, which has no response metadata.
+    response: Option<ResponseMetadata>,
+}
+
+/// The response metadata of one call, shared between its handler's [`Context`] and the
+/// transport that answers it (cheap to clone).
+#[derive(Clone, Debug, Default)]
+pub struct ResponseMetadata(Arc<std::sync::Mutex<Metadata>>);
+
+impl ResponseMetadata {
+    /// What the handler has set so far.
+    pub fn snapshot(&self) -> Metadata {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Context {
@@ -266,7 +284,37 @@ impl Context {
             flags,
             metadata,
             connection,
+            response: None,
         }
+    }
+
+    /// This context, with `response` receiving the handler's response metadata (for a
+    /// transport that carries it: [`Context::set_response_metadata`]).
+    pub fn with_response_metadata(mut self, response: ResponseMetadata) -> Self {
+        self.response = Some(response);
+        self
+    }
+
+    /// Sets response metadata `key` to `value` (replacing an earlier value), for the
+    /// caller to read with the answer: HTTP callers of the gateway get it as a response
+    /// header (unary calls) or trailer (streams), in Connect, gRPC and gRPC-Web.
+    /// `Ok(false)` when the call's transport carries no response metadata: the native
+    /// protocol does not yet, so a native caller does not see it. `Err` for a key or
+    /// value over the metadata limits.
+    pub fn set_response_metadata(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<bool, RpcError> {
+        let Some(response) = &self.response else {
+            return Ok(false);
+        };
+        response
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, value)?;
+        Ok(true)
     }
 
     /// The context of a call that arrived by another transport (an HTTP gateway), so
@@ -395,6 +443,22 @@ pub(crate) fn inherited_deadline() -> Option<Instant> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_metadata_reaches_a_transport_that_carries_it_and_says_when_none_does() {
+        let connection = Arc::new(ConnectionInfo::new(PeerAddr::Memory, None));
+        let native = Context::for_transport(1, None, "S", "m", false, Metadata::new(), connection);
+        assert!(
+            !native.set_response_metadata("x-a", "1").unwrap(),
+            "not carried"
+        );
+        let response = ResponseMetadata::default();
+        let http = native.clone().with_response_metadata(response.clone());
+        assert!(http.set_response_metadata("x-a", "1").unwrap());
+        assert!(http.clone().set_response_metadata("x-a", "2").unwrap());
+        assert_eq!(response.snapshot().get_str("x-a"), Some("2"));
+        assert!(http.set_response_metadata(&"k".repeat(300), "v").is_err());
+    }
 
     #[test]
     fn metadata_insert_get_replace() {

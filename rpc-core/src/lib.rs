@@ -74,7 +74,7 @@ pub use client::{
     EncodeArgs, Hedging, Method, OutgoingCall, RoutingKey,
 };
 pub use compression::Compression;
-pub use context::{Context, Metadata, PeerAddr, PeerIdentity};
+pub use context::{Context, Metadata, PeerAddr, PeerIdentity, ResponseMetadata};
 pub use error::{CallError, CallOutcome, RpcError};
 pub use keepalive::Keepalive;
 pub use protocol::PayloadCodec;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
-use traitrpc_core::context::{self, ConnectionInfo};
+use traitrpc_core::context::{self, ConnectionInfo, ResponseMetadata};
 use traitrpc_core::json::{JsonMethod, JsonOutcome, MethodKind, Value};
 use traitrpc_core::protocol::status;
 use traitrpc_core::{Answered, Context, HandlerFuture, Metadata, Next, Rejection, Router};
@@ -90,6 +90,8 @@ pub(crate) struct JsonCall {
     pub stream: Option<tokio::sync::mpsc::Sender<Bytes>>,
     /// How results and items are written.
     pub render: Render,
+    /// Where the handler's response metadata goes (the HTTP layer reads it after).
+    pub response: ResponseMetadata,
 }
 
 /// Runs `call` on `router` until it ends or its deadline passes (the handler is then
@@ -206,7 +208,8 @@ async fn run_method(
         method.idempotent,
         call.metadata,
         call.connection,
-    );
+    )
+    .with_response_metadata(call.response);
     let service = Arc::clone(service);
     let service_name = service.name();
     // The handler's outcome, taken out of the middleware chain's end.

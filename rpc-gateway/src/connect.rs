@@ -159,6 +159,26 @@ pub fn timeout_ms(headers: &HeaderMap) -> Result<Option<u64>, String> {
     Ok(Some(text.parse().expect("at most 10 digits fit a u64")))
 }
 
+/// A handler's response metadata as HTTP header fields: the entries whose names and
+/// values HTTP can carry and that are not HTTP's, Connect's or gRPC's own (those are
+/// left out, so a handler cannot forge a status).
+pub(crate) fn response_headers(metadata: &Metadata) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in metadata.iter() {
+        if is_transport_header(name) {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_bytes(value),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    headers
+}
+
 /// Headers that are HTTP's or Connect's own, not the application's.
 fn is_transport_header(name: &str) -> bool {
     name.starts_with("connect-")

@@ -29,7 +29,8 @@ use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use prost::Message;
 use tokio::time::Instant;
-use traitrpc_core::context::ConnectionInfo;
+use traitrpc_core::context::{ConnectionInfo, ResponseMetadata};
+use traitrpc_core::Metadata;
 
 use crate::call::{self, Answer, JsonCall};
 use crate::codec::{Choice, Codec};
@@ -196,9 +197,11 @@ pub(crate) fn trailers_only(flavor: Flavor, answer: &Answer) -> Response<HttpBod
     response
 }
 
-/// The end of a gRPC answer: trailers, or gRPC-Web's trailers message.
-pub(crate) fn end_frame(flavor: Flavor, answer: &Answer) -> Frame<Bytes> {
-    let fields = status_fields(answer);
+/// The end of a gRPC answer: trailers, or gRPC-Web's trailers message; the handler's
+/// response `metadata` among them.
+pub(crate) fn end_frame(flavor: Flavor, answer: &Answer, metadata: &Metadata) -> Frame<Bytes> {
+    let mut fields = connect::response_headers(metadata);
+    fields.extend(status_fields(answer));
     if !flavor.web {
         return Frame::trailers(fields);
     }
@@ -289,6 +292,7 @@ pub(crate) async fn answer(
                 .copied()
         })
         .is_some_and(|m| m.kind == traitrpc_core::json::MethodKind::ServerStream);
+    let response_metadata = ResponseMetadata::default();
     let mut call = JsonCall {
         service,
         method,
@@ -301,35 +305,44 @@ pub(crate) async fn answer(
         request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         stream: None,
         render: choice.render(),
+        response: response_metadata.clone(),
     };
     let response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, flavor.content_type())
         .header("grpc-accept-encoding", "gzip");
     if streaming {
+        // Headers leave before the handler runs: its response metadata goes with the
+        // trailers.
         let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
         call.stream = Some(items);
         let shared = Arc::clone(shared);
-        let run =
-            Box::pin(async move { end_frame(flavor, &call::run(&shared.router, call).await) });
+        let run = Box::pin(async move {
+            let answer = call::run(&shared.router, call).await;
+            end_frame(flavor, &answer, &response_metadata.snapshot())
+        });
         return response
             .body(Envelopes::new(items_out, run, permit).boxed_unsync())
             .expect("a valid response");
     }
     let answer = call::run(&shared.router, call).await;
     drop(permit);
-    match answer {
+    // A unary call's response metadata: headers (initial metadata).
+    let extra = connect::response_headers(&response_metadata.snapshot());
+    let mut response = match answer {
         Answer::Ok(message) => {
             let frames = vec![
                 Ok::<_, Infallible>(Frame::data(stream::envelope(0, &message))),
-                Ok(end_frame(flavor, &Answer::StreamEnded)),
+                Ok(end_frame(flavor, &Answer::StreamEnded, &Metadata::new())),
             ];
             response
                 .body(StreamBody::new(futures::stream::iter(frames)).boxed_unsync())
                 .expect("a valid response")
         }
         other => trailers_only(flavor, &other),
-    }
+    };
+    response.headers_mut().extend(extra);
+    response
 }
 
 #[cfg(test)]

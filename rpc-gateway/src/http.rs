@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::write_timeout::WriteTimeout;
-use traitrpc_core::context::ConnectionInfo;
+use traitrpc_core::context::{ConnectionInfo, ResponseMetadata};
+use traitrpc_core::Metadata;
 use traitrpc_core::PeerAddr;
 
 use crate::call::{self, Answer, JsonCall};
@@ -407,6 +408,7 @@ async fn answer(
     let Some(deadline) = arrived.checked_add(timeout) else {
         return refusal(Code::InvalidArgument, "the timeout is too long");
     };
+    let response_metadata = ResponseMetadata::default();
     let mut call = JsonCall {
         service,
         method,
@@ -419,16 +421,19 @@ async fn answer(
         request_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         stream: None,
         render: choice.render(),
+        response: response_metadata.clone(),
     };
     if streaming {
         // The response body runs the call while its items stream out (so the call ends
         // when the caller leaves, and shutdown waits for it with the connection); it
-        // holds the in-flight permit until the call ends. The body ends with how it ended.
+        // holds the in-flight permit until the call ends. The body ends with how it ended
+        // and the handler's response metadata (headers are sent before it runs).
         let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
         call.stream = Some(items);
         let shared = Arc::clone(shared);
         let run = Box::pin(async move {
-            Frame::data(stream::end_message(&call::run(&shared.router, call).await))
+            let answer = call::run(&shared.router, call).await;
+            Frame::data(stream::end_message(&answer, &response_metadata.snapshot()))
         });
         return Response::builder()
             .status(StatusCode::OK)
@@ -438,7 +443,7 @@ async fn answer(
     }
     let answer = call::run(&shared.router, call).await;
     drop(permit);
-    match answer {
+    let mut response = match answer {
         Answer::Ok(body) => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, choice.unary_content_type())
@@ -453,7 +458,11 @@ async fn answer(
             code.http_status(),
             &connect::error_body(code, &message, application_error),
         ),
-    }
+    };
+    // A unary call's response metadata: headers.
+    let extra = connect::response_headers(&response_metadata.snapshot());
+    response.headers_mut().extend(extra);
+    response
 }
 
 /// `GET /.well-known/rrpc/proto`: the exported files' listing.
@@ -515,7 +524,13 @@ fn stream_error(content_type: &'static str, code: Code, message: &str) -> Respon
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(stream::end_message(&Answer::error(code, message))).boxed_unsync())
+        .body(
+            Full::new(stream::end_message(
+                &Answer::error(code, message),
+                &Metadata::new(),
+            ))
+            .boxed_unsync(),
+        )
         .expect("a valid response")
 }
 

@@ -232,8 +232,12 @@ impl Framing {
 
     fn end(self, answer: &Answer) -> Frame<Bytes> {
         match self {
-            Framing::Grpc(flavor) => grpc::end_frame(flavor, answer),
-            Framing::Connect => Frame::data(stream::end_message(answer)),
+            Framing::Grpc(flavor) => {
+                grpc::end_frame(flavor, answer, &traitrpc_core::Metadata::new())
+            }
+            Framing::Connect => {
+                Frame::data(stream::end_message(answer, &traitrpc_core::Metadata::new()))
+            }
         }
     }
 
@@ -246,9 +250,12 @@ impl Framing {
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, self.content_type())
                 .body(
-                    http_body_util::Full::new(stream::end_message(&answer))
-                        .map_err(|e| match e {})
-                        .boxed_unsync(),
+                    http_body_util::Full::new(stream::end_message(
+                        &answer,
+                        &traitrpc_core::Metadata::new(),
+                    ))
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
                 )
                 .expect("a valid response"),
         }

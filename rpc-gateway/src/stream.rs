@@ -24,6 +24,8 @@ use hyper::body::{Body, Frame};
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use traitrpc_core::Metadata;
+
 use crate::call::Answer;
 use crate::connect::{error_body, Code};
 use crate::encoding::Encoding;
@@ -74,9 +76,10 @@ pub(crate) fn envelope(flags: u8, message: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The end-of-stream message for how the call ended.
-pub(crate) fn end_message(answer: &Answer) -> Bytes {
-    let body = match answer {
+/// The end-of-stream message for how the call ended, with the handler's response
+/// metadata as its `metadata` (`{"key": ["value"]}`: Connect's trailers).
+pub(crate) fn end_message(answer: &Answer, metadata: &Metadata) -> Bytes {
+    let mut body = match answer {
         Answer::Ok(_) | Answer::StreamEnded => json!({}),
         Answer::Error {
             code,
@@ -84,6 +87,20 @@ pub(crate) fn end_message(answer: &Answer) -> Bytes {
             application_error,
         } => json!({ "error": error_body(*code, message, application_error.clone()) }),
     };
+    let trailers = crate::connect::response_headers(metadata);
+    if !trailers.is_empty() {
+        let mut fields = serde_json::Map::new();
+        for name in trailers.keys() {
+            let values: Vec<serde_json::Value> = trailers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(serde_json::Value::from)
+                .collect();
+            fields.insert(name.to_string(), serde_json::Value::Array(values));
+        }
+        body["metadata"] = serde_json::Value::Object(fields);
+    }
     envelope(END_STREAM, body.to_string().as_bytes())
 }
 
@@ -218,11 +235,22 @@ mod tests {
 
     #[test]
     fn the_end_message_carries_the_error() {
-        let end = end_message(&Answer::error(crate::connect::Code::Aborted, "boom"));
+        let end = end_message(
+            &Answer::error(crate::connect::Code::Aborted, "boom"),
+            &Metadata::new(),
+        );
         assert_eq!(end[0], END_STREAM);
         let json: serde_json::Value = serde_json::from_slice(&end[5..]).unwrap();
         assert_eq!(json["error"]["code"], "aborted");
         assert_eq!(json["error"]["message"], "boom");
-        assert_eq!(&end_message(&Answer::StreamEnded)[5..], b"{}");
+        assert_eq!(
+            &end_message(&Answer::StreamEnded, &Metadata::new())[5..],
+            b"{}"
+        );
+        let mut metadata = Metadata::new();
+        metadata.insert("x-count", "3").unwrap();
+        metadata.insert("grpc-status", "0").unwrap();
+        let end = end_message(&Answer::StreamEnded, &metadata);
+        assert_eq!(&end[5..], br#"{"metadata":{"x-count":["3"]}}"#);
     }
 }

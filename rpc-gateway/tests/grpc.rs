@@ -288,6 +288,19 @@ async fn grpc_streams_errors_deadlines_metadata_and_compression() {
         decode("shop.OrdersMetadataResponse", &answer.messages[0].1),
         json!({"result": "hello"})
     );
+    // ... and both ways: the handler's response metadata, as headers of a unary answer
+    // and trailers of a stream.
+    assert_eq!(answer.headers["x-shop-reply"], "reply-hello");
+    let request = encode("shop.OrdersCountRequest", json!({"to": 2}));
+    let answer = grpc(
+        addr,
+        "/shop.Orders/count",
+        "application/grpc",
+        prefixed(0, &request),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.trailers.as_ref().unwrap()["x-shop-count"], "2");
 
     // gRPC with proto3's JSON as the codec.
     let answer = grpc(
@@ -428,7 +441,10 @@ async fn grpc_web_and_connect_binary_work_over_http_1_1() {
         decode("shop.OrdersCountResponse", &frames[0].1),
         json!({"result": "1000000000000"})
     );
-    assert_eq!((frames[1].0, &frames[1].1[..]), (0x02, &b"{}"[..]));
+    assert_eq!(frames[1].0, 0x02);
+    let end: Value = serde_json::from_slice(&frames[1].1).unwrap();
+    // The handler's response metadata: Connect's trailers.
+    assert_eq!(end, json!({"metadata": {"x-shop-count": ["1"]}}));
     gateway.shutdown().await;
 }
 

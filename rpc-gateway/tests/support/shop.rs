@@ -101,13 +101,14 @@ pub trait Orders {
     async fn place(&self, order: Order) -> Order;
     /// `quantity` of `item`, or `OutOfStock` beyond 10.
     async fn reserve(&self, item: String, quantity: u32) -> Result<u32, OutOfStock>;
-    /// `1..=to` as 64-bit values, one by one.
+    /// `1..=to` as 64-bit values, one by one; response metadata `x-shop-count: to`.
     async fn count(&self, to: u32) -> Streaming<u64>;
     /// `1..=fail_after`, then the stream fails.
     async fn count_then_fail(&self, fail_after: u32) -> Streaming<u32>;
     /// Answers `ms` after `ms` milliseconds.
     async fn sleep(&self, ms: u64) -> u64;
-    /// The call's metadata value for `key`, if the caller sent one.
+    /// The call's metadata value for `key`, if the caller sent one; response metadata
+    /// `x-shop-reply: reply-{value}` (`reply-none` without one).
     #[idempotent]
     async fn metadata(&self, key: String) -> Option<String>;
     /// A tuple: no protobuf form (left out of the .proto, still callable in JSON).
@@ -139,6 +140,9 @@ impl Orders for Shop {
         }
     }
     async fn count(&self, to: u32) -> Streaming<u64> {
+        traitrpc_core::context::with_current(|cx| {
+            cx.set_response_metadata("x-shop-count", to.to_string())
+        });
         Streaming::iter((1..=u64::from(to)).map(|n| n * 1_000_000_000_000))
     }
     async fn count_then_fail(&self, fail_after: u32) -> Streaming<u32> {
@@ -154,8 +158,13 @@ impl Orders for Shop {
         ms
     }
     async fn metadata(&self, key: String) -> Option<String> {
-        traitrpc_core::context::with_current(|cx| cx.metadata().get_str(&key).map(String::from))
-            .flatten()
+        traitrpc_core::context::with_current(|cx| {
+            let value = cx.metadata().get_str(&key).map(String::from);
+            let reply = format!("reply-{}", value.as_deref().unwrap_or("none"));
+            let _ = cx.set_response_metadata("x-shop-reply", reply);
+            value
+        })
+        .flatten()
     }
     async fn swap(&self, pair: (u8, u16)) -> (u16, u8) {
         (pair.1, pair.0)
