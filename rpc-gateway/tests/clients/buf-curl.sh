@@ -56,6 +56,48 @@ expect() {
     fi
 }
 
+# meta: the response metadata of the last call (run with -v), one line each,
+# lowercased and without spaces: `header:NAME:VALUE` for a response header, `trailer:NAME:VALUE`
+# for a trailer (an HTTP/2 trailer, or one from Connect's end-of-stream message or
+# gRPC-Web's trailers message, which buf marks `[*]`). buf prints, per request N, the status
+# line `< (#N) HTTP/...`, the headers, a bare `< (#N)`, and after the body another bare
+# `< (#N)` and the trailers.
+meta() {
+    printf '%s\n' "$out" | awk '
+        match($0, /^buf: < \(#[0-9]+\)/) {
+            n = substr($0, 8, RLENGTH - 7)
+            rest = substr($0, RLENGTH + 1)
+            sub(/^ /, "", rest)
+            if (rest ~ /^HTTP\//) { state[n] = "header"; next }
+            if (rest == "") { if (state[n] == "header") state[n] = "trailer"; next }
+            sub(/^\[\*\] /, "", rest)
+            print state[n] ":" rest
+        }' | tr -d ' \t' | tr 'A-Z' 'a-z'
+}
+
+# expect_meta LABEL LINE...: checks the last call (run with -v) succeeded and its response
+# metadata (see meta) has each LINE.
+expect_meta() {
+    local label="$1"
+    shift
+    local why="" m s
+    m="$(meta)"
+    [ "$rc" -ne 0 ] && why="exit status $rc"
+    for s in "$@"; do
+        if [ -z "$why" ] && ! grep -qxF -- "$s" <<<"$m"; then
+            why="no $s in the response metadata ($(tr '\n' ' ' <<<"$m"))"
+        fi
+    done
+    if [ -z "$why" ]; then
+        passed=$((passed + 1))
+        echo "ok   $label"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $label: $why; buf curl printed:"
+        printf '%s\n' "$out" | grep -v '^buf: [{}] ' | head -60 | sed 's/^/    /'
+    fi
+}
+
 selected() { [ -z "$ONLY" ] || [[ "$1" == *"$ONLY"* ]]; }
 
 ORDER='{"order": {"id": "0", "total": "-1234", "note": "fragile", "blob": "AAEC/v8=",
@@ -103,9 +145,18 @@ for protocol in connect grpc grpcweb; do
             call "${args[@]}" --timeout 300ms -d '{"ms": "5000"}' "$u/sleep"
             expect "$label deadline" nonzero '"code":"deadline_exceeded"'
         fi
-        if selected "$label metadata"; then
-            call "${args[@]}" -H 'x-shop-key: hello' -d '{"key": "x-shop-key"}' "$u/metadata"
-            expect "$label metadata" 0 '{"result":"hello"}'
+        # Request metadata in (x-shop-key), response metadata out: metadata's x-shop-reply
+        # is a response header (Connect's HTTP header, gRPC's and gRPC-Web's initial
+        # metadata); count's x-shop-count a trailer (Connect's end-of-stream metadata, an
+        # HTTP/2 trailer, a line of gRPC-Web's trailers message).
+        if selected "$label metadata both ways"; then
+            call "${args[@]}" -v -H 'x-shop-key: hello' -d '{"key": "x-shop-key"}' "$u/metadata"
+            expect "$label metadata both ways (request)" 0 '{"result":"hello"}'
+            expect_meta "$label metadata both ways (response header)" 'header:x-shop-reply:reply-hello'
+        fi
+        if selected "$label metadata both ways stream"; then
+            call "${args[@]}" -v -d '{"to": 3}' "$u/count"
+            expect_meta "$label metadata both ways stream" 'trailer:x-shop-count:3'
         fi
     done
 done

@@ -109,6 +109,12 @@ function describeError(e) {
   return e && e.stack ? e.stack.split("\n").slice(0, 3).join(" | ") : String(e);
 }
 
+/** The response's headers and trailers, for failure messages. */
+function describeMeta(header, trailer) {
+  const list = (h) => (h ? [...h.entries()].map(([k, v]) => `${k}: ${v}`).join("; ") : "none");
+  return `headers {${list(header)}} trailers {${list(trailer)}}`;
+}
+
 const sampleOrder = () => ({
   id: 0n,
   total: -1234n,
@@ -242,12 +248,55 @@ const cases = {
     eq(Code[e2.code], "DeadlineExceeded", `code from the server (${describeError(e2)})`);
     assert(took2 < 3000, `the server answered after ${took2} ms`);
   },
-  "metadata": async (t) => {
+  // Request metadata in (the x-shop-key header, read back by `metadata`), response metadata
+  // out: `metadata` sets x-shop-reply (a response header: Connect's HTTP header, gRPC's and
+  // gRPC-Web's initial metadata).
+  "metadata both ways": async (t) => {
     const client = createClient(Orders, transports[t]({}));
-    const r = await client.metadata({ key: "x-shop-key" }, { headers: { "x-shop-key": "hello" } });
+    let header, trailer;
+    const r = await client.metadata(
+      { key: "x-shop-key" },
+      { headers: { "x-shop-key": "hello" }, onHeader: (h) => (header = h), onTrailer: (h) => (trailer = h) },
+    );
     eq(r.result, "hello", "metadata(x-shop-key)");
-    const none = await client.metadata({ key: "x-absent" });
+    eq(header?.get("x-shop-reply"), "reply-hello", `x-shop-reply response header (${describeMeta(header, trailer)})`);
+    header = trailer = undefined;
+    const none = await client.metadata(
+      { key: "x-absent" },
+      { onHeader: (h) => (header = h), onTrailer: (h) => (trailer = h) },
+    );
     eq(none.result, undefined, "metadata(x-absent) (unset optional)");
+    eq(header?.get("x-shop-reply"), "reply-none", `x-shop-reply for an absent key (${describeMeta(header, trailer)})`);
+    if (t.startsWith("connect")) {
+      // The same over a Connect GET.
+      header = trailer = undefined;
+      const get = createClient(Orders, transports[t]({ useHttpGet: true }));
+      const g = await get.metadata(
+        { key: "x-shop-key" },
+        { headers: { "x-shop-key": "by get" }, onHeader: (h) => (header = h), onTrailer: (h) => (trailer = h) },
+      );
+      eq(g.result, "by get", "GET metadata(x-shop-key)");
+      eq(header?.get("x-shop-reply"), "reply-by get", `x-shop-reply of a GET (${describeMeta(header, trailer)})`);
+    }
+  },
+  // `count` sets x-shop-count, which reaches the client as a trailer: Connect's end-of-stream
+  // metadata, a gRPC HTTP/2 trailer, a line of gRPC-Web's trailers message.
+  "metadata both ways stream": async (t) => {
+    const client = createClient(Orders, transports[t]({}));
+    let header, trailer;
+    const got = [];
+    for await (const item of client.count(
+      { to: 3 },
+      { onHeader: (h) => (header = h), onTrailer: (h) => (trailer = h) },
+    )) {
+      got.push(item.result);
+    }
+    eq(got.length, 3, "count(3) items");
+    eq(trailer?.get("x-shop-count"), "3", `x-shop-count trailer of count(3) (${describeMeta(header, trailer)})`);
+    // No items: the metadata still arrives (gRPC may answer trailers-only).
+    header = trailer = undefined;
+    for await (const _ of client.count({ to: 0 }, { onHeader: (h) => (header = h), onTrailer: (h) => (trailer = h) }));
+    eq(trailer?.get("x-shop-count"), "0", `x-shop-count trailer of count(0) (${describeMeta(header, trailer)})`);
   },
   "unknown method": async (t) => {
     const transport = transports[t]({});

@@ -72,6 +72,7 @@ import grpc  # noqa: E402
 from google.protobuf import wrappers_pb2  # noqa: E402
 from grpc_status import rpc_status  # noqa: E402
 
+from connectrpc.client import ResponseMetadata  # noqa: E402
 from connectrpc.code import Code  # noqa: E402
 from connectrpc.compat import google_protobuf_json_codec  # noqa: E402
 from connectrpc.compression.gzip import GzipCompression  # noqa: E402
@@ -193,12 +194,28 @@ def grpcio_deadline():
     check(took < 3, f"took {took:.2f} s")
 
 
+def describe_grpc_meta(call) -> str:
+    return f"initial={call.initial_metadata()!r} trailing={call.trailing_metadata()!r}"
+
+
 def grpcio_metadata():
-    r = stub.metadata(pb.OrdersMetadataRequest(key="x-shop-key"), metadata=[("x-shop-key", "hello")])
+    """Request metadata in (x-shop-key), response metadata out: x-shop-reply as initial
+    metadata (a response header)."""
+    r, call = stub.metadata.with_call(pb.OrdersMetadataRequest(key="x-shop-key"), metadata=[("x-shop-key", "hello")])
     check(r.HasField("result"), "result unset")
     eq(r.result, "hello", "metadata")
-    r = stub.metadata(pb.OrdersMetadataRequest(key="x-absent"))
+    eq(dict(call.initial_metadata()).get("x-shop-reply"), "reply-hello", f"x-shop-reply ({describe_grpc_meta(call)})")
+    r, call = stub.metadata.with_call(pb.OrdersMetadataRequest(key="x-absent"))
     check(not r.HasField("result"), f"result set: {r.result!r}")
+    eq(dict(call.initial_metadata()).get("x-shop-reply"), "reply-none", f"x-shop-reply, absent key ({describe_grpc_meta(call)})")
+
+
+def grpcio_metadata_stream():
+    """count's x-shop-count arrives as trailing metadata, after the items."""
+    for to in (3, 0):
+        call = stub.count(pb.OrdersCountRequest(to=to))
+        eq(len(list(call)), to, f"count({to}) items")
+        eq(dict(call.trailing_metadata()).get("x-shop-count"), str(to), f"x-shop-count of count({to}) ({describe_grpc_meta(call)})")
 
 
 def grpcio_unknown():
@@ -406,12 +423,34 @@ def cx_deadline(flavour):
     check(took < 3, f"took {took:.2f} s")
 
 
+def describe_cx_meta(meta: ResponseMetadata) -> str:
+    return f"headers={dict(meta.headers.allitems())!r} trailers={dict(meta.trailers.allitems())!r}"
+
+
 def cx_metadata(flavour):
     c = connect_client(flavour)
-    r = c.metadata(pb.OrdersMetadataRequest(key="x-shop-key"), headers={"x-shop-key": "hello"})
+    with ResponseMetadata() as meta:
+        r = c.metadata(pb.OrdersMetadataRequest(key="x-shop-key"), headers={"x-shop-key": "hello"})
     eq(r.result, "hello", "metadata")
-    r = c.metadata(pb.OrdersMetadataRequest(key="x-absent"))
+    eq(meta.headers.get("x-shop-reply"), "reply-hello", f"x-shop-reply ({describe_cx_meta(meta)})")
+    with ResponseMetadata() as meta:
+        r = c.metadata(pb.OrdersMetadataRequest(key="x-absent"))
     check(not r.HasField("result"), f"result set: {r.result!r}")
+    eq(meta.headers.get("x-shop-reply"), "reply-none", f"x-shop-reply, absent key ({describe_cx_meta(meta)})")
+    if flavour.startswith("connect"):
+        with ResponseMetadata() as meta:
+            r = c.metadata(pb.OrdersMetadataRequest(key="x-shop-key"), headers={"x-shop-key": "by get"}, use_get=True)
+        eq(r.result, "by get", "GET metadata")
+        eq(meta.headers.get("x-shop-reply"), "reply-by get", f"x-shop-reply of a GET ({describe_cx_meta(meta)})")
+
+
+def cx_metadata_stream(flavour):
+    c = connect_client(flavour)
+    for to in (3, 0):
+        with ResponseMetadata() as meta:
+            got = list(c.count(pb.OrdersCountRequest(to=to)))
+        eq(len(got), to, f"count({to}) items")
+        eq(meta.trailers.get("x-shop-count"), str(to), f"x-shop-count of count({to}) ({describe_cx_meta(meta)})")
 
 
 def cx_unknown(flavour):
@@ -473,7 +512,8 @@ CASES = [
     ("count stream", grpcio_count, cx_count),
     ("count_then_fail", grpcio_count_then_fail, cx_count_then_fail),
     ("deadline", grpcio_deadline, cx_deadline),
-    ("metadata", grpcio_metadata, cx_metadata),
+    ("metadata both ways", grpcio_metadata, cx_metadata),
+    ("metadata both ways stream", grpcio_metadata_stream, cx_metadata_stream),
     ("unknown method", grpcio_unknown, cx_unknown),
     ("compression", grpcio_compression, cx_compression),
     ("reflection v1alpha", grpcio_reflection, None),
