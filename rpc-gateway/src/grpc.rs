@@ -37,7 +37,7 @@ use crate::codec::{Choice, Codec};
 use crate::connect::{self, Code};
 use crate::encoding::Encoding;
 use crate::http::HttpBody;
-use crate::stream::{self, Envelopes};
+use crate::stream;
 use crate::Shared;
 
 /// gRPC-Web's flag of the trailers message.
@@ -293,7 +293,7 @@ pub(crate) async fn answer(
         })
         .is_some_and(|m| m.kind == traitrpc_core::json::MethodKind::ServerStream);
     let response_metadata = ResponseMetadata::default();
-    let mut call = JsonCall {
+    let call = JsonCall {
         service,
         method,
         args,
@@ -312,17 +312,14 @@ pub(crate) async fn answer(
         .header(header::CONTENT_TYPE, flavor.content_type())
         .header("grpc-accept-encoding", "gzip");
     if streaming {
-        // Headers leave before the handler runs: its response metadata goes with the
-        // trailers.
-        let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
-        call.stream = Some(items);
-        let shared = Arc::clone(shared);
-        let run = Box::pin(async move {
-            let answer = call::run(&shared.router, call).await;
-            end_frame(flavor, &answer, &response_metadata.snapshot())
-        });
+        let body = stream::run_streaming(
+            shared.router.clone(),
+            call,
+            permit,
+            move |answer, metadata| end_frame(flavor, answer, metadata),
+        );
         return response
-            .body(Envelopes::new(items_out, run, permit).boxed_unsync())
+            .body(body.boxed_unsync())
             .expect("a valid response");
     }
     let answer = call::run(&shared.router, call).await;

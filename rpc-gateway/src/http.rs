@@ -30,7 +30,7 @@ use crate::connect::{self, Code};
 use crate::describe;
 use crate::encoding::Encoding;
 use crate::grpc;
-use crate::stream::{self, Envelopes};
+use crate::stream;
 use crate::Shared;
 
 /// Every response's body: JSON in one piece, or a stream's envelopes as they come.
@@ -409,7 +409,7 @@ async fn answer(
         return refusal(Code::InvalidArgument, "the timeout is too long");
     };
     let response_metadata = ResponseMetadata::default();
-    let mut call = JsonCall {
+    let call = JsonCall {
         service,
         method,
         args,
@@ -424,21 +424,14 @@ async fn answer(
         response: response_metadata.clone(),
     };
     if streaming {
-        // The response body runs the call while its items stream out (so the call ends
-        // when the caller leaves, and shutdown waits for it with the connection); it
-        // holds the in-flight permit until the call ends. The body ends with how it ended
-        // and the handler's response metadata (headers are sent before it runs).
-        let (items, items_out) = tokio::sync::mpsc::channel(stream::SINK_CAPACITY);
-        call.stream = Some(items);
-        let shared = Arc::clone(shared);
-        let run = Box::pin(async move {
-            let answer = call::run(&shared.router, call).await;
-            Frame::data(stream::end_message(&answer, &response_metadata.snapshot()))
-        });
+        let body =
+            stream::run_streaming(shared.router.clone(), call, permit, |answer, metadata| {
+                Frame::data(stream::end_message(answer, metadata))
+            });
         return Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, choice.stream_content_type())
-            .body(Envelopes::new(items_out, run, permit).boxed_unsync())
+            .body(body.boxed_unsync())
             .expect("a valid response");
     }
     let answer = call::run(&shared.router, call).await;

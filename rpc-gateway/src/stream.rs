@@ -26,7 +26,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use traitrpc_core::Metadata;
 
-use crate::call::Answer;
+use traitrpc_core::Router;
+
+use crate::call::{Answer, JsonCall};
 use crate::connect::{error_body, Code};
 use crate::encoding::Encoding;
 
@@ -102,6 +104,30 @@ pub(crate) fn end_message(answer: &Answer, metadata: &Metadata) -> Bytes {
         body["metadata"] = serde_json::Value::Object(fields);
     }
     envelope(END_STREAM, body.to_string().as_bytes())
+}
+
+/// The body of a streaming answer that runs `call` (a server stream, its `stream` set
+/// here): the items as they come, then the last frame `end` makes of how the call ended
+/// and the handler's response metadata (the headers have left before the handler ran).
+/// The body runs the call, so the call ends when the caller leaves, and shutdown waits
+/// for it with the connection; it holds the in-flight `permit` until the call ends.
+pub(crate) fn run_streaming<E>(
+    router: Router,
+    mut call: JsonCall,
+    permit: OwnedSemaphorePermit,
+    end: E,
+) -> Envelopes
+where
+    E: FnOnce(&Answer, &Metadata) -> Frame<Bytes> + Send + 'static,
+{
+    let (items, items_out) = mpsc::channel(SINK_CAPACITY);
+    call.stream = Some(items);
+    let response = call.response.clone();
+    let run = Box::pin(async move {
+        let answer = crate::call::run(&router, call).await;
+        end(&answer, &response.snapshot())
+    });
+    Envelopes::new(items_out, run, permit)
 }
 
 /// The call behind a stream: it sends its items to the body's channel and resolves to
