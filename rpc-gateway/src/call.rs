@@ -78,6 +78,10 @@ pub(crate) struct JsonCall {
     pub method: String,
     /// The arguments: a JSON object by parameter name.
     pub args: Value,
+    /// Whether `args` are a caller's serde JSON as sent, which may use proto3's
+    /// spellings the call reads by the method's schema first
+    /// ([`Choice::arguments_as_sent`](crate::codec::Choice::arguments_as_sent)).
+    pub args_as_sent: bool,
     pub body_bytes: usize,
     /// `GET` requests may only call idempotent methods.
     pub is_get: bool,
@@ -180,14 +184,17 @@ async fn run_method(
             ),
         );
     }
-    // Connect clients write proto3's JSON (64-bit integers as strings, bytes as
-    // base64): read into serde's spelling, guided by the method's schema.
+    // A caller's serde JSON may use proto3's spellings (64-bit integers as strings,
+    // bytes as base64): read into serde's, guided by the method's schema. (Arguments
+    // from protobuf or proto3's JSON were read by the schema already.)
     let mut args = call.args;
-    let schema = service.schema().and_then(|s| s.method(method.name));
-    if let (Some(schema), Value::Object(object)) = (schema, &mut args) {
-        let mapping = JsonMapping::new(&schema.types).leaving_absent_fields();
-        let params = schema.params.iter().map(|p| (p.name.as_str(), &p.shape));
-        *object = mapping.serde_fields_of(std::mem::take(object), params);
+    if call.args_as_sent {
+        let schema = service.schema().and_then(|s| s.method(method.name));
+        if let (Some(schema), Value::Object(object)) = (schema, &mut args) {
+            let mapping = JsonMapping::new(&schema.types).leaving_absent_fields();
+            let params = schema.params.iter().map(|p| (p.name.as_str(), &p.shape));
+            *object = mapping.serde_fields_of(std::mem::take(object), params);
+        }
     }
     let args = match traitrpc_core::json::named_arguments(&method, args) {
         Ok(args) => args,

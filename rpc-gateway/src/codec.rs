@@ -21,30 +21,29 @@ pub(crate) enum Codec {
 
 /// The codec chosen for one call, with the method's protobuf form where it has one.
 #[derive(Debug, Clone)]
-pub(crate) struct Choice {
+pub(crate) struct Choice<'a> {
     codec: Codec,
     /// JSON is proto3's mapping of the request and response messages (not serde's).
     proto3_json: bool,
-    method: Option<MethodCodec>,
+    method: Option<&'a MethodCodec>,
 }
 
-impl Choice {
+impl<'a> Choice<'a> {
     /// The choice for `service.method` in `codec`. Binary protobuf needs the method in
     /// the export, else `unimplemented` says why it is not there; proto3's JSON is used
     /// for an exported method and serde's otherwise (a method with no protobuf form is
     /// still callable in JSON, whoever asks).
     pub(crate) fn new(
-        shared: &Shared,
+        shared: &'a Shared,
         service: &str,
         method: &str,
         codec: Codec,
         proto3_json: bool,
-    ) -> Result<Choice, (Code, String)> {
+    ) -> Result<Choice<'a>, (Code, String)> {
         let found = shared
             .proto
             .as_ref()
-            .and_then(|p| p.method(service, method))
-            .cloned();
+            .and_then(|p| p.method(service, method));
         if codec == Codec::Proto && found.is_none() {
             return Err((Code::Unimplemented, not_exported(shared, service, method)));
         }
@@ -59,14 +58,14 @@ impl Choice {
     /// name, in serde's JSON.
     pub(crate) fn arguments(&self, message: &[u8]) -> Result<Value, (Code, String)> {
         let invalid = |message: String| (Code::InvalidArgument, message);
-        match (self.codec, &self.method) {
+        match (self.codec, self.method) {
             (Codec::Proto, Some(method)) => method
                 .decode_request(message)
                 .map_err(|e| invalid(e.to_string())),
             _ => {
                 let json = traitrpc_core::json::parse_arguments(message)
                     .map_err(|e| invalid(format!("the message is not valid JSON: {e}")))?;
-                match (&self.method, self.proto3_json) {
+                match (self.method, self.proto3_json) {
                     (Some(method), true) => Ok(method.arguments_from_proto_json(json)),
                     _ => Ok(json),
                 }
@@ -74,9 +73,17 @@ impl Choice {
         }
     }
 
+    /// Whether [`Choice::arguments`] gives the caller's serde JSON as it came, which may
+    /// still use proto3's spellings (64-bit integers as strings, bytes as base64): the
+    /// call reads those by the method's schema. Arguments from protobuf or proto3's JSON
+    /// were read by the schema already.
+    pub(crate) fn arguments_as_sent(&self) -> bool {
+        self.method.is_none() || (self.codec == Codec::Json && !self.proto3_json)
+    }
+
     /// How results are written.
     pub(crate) fn render(&self) -> Render {
-        match (self.codec, &self.method, self.proto3_json) {
+        match (self.codec, self.method, self.proto3_json) {
             (Codec::Proto, Some(method), _) => Render::Proto(method.clone()),
             (Codec::Json, Some(method), true) => Render::ProtoJson(method.clone()),
             _ => Render::Serde,

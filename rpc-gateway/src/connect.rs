@@ -129,17 +129,10 @@ fn application_error_detail(error: &Value) -> Value {
     })
 }
 
-/// A `google.protobuf.StringValue` holding `text`, in protobuf's binary form.
+/// A `google.protobuf.StringValue` holding `text`, in protobuf's binary form (prost
+/// encodes `String` as that well-known wrapper).
 pub(crate) fn string_value(text: &str) -> Vec<u8> {
-    let mut message = vec![0x0a]; // field 1, length-delimited
-    let mut len = text.len();
-    while len >= 0x80 {
-        message.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
-    }
-    message.push(len as u8);
-    message.extend_from_slice(text.as_bytes());
-    message
+    prost::Message::encode_to_vec(&text.to_string())
 }
 
 /// The `Connect-Timeout-Ms` header: at most 10 digits (Connect's rule), in milliseconds.

@@ -297,6 +297,7 @@ pub(crate) async fn answer(
         service,
         method,
         args,
+        args_as_sent: choice.arguments_as_sent(),
         body_bytes,
         is_get: false,
         deadline,

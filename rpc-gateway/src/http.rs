@@ -413,6 +413,7 @@ async fn answer(
         service,
         method,
         args,
+        args_as_sent: choice.arguments_as_sent(),
         body_bytes,
         is_get,
         deadline,

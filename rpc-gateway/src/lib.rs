@@ -1,7 +1,10 @@
-//! HTTP/JSON for traitrpc services: the JSON side of the
-//! [Connect protocol](https://connectrpc.com/docs/protocol) (unary calls and server
-//! streams), served from the same [`Router`] as the native protocol, on a port of its own
-//! ([`serve`]) or on the native server's port ([`on_native_port`]). Every service
+//! HTTP for traitrpc services: JSON for curl and browsers, the
+//! [Connect protocol](https://connectrpc.com/docs/protocol) (JSON and binary), gRPC and
+//! gRPC-Web (HTTP/2, h2c or TLS with ALPN, and HTTP/1.1), with gRPC server reflection;
+//! unary calls and server streams, served from the same [`Router`] as the native
+//! protocol, on a port of its own ([`serve`]) or on the native server's port
+//! ([`on_native_port`]). Protobuf clients are generated from the `.proto` the trait
+//! exports (`traitrpc-proto`, served at [`describe::PROTO_PATH`]). Every service
 //! `#[service]` generates is callable:
 //!
 //! ```text
@@ -35,6 +38,10 @@
 //!   the arguments in one Connect envelope; the answer is a body of envelopes, one per
 //!   item, then an end-of-stream message carrying the error of a stream that failed.
 //!   Methods that take a stream answer `unimplemented`.
+//! - Protobuf: `application/proto` and `application/connect+proto` (Connect's binary
+//!   codec), `application/grpc` and `application/grpc-web` (gRPC, with `grpc-timeout`,
+//!   trailers and status details), and `grpc.reflection.v1` / `v1alpha`. A caller that
+//!   sends `Connect-Protocol-Version` gets proto3's JSON of the exported messages.
 //!
 //! `docs/HTTP.md` in the repository has the whole mapping.
 //!
@@ -316,8 +323,8 @@ impl traitrpc_core::server::foreign::ForeignProtocol for NativePort {
     }
 }
 
-/// Binds `addr` and serves `router`'s services over HTTP/1.1 there, on the current tokio
-/// runtime. The router may be a clone of the one the native server serves (clones share
+/// Binds `addr` and serves `router`'s services over HTTP there (HTTP/1.1, and HTTP/2 for
+/// connections that open with its preface), on the current tokio runtime. The router may be a clone of the one the native server serves (clones share
 /// the services and their middleware).
 pub async fn serve(
     addr: impl ToSocketAddrs,

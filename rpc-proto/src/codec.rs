@@ -190,7 +190,6 @@ pub struct MethodCodec {
 struct Direct {
     plans: Plans,
     request: Fields,
-    response: Fields,
 }
 
 impl Direct {
@@ -215,11 +214,6 @@ impl Direct {
         Some(Direct {
             plans: Plans::new(&schema.types),
             request: Fields::new(schema.params.iter().map(|p| (p.name.as_str(), &p.shape))),
-            response: if schema.result == Shape::Unit {
-                Fields::default()
-            } else {
-                Fields::result(&schema.result)
-            },
         })
     }
 }
@@ -317,13 +311,15 @@ impl MethodCodec {
             types: &self.schema.types,
             plans: &direct.plans,
         };
-        let object = Map::from_iter([("result".to_string(), result)]);
+        // The response's one field, `result` (none for `()`).
         let mut out = Vec::new();
-        wire.write_message(&object, &direct.response, &mut out, 0)
-            .map_err(|e| ProtoError::Encode {
-                message: self.response.full_name().to_string(),
-                reason: e.0,
-            })?;
+        if self.schema.result != Shape::Unit {
+            wire.write_value(RESULT_FIELD, &result, &self.schema.result, &mut out)
+                .map_err(|e| ProtoError::Encode {
+                    message: self.response.full_name().to_string(),
+                    reason: format!("field `result`: {}", e.0),
+                })?;
+        }
         Ok(out)
     }
 
@@ -341,10 +337,5 @@ impl MethodCodec {
             reason: e.to_string(),
         })?;
         Ok(message.encode_to_vec())
-    }
-
-    /// The field number of the response's `result`.
-    pub fn result_field(&self) -> u32 {
-        RESULT_FIELD
     }
 }

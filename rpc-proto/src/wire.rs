@@ -33,6 +33,8 @@ const FIXED32: u8 = 5;
 pub(crate) struct Plans {
     /// Named types' fields (structs) and variants (enums): number -> (name, shape).
     types: HashMap<String, Fields>,
+    /// Struct variants' fields, by enum, then variant (looked up with borrowed names).
+    variants: HashMap<String, HashMap<String, Fields>>,
 }
 
 /// A message's fields: by number, and in declaration order.
@@ -52,22 +54,15 @@ impl Fields {
         let by_number = list.iter().enumerate().map(|(i, f)| (f.0, i)).collect();
         Fields { by_number, list }
     }
-
-    /// A response: `result = 1`.
-    pub(crate) fn result(shape: &Shape) -> Fields {
-        Fields {
-            by_number: [(crate::numbers::RESULT_FIELD, 0)].into(),
-            list: vec![(crate::numbers::RESULT_FIELD, "result".into(), shape.clone())],
-        }
-    }
 }
 
 impl Plans {
-    /// The plans of `types` (a method's named types): a struct's fields under its name,
-    /// an enum's variants under its name, a struct variant's fields under
-    /// `Enum.Variant`.
+    /// The plans of `types` (a method's named types): a struct's fields and an enum's
+    /// variants under the type's name, a struct variant's fields under the enum's and
+    /// the variant's.
     pub(crate) fn new(types: &BTreeMap<String, TypeShape>) -> Plans {
         let mut plans = HashMap::new();
+        let mut struct_variants: HashMap<String, HashMap<String, Fields>> = HashMap::new();
         for (name, shape) in types {
             match shape {
                 TypeShape::Struct { fields, .. } => {
@@ -82,18 +77,24 @@ impl Plans {
                         if let VariantShape::Struct(fields) = &variant.shape {
                             let fields =
                                 Fields::new(fields.iter().map(|f| (f.name.as_str(), &f.shape)));
-                            plans.insert(format!("{name}.{}", variant.name), fields);
+                            struct_variants
+                                .entry(name.clone())
+                                .or_default()
+                                .insert(variant.name.clone(), fields);
                         }
                     }
                 }
                 _ => {}
             }
         }
-        Plans { types: plans }
+        Plans {
+            types: plans,
+            variants: struct_variants,
+        }
     }
 
     fn variant(&self, name: &str, variant: &str) -> &Fields {
-        &self.types[&format!("{name}.{variant}")]
+        &self.variants[name][variant]
     }
 }
 
@@ -405,6 +406,17 @@ impl Wire<'_> {
     /// What protobuf reads for an absent field.
     fn default_of(&self, shape: &Shape) -> Value {
         crate::json::JsonMapping::new(self.types).serde_of(None, shape)
+    }
+
+    /// `value` (serde's JSON of a `shape`) as field `number` of a message.
+    pub(crate) fn write_value(
+        &self,
+        number: u32,
+        value: &Value,
+        shape: &Shape,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        self.write_field(number, value, shape, out, 0)
     }
 
     /// `object` (serde's JSON of a message with `fields`) as protobuf bytes.
